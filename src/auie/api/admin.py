@@ -1,0 +1,140 @@
+"""Workspace administration over HTTP (scope ``admin``), always within the token's workspace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from auie.api.schemas import (
+    ClientIn,
+    ClientOut,
+    Error,
+    NewClientOut,
+    NewWriteKeyOut,
+    SourceIn,
+    SourceOut,
+    WorkspaceOut,
+    WriteKeyOut,
+)
+from auie.api.security import scope
+from auie.auth.clients import Client
+from auie.auth.scopes import ADMIN, format_scopes
+from auie.auth.tokens import Principal
+from auie.runtime import Runtime
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    responses={
+        401: {"model": Error, "description": "Missing or invalid token"},
+        403: {"model": Error, "description": "Token lacks the admin scope"},
+    },
+)
+_admin = Depends(scope(ADMIN))
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _client_out(client: Client) -> dict[str, Any]:
+    return {
+        "id": client.id,
+        "workspace_id": client.workspace_id,
+        "name": client.name,
+        "scopes": format_scopes(client.scopes).split(),
+        "created_at": client.created_at,
+        "revoked_at": client.revoked_at,
+    }
+
+
+@router.get("/workspace", response_model=WorkspaceOut, operation_id="admin_workspace")
+def workspace(request: Request, who: Principal = _admin) -> Any:
+    """The token's workspace."""
+    return _runtime(request).tenancy.workspace(who.workspace_id)
+
+
+@router.get("/sources", response_model=list[SourceOut], operation_id="admin_list_sources")
+def list_sources(request: Request, who: Principal = _admin) -> Any:
+    return _runtime(request).tenancy.list_sources(who.workspace_id)
+
+
+@router.post(
+    "/sources",
+    response_model=SourceOut,
+    status_code=201,
+    operation_id="admin_create_source",
+    responses={400: {"model": Error}},
+)
+def create_source(body: SourceIn, request: Request, who: Principal = _admin) -> Any:
+    return _runtime(request).tenancy.create_source(who.workspace_id, body.name, body.kind)
+
+
+@router.get("/keys", response_model=list[WriteKeyOut], operation_id="admin_list_keys")
+def list_keys(request: Request, source_id: str | None = None, who: Principal = _admin) -> Any:
+    """Write keys of the workspace (never the keys themselves), optionally of one source."""
+    return _runtime(request).tenancy.list_write_keys(who.workspace_id, source_id)
+
+
+@router.post(
+    "/sources/{source_id}/keys",
+    response_model=NewWriteKeyOut,
+    status_code=201,
+    operation_id="admin_create_key",
+    responses={404: {"model": Error}},
+)
+def create_key(source_id: str, request: Request, who: Principal = _admin) -> Any:
+    """A new write key for a source; the key is shown only in this reply."""
+    new = _runtime(request).tenancy.create_write_key(source_id, who.workspace_id)
+    info = new.info
+    return {
+        "id": info.id,
+        "source_id": info.source_id,
+        "workspace_id": info.workspace_id,
+        "prefix": info.prefix,
+        "created_at": info.created_at,
+        "revoked_at": info.revoked_at,
+        "key": new.key,
+    }
+
+
+@router.delete(
+    "/keys/{key_id}",
+    status_code=204,
+    operation_id="admin_revoke_key",
+    responses={404: {"model": Error}},
+)
+def revoke_key(key_id: str, request: Request, who: Principal = _admin) -> Response:
+    _runtime(request).tenancy.revoke_write_key(key_id, who.workspace_id)
+    return Response(status_code=204)
+
+
+@router.get("/clients", response_model=list[ClientOut], operation_id="admin_list_clients")
+def list_clients(request: Request, who: Principal = _admin) -> Any:
+    return [_client_out(c) for c in _runtime(request).clients.list(who.workspace_id)]
+
+
+@router.post(
+    "/clients",
+    response_model=NewClientOut,
+    status_code=201,
+    operation_id="admin_create_client",
+    responses={400: {"model": Error}},
+)
+def create_client(body: ClientIn, request: Request, who: Principal = _admin) -> Any:
+    """A new OAuth2 client of the workspace; the secret is shown only in this reply."""
+    new = _runtime(request).clients.create(who.workspace_id, body.name, body.scopes)
+    return {**_client_out(new.client), "secret": new.secret}
+
+
+@router.delete(
+    "/clients/{client_id}",
+    status_code=204,
+    operation_id="admin_revoke_client",
+    responses={404: {"model": Error}},
+)
+def revoke_client(client_id: str, request: Request, who: Principal = _admin) -> Response:
+    _runtime(request).clients.revoke(client_id, who.workspace_id)
+    return Response(status_code=204)

@@ -1,0 +1,146 @@
+"""The ASGI application: one router per domain, one error mapping, metrics middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import auie
+from auie.api import admin, collect, errors, health, oauth
+from auie.collect.service import Collector, WriteKeyCache
+from auie.collect.writer import GroupCommitWriter
+from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
+from auie.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from auie.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+_MAINTENANCE_SECONDS = 600.0
+
+
+class MetricsMiddleware:
+    """Counts requests by route template and status (pure ASGI: cheap on the hot path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_SECONDS.labels(template).observe(time.perf_counter() - started)
+
+
+async def _maintenance(runtime: Runtime) -> None:
+    """Log retention and dedupe-window purge, every few minutes."""
+    settings = runtime.settings
+    while True:
+        await asyncio.sleep(_MAINTENANCE_SECONDS)
+        now_ms = int(time.time() * 1000)
+        try:
+            log = runtime.eventlog
+            cutoff = now_ms - int(settings.eventlog.retention_hours * 3600 * 1000)
+            for topic in (EVENTS_TOPIC, DEAD_LETTERS_TOPIC):
+                await asyncio.to_thread(log.apply_retention, topic, cutoff)
+            window_ms = settings.collect.dedupe_window_seconds * 1000
+            await asyncio.to_thread(log.purge_dedupe, now_ms - window_ms)
+        except Exception:
+            logger.exception("event log maintenance failed; will retry")
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The AUIE API over an opened :class:`Runtime`."""
+    settings = runtime.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        writer = GroupCommitWriter(
+            runtime.eventlog, max_records=settings.eventlog.group_commit_max_records
+        )
+        writer.start()
+        app.state.collector = Collector(
+            settings.collect,
+            WriteKeyCache(runtime.tenancy, settings.collect.write_key_cache_seconds),
+            writer,
+            settings.server.trusted_proxies,
+        )
+        runtime.tokens  # noqa: B018  (load signing keys before the first request)
+        task = asyncio.create_task(_maintenance(runtime))
+        try:
+            yield
+        finally:
+            task.cancel()
+            writer.stop()
+
+    app = FastAPI(
+        title="AUIE",
+        version=auie.__version__,
+        description=(
+            "Adaptive User Interaction Engine: Segment-compatible collection, identity, "
+            "lakehouse analytics, decisions and privacy. Errors are "
+            '`{"code", "message"}`; JSON fields are camelCase.'
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in (health, collect, oauth, admin):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for model in collect.REQUEST_SCHEMAS:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(model_schema.pop("$defs", {}))
+        schemas[model.__name__] = model_schema
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "writeKey": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "The source's write key as user name, empty password",
+            },
+            "clientBasic": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "OAuth2 client id and secret",
+            },
+        }
+    )
+    app.openapi_schema = schema
+    return schema

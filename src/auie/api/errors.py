@@ -1,0 +1,103 @@
+"""Every HTTP error body is ``{"code": ..., "message": ...}``; this module makes it so."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from auie.errors import AuieError, AuthenticationFailed, RateLimited
+from auie.metrics import REQUESTS_REJECTED
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+async def _auie_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuieError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(int(exc.retry_after))
+    if isinstance(exc, AuthenticationFailed) and request.url.path.startswith("/v1/"):
+        headers["WWW-Authenticate"] = _challenge(request.url.path)
+    if exc.http_status >= 500:
+        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    if request.url.path.startswith("/v1/") and exc.http_status != 500:
+        REQUESTS_REJECTED.labels(exc.code).inc()
+    body = exc.to_dict()
+    if request.url.path == "/oauth/token":
+        # RFC 6749 names the fields error / error_description; we send both spellings.
+        body = {**body, "error": exc.code, "error_description": exc.message}
+    return JSONResponse(body, status_code=exc.http_status, headers=headers or None)
+
+
+def _challenge(path: str) -> str:
+    return 'Basic realm="auie"' if path.startswith(_COLLECT_PREFIXES) else 'Bearer realm="auie"'
+
+
+_COLLECT_PREFIXES = tuple(
+    f"/v1/{name}"
+    for name in (
+        "track",
+        "identify",
+        "page",
+        "screen",
+        "group",
+        "alias",
+        "batch",
+        "import",
+        "t",
+        "i",
+        "p",
+        "s",
+        "g",
+        "a",
+        "b",
+    )
+)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return error_response(400, "invalid_request", "; ".join(problems) or "invalid request")
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the server log has details")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AuieError, _auie_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,48 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from auie import db
+from auie.api.schemas import Error, Status
+from auie.runtime import Runtime
+
+router = APIRouter(tags=["operate"])
+
+
+@router.get("/healthz", response_model=Status, operation_id="healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Status,
+    operation_id="readyz",
+    responses={503: {"model": Error, "description": "A store is unreachable"}},
+)
+async def readyz(request: Request) -> dict[str, str]:
+    """The metadata database and the event log answer."""
+    runtime: Runtime = request.app.state.runtime
+
+    def check() -> None:
+        db.ping(runtime.engine)
+        runtime.eventlog.ping()
+
+    await run_in_threadpool(check)
+    return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,99 @@
+"""OAuth2 clients: an id, a secret shown once (stored hashed), the scopes they may ask for."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from auie.auth.scopes import format_scopes, parse_scopes
+from auie.auth.tables import clients
+from auie.errors import AuthenticationFailed, InvalidRequest, NotFound
+from auie.ids import new_id, new_secret, secret_hash, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    id: str
+    workspace_id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    """A freshly created client: ``secret`` is the only time it is visible."""
+
+    client: Client
+    secret: str
+
+
+def _client(row: Any) -> Client:
+    data = dict(row._mapping)
+    data.pop("secret_hash", None)
+    data["scopes"] = parse_scopes(data["scopes"])
+    return Client(**data)
+
+
+class ClientStore:
+    """Create, authenticate, list and revoke OAuth2 clients."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, workspace_id: str, name: str, scopes: Iterable[str]) -> NewClient:
+        allowed = parse_scopes(scopes)
+        if not allowed:
+            raise InvalidRequest("a client needs at least one scope", code="invalid_scope")
+        secret = new_secret()
+        row: dict[str, Any] = {
+            "id": new_id("cl"),
+            "workspace_id": workspace_id,
+            "name": name,
+            "secret_hash": secret_hash(secret),
+            "scopes": format_scopes(allowed),
+            "created_at": utcnow(),
+            "revoked_at": None,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(insert(clients).values(row))
+        del row["secret_hash"]
+        row["scopes"] = allowed
+        return NewClient(Client(**row), secret)
+
+    def authenticate(self, client_id: str, secret: str) -> Client:
+        """The client if id and secret match an active client; otherwise one vague error."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(clients).where(clients.c.id == client_id)).first()
+        expected = row.secret_hash if row is not None else secret_hash("")
+        matches = hmac.compare_digest(expected, secret_hash(secret))
+        if row is None or not matches or row.revoked_at is not None:
+            raise AuthenticationFailed("invalid client credentials", code="invalid_client")
+        return _client(row)
+
+    def list(self, workspace_id: str) -> list[Client]:
+        query = (
+            select(clients)
+            .where(clients.c.workspace_id == workspace_id)
+            .order_by(clients.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return [_client(row) for row in conn.execute(query)]
+
+    def revoke(self, client_id: str, workspace_id: str | None = None) -> None:
+        query = (
+            update(clients)
+            .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        if workspace_id is not None:
+            query = query.where(clients.c.workspace_id == workspace_id)
+        with self.engine.begin() as conn:
+            if conn.execute(query).rowcount == 0:
+                raise NotFound(f"active client {client_id!r} does not exist")

@@ -1,0 +1,35 @@
+"""The scopes an access token can carry. They are independent: ``admin`` does not imply
+``profiles:read``; a client is given every scope it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from auie.errors import InvalidRequest
+
+INGEST = "ingest"
+PROFILES_READ = "profiles:read"
+DECIDE = "decide"
+ANALYTICS_READ = "analytics:read"
+PRIVACY_ADMIN = "privacy:admin"
+ADMIN = "admin"
+
+ALL_SCOPES: tuple[str, ...] = (INGEST, PROFILES_READ, DECIDE, ANALYTICS_READ, PRIVACY_ADMIN, ADMIN)
+
+
+def parse_scopes(value: str | Iterable[str]) -> frozenset[str]:
+    """Scopes from a space-separated string or an iterable; unknown scopes are an error."""
+    items = value.split() if isinstance(value, str) else [s for v in value for s in v.split()]
+    unknown = sorted(set(items) - set(ALL_SCOPES))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}",
+            code="invalid_scope",
+        )
+    return frozenset(items)
+
+
+def format_scopes(scopes: Iterable[str]) -> str:
+    """Space-separated, in the canonical order."""
+    wanted = set(scopes)
+    return " ".join(s for s in ALL_SCOPES if s in wanted)

@@ -1,0 +1,196 @@
+"""``auie workspaces|sources|keys|clients|signing-keys``: tenancy and credentials."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+
+from auie.auth.scopes import ALL_SCOPES
+from auie.cli.common import emit, json_option, open_runtime, settings_options
+from auie.config import Settings
+from auie.ids import utcnow
+
+
+@click.group()
+def workspaces() -> None:
+    """Workspaces: every stored record belongs to one."""
+
+
+@workspaces.command("create")
+@click.argument("name")
+@json_option
+@settings_options()
+def workspaces_create(name: str, as_json: bool, settings: Settings) -> None:
+    """Create a workspace."""
+    emit(open_runtime(settings).tenancy.create_workspace(name), as_json)
+
+
+@workspaces.command("list")
+@json_option
+@settings_options()
+def workspaces_list(as_json: bool, settings: Settings) -> None:
+    """List workspaces."""
+    emit(open_runtime(settings).tenancy.list_workspaces(), as_json, ("id", "name", "createdAt"))
+
+
+@click.group()
+def sources() -> None:
+    """Sources of a workspace (web, ios, backend...)."""
+
+
+@sources.command("create")
+@click.argument("name")
+@click.option("--workspace", "-w", required=True, help="Workspace id or name.")
+@click.option("--kind", default="web", show_default=True, help="web, ios, android, server...")
+@json_option
+@settings_options()
+def sources_create(name: str, workspace: str, kind: str, as_json: bool, settings: Settings) -> None:
+    """Create a source in a workspace."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace)
+    emit(runtime.tenancy.create_source(ws.id, name, kind), as_json)
+
+
+@sources.command("list")
+@click.option("--workspace", "-w", required=True, help="Workspace id or name.")
+@json_option
+@settings_options()
+def sources_list(workspace: str, as_json: bool, settings: Settings) -> None:
+    """List the sources of a workspace."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace)
+    emit(runtime.tenancy.list_sources(ws.id), as_json, ("id", "name", "kind", "createdAt"))
+
+
+@click.group()
+def keys() -> None:
+    """Write keys of sources (ingest only; stored hashed)."""
+
+
+@keys.command("create")
+@click.option("--source", "-s", "source_id", required=True, help="Source id.")
+@json_option
+@settings_options()
+def keys_create(source_id: str, as_json: bool, settings: Settings) -> None:
+    """Create a write key; the key is printed only now."""
+    new = open_runtime(settings).tenancy.create_write_key(source_id)
+    emit({**_dict(new.info), "key": new.key}, as_json)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@settings_options()
+def keys_revoke(key_id: str, settings: Settings) -> None:
+    """Revoke a write key (running servers stop accepting it within seconds)."""
+    open_runtime(settings).tenancy.revoke_write_key(key_id)
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("list")
+@click.option("--workspace", "-w", required=True, help="Workspace id or name.")
+@click.option("--source", "-s", "source_id", default=None, help="Only this source's keys.")
+@json_option
+@settings_options()
+def keys_list(workspace: str, source_id: str | None, as_json: bool, settings: Settings) -> None:
+    """List write keys (ids and prefixes, never the keys)."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace)
+    emit(
+        runtime.tenancy.list_write_keys(ws.id, source_id),
+        as_json,
+        ("id", "sourceId", "prefix", "createdAt", "revokedAt"),
+    )
+
+
+@click.group()
+def clients() -> None:
+    """OAuth2 clients (client credentials) and their scopes."""
+
+
+@clients.command("create")
+@click.option("--workspace", "-w", required=True, help="Workspace id or name.")
+@click.option("--name", default="client", show_default=True)
+@click.option(
+    "--scopes",
+    required=True,
+    help=f"Space- or comma-separated, from: {' '.join(ALL_SCOPES)}.",
+)
+@json_option
+@settings_options()
+def clients_create(
+    workspace: str, name: str, scopes: str, as_json: bool, settings: Settings
+) -> None:
+    """Create a client; the secret is printed only now."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace)
+    new = runtime.clients.create(ws.id, name, scopes.replace(",", " ").split())
+    emit({**_dict(new.client), "secret": new.secret}, as_json)
+
+
+@clients.command("list")
+@click.option("--workspace", "-w", required=True, help="Workspace id or name.")
+@json_option
+@settings_options()
+def clients_list(workspace: str, as_json: bool, settings: Settings) -> None:
+    """List clients of a workspace."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace)
+    emit(runtime.clients.list(ws.id), as_json, ("id", "name", "scopes", "createdAt", "revokedAt"))
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+@settings_options()
+def clients_revoke(client_id: str, settings: Settings) -> None:
+    """Revoke a client: it gets no new tokens (issued ones expire within their TTL)."""
+    open_runtime(settings).clients.revoke(client_id)
+    click.echo(f"revoked {client_id}")
+
+
+@click.group("signing-keys")
+def signing_keys() -> None:
+    """Keys that sign access tokens; rotate without downtime."""
+
+
+@signing_keys.command("list")
+@json_option
+@settings_options()
+def signing_keys_list(as_json: bool, settings: Settings) -> None:
+    """List signing keys (public parts)."""
+    rows = [
+        {
+            "kid": k.kid,
+            "algorithm": k.algorithm,
+            "createdAt": k.created_at,
+            "retiredAt": k.retired_at,
+        }
+        for k in open_runtime(settings).signing_keys.load()
+    ]
+    emit(rows, as_json, ("kid", "algorithm", "createdAt", "retiredAt"))
+
+
+@signing_keys.command("rotate")
+@settings_options()
+def signing_keys_rotate(settings: Settings) -> None:
+    """Start signing with a new key; the old one keeps verifying until pruned."""
+    kid = open_runtime(settings).signing_keys.create(settings.auth.signing_algorithm)
+    click.echo(
+        f"now signing with {kid}; running servers pick it up within "
+        f"{settings.auth.key_refresh_seconds:g}s"
+    )
+
+
+@signing_keys.command("prune")
+@settings_options()
+def signing_keys_prune(settings: Settings) -> None:
+    """Remove keys retired longer ago than a token lifetime (their tokens have expired)."""
+    cutoff = utcnow() - timedelta(seconds=settings.auth.token_ttl_seconds + 60)
+    removed = open_runtime(settings).signing_keys.prune(cutoff)
+    click.echo(f"removed {len(removed)} key(s): {' '.join(removed) or '-'}")
+
+
+def _dict(value: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(value)  # type: ignore[call-overload, no-any-return]

@@ -1,0 +1,166 @@
+"""Options every command takes, settings loading, and output helpers (Rich or JSON)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from auie.config import Settings, load_settings
+from auie.errors import AuieError
+from auie.runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _parse_set(values: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
+
+
+def settings_options(**flags: str) -> Callable[[F], F]:
+    """Adds --data-dir, --config and --set and passes ``settings`` to the command.
+
+    ``flags`` maps the command's own options to setting keys (``port="server.port"``);
+    those options are removed from the command's arguments and win over every source.
+    """
+
+    def decorate(func: F) -> F:
+        @click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Data directory [env AUIE_DATA_DIR; default ./auie-data].",
+        )
+        @click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="TOML config file [env AUIE_CONFIG; default ./auie.toml if present].",
+        )
+        @click.option(
+            "--set",
+            "set_values",
+            multiple=True,
+            metavar="SECTION.KEY=VALUE",
+            help="Override any setting, e.g. --set collect.max_batch_events=5000.",
+        )
+        @functools.wraps(func)
+        def wrapper(
+            *args: Any,
+            data_dir: Path | None,
+            config_file: Path | None,
+            set_values: Sequence[str],
+            **kwargs: Any,
+        ) -> Any:
+            overrides = _parse_set(set_values)
+            for option, key in flags.items():
+                value = kwargs.pop(option)
+                if value is not None:
+                    overrides[key] = value
+            if data_dir is not None:
+                overrides["data_dir"] = data_dir
+            try:
+                settings = load_settings(overrides, config_file=config_file)
+            except AuieError as exc:
+                fail(exc)
+            return func(*args, settings=settings, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(func)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    return Runtime(settings)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_json_obj(value: Any) -> Any:
+    """Dataclasses to camelCase JSON-ready values."""
+    plain = _plain(value)
+    if isinstance(plain, dict):
+        return {_camel(k): v for k, v in plain.items()}
+    if isinstance(plain, list):
+        return [{_camel(k): v for k, v in p.items()} if isinstance(p, dict) else p for p in plain]
+    return plain
+
+
+def emit(
+    value: Any, as_json: bool, columns: Iterable[str] | None = None, title: str | None = None
+) -> None:
+    """Print one object or a list: JSON with --json, else a Rich table."""
+    data = to_json_obj(value)
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in cols))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def fail(error: AuieError) -> NoReturn:
+    err_console.print(f"[red]error[/red] ({error.code}): {error.message}")
+    raise SystemExit(2)

@@ -1,0 +1,38 @@
+"""The ``auie`` command. Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+import auie
+from auie.cli import admin, log, serve
+from auie.cli.common import fail
+from auie.errors import AuieError
+
+
+class AuieGroup(click.Group):
+    """Turns AUIE errors into one red line and exit status 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AuieError as exc:
+            fail(exc)
+
+
+@click.group(cls=AuieGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(auie.__version__, prog_name="auie")
+def cli() -> None:
+    """AUIE, the Adaptive User Interaction Engine."""
+
+
+cli.add_command(serve.serve)
+for group in (admin.workspaces, admin.sources, admin.keys, admin.clients, admin.signing_keys):
+    cli.add_command(group)
+cli.add_command(log.log)
+
+
+def main() -> None:
+    cli(prog_name="auie")

@@ -1,0 +1,85 @@
+"""``auie serve``: the whole engine in one process on the embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import uvicorn
+from rich.panel import Panel
+
+from auie.api.app import create_app
+from auie.cli.common import configure_logging, console, settings_options
+from auie.config import Settings
+from auie.runtime import Bootstrap, Runtime
+
+
+def _show_bootstrap(boot: Bootstrap, data_dir: Path) -> None:
+    console.print(
+        Panel.fit(
+            "\n".join(
+                [
+                    f"workspace      {boot.workspace}",
+                    f"source         {boot.source}",
+                    f"write key      {boot.write_key}",
+                    f"client id      {boot.client_id}",
+                    f"client secret  {boot.client_secret}",
+                    "",
+                    f"Saved once to {data_dir / 'bootstrap.json'} (mode 0600).",
+                    "This is the only time the secrets are printed.",
+                ]
+            ),
+            title="AUIE first start: credentials",
+        )
+    )
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on [default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [default 8080].")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificate: serve HTTPS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM private key of --tls-cert.",
+)
+@settings_options(
+    host="server.host", port="server.port", tls_cert="server.tls_cert", tls_key="server.tls_key"
+)
+def serve(settings: Settings) -> None:
+    """Run the API, the collector and every background job."""
+    configure_logging(settings.log_level)
+    runtime = Runtime(settings)
+    boot = runtime.bootstrap() if settings.server.bootstrap else None
+    if boot is not None:
+        _show_bootstrap(boot, settings.data_dir)
+    server = settings.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=server.host,
+        port=server.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        ssl_certfile=str(server.tls_cert) if server.tls_cert else None,
+        ssl_keyfile=str(server.tls_key) if server.tls_key else None,
+        timeout_graceful_shutdown=10,
+    )
+    scheme = "https" if server.tls_cert else "http"
+    console.print(
+        f"AUIE listening on {scheme}://{server.host}:{server.port}  data: {settings.data_dir}"
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        runtime.close()

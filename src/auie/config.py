@@ -1,0 +1,213 @@
+"""One typed settings tree for all of AUIE.
+
+Sources, highest priority first:
+
+1. explicit arguments (CLI flags, ``--set section.key=value``, keyword arguments),
+2. environment variables ``AUIE_<SECTION>__<KEY>`` (top-level keys: ``AUIE_<KEY>``),
+3. the TOML file (``auie.toml`` in the working directory, or ``--config`` / ``AUIE_CONFIG``),
+4. the defaults below.
+
+Unknown keys are an error in every source, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from auie.errors import ConfigError
+
+ENV_PREFIX = "AUIE_"
+#: Environment variables with the prefix that are not settings keys.
+ENV_NOT_SETTINGS = frozenset({"AUIE_CONFIG"})
+DEFAULT_CONFIG_FILE = Path("auie.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    """The HTTP server of ``auie serve``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Peers (IPs or CIDR ranges) whose X-Forwarded-For header is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Create a workspace, source, write key and admin client on first start.
+    bootstrap: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+
+class CollectConfig(_Section):
+    """Limits and behaviour of the Segment-compatible collector."""
+
+    max_event_bytes: int = Field(32 * 1024, gt=0)
+    max_request_bytes: int = Field(500 * 1024, gt=0)
+    max_batch_events: int = Field(2500, gt=0)
+    #: A messageId seen again within this window is acknowledged but stored once.
+    dedupe_window_seconds: int = Field(24 * 3600, ge=0)
+    #: Sustained events per second per source; 0 disables the limit.
+    rate_limit_events_per_second: float = Field(100_000, ge=0)
+    #: Events a source may send at once above the sustained rate.
+    rate_limit_burst: int = Field(200_000, gt=0)
+    #: How long a write key lookup is cached; a revoked key stops working within this time.
+    write_key_cache_seconds: float = Field(5.0, ge=0)
+
+
+class EventLogConfig(_Section):
+    """The durable event log between the collector and the processor."""
+
+    type: Literal["sqlite"] = "sqlite"
+    #: SQLite file; defaults to ``<data_dir>/log/eventlog.db``.
+    path: Path | None = None
+    partitions: int = Field(4, ge=1, le=1024)
+    retention_hours: float = Field(7 * 24, gt=0)
+    #: Most records one group commit writes in one transaction.
+    group_commit_max_records: int = Field(20_000, gt=0)
+
+
+class DatabaseConfig(_Section):
+    """The metadata database: workspaces, sources, keys, clients (and later profiles)."""
+
+    #: SQLAlchemy URL; defaults to SQLite at ``<data_dir>/auie.db``.
+    url: SecretStr | None = None
+
+
+class AuthConfig(_Section):
+    """OAuth2 client credentials and JWT access tokens."""
+
+    token_ttl_seconds: int = Field(900, ge=30, le=24 * 3600)
+    issuer: str = "auie"
+    audience: str = "auie"
+    signing_algorithm: Literal["ES256", "EdDSA", "RS256"] = "ES256"
+    #: How often a running server reloads signing keys (picks up a rotation).
+    key_refresh_seconds: float = Field(30.0, gt=0)
+
+
+class Settings(_Section):
+    """The whole settings tree."""
+
+    data_dir: Path = Path("auie-data")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerConfig = ServerConfig()
+    collect: CollectConfig = CollectConfig()
+    eventlog: EventLogConfig = EventLogConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    auth: AuthConfig = AuthConfig()
+
+    @property
+    def eventlog_path(self) -> Path:
+        return self.eventlog.path or self.data_dir / "log" / "eventlog.db"
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'auie.db').resolve()}"
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from all sources; raise :class:`ConfigError` on any problem.
+
+    ``overrides`` uses dotted keys (``{"server.port": 9000}``); ``None`` values are ignored
+    so unset CLI flags fall through to lower-priority sources.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    path = config_file or (Path(environ["AUIE_CONFIG"]) if "AUIE_CONFIG" in environ else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    path = path or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
+    if path is not None:
+        _merge(merged, _read_toml(path), source=str(path))
+    _merge(merged, _from_env(environ), source="environment")
+    _merge(merged, _from_dotted(overrides or {}), source="arguments")
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    dotted: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        dotted[key] = _env_value(raw)
+    return _from_dotted(dotted, source="environment variable AUIE_")
+
+
+def _env_value(raw: str) -> Any:
+    """Lists and tables are written as JSON in environment variables."""
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _from_dotted(values: Mapping[str, Any], source: str = "argument") -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in values.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source} {dotted!r} conflicts with another key")
+            node = child
+        node[leaf] = value
+    return tree
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any], *, source: str) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source=source)
+        elif isinstance(value, Mapping):
+            into[key] = dict(value)
+        else:
+            into[key] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where!r}")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,84 @@
+"""The metadata database (SQLAlchemy 2 + Alembic): SQLite by default, PostgreSQL by URL.
+
+Each domain declares its tables on :data:`metadata`; Alembic migrations under
+``migrations/versions`` create them, and :func:`open_database` brings any database to the
+latest revision before use, so upgrading AUIE is restarting it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from auie.errors import StorageUnavailable
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_migrate_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows are overwritten with zeros rather than left in free pages.
+    cursor.execute("PRAGMA secure_delete = ON")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine with AUIE's connection settings (SQLite pragmas, pool pre-ping)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database schema to ``revision`` (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with _migrate_lock, engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def open_database(url: str) -> Engine:
+    """Create the engine and migrate; raise :class:`StorageUnavailable` if unreachable."""
+    engine = create_db_engine(url)
+    try:
+        migrate(engine)
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"metadata database is unavailable: {exc}") from exc
+    return engine
+
+
+def ping(engine: Engine) -> None:
+    """Raise :class:`StorageUnavailable` if the database does not answer."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"metadata database is unavailable: {exc}") from exc

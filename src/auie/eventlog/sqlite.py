@@ -1,0 +1,339 @@
+"""The embedded event log: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Layout: one table per topic partition (``p_<topic>_<n>``) whose ``INTEGER PRIMARY KEY
+AUTOINCREMENT`` is the offset, so a partition read is a range scan of the table's own
+B-tree and offsets are never reused, even after retention or erasure deletes the newest
+rows. Dedupe keys live in a ``WITHOUT ROWID`` table written in the same transaction as
+the records, so "stored once" holds across crashes and retries.
+
+Connections are per thread; every append is one ``BEGIN IMMEDIATE`` transaction, so
+several processes (the server, an importer) can append to one file safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from auie.errors import InvalidRequest, NotFound, StorageUnavailable
+from auie.eventlog.base import (
+    AppendOutcome,
+    EventLog,
+    LogCapabilities,
+    LogRecord,
+    PartitionStats,
+    StoredRecord,
+    TopicStats,
+    partition_for,
+)
+
+_TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_MAX_PARAMS = 500
+_PURGE_CHUNK = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, part)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedupe (key BLOB PRIMARY KEY, seen_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms);
+"""
+
+
+def _table(topic: str, partition: int) -> str:
+    return f"p_{topic}_{partition}"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class SQLiteEventLog(EventLog):
+    """Event log in one SQLite file; see the module docstring for the layout."""
+
+    capabilities = LogCapabilities(
+        ordered_per_partition=True,
+        atomic_append=True,
+        transactional_dedupe=True,
+        supports_delete=True,
+    )
+
+    def __init__(self, path: Path, *, dedupe_window_ms: int = 24 * 3600 * 1000) -> None:
+        self.path = path
+        self.dedupe_window_ms = dedupe_window_ms
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._partitions: dict[str, int] = {}
+        self._conn().executescript(_SCHEMA)
+
+    # -- connections -------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA secure_delete = ON")
+                conn.execute("PRAGMA journal_size_limit = 67108864")
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"cannot open event log {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"event log is not writable: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageUnavailable(f"event log write failed: {exc}") from exc
+            raise
+
+    # -- topics -------------------------------------------------------------------
+
+    def ensure_topic(self, topic: str, partitions: int) -> None:
+        if not _TOPIC_NAME.match(topic):
+            raise InvalidRequest(f"invalid topic name {topic!r}")
+        with self._write() as conn:
+            row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+            if row is not None:
+                self._partitions[topic] = int(row[0])
+                return
+            conn.execute("INSERT INTO topics VALUES (?, ?)", (topic, partitions))
+            for part in range(partitions):
+                conn.execute(
+                    f"CREATE TABLE {_table(topic, part)} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
+                    " key BLOB NOT NULL, value BLOB NOT NULL, ts INTEGER NOT NULL,"
+                    " headers TEXT NOT NULL)"
+                )
+        self._partitions[topic] = partitions
+
+    def partitions(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            row = (
+                self._conn()
+                .execute("SELECT partitions FROM topics WHERE name = ?", (topic,))
+                .fetchone()
+            )
+            if row is None:
+                raise NotFound(f"topic {topic!r} does not exist")
+            count = self._partitions[topic] = int(row[0])
+        return count
+
+    def topics(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT name FROM topics ORDER BY name")]
+
+    # -- append -------------------------------------------------------------------
+
+    def append(self, records: Sequence[LogRecord]) -> list[AppendOutcome]:
+        if not records:
+            return []
+        now_ms = int(time.time() * 1000)
+        with self._write() as conn:
+            known = self._known_dedupe_keys(conn, records, now_ms - self.dedupe_window_ms)
+            outcomes, rows, fresh_keys = self._plan(conn, records, known)
+            for table, table_rows in rows.items():
+                conn.executemany(
+                    f"INSERT INTO {table} (offset, key, value, ts, headers) VALUES (?,?,?,?,?)",
+                    table_rows,
+                )
+            if fresh_keys:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO dedupe (key, seen_ms) VALUES (?, ?)",
+                    [(k, now_ms) for k in fresh_keys],
+                )
+        return outcomes
+
+    def _known_dedupe_keys(
+        self, conn: sqlite3.Connection, records: Sequence[LogRecord], cutoff_ms: int
+    ) -> set[bytes]:
+        digests = [_digest(r.dedupe_key) for r in records if r.dedupe_key is not None]
+        known: set[bytes] = set()
+        for start in range(0, len(digests), _MAX_PARAMS):
+            chunk = digests[start : start + _MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in conn.execute(
+                    f"SELECT key FROM dedupe WHERE key IN ({marks}) AND seen_ms >= ?",
+                    (*chunk, cutoff_ms),
+                )
+            )
+        return known
+
+    def _plan(
+        self, conn: sqlite3.Connection, records: Sequence[LogRecord], known: set[bytes]
+    ) -> tuple[list[AppendOutcome], dict[str, list[tuple[object, ...]]], list[bytes]]:
+        next_offset = self._next_offsets(conn)
+        outcomes: list[AppendOutcome] = []
+        rows: dict[str, list[tuple[object, ...]]] = {}
+        fresh: list[bytes] = []
+        header_cache: dict[int, str] = {}
+        for record in records:
+            part = partition_for(record.key, self.partitions(record.topic))
+            if record.dedupe_key is not None:
+                digest = _digest(record.dedupe_key)
+                if digest in known:
+                    outcomes.append(AppendOutcome(part, None))
+                    continue
+                known.add(digest)
+                fresh.append(digest)
+            table = _table(record.topic, part)
+            offset = next_offset.get(table, 1)
+            next_offset[table] = offset + 1
+            headers = header_cache.get(id(record.headers))
+            if headers is None:
+                headers = header_cache[id(record.headers)] = json.dumps(dict(record.headers))
+            rows.setdefault(table, []).append(
+                (offset, record.key, record.value, record.timestamp_ms, headers)
+            )
+            outcomes.append(AppendOutcome(part, offset))
+        return outcomes, rows, fresh
+
+    @staticmethod
+    def _next_offsets(conn: sqlite3.Connection) -> dict[str, int]:
+        try:
+            rows = conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+        except sqlite3.OperationalError:  # no AUTOINCREMENT table created yet
+            return {}
+        return {name: int(seq) + 1 for name, seq in rows}
+
+    # -- read ---------------------------------------------------------------------
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int) -> list[StoredRecord]:
+        self._check_partition(topic, partition)
+        rows = self._conn().execute(
+            f"SELECT offset, key, value, ts, headers FROM {_table(topic, partition)}"
+            " WHERE offset >= ? ORDER BY offset LIMIT ?",
+            (offset, max_records),
+        )
+        return [
+            StoredRecord(topic, partition, off, bytes(key), bytes(value), ts, json.loads(headers))
+            for off, key, value, ts, headers in rows
+        ]
+
+    def _check_partition(self, topic: str, partition: int) -> None:
+        if not 0 <= partition < self.partitions(topic):
+            raise NotFound(f"topic {topic!r} has no partition {partition}")
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        seqs = self._next_offsets(self._conn())
+        return {p: seqs.get(_table(topic, p), 1) for p in range(self.partitions(topic))}
+
+    def begin_offsets(self, topic: str) -> dict[int, int]:
+        ends = self.end_offsets(topic)
+        conn = self._conn()
+        begins: dict[int, int] = {}
+        for part, end in ends.items():
+            row = conn.execute(f"SELECT min(offset) FROM {_table(topic, part)}").fetchone()
+            begins[part] = int(row[0]) if row[0] is not None else end
+        return begins
+
+    # -- consumer groups ----------------------------------------------------------
+
+    def commit(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        for part in offsets:
+            self._check_partition(topic, part)
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?, ?)",
+                [(group, topic, part, off) for part, off in offsets.items()],
+            )
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        rows = self._conn().execute(
+            "SELECT part, next_offset FROM consumer_offsets WHERE grp = ? AND topic = ?",
+            (group, topic),
+        )
+        return {int(part): int(off) for part, off in rows}
+
+    def _groups(self, topic: str) -> dict[str, dict[int, int]]:
+        groups: dict[str, dict[int, int]] = {}
+        for grp, part, off in self._conn().execute(
+            "SELECT grp, part, next_offset FROM consumer_offsets WHERE topic = ?", (topic,)
+        ):
+            groups.setdefault(grp, {})[int(part)] = int(off)
+        return groups
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def apply_retention(self, topic: str, older_than_ms: int) -> int:
+        deleted = 0
+        for part in range(self.partitions(topic)):
+            table = _table(topic, part)
+            with self._write() as conn:
+                row = conn.execute(
+                    f"SELECT offset FROM {table} WHERE ts >= ? ORDER BY offset LIMIT 1",
+                    (older_than_ms,),
+                ).fetchone()
+                if row is None:
+                    cursor = conn.execute(f"DELETE FROM {table}")
+                else:
+                    cursor = conn.execute(f"DELETE FROM {table} WHERE offset < ?", (row[0],))
+                deleted += cursor.rowcount
+        return deleted
+
+    def purge_dedupe(self, older_than_ms: int) -> int:
+        purged = 0
+        while True:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM dedupe WHERE key IN"
+                    " (SELECT key FROM dedupe WHERE seen_ms < ? LIMIT ?)",
+                    (older_than_ms, _PURGE_CHUNK),
+                )
+            purged += cursor.rowcount
+            if cursor.rowcount < _PURGE_CHUNK:
+                return purged
+
+    def stats(self, topic: str) -> TopicStats:
+        conn = self._conn()
+        ends = self.end_offsets(topic)
+        parts = []
+        for part, end in ends.items():
+            count, low, size = conn.execute(
+                f"SELECT count(*), min(offset), coalesce(sum(length(value)), 0)"
+                f" FROM {_table(topic, part)}"
+            ).fetchone()
+            parts.append(
+                PartitionStats(part, int(low) if low is not None else end, end, count, size)
+            )
+        return TopicStats(topic, tuple(parts), self._groups(topic))
+
+    def ping(self) -> None:
+        try:
+            self._conn().execute("SELECT 1 FROM topics LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"event log {self.path} is unreadable: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

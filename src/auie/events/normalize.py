@@ -1,0 +1,243 @@
+"""Turn one Segment message, in any of the shapes real SDKs send, into AUIE's event model.
+
+The normalised event is a plain JSON object in the Segment spec's shape (camelCase keys):
+``type``, ``messageId``, ``userId``, ``anonymousId``, the type's own fields (``event``,
+``name``, ``category``, ``groupId``, ``previousId``), ``properties``, ``traits``,
+``context``, ``integrations``, and the timestamps ``timestamp``, ``originalTimestamp``,
+``sentAt``, ``receivedAt`` as ISO-8601 UTC strings with milliseconds. Unknown top-level
+fields pass through untouched; ``writeKey`` is dropped.
+
+Rules (each violation raises :class:`~auie.errors.InvalidEvent` with a precise code):
+
+* every event has ``userId`` or ``anonymousId`` (non-empty string, or a number, which is
+  turned into its decimal string, as analytics.js does);
+* track needs ``event``; group needs ``groupId``; alias needs ``previousId`` and ``userId``;
+* ``properties``, ``traits``, ``context``, ``integrations`` are objects when present;
+* identify traits sent in ``context.traits`` (some mobile SDKs) become ``traits``;
+* ``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client sent both,
+  which removes the client's clock skew; ``originalTimestamp`` keeps what it sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from auie.errors import InvalidEvent
+
+EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+MAX_ID_LENGTH = 512
+MAX_NAME_LENGTH = 1024
+_OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+_DROPPED = frozenset({"writeKey", "receivedAt"})
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 in UTC with milliseconds and a ``Z``, the format every AUIE event uses."""
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_time(value: object, field: str) -> datetime:
+    """Parse an ISO-8601 timestamp; a time without offset is taken as UTC."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise InvalidEvent(f"{field} must be an ISO-8601 string", code="invalid_timestamp")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(
+            f"{field} {value!r} is not an ISO-8601 timestamp", code="invalid_timestamp"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _identifier(message: Mapping[str, Any], field: str) -> str | None:
+    value = message.get(field)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidEvent(f"{field} must be a string", code="invalid_field")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidEvent(
+            f"{field} is longer than {MAX_ID_LENGTH} characters", code="field_too_long"
+        )
+    return text
+
+
+def _name(message: Mapping[str, Any], field: str, *, required: bool) -> str | None:
+    value = message.get(field)
+    if value is None or value == "":
+        if required:
+            raise InvalidEvent(f"{field} is required", code="missing_field")
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{field} must be a string", code="invalid_field")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidEvent(
+            f"{field} is longer than {MAX_NAME_LENGTH} characters", code="field_too_long"
+        )
+    return value
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge where ``top`` wins; used for batch-level context and integrations."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            merged[key] = _merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Normalizer:
+    """Normalises messages of one request (shared batch fields, receive time, peer IP)."""
+
+    __slots__ = ("_batch_context", "_batch_integrations", "_batch_sent_at", "_ip", "_received")
+
+    def __init__(
+        self,
+        *,
+        received_at: datetime,
+        peer_ip: str | None,
+        batch_context: Mapping[str, Any] | None = None,
+        batch_integrations: Mapping[str, Any] | None = None,
+        batch_sent_at: object = None,
+    ) -> None:
+        self._received = received_at
+        self._ip = peer_ip
+        self._batch_context = batch_context or None
+        self._batch_integrations = batch_integrations or None
+        self._batch_sent_at = batch_sent_at
+
+    def normalize(self, message: object, forced_type: str | None = None) -> dict[str, Any]:
+        """Validate and normalise one message; raise :class:`InvalidEvent` if it is wrong."""
+        if not isinstance(message, dict):
+            raise InvalidEvent("each event must be a JSON object", code="invalid_item")
+        kind = forced_type or message.get("type")
+        if kind not in EVENT_TYPES:
+            raise InvalidEvent(
+                f"type must be one of {', '.join(sorted(EVENT_TYPES))}", code="invalid_type"
+            )
+        assert isinstance(kind, str)
+        user_id = _identifier(message, "userId")
+        anonymous_id = _identifier(message, "anonymousId")
+        if user_id is None and anonymous_id is None:
+            raise InvalidEvent("userId or anonymousId is required", code="missing_identity")
+        for field in _OBJECT_FIELDS:
+            value = message.get(field)
+            if value is not None and not isinstance(value, dict):
+                raise InvalidEvent(f"{field} must be a JSON object", code="invalid_field")
+
+        event: dict[str, Any] = {"type": kind, "messageId": self._message_id(message)}
+        if user_id is not None:
+            event["userId"] = user_id
+        if anonymous_id is not None:
+            event["anonymousId"] = anonymous_id
+        self._type_fields(kind, message, event, user_id)
+        context = self._context(message.get("context"))
+        self._payload(kind, message, event, context)
+        event["context"] = context
+        integrations = message.get("integrations")
+        if self._batch_integrations is not None:
+            integrations = _merge(self._batch_integrations, integrations or {})
+        if integrations:
+            event["integrations"] = integrations
+        self._timestamps(message, event)
+        for key, value in message.items():
+            if key not in event and key not in _DROPPED:
+                event[key] = value
+        return event
+
+    @staticmethod
+    def _message_id(message: Mapping[str, Any]) -> str:
+        value = message.get("messageId")
+        if value is None or value == "":
+            return f"auie-{uuid.uuid4()}"
+        if not isinstance(value, str):
+            raise InvalidEvent("messageId must be a string", code="invalid_field")
+        if len(value) > MAX_ID_LENGTH:
+            raise InvalidEvent(
+                f"messageId is longer than {MAX_ID_LENGTH} characters", code="field_too_long"
+            )
+        return value
+
+    @staticmethod
+    def _type_fields(
+        kind: str, message: Mapping[str, Any], event: dict[str, Any], user_id: str | None
+    ) -> None:
+        if kind == "track":
+            event["event"] = _name(message, "event", required=True)
+        elif kind in ("page", "screen"):
+            for field in ("name", "category"):
+                value = _name(message, field, required=False)
+                if value is not None:
+                    event[field] = value
+        elif kind == "group":
+            group_id = _identifier(message, "groupId")
+            if group_id is None:
+                raise InvalidEvent("groupId is required", code="missing_field")
+            event["groupId"] = group_id
+        elif kind == "alias":
+            previous_id = _identifier(message, "previousId")
+            if previous_id is None:
+                raise InvalidEvent("previousId is required", code="missing_field")
+            if user_id is None:
+                raise InvalidEvent("alias needs userId", code="missing_field")
+            event["previousId"] = previous_id
+
+    def _context(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        if self._batch_context is not None:
+            context = _merge(self._batch_context, given or {})
+        else:
+            context = dict(given) if given else {}
+        if self._ip is not None and not context.get("ip"):
+            context["ip"] = self._ip
+        return context
+
+    @staticmethod
+    def _payload(
+        kind: str, message: Mapping[str, Any], event: dict[str, Any], context: dict[str, Any]
+    ) -> None:
+        if kind in ("track", "page", "screen"):
+            event["properties"] = message.get("properties") or {}
+        elif kind in ("identify", "group"):
+            traits = message.get("traits")
+            context_traits = context.get("traits") if kind == "identify" else None
+            if isinstance(context_traits, dict) and context_traits:
+                traits = _merge(context_traits, traits or {})
+            event["traits"] = traits or {}
+        elif message.get("properties") is not None:
+            event["properties"] = message["properties"]
+
+    def _timestamps(self, message: Mapping[str, Any], event: dict[str, Any]) -> None:
+        received = self._received
+        original_raw = message.get("originalTimestamp")
+        if original_raw is None:
+            original_raw = message.get("timestamp")
+        sent_raw = message.get("sentAt")
+        if sent_raw is None:
+            sent_raw = self._batch_sent_at
+        original = parse_time(original_raw, "timestamp") if original_raw is not None else None
+        sent = parse_time(sent_raw, "sentAt") if sent_raw is not None else None
+        try:
+            if original is not None and sent is not None:
+                event["timestamp"] = format_time(received - (sent - original))
+            else:
+                event["timestamp"] = format_time(original or received)
+            if original is not None:
+                event["originalTimestamp"] = format_time(original)
+            if sent is not None:
+                event["sentAt"] = format_time(sent)
+        except (OverflowError, ValueError):
+            raise InvalidEvent(
+                "timestamp is out of range (after clock-skew correction)", code="invalid_timestamp"
+            ) from None
+        event["receivedAt"] = format_time(received)

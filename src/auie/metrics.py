@@ -1,0 +1,33 @@
+"""Prometheus metrics, exposed at ``GET /metrics``."""
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "auie_http_requests", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "auie_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENTS_ACCEPTED = Counter("auie_events_accepted", "Events acknowledged by the collector", ["type"])
+EVENTS_DUPLICATE = Counter(
+    "auie_events_duplicate", "Acknowledged events not stored again (messageId seen)"
+)
+EVENTS_REJECTED = Counter(
+    "auie_events_rejected", "Events rejected by the collector (dead-lettered)", ["code"]
+)
+REQUESTS_REJECTED = Counter(
+    "auie_collect_requests_rejected", "Collector requests refused as a whole", ["code"]
+)
+LOG_APPEND_SECONDS = Histogram(
+    "auie_log_append_seconds",
+    "Time of one durable event log commit (group commit)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+LOG_COMMIT_RECORDS = Histogram(
+    "auie_log_commit_records",
+    "Records per durable event log commit",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
+)

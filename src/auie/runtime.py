@@ -1,0 +1,107 @@
+"""The running parts of one AUIE instance, opened from settings and closed together.
+
+The server, the CLI and ``import auie`` users all get their stores from here, so every
+entry point sees the same wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from auie import db
+from auie.auth.clients import ClientStore
+from auie.auth.scopes import ALL_SCOPES
+from auie.auth.tokens import SigningKeyStore, TokenService
+from auie.config import Settings
+from auie.eventlog import EventLog, open_event_log
+from auie.tenancy import TenancyStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Credentials created on first start, printed once and saved to ``bootstrap.json``."""
+
+    workspace: str
+    source: str
+    write_key: str
+    client_id: str
+    client_secret: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workspace": self.workspace,
+            "source": self.source,
+            "writeKey": self.write_key,
+            "clientId": self.client_id,
+            "clientSecret": self.client_secret,
+        }
+
+
+class Runtime:
+    """Lazily opened stores of one data directory; close with :meth:`close`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.open_database(self.settings.database_url)
+
+    @cached_property
+    def tenancy(self) -> TenancyStore:
+        return TenancyStore(self.engine)
+
+    @cached_property
+    def clients(self) -> ClientStore:
+        return ClientStore(self.engine)
+
+    @cached_property
+    def signing_keys(self) -> SigningKeyStore:
+        return SigningKeyStore(self.engine)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.signing_keys, self.settings.auth)
+
+    @cached_property
+    def eventlog(self) -> EventLog:
+        return open_event_log(self.settings)
+
+    def bootstrap(self) -> Bootstrap | None:
+        """On an empty instance, create a default workspace, source, write key and admin
+        client, write them to ``<data_dir>/bootstrap.json`` (mode 0600) and return them."""
+        if self.tenancy.list_workspaces():
+            return None
+        workspace = self.tenancy.create_workspace("default")
+        source = self.tenancy.create_source(workspace.id, "default", "web")
+        key = self.tenancy.create_write_key(source.id)
+        client = self.clients.create(workspace.id, "admin", ALL_SCOPES)
+        result = Bootstrap(workspace.id, source.id, key.key, client.client.id, client.secret)
+        _write_private_json(self.settings.data_dir / "bootstrap.json", result.to_dict())
+        logger.info("bootstrapped workspace %s", workspace.id)
+        return result
+
+    def close(self) -> None:
+        if "eventlog" in self.__dict__:
+            self.eventlog.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.chmod(path, 0o600)

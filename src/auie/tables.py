@@ -1,0 +1,6 @@
+"""Imports every domain's tables so the shared metadata knows them all (for Alembic)."""
+
+from auie.auth import tables as auth_tables
+from auie.tenancy import tables as tenancy_tables
+
+__all__ = ["auth_tables", "tenancy_tables"]

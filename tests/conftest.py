@@ -1,0 +1,88 @@
+"""Fixtures: settings on a temporary data directory, the in-process app, a real server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from auie.api.app import create_app
+from auie.config import Settings
+from auie.runtime import Bootstrap, Runtime
+from helpers import Server, make_settings, start_server
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def boot(runtime: Runtime) -> Bootstrap:
+    result = runtime.bootstrap()
+    assert result is not None
+    return result
+
+
+@pytest.fixture
+def client(runtime: Runtime, boot: Bootstrap) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime), client=("203.0.113.9", 50000)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(tmp_path / "data")
+    yield srv
+    srv.stop()
+
+
+@dataclass
+class App:
+    """An in-process app on its own data directory, with its bootstrap credentials."""
+
+    client: TestClient
+    runtime: Runtime
+    boot: Bootstrap
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
+    """Build apps with setting overrides: ``make_app(**{"collect.rate_limit_burst": 3})``.
+
+    Apps made with the same ``name`` share a data directory (and credentials)."""
+    stack = contextlib.ExitStack()
+
+    def build(
+        name: str = "custom", peer: tuple[str, int] = ("203.0.113.9", 50000), **overrides: Any
+    ) -> App:
+        runtime = Runtime(make_settings(tmp_path / name, **overrides))
+        stack.callback(runtime.close)
+        boot = runtime.bootstrap()
+        if boot is None:
+            data = json.loads((tmp_path / name / "bootstrap.json").read_text())
+            boot = Bootstrap(
+                data["workspace"],
+                data["source"],
+                data["writeKey"],
+                data["clientId"],
+                data["clientSecret"],
+            )
+        client = stack.enter_context(TestClient(create_app(runtime), client=peer))
+        return App(client, runtime, boot)
+
+    yield build
+    stack.close()

@@ -1,0 +1,125 @@
+"""Helpers shared by the tests: credentials, a real ``auie serve`` process, log reading."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from auie.config import Settings, load_settings
+from auie.runtime import Runtime
+
+REPO = Path(__file__).resolve().parent.parent
+AUIE = str(REPO / ".venv" / "bin" / "auie") if (REPO / ".venv/bin/auie").exists() else "auie"
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return load_settings({"data_dir": data_dir, **overrides}, environ={})
+
+
+def basic(user: str, password: str = "") -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def get_token(client: Any, client_id: str, secret: str, scope: str | None = None) -> str:
+    form = {"grant_type": "client_credentials"}
+    if scope is not None:
+        form["scope"] = scope
+    reply = client.post("/oauth/token", data=form, headers=basic(client_id, secret))
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["access_token"])
+
+
+def stored_events(runtime: Runtime, topic: str = "events") -> list[dict[str, Any]]:
+    """Every record of a topic, decoded, in partition/offset order."""
+    log = runtime.eventlog
+    events = []
+    for part, start in log.begin_offsets(topic).items():
+        for record in log.read(topic, part, start, 1_000_000):
+            events.append(json.loads(record.value))
+    return events
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A real ``auie serve`` process."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads((self.data_dir / "bootstrap.json").read_text())
+        return data
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"auie serve exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"auie serve not ready: {self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_server(data_dir: Path, port: int | None = None, *args: str) -> Server:
+    port = port or free_port()
+    log_path = data_dir.parent / f"serve-{port}-{time.monotonic_ns()}.log"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUIE_")}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [AUIE, "serve", "--data-dir", str(data_dir), "--port", str(port), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir.parent,
+        )
+    server = Server(data_dir, port, process, log_path)
+    try:
+        server.wait_ready()
+    except Exception:
+        server.stop()
+        raise
+    return server
