@@ -31,7 +31,29 @@ EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 1024
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
-_DROPPED = frozenset({"writeKey", "receivedAt"})
+#: Fields the normaliser owns: never copied through as given.
+_MANAGED = frozenset(
+    {
+        "type",
+        "messageId",
+        "userId",
+        "anonymousId",
+        "event",
+        "name",
+        "category",
+        "groupId",
+        "previousId",
+        "properties",
+        "traits",
+        "context",
+        "integrations",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "receivedAt",
+        "writeKey",
+    }
+)
 
 
 def format_time(value: datetime) -> str:
@@ -152,7 +174,7 @@ class Normalizer:
             event["integrations"] = integrations
         self._timestamps(message, event)
         for key, value in message.items():
-            if key not in event and key not in _DROPPED:
+            if key not in _MANAGED:
                 event[key] = value
         return event
 

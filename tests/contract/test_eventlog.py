@@ -1,0 +1,175 @@
+"""One behaviour suite for the EventLog interface, run against every backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from auie.errors import NotFound
+from auie.eventlog import EventLog, LogRecord, partition_for
+from auie.eventlog.sqlite import SQLiteEventLog
+
+Factory = Callable[..., EventLog]
+
+
+@pytest.fixture(params=["sqlite"])
+def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    opened: list[EventLog] = []
+
+    def factory(dedupe_window_ms: int = 60_000, name: str = "log") -> EventLog:
+        if request.param == "sqlite":
+            log: EventLog = SQLiteEventLog(
+                tmp_path / f"{name}.db", dedupe_window_ms=dedupe_window_ms
+            )
+        opened.append(log)
+        return log
+
+    yield factory
+    for log in opened:
+        log.close()
+
+
+def rec(key: str, value: str, topic: str = "t", dedupe: str | None = None) -> LogRecord:
+    return LogRecord(
+        topic=topic,
+        key=key.encode(),
+        value=value.encode(),
+        timestamp_ms=int(time.time() * 1000),
+        headers={"workspaceId": "ws"},
+        dedupe_key=dedupe,
+    )
+
+
+def read_all(log: EventLog, topic: str = "t") -> dict[int, list[str]]:
+    return {
+        part: [r.value.decode() for r in log.read(topic, part, 0, 10_000)]
+        for part in range(log.partitions(topic))
+    }
+
+
+def test_records_of_one_key_stay_in_one_partition_in_order(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 4)
+    outcomes = log.append([rec(f"user-{i % 5}", f"{i % 5}:{i}") for i in range(100)])
+    assert all(not o.duplicate for o in outcomes)
+    by_partition = read_all(log)
+    assert sum(len(v) for v in by_partition.values()) == 100
+    for part, values in by_partition.items():
+        for user in {v.split(":")[0] for v in values}:
+            assert partition_for(f"user-{user}".encode(), 4) == part
+            sequence = [int(v.split(":")[1]) for v in values if v.startswith(f"{user}:")]
+            assert sequence == sorted(sequence)
+
+
+def test_outcomes_give_the_offsets_that_read_returns(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 2)
+    outcomes = log.append([rec("a", "1"), rec("b", "2"), rec("a", "3")])
+    for outcome, value in zip(outcomes, "123", strict=True):
+        assert outcome.offset is not None
+        [record] = log.read("t", outcome.partition, outcome.offset, 1)
+        assert record.value.decode() == value
+        assert record.headers == {"workspaceId": "ws"}
+
+
+def test_offsets_only_grow_and_are_never_reused(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 1)
+    first = log.append([rec("k", "a"), rec("k", "b")])
+    log.apply_retention("t", older_than_ms=int(time.time() * 1000) + 10_000)  # deletes all
+    assert log.read("t", 0, 0, 10) == []
+    [later] = log.append([rec("k", "c")])
+    assert later.offset is not None
+    assert all(o.offset is not None and later.offset > o.offset for o in first)
+    assert log.begin_offsets("t") == {0: later.offset}
+    assert log.end_offsets("t") == {0: later.offset + 1}
+
+
+def test_dedupe_keys_store_once_within_the_window(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 2)
+    first = log.append([rec("k", "a", dedupe="m1"), rec("k", "a-again", dedupe="m1")])
+    second = log.append([rec("k", "a-retry", dedupe="m1"), rec("k", "b", dedupe="m2")])
+    assert [o.duplicate for o in first + second] == [False, True, True, False]
+    assert sorted(v for vs in read_all(log).values() for v in vs) == ["a", "b"]
+
+
+def test_dedupe_window_expires(make_log: Factory) -> None:
+    log = make_log(dedupe_window_ms=50)
+    log.ensure_topic("t", 1)
+    log.append([rec("k", "a", dedupe="m1")])
+    time.sleep(0.1)
+    [again] = log.append([rec("k", "a2", dedupe="m1")])
+    assert not again.duplicate
+    assert log.purge_dedupe(int(time.time() * 1000) + 1) >= 1
+
+
+def test_append_is_all_or_nothing(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 1)
+    with pytest.raises(NotFound):
+        log.append([rec("k", "ok"), rec("k", "bad", topic="missing")])
+    assert read_all(log) == {0: []}
+
+
+def test_consumer_groups_commit_independently(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 2)
+    log.append([rec(str(i), str(i)) for i in range(10)])
+    assert log.committed("g1", "t") == {}
+    log.commit("g1", "t", {0: 3, 1: 2})
+    log.commit("g2", "t", {0: 1})
+    assert log.committed("g1", "t") == {0: 3, 1: 2}
+    assert log.committed("g2", "t") == {0: 1}
+    stats = log.stats("t")
+    assert stats.records == 10
+    assert stats.lag("g1") == sum(
+        p.end_offset - max(p.begin_offset, {0: 3, 1: 2}[p.partition]) for p in stats.partitions
+    )
+    with pytest.raises(NotFound):
+        log.commit("g1", "t", {7: 1})
+
+
+def test_topics_keep_their_partition_count(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 3)
+    log.ensure_topic("t", 8)
+    assert log.partitions("t") == 3
+    with pytest.raises(NotFound):
+        log.partitions("nope")
+
+
+def test_retention_deletes_only_old_records(make_log: Factory) -> None:
+    log = make_log()
+    log.ensure_topic("t", 1)
+    old = LogRecord("t", b"k", b"old", timestamp_ms=1_000, headers={})
+    new = LogRecord("t", b"k", b"new", timestamp_ms=int(time.time() * 1000), headers={})
+    log.append([old, new])
+    assert log.apply_retention("t", older_than_ms=10_000) == 1
+    assert read_all(log) == {0: ["new"]}
+
+
+def _append_many(path: str, worker: int) -> None:
+    log = SQLiteEventLog(Path(path))
+    for batch in range(20):
+        log.append([rec(f"w{worker}", f"{worker}-{batch}-{i}") for i in range(10)])
+    log.close()
+
+
+def test_several_processes_append_safely(make_log: Factory, tmp_path: Path) -> None:
+    log = make_log(name="shared")
+    log.ensure_topic("t", 2)
+    path = str(tmp_path / "shared.db")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_many, args=(path, w)) for w in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    values = [v for vs in read_all(log).values() for v in vs]
+    assert len(values) == len(set(values)) == 3 * 20 * 10

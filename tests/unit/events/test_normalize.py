@@ -1,0 +1,116 @@
+"""The event model: Segment message shapes normalised into one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from auie.errors import InvalidEvent
+from auie.events import Normalizer, format_time, parse_time
+
+RECEIVED = datetime(2026, 11, 25, 12, 0, 0, 123_000, tzinfo=UTC)
+
+
+def normalize(message: object, kind: str | None = None, **kwargs: object) -> dict[str, object]:
+    return Normalizer(received_at=RECEIVED, peer_ip="192.0.2.4", **kwargs).normalize(message, kind)  # type: ignore[arg-type]
+
+
+def test_times_are_utc_with_milliseconds() -> None:
+    assert format_time(RECEIVED) == "2026-11-25T12:00:00.123Z"
+    assert parse_time("2026-11-25T13:00:00+01:00", "t") == datetime(2026, 11, 25, 12, tzinfo=UTC)
+    assert parse_time("2026-11-25T12:00:00", "t").tzinfo == UTC
+
+
+def test_missing_message_id_is_assigned_and_unique() -> None:
+    first = normalize({"type": "track", "userId": "u", "event": "E"})
+    second = normalize({"type": "track", "userId": "u", "event": "E"})
+    assert str(first["messageId"]).startswith("auie-")
+    assert first["messageId"] != second["messageId"]
+
+
+def test_numeric_ids_become_strings_and_empty_ids_are_missing() -> None:
+    event = normalize({"type": "identify", "userId": 42, "anonymousId": ""})
+    assert event["userId"] == "42"
+    assert "anonymousId" not in event
+
+
+def test_path_type_wins_over_body_type() -> None:
+    assert normalize({"type": "identify", "userId": "u", "event": "E"}, "track")["type"] == "track"
+
+
+def test_unknown_fields_pass_through_and_reserved_ones_are_server_owned() -> None:
+    event = normalize(
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "E",
+            "channel": "server",
+            "version": 2,
+            "writeKey": "secret",
+            "receivedAt": "1999-01-01T00:00:00Z",
+        }
+    )
+    assert event["channel"] == "server"
+    assert event["version"] == 2
+    assert "writeKey" not in event
+    assert event["receivedAt"] == "2026-11-25T12:00:00.123Z"
+
+
+def test_context_ip_from_peer_unless_given() -> None:
+    assert normalize({"type": "track", "userId": "u", "event": "E"})["context"] == {
+        "ip": "192.0.2.4"
+    }
+    given = normalize({"type": "track", "userId": "u", "event": "E", "context": {"ip": "10.1.1.1"}})
+    assert given["context"] == {"ip": "10.1.1.1"}
+
+
+def test_identify_traits_from_context_traits_merge_under_traits() -> None:
+    event = normalize(
+        {
+            "type": "identify",
+            "userId": "u",
+            "traits": {"plan": "pro"},
+            "context": {"traits": {"plan": "free", "email": "a@b.c"}},
+        }
+    )
+    assert event["traits"] == {"plan": "pro", "email": "a@b.c"}
+
+
+def test_clock_skew_uses_batch_sent_at_when_the_item_has_none() -> None:
+    sent = RECEIVED + timedelta(minutes=5)  # client clock 5 minutes fast, no latency
+    event = normalize(
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "E",
+            "timestamp": format_time(sent - timedelta(seconds=3)),
+        },
+        batch_sent_at=format_time(sent),
+    )
+    assert event["timestamp"] == format_time(RECEIVED - timedelta(seconds=3))
+    assert event["sentAt"] == format_time(sent)
+
+
+def test_timestamp_without_sent_at_is_kept() -> None:
+    event = normalize({"type": "page", "userId": "u", "timestamp": "2020-01-01T00:00:00Z"})
+    assert event["timestamp"] == "2020-01-01T00:00:00.000Z"
+    assert event["originalTimestamp"] == "2020-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", 12345, "2020-13-01T00:00:00Z"],
+)
+def test_out_of_range_timestamps_are_rejected(timestamp: object) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        normalize(
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "E",
+                "timestamp": timestamp,
+                "sentAt": "0001-01-01T00:00:00Z",
+            }
+        )
+    assert info.value.code == "invalid_timestamp"
