@@ -37,24 +37,31 @@ async def _auie_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(int(exc.retry_after))
-    if isinstance(exc, AuthenticationFailed) and request.url.path.startswith("/v1/"):
-        headers["WWW-Authenticate"] = _challenge(request.url.path)
+    path = request.url.path
+    if isinstance(exc, AuthenticationFailed) and (
+        path.startswith("/v1/") or path == _OAUTH_ENDPOINT
+    ):
+        headers["WWW-Authenticate"] = _challenge(path)
     if exc.http_status >= 500:
-        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-    if request.url.path.startswith("/v1/") and exc.http_status != 500:
+        logger.warning("%s %s failed: %s", request.method, path, exc.message)
+    if path in _COLLECT_PATHS and exc.http_status != 500:
         REQUESTS_REJECTED.labels(exc.code).inc()
     body = exc.to_dict()
-    if request.url.path == "/oauth/token":
+    if path == _OAUTH_ENDPOINT:
         # RFC 6749 names the fields error / error_description; we send both spellings.
         body = {**body, "error": exc.code, "error_description": exc.message}
     return JSONResponse(body, status_code=exc.http_status, headers=headers or None)
 
 
 def _challenge(path: str) -> str:
-    return 'Basic realm="auie"' if path.startswith(_COLLECT_PREFIXES) else 'Bearer realm="auie"'
+    # Write keys and OAuth2 client credentials use Basic; everything else takes a bearer token.
+    basic = path in _COLLECT_PATHS or path == _OAUTH_ENDPOINT
+    return 'Basic realm="auie"' if basic else 'Bearer realm="auie"'
 
 
-_COLLECT_PREFIXES = tuple(
+_OAUTH_ENDPOINT = "/oauth/token"
+#: Exact paths (not prefixes: "/v1/a" is a prefix of "/v1/admin/...").
+_COLLECT_PATHS = frozenset(
     f"/v1/{name}"
     for name in (
         "track",

@@ -1,8 +1,8 @@
 """Tables of OAuth2 clients and JWT signing keys."""
 
-from sqlalchemy import Column, DateTime, ForeignKey, String, Table, Text
+from sqlalchemy import Column, ForeignKey, String, Table, Text
 
-from auie.db import metadata
+from auie.db import UtcDateTime, metadata
 
 clients = Table(
     "clients",
@@ -14,8 +14,8 @@ clients = Table(
     Column("secret_hash", String(64), nullable=False),
     #: Space-separated scopes the client may ask for.
     Column("scopes", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
 )
 
 signing_keys = Table(
@@ -25,7 +25,7 @@ signing_keys = Table(
     Column("algorithm", String(16), nullable=False),
     Column("private_pem", Text, nullable=False),
     Column("public_jwk", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     #: A retired key no longer signs; it still verifies until removed.
-    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("retired_at", UtcDateTime, nullable=True),
 )

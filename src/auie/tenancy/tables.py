@@ -1,15 +1,15 @@
 """Tables of workspaces, sources and write keys."""
 
-from sqlalchemy import Column, DateTime, ForeignKey, String, Table
+from sqlalchemy import Column, ForeignKey, String, Table
 
-from auie.db import metadata
+from auie.db import UtcDateTime, metadata
 
 workspaces = Table(
     "workspaces",
     metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 sources = Table(
@@ -19,7 +19,7 @@ sources = Table(
     Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 write_keys = Table(
@@ -31,6 +31,6 @@ write_keys = Table(
     #: SHA-256 of the key; the key itself is shown once and never stored.
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("prefix", String(12), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
 )
