@@ -20,9 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auie.errors import ConfigError
+from auie.profiles.identity import DEFAULT_JUNK
 
 ENV_PREFIX = "AUIE_"
 #: Environment variables with the prefix that are not settings keys.
@@ -100,6 +109,69 @@ class AuthConfig(_Section):
     key_refresh_seconds: float = Field(30.0, gt=0)
 
 
+class ComputedTraitConfig(_Section):
+    """A computed trait: ``kind`` of ``property`` over events named ``event`` (all if unset)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    kind: Literal["count", "sum", "min", "max", "first", "last"]
+    event: str | None = None
+    property: str | None = None
+
+    @model_validator(mode="after")
+    def _property_needed(self) -> ComputedTraitConfig:
+        if self.kind != "count" and not self.property:
+            raise ValueError(f"computed trait {self.name!r} of kind {self.kind} needs a property")
+        return self
+
+
+class ProfilesConfig(_Section):
+    """Identity resolution and the profile store."""
+
+    #: SQLAlchemy URL of the profile store; defaults to SQLite at ``<data_dir>/profiles.db``.
+    url: SecretStr | None = None
+    #: Distinct users one profile may hold when joined by a shared identifier (not alias).
+    max_user_ids: int = Field(1, ge=1)
+    #: Identifier values that never link anything (compared lower-cased).
+    junk_values: tuple[str, ...] = DEFAULT_JUNK
+    #: Identify traits whose values are identifiers too (``email`` always is).
+    id_traits: tuple[str, ...] = ()
+    session_gap_minutes: float = Field(30, gt=0)
+    computed: tuple[ComputedTraitConfig, ...] = ()
+    #: Largest identity component re-clustered at once (protects against junk hubs).
+    max_component_nodes: int = Field(10_000, ge=10)
+
+
+class ProcessConfig(_Section):
+    """The processor: event log → tracking plan → enrichment → identity → profiles → lake."""
+
+    #: Run the processor inside ``auie serve`` (as a child process).
+    enabled: bool = True
+    poll_max_records: int = Field(5000, gt=0)
+    #: Truncate ``context.ip`` before storing: ``none``, or keep a /24 (IPv4) and /48 (IPv6).
+    ip_truncation: Literal["none", "network"] = "none"
+    #: How often the tracking plan is re-read.
+    plan_refresh_seconds: float = Field(5.0, gt=0)
+
+
+class LakeConfig(_Section):
+    """The Iceberg lake."""
+
+    #: SQLAlchemy URL of pyiceberg's SQL catalog; defaults to ``<data_dir>/lake/catalog.db``.
+    catalog_url: SecretStr | None = None
+    #: Where data files go; defaults to ``<data_dir>/lake/warehouse``.
+    warehouse: str | None = None
+    #: A micro-batch is committed when it holds this many records ...
+    flush_max_records: int = Field(50_000, gt=0)
+    #: ... or its oldest record is this old.
+    flush_max_seconds: float = Field(1.0, gt=0)
+    #: How often changed profiles are appended to the ``profiles`` snapshot table.
+    profile_snapshot_seconds: float = Field(60.0, gt=0)
+    #: ``auie serve`` compacts and expires snapshots this often (0: never).
+    maintenance_minutes: float = Field(60.0, ge=0)
+    #: Snapshots younger than this are kept by ``auie lake expire``.
+    snapshot_retention_hours: float = Field(24.0, ge=0)
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -110,10 +182,29 @@ class Settings(_Section):
     eventlog: EventLogConfig = EventLogConfig()
     database: DatabaseConfig = DatabaseConfig()
     auth: AuthConfig = AuthConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
+    process: ProcessConfig = ProcessConfig()
+    lake: LakeConfig = LakeConfig()
 
     @property
     def eventlog_path(self) -> Path:
         return self.eventlog.path or self.data_dir / "log" / "eventlog.db"
+
+    @property
+    def profiles_url(self) -> str:
+        if self.profiles.url is not None:
+            return self.profiles.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'profiles.db').resolve()}"
+
+    @property
+    def lake_catalog_url(self) -> str:
+        if self.lake.catalog_url is not None:
+            return self.lake.catalog_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'lake' / 'catalog.db').resolve()}"
+
+    @property
+    def lake_warehouse(self) -> str:
+        return self.lake.warehouse or (self.data_dir / "lake" / "warehouse").resolve().as_uri()
 
     @property
     def database_url(self) -> str:

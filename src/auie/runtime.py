@@ -22,6 +22,16 @@ from auie.auth.scopes import ALL_SCOPES
 from auie.auth.tokens import SigningKeyStore, TokenService
 from auie.config import Settings
 from auie.eventlog import EventLog, open_event_log
+from auie.lake.catalog import Lake, open_catalog
+from auie.lake.writer import LakeWriter
+from auie.process.enrich import Enricher
+from auie.process.plan import PlanStore
+from auie.process.processor import Processor
+from auie.profiles.identity import IdentityRules
+from auie.profiles.service import ProfileService
+from auie.profiles.state import ComputedTrait, StateFolder
+from auie.profiles.store.base import ProfileStore
+from auie.profiles.store.sql import SqlProfileStore
 from auie.tenancy import TenancyStore
 
 logger = logging.getLogger(__name__)
@@ -78,6 +88,49 @@ class Runtime:
     def eventlog(self) -> EventLog:
         return open_event_log(self.settings)
 
+    @cached_property
+    def profile_store(self) -> ProfileStore:
+        return SqlProfileStore.open(self.settings.profiles_url)
+
+    @cached_property
+    def profiles(self) -> ProfileService:
+        config = self.settings.profiles
+        rules = IdentityRules(
+            max_user_ids=config.max_user_ids,
+            junk_values=frozenset(v.strip().lower() for v in config.junk_values),
+            id_traits=config.id_traits,
+        )
+        folder = StateFolder(
+            int(config.session_gap_minutes * 60_000),
+            [ComputedTrait(c.name, c.kind, c.event, c.property) for c in config.computed],
+        )
+        return ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
+
+    @cached_property
+    def plans(self) -> PlanStore:
+        return PlanStore(self.engine)
+
+    @cached_property
+    def lake(self) -> Lake:
+        return Lake(open_catalog(self.settings))
+
+    def processor(self) -> Processor:
+        """A processor over this instance's log, profile store and lake."""
+        config, lake = self.settings.process, self.settings.lake
+        writer = LakeWriter(
+            self.lake, max_records=lake.flush_max_records, max_seconds=lake.flush_max_seconds
+        )
+        return Processor(
+            self.eventlog,
+            self.profile_store,
+            self.profiles,
+            writer,
+            self.plans,
+            enricher=Enricher(config.ip_truncation),
+            poll_max_records=config.poll_max_records,
+            plan_refresh_seconds=config.plan_refresh_seconds,
+        )
+
     def bootstrap(self) -> Bootstrap | None:
         """On an empty instance, create a default workspace, source, write key and admin
         client, write them to ``<data_dir>/bootstrap.json`` (mode 0600) and return them."""
@@ -95,6 +148,8 @@ class Runtime:
     def close(self) -> None:
         if "eventlog" in self.__dict__:
             self.eventlog.close()
+        if "profile_store" in self.__dict__:
+            self.profile_store.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

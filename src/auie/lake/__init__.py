@@ -1,0 +1,1 @@
+"""The Iceberg lake: catalog, table definitions, exactly-once writer, maintenance."""

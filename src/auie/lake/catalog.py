@@ -1,0 +1,122 @@
+"""The Iceberg catalog: pyiceberg's SQL catalog on SQLite in the data directory by default,
+PostgreSQL by ``lake.catalog_url``. One namespace per workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import (
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.table import Table
+
+from auie.config import Settings
+from auie.lake.tables import TABLES
+
+logger = logging.getLogger(__name__)
+
+#: Snapshot summary property holding the log offsets a commit covers.
+OFFSETS_PROPERTY = "auie.log-offsets"
+
+
+def open_catalog(settings: Settings) -> SqlCatalog:
+    url = settings.lake_catalog_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    warehouse = settings.lake_warehouse
+    if warehouse.startswith("file://"):
+        Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return SqlCatalog("auie", uri=url, warehouse=warehouse)
+
+
+class Lake:
+    """Tables of every workspace, created on first use and cached."""
+
+    def __init__(self, catalog: SqlCatalog) -> None:
+        self.catalog = catalog
+        self._tables: dict[tuple[str, str], Table] = {}
+
+    def table(self, workspace: str, name: str, *, create: bool = True) -> Table:
+        key = (workspace, name)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._load_or_create(workspace, name, create)
+            self._tables[key] = table
+        return table
+
+    def refresh(self, workspace: str, name: str) -> Table:
+        """Reload a table's metadata (another process may have committed)."""
+        table = self.catalog.load_table((workspace, name))
+        self._tables[(workspace, name)] = table
+        return table
+
+    def forget(self, workspace: str, name: str) -> None:
+        self._tables.pop((workspace, name), None)
+
+    def _load_or_create(self, workspace: str, name: str, create: bool) -> Table:
+        try:
+            return self.catalog.load_table((workspace, name))
+        except NoSuchTableError:
+            if not create:
+                raise
+        definition = TABLES[name]
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            self.catalog.create_namespace(workspace)
+        try:
+            return self.catalog.create_table(
+                (workspace, name),
+                schema=definition.schema,
+                partition_spec=definition.spec,
+                properties={"format-version": "2", "write.parquet.compression-codec": "zstd"},
+            )
+        except TableAlreadyExistsError:
+            return self.catalog.load_table((workspace, name))
+
+    def workspaces(self) -> list[str]:
+        return sorted(ns[0] for ns in self.catalog.list_namespaces())
+
+    def tables(self, workspace: str) -> list[str]:
+        return sorted(ident[-1] for ident in self.catalog.list_tables(workspace))
+
+    def exists(self, workspace: str, name: str) -> bool:
+        return bool(self.catalog.table_exists((workspace, name)))
+
+
+def snapshot_chain(table: Table) -> Iterator[Any]:
+    """The current snapshot and its ancestors, newest first."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        yield snapshot
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+
+
+def committed_offsets(table: Table) -> dict[str, dict[int, int]]:
+    """Log offsets (topic → partition → next offset) covered by the table's commits."""
+    for snapshot in snapshot_chain(table):
+        summary = snapshot.summary
+        raw = summary.get(OFFSETS_PROPERTY) if summary is not None else None
+        if raw:
+            data = json.loads(raw)
+            return {
+                topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in data.items()
+            }
+    return {}
+
+
+def offsets_property(offsets: dict[str, dict[int, int]]) -> dict[str, str]:
+    return {
+        OFFSETS_PROPERTY: json.dumps(
+            {t: {str(p): o for p, o in v.items()} for t, v in offsets.items()}, sort_keys=True
+        )
+    }

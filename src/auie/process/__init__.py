@@ -1,0 +1,1 @@
+"""The processor: event log → tracking plan → enrichment → identity → profiles → lake."""

@@ -1,0 +1,346 @@
+"""The processor: a consumer of the event log (group ``processor``) that runs every event
+through the stages, in order:
+
+    tracking-plan check → enrichment → identity resolution → profile update → lake write
+
+An event a stage cannot handle goes to the dead-letter store with the stage and reason.
+
+Exactly once, without distributed transactions: each sink keeps its own record of the log
+offsets it has absorbed, written atomically with its data. The profile store writes the
+batch's changes and offsets in one transaction; each lake commit records the offsets in
+its snapshot summary; the log's committed offsets move only after a lake flush. After a
+crash the processor re-reads from the log's committed offsets and every sink skips what
+it already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, EventLog, StoredRecord
+from auie.lake.rows import as_text, event_row
+from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
+from auie.lake.writer import FlushReport, LakeWriter
+from auie.process.enrich import Enricher
+from auie.process.plan import PlanStore, TrackingPlan, Verdict
+from auie.profiles.identity import event_identity, split
+from auie.profiles.service import Item, ProfileService
+from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
+
+logger = logging.getLogger(__name__)
+
+GROUP = "processor"
+#: Name under which the profile store records the offsets it has applied.
+PROFILES_CONSUMER = "profiles"
+TOPICS = (EVENTS_TOPIC, DEAD_LETTERS_TOPIC)
+_decode = msgspec.json.Decoder()
+
+
+def dead_letter_id(topic: str, partition: int, offset: int) -> str:
+    """Dead letters of log records get ids from their position: writing twice is a no-op."""
+    return f"dl-{topic}-{partition}-{offset}"
+
+
+@dataclass(slots=True)
+class StepReport:
+    events: int = 0
+    dead_letters: int = 0
+    flushes: list[FlushReport] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Accepted:
+    record: StoredRecord
+    workspace: str
+    event: dict[str, Any]
+    enrichment: dict[str, Any]
+    ts: int
+    plan: TrackingPlan | None
+    verdict: Verdict | None
+    fresh: bool
+
+
+class StageError(Exception):
+    def __init__(self, stage: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.stage, self.code, self.message = stage, code, message
+
+
+class Processor:
+    """See the module docstring. Not thread-safe: one processor per event log group."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        store: ProfileStore,
+        profiles: ProfileService,
+        writer: LakeWriter,
+        plans: PlanStore,
+        *,
+        enricher: Enricher,
+        poll_max_records: int = 5000,
+        plan_refresh_seconds: float = 5.0,
+    ) -> None:
+        self.log = log
+        self.store = store
+        self.profiles = profiles
+        self.writer = writer
+        self.plans = plans
+        self.enricher = enricher
+        self.poll_max_records = poll_max_records
+        self.plan_refresh_seconds = plan_refresh_seconds
+        self._plans: dict[str, tuple[TrackingPlan | None, float]] = {}
+        self.positions = {topic: self._start(topic) for topic in TOPICS}
+        self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in TOPICS}
+        self.on_flush: Callable[[list[FlushReport]], None] | None = None
+        #: Profiles changed since the last snapshot to the lake's ``profiles`` table.
+        self.changed_profiles: set[tuple[str, str]] = set()
+
+    def _start(self, topic: str) -> dict[int, int]:
+        begins = self.log.begin_offsets(topic)
+        committed = self.log.committed(GROUP, topic)
+        return {p: max(committed.get(p, b), b) for p, b in begins.items()}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+        """Process until ``stop`` is set, then flush what is buffered."""
+        while not stop.is_set():
+            report = self.step()
+            if report.events == 0 and report.dead_letters == 0:
+                stop.wait(idle_sleep)
+        self.flush()
+
+    def step(self) -> StepReport:
+        """Poll once, process what came, flush the lake when a micro-batch is due."""
+        report = StepReport()
+        events = self._poll(EVENTS_TOPIC, self.poll_max_records)
+        dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
+        if events or dead:
+            change = ProfileWrite()
+            report.events = self._events(events, change)
+            report.dead_letters = self._collector_dead_letters(dead, change)
+            self._advance(events, change, EVENTS_TOPIC)
+            self._advance(dead, change, DEAD_LETTERS_TOPIC)
+            self.store.write(change)
+            for topic, offsets in change.offsets.items():
+                self.applied[topic[1]].update(offsets)
+        if self.writer.due():
+            report.flushes = self.flush()
+        return report
+
+    def flush(self) -> list[FlushReport]:
+        """Commit buffered lake rows, then move the log group's committed offsets."""
+        reports = self.writer.flush(self.positions) if self.writer.pending else []
+        for topic in TOPICS:
+            if self.positions[topic] != self.log.committed(GROUP, topic):
+                self.log.commit(GROUP, topic, self.positions[topic])
+        if reports and self.on_flush is not None:
+            self.on_flush(reports)
+        return reports
+
+    def _poll(self, topic: str, budget: int) -> list[StoredRecord]:
+        records: list[StoredRecord] = []
+        positions = self.positions[topic]
+        share = max(1, budget // max(1, len(positions)))
+        for partition, offset in positions.items():
+            records.extend(self.log.read(topic, partition, offset, share))
+        return records
+
+    def _advance(self, records: list[StoredRecord], change: ProfileWrite, topic: str) -> None:
+        positions = self.positions[topic]
+        applied = self.applied[topic]
+        moved: dict[int, int] = {}
+        for record in records:
+            positions[record.partition] = max(positions[record.partition], record.offset + 1)
+            if record.offset + 1 > applied.get(record.partition, 0):
+                moved[record.partition] = max(moved.get(record.partition, 0), record.offset + 1)
+        if moved:
+            change.offsets[(PROFILES_CONSUMER, topic)] = moved
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _events(self, records: list[StoredRecord], change: ProfileWrite) -> int:
+        accepted: list[_Accepted] = []
+        for record in records:
+            fresh = record.offset >= self.applied[EVENTS_TOPIC].get(record.partition, 0)
+            try:
+                accepted.append(self._check_and_enrich(record, fresh, change))
+            except StageError as exc:
+                self._dead_letter(record, exc, change, fresh)
+        fresh_items = [a for a in accepted if a.fresh]
+        resolution = self.profiles.resolve([Item(a.workspace, a.event, a.ts) for a in fresh_items])
+        change.edges, change.nodes = resolution.write.edges, resolution.write.nodes
+        change.reassign, change.merges = resolution.write.reassign, resolution.write.merges
+        profile_ids = dict(zip(map(id, fresh_items), resolution.profile_ids, strict=True))
+        for a, pid in self._replayed_profiles([a for a in accepted if not a.fresh]).items():
+            profile_ids[a] = pid
+        for item in accepted:
+            if profile_ids.get(id(item)) is None:
+                error = StageError(
+                    "identity", "no_identity", "userId and anonymousId are missing or junk values"
+                )
+                self._dead_letter(item.record, error, change, item.fresh)
+                continue
+            self._lake_event(item)
+        self._identity_changes(resolution.moved)
+        self.changed_profiles |= resolution.changed
+        return len(records)
+
+    def _check_and_enrich(
+        self, record: StoredRecord, fresh: bool, change: ProfileWrite
+    ) -> _Accepted:
+        workspace = record.headers.get("workspaceId", "")
+        try:
+            event = _decode.decode(record.value)
+            ts = int(datetime.fromisoformat(event["timestamp"]).timestamp() * 1000)
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+            raise StageError("decode", "undecodable", f"log record is not an event: {exc}") from exc
+        plan = self._plan(workspace)
+        verdict = plan.check(event) if plan is not None else None
+        if verdict is not None and plan is not None and fresh:
+            change.violations.append(
+                Violation(
+                    workspace,
+                    verdict.key,
+                    plan.version,
+                    verdict.blocked,
+                    "; ".join(verdict.problems),
+                )
+            )
+        if verdict is not None and verdict.blocked:
+            raise StageError("plan", "plan_violation", "; ".join(verdict.problems))
+        try:
+            enrichment = self.enricher(event)
+        except Exception as exc:  # a parser bug must not stop the pipeline
+            raise StageError("enrich", "enrichment_failed", repr(exc)) from exc
+        return _Accepted(record, workspace, event, enrichment, ts, plan, verdict, fresh)
+
+    def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:
+        """Profile ids of events the profile store already absorbed (read after a crash)."""
+        found: dict[int, str | None] = {}
+        by_workspace: dict[str, list[_Accepted]] = {}
+        for item in items:
+            by_workspace.setdefault(item.workspace, []).append(item)
+        for workspace, group in by_workspace.items():
+            primaries = {
+                id(i): event_identity(i.event, i.ts, self.profiles.rules).primary for i in group
+            }
+            known = self.profiles.lookup(workspace, {p for p in primaries.values() if p})
+            for item in group:
+                primary = primaries[id(item)]
+                found[id(item)] = known.get(primary) if primary else None
+        return found
+
+    def _lake_event(self, item: _Accepted) -> None:
+        record = item.record
+        if not item.workspace or not self.writer.accepts(
+            item.workspace, EVENTS, EVENTS_TOPIC, record.partition, record.offset
+        ):
+            return
+        verdict = item.verdict
+        flagged = verdict.problems if verdict is not None and verdict.mode == "flag" else None
+        self.writer.add(
+            item.workspace,
+            EVENTS,
+            event_row(
+                item.event,
+                enrichment=item.enrichment,
+                source_id=record.headers.get("sourceId"),
+                plan_version=item.plan.version if item.plan is not None else None,
+                violations=flagged,
+                partition=record.partition,
+                offset=record.offset,
+            ),
+        )
+
+    def _identity_changes(self, moved: list[tuple[str, str, str]]) -> None:
+        now = datetime.now(UTC)
+        for workspace, key, pid in moved:
+            id_type, value = split(key)
+            self.writer.add(
+                workspace,
+                IDENTITIES,
+                {"id_type": id_type, "id_value": value, "profile_id": pid, "changed_at": now},
+            )
+
+    def _plan(self, workspace: str) -> TrackingPlan | None:
+        cached = self._plans.get(workspace)
+        now = time.monotonic()
+        if cached is None or now - cached[1] > self.plan_refresh_seconds:
+            cached = self._plans[workspace] = (self.plans.current(workspace), now)
+        return cached[0]
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    def _dead_letter(
+        self, record: StoredRecord, error: StageError, change: ProfileWrite, fresh: bool
+    ) -> None:
+        workspace = record.headers.get("workspaceId", "")
+        letter = DeadLetter(
+            id=dead_letter_id(record.topic, record.partition, record.offset),
+            workspace_id=workspace,
+            stage=error.stage,
+            code=error.code,
+            message=error.message[:4000],
+            payload=record.value.decode("utf-8", "replace"),
+            source_id=record.headers.get("sourceId"),
+            log_partition=record.partition,
+            log_offset=record.offset,
+            created_at=datetime.now(UTC),
+        )
+        self._keep(letter, record, change, fresh)
+
+    def _collector_dead_letters(self, records: list[StoredRecord], change: ProfileWrite) -> int:
+        for record in records:
+            fresh = record.offset >= self.applied[DEAD_LETTERS_TOPIC].get(record.partition, 0)
+            try:
+                value: Mapping[str, Any] = _decode.decode(record.value)
+            except msgspec.DecodeError:
+                value = {"payload": record.value.decode("utf-8", "replace")}
+            letter = DeadLetter(
+                id=dead_letter_id(record.topic, record.partition, record.offset),
+                workspace_id=record.headers.get("workspaceId", ""),
+                stage=str(value.get("stage", "collect")),
+                code=str(value.get("code", "rejected")),
+                message=str(value.get("message", ""))[:4000],
+                payload=as_text(value.get("payload")) or "null",
+                source_id=record.headers.get("sourceId"),
+                log_partition=record.partition,
+                log_offset=record.offset,
+                created_at=datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
+            )
+            self._keep(letter, record, change, fresh)
+        return len(records)
+
+    def _keep(
+        self, letter: DeadLetter, record: StoredRecord, change: ProfileWrite, fresh: bool
+    ) -> None:
+        if fresh:
+            change.dead_letters.append(letter)
+        if letter.workspace_id and self.writer.accepts(
+            letter.workspace_id, DEAD_LETTERS, record.topic, record.partition, record.offset
+        ):
+            self.writer.add(
+                letter.workspace_id,
+                DEAD_LETTERS,
+                {
+                    "id": letter.id,
+                    "stage": letter.stage,
+                    "code": letter.code,
+                    "message": letter.message,
+                    "payload": letter.payload,
+                    "source_id": letter.source_id,
+                    "received_at": letter.created_at,
+                    "log_partition": letter.log_partition,
+                    "log_offset": letter.log_offset,
+                },
+            )

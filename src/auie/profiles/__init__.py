@@ -1,0 +1,1 @@
+"""Identity resolution and profiles (see :mod:`.identity`, :mod:`.state`, :mod:`.service`)."""

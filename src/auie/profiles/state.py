@@ -1,0 +1,279 @@
+"""What AUIE knows about one identifier, as a state that merges in any order.
+
+Every event is attributed to one identifier (its ``userId``, else its ``anonymousId``) and
+folded into that identifier's :class:`NodeState`. A profile's traits and computed traits
+are the merge of its identifiers' states. Every part merges commutatively and
+associatively, so the result depends only on the *set* of events, never on the order in
+which they arrive:
+
+* traits: last write wins by event time, ties broken by ``messageId``;
+* first/last seen: min/max of event time;
+* counts by event name: sums;
+* sessions: event-time intervals, joined when less than the session gap apart (joining
+  intervals gives the same sessions as splitting all the events at once);
+* last page: the page event with the latest time;
+* declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
+  property of an event): each kept in a mergeable form; sums are exact decimals.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Context, Decimal, InvalidOperation
+from typing import Any, Literal
+
+from auie.events import format_time
+
+_DECIMALS = Context(prec=60)
+ComputedKind = Literal["count", "sum", "min", "max", "first", "last"]
+
+#: (event time ms, messageId): the order "last write wins" uses.
+Stamp = tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputedTrait:
+    """A declared computed trait, e.g. ``orders = count of "Order Completed"``."""
+
+    name: str
+    kind: ComputedKind
+    event: str | None = None
+    property: str | None = None
+
+
+@dataclass(slots=True)
+class NodeState:
+    """Mergeable facts about one identifier (see the module docstring)."""
+
+    traits: dict[str, tuple[Any, Stamp]] = field(default_factory=dict)
+    first_seen: int | None = None
+    last_seen: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    sessions: list[list[int]] = field(default_factory=list)
+    last_page: tuple[dict[str, Any], Stamp] | None = None
+    computed: dict[str, Any] = field(default_factory=dict)
+
+    # -- serialisation -------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": {k: [v, list(s)] for k, (v, s) in self.traits.items()},
+            "f": self.first_seen,
+            "l": self.last_seen,
+            "c": self.counts,
+            "s": self.sessions,
+            "p": [self.last_page[0], list(self.last_page[1])] if self.last_page else None,
+            "x": self.computed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NodeState:
+        page = data.get("p")
+        return cls(
+            traits={k: (v, (s[0], s[1])) for k, (v, s) in data.get("t", {}).items()},
+            first_seen=data.get("f"),
+            last_seen=data.get("l"),
+            counts=dict(data.get("c", {})),
+            sessions=[list(x) for x in data.get("s", [])],
+            last_page=(page[0], (page[1][0], page[1][1])) if page else None,
+            computed=dict(data.get("x", {})),
+        )
+
+
+def _later(a: Stamp, b: Stamp) -> bool:
+    return a > b
+
+
+def add_session_time(sessions: list[list[int]], ts: int, gap_ms: int) -> None:
+    """Insert one event time into sorted, disjoint session intervals."""
+    add_interval(sessions, [ts, ts], gap_ms)
+
+
+def add_interval(sessions: list[list[int]], interval: Sequence[int], gap_ms: int) -> None:
+    """Insert an interval, joining every interval less than ``gap_ms`` away from it."""
+    start, end = interval[0], interval[1]
+    index = bisect.bisect_left(sessions, [start, start])
+    lo = index
+    while lo > 0 and sessions[lo - 1][1] + gap_ms >= start:
+        lo -= 1
+    hi = index
+    while hi < len(sessions) and sessions[hi][0] - gap_ms <= end:
+        hi += 1
+    if lo < hi:
+        start = min(start, sessions[lo][0])
+        end = max(end, sessions[hi - 1][1])
+    sessions[lo:hi] = [[start, end]]
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+class StateFolder:
+    """Folds events into node states and merges states, under one configuration."""
+
+    def __init__(self, session_gap_ms: int, computed: Sequence[ComputedTrait] = ()) -> None:
+        self.gap = session_gap_ms
+        self.computed = tuple(computed)
+
+    # -- events -----------------------------------------------------------------------
+
+    def apply(self, state: NodeState, event: Mapping[str, Any], ts: int) -> None:
+        """Fold one normalised event (with its event time in ms) into a state."""
+        stamp: Stamp = (ts, str(event.get("messageId", "")))
+        kind = event.get("type")
+        state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
+        state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
+        name = event.get("event") if kind == "track" else kind
+        key = str(name)
+        state.counts[key] = state.counts.get(key, 0) + 1
+        add_session_time(state.sessions, ts, self.gap)
+        if kind == "identify":
+            traits = event.get("traits") or {}
+            for trait, value in traits.items():
+                current = state.traits.get(trait)
+                if current is None or _later(stamp, current[1]):
+                    state.traits[trait] = (value, stamp)
+        elif kind == "page":
+            page = _page_of(event)
+            if state.last_page is None or _later(stamp, state.last_page[1]):
+                state.last_page = (page, stamp)
+        for trait in self.computed:
+            self._computed(state, trait, event, key, stamp)
+
+    def _computed(
+        self,
+        state: NodeState,
+        trait: ComputedTrait,
+        event: Mapping[str, Any],
+        name: str,
+        stamp: Stamp,
+    ) -> None:
+        if trait.event is not None and trait.event != name:
+            return
+        if trait.kind == "count":
+            state.computed[trait.name] = int(state.computed.get(trait.name, 0)) + 1
+            return
+        value = (event.get("properties") or {}).get(trait.property or "")
+        if value is None:
+            return
+        if trait.kind in ("first", "last"):
+            current = state.computed.get(trait.name)
+            if current is None or (
+                _later(stamp, tuple(current[1]))
+                if trait.kind == "last"
+                else _later(tuple(current[1]), stamp)
+            ):
+                state.computed[trait.name] = [value, list(stamp)]
+            return
+        number = _number(value)
+        if number is None:
+            return
+        current_text = state.computed.get(trait.name)
+        current = Decimal(current_text) if current_text is not None else None
+        if trait.kind == "sum":
+            total = number if current is None else _DECIMALS.add(current, number)
+            state.computed[trait.name] = str(total)
+        elif trait.kind == "min":
+            state.computed[trait.name] = str(number if current is None else min(current, number))
+        elif trait.kind == "max":
+            state.computed[trait.name] = str(number if current is None else max(current, number))
+
+    # -- merging ------------------------------------------------------------------------
+
+    def merge(self, into: NodeState, other: NodeState) -> None:
+        """Fold ``other`` into ``into`` (commutative and associative)."""
+        for name, (value, stamp) in other.traits.items():
+            current = into.traits.get(name)
+            if current is None or _later(stamp, current[1]):
+                into.traits[name] = (value, stamp)
+        if other.first_seen is not None:
+            into.first_seen = (
+                other.first_seen
+                if into.first_seen is None
+                else min(into.first_seen, other.first_seen)
+            )
+        if other.last_seen is not None:
+            into.last_seen = (
+                other.last_seen if into.last_seen is None else max(into.last_seen, other.last_seen)
+            )
+        for event_name, count in other.counts.items():
+            into.counts[event_name] = into.counts.get(event_name, 0) + count
+        for interval in other.sessions:
+            add_interval(into.sessions, interval, self.gap)
+        if other.last_page is not None and (
+            into.last_page is None or _later(other.last_page[1], into.last_page[1])
+        ):
+            into.last_page = other.last_page
+        for trait in self.computed:
+            self._merge_computed(into, other, trait)
+
+    @staticmethod
+    def _merge_computed(into: NodeState, other: NodeState, trait: ComputedTrait) -> None:
+        theirs = other.computed.get(trait.name)
+        if theirs is None:
+            return
+        ours = into.computed.get(trait.name)
+        if ours is None:
+            into.computed[trait.name] = theirs
+        elif trait.kind == "count":
+            into.computed[trait.name] = int(ours) + int(theirs)
+        elif trait.kind == "sum":
+            into.computed[trait.name] = str(_DECIMALS.add(Decimal(ours), Decimal(theirs)))
+        elif trait.kind == "min":
+            into.computed[trait.name] = str(min(Decimal(ours), Decimal(theirs)))
+        elif trait.kind == "max":
+            into.computed[trait.name] = str(max(Decimal(ours), Decimal(theirs)))
+        elif trait.kind in ("first", "last"):
+            newer = tuple(theirs[1]) > tuple(ours[1])
+            if newer == (trait.kind == "last"):
+                into.computed[trait.name] = theirs
+
+    # -- presentation -------------------------------------------------------------------
+
+    def traits(self, state: NodeState) -> dict[str, Any]:
+        return {name: value for name, (value, _stamp) in sorted(state.traits.items())}
+
+    def computed_traits(self, state: NodeState) -> dict[str, Any]:
+        def iso(ms: int | None) -> str | None:
+            return None if ms is None else format_time(datetime.fromtimestamp(ms / 1000, UTC))
+
+        result: dict[str, Any] = {
+            "firstSeen": iso(state.first_seen),
+            "lastSeen": iso(state.last_seen),
+            "eventCounts": dict(sorted(state.counts.items())),
+            "sessions": len(state.sessions),
+            "lastPage": state.last_page[0] if state.last_page else None,
+        }
+        for trait in self.computed:
+            value = state.computed.get(trait.name)
+            if trait.kind in ("first", "last") and value is not None:
+                value = value[0]
+            elif trait.kind in ("sum", "min", "max") and value is not None:
+                number = Decimal(value)
+                value = int(number) if number == number.to_integral_value() else float(number)
+            elif trait.kind == "count" and value is None:
+                value = 0
+            result[trait.name] = value
+        return result
+
+
+def _page_of(event: Mapping[str, Any]) -> dict[str, Any]:
+    properties = event.get("properties") or {}
+    page = (event.get("context") or {}).get("page") or {}
+    result = {
+        "name": event.get("name"),
+        "url": properties.get("url") or page.get("url"),
+        "path": properties.get("path") or page.get("path"),
+        "title": properties.get("title") or page.get("title"),
+    }
+    return {k: v for k, v in result.items() if v is not None}

@@ -1,0 +1,153 @@
+"""The ProfileStore interface: the identity graph, node states, merges and the processor's
+own bookkeeping (applied log offsets, dead letters, tracking-plan violations).
+
+Everything one processed batch changes is written by :meth:`ProfileStore.write` in one
+transaction together with the log offsets it covers, which makes replaying a batch after a
+crash a no-op.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from auie.profiles.identity import Edge, Merge
+from auie.profiles.state import NodeState
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNode:
+    node: str
+    profile_id: str
+    evidenced: bool
+    state: NodeState | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """A node to insert or replace."""
+
+    workspace_id: str
+    node: str
+    profile_id: str
+    evidenced: bool
+    state: NodeState | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    workspace_id: str
+    stage: str
+    code: str
+    message: str
+    payload: str
+    source_id: str | None
+    log_partition: int | None
+    log_offset: int | None
+    created_at: datetime
+    replayed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A tracking-plan violation to count."""
+
+    workspace_id: str
+    event_key: str
+    plan_version: int
+    blocked: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationCount:
+    event_key: str
+    plan_version: int
+    violations: int
+    blocked: int
+    last_message: str
+    last_seen_at: datetime
+
+
+@dataclass(slots=True)
+class ProfileWrite:
+    """All changes of one processed batch; written atomically."""
+
+    edges: list[tuple[str, Edge]] = field(default_factory=list)
+    nodes: list[NodeRow] = field(default_factory=list)
+    #: Nodes whose profile changed but whose state did not: (workspace, node, profile id).
+    reassign: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Profiles whose merge history is replaced: (workspace, profile id) → merges.
+    merges: dict[tuple[str, str], Sequence[Merge]] = field(default_factory=dict)
+    #: (consumer, topic) → {partition: next offset}.
+    offsets: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+class ProfileStore(ABC):
+    """Persistence of profiles; one behaviour suite runs on every backend."""
+
+    @abstractmethod
+    def offsets(self, consumer: str, topic: str) -> dict[int, int]:
+        """Next log offset per partition already applied by ``consumer``."""
+
+    @abstractmethod
+    def nodes(self, workspace: str, keys: Iterable[str]) -> dict[str, StoredNode]:
+        """The stored nodes among ``keys``."""
+
+    @abstractmethod
+    def edges(
+        self, workspace: str, pairs: Iterable[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Edge]:
+        """Stored edges for (a, b, kind) pairs."""
+
+    @abstractmethod
+    def neighbours(self, workspace: str, keys: Iterable[str]) -> list[Edge]:
+        """Every stored edge touching one of ``keys``."""
+
+    @abstractmethod
+    def profile_nodes(self, workspace: str, profile_id: str) -> list[StoredNode]:
+        """Every node of a profile."""
+
+    @abstractmethod
+    def merges(self, workspace: str, profile_id: str) -> list[Merge]:
+        """A profile's merge history, oldest first."""
+
+    @abstractmethod
+    def write(self, change: ProfileWrite) -> None:
+        """Apply every change atomically."""
+
+    @abstractmethod
+    def profile_ids(self, workspace: str) -> list[str]:
+        """Every profile id of a workspace."""
+
+    @abstractmethod
+    def dead_letters(
+        self, workspace: str | None, *, pending: bool = True, limit: int = 1000
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first; ``pending`` ones have not been replayed."""
+
+    @abstractmethod
+    def mark_replayed(self, ids: Sequence[str], at: datetime) -> None:
+        """Record that dead letters were sent back through the processor."""
+
+    @abstractmethod
+    def violations(self, workspace: str) -> list[ViolationCount]:
+        """Tracking-plan violation counts by event and plan version."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`~auie.errors.StorageUnavailable` if the store cannot be used."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+
+def state_json(state: NodeState | None) -> Mapping[str, Any] | None:
+    return None if state is None else state.to_json()

@@ -1,0 +1,366 @@
+"""ProfileStore on SQLAlchemy 2: SQLite (default, a file in the data directory) or
+PostgreSQL (``profiles.url = "postgresql://..."``). Migrations are Alembic's, with their
+own version table. Upserts use each dialect's ``INSERT ... ON CONFLICT``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from auie import db
+from auie.errors import StorageUnavailable
+from auie.ids import utcnow
+from auie.profiles.identity import Edge, Merge, split
+from auie.profiles.state import NodeState
+from auie.profiles.store.base import (
+    DeadLetter,
+    ProfileStore,
+    ProfileWrite,
+    StoredNode,
+    ViolationCount,
+)
+from auie.profiles.store.tables import (
+    consumer_offsets,
+    dead_letters,
+    identity_edges,
+    identity_nodes,
+    plan_violations,
+    profile_merges,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_CHUNK = 400
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _state(text: str | None) -> NodeState | None:
+    return None if text is None else NodeState.from_json(json.loads(text))
+
+
+def _dump(state: NodeState | None) -> str | None:
+    return None if state is None else json.dumps(state.to_json(), separators=(",", ":"))
+
+
+class SqlProfileStore(ProfileStore):
+    """See the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def open(cls, url: str) -> SqlProfileStore:
+        return cls(db.open_database(url, migrations=MIGRATIONS))
+
+    def _upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Any:
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={name: stmt.excluded[name] for name in values}
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def offsets(self, consumer: str, topic: str) -> dict[int, int]:
+        query = select(consumer_offsets.c.part, consumer_offsets.c.next_offset).where(
+            consumer_offsets.c.consumer == consumer, consumer_offsets.c.topic == topic
+        )
+        with self.engine.connect() as conn:
+            return {int(part): int(offset) for part, offset in conn.execute(query)}
+
+    def nodes(self, workspace: str, keys: Iterable[str]) -> dict[str, StoredNode]:
+        wanted = sorted(set(keys))
+        found: dict[str, StoredNode] = {}
+        c = identity_nodes.c
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    select(c.node, c.profile_id, c.evidenced, c.state).where(
+                        c.workspace_id == workspace, c.node.in_(chunk)
+                    )
+                )
+                for key, profile, evidenced, state in rows:
+                    found[key] = StoredNode(key, profile, bool(evidenced), _state(state))
+        return found
+
+    def edges(
+        self, workspace: str, pairs: Iterable[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Edge]:
+        wanted = sorted(set(pairs))
+        c = identity_edges.c
+        found: dict[tuple[str, str, str], Edge] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted, 200):
+                rows = conn.execute(
+                    select(c.a, c.b, c.kind, c.ts_ms, c.message_id).where(
+                        c.workspace_id == workspace, tuple_(c.a, c.b, c.kind).in_(list(chunk))
+                    )
+                )
+                for a, b, kind, ts, message_id in rows:
+                    found[(a, b, kind)] = Edge(int(ts), message_id, kind, a, b)
+        return found
+
+    def neighbours(self, workspace: str, keys: Iterable[str]) -> list[Edge]:
+        wanted = sorted(set(keys))
+        c = identity_edges.c
+        found: set[Edge] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    select(c.a, c.b, c.kind, c.ts_ms, c.message_id).where(
+                        c.workspace_id == workspace, or_(c.a.in_(chunk), c.b.in_(chunk))
+                    )
+                )
+                found.update(Edge(int(ts), mid, kind, a, b) for a, b, kind, ts, mid in rows)
+        return sorted(found)
+
+    def profile_nodes(self, workspace: str, profile_id: str) -> list[StoredNode]:
+        c = identity_nodes.c
+        query = (
+            select(c.node, c.profile_id, c.evidenced, c.state)
+            .where(c.workspace_id == workspace, c.profile_id == profile_id)
+            .order_by(c.node)
+        )
+        with self.engine.connect() as conn:
+            return [StoredNode(n, p, bool(e), _state(s)) for n, p, e, s in conn.execute(query)]
+
+    def merges(self, workspace: str, profile_id: str) -> list[Merge]:
+        c = profile_merges.c
+        query = (
+            select(c.from_profile, c.into_profile, c.message_id, c.ts_ms, c.kind)
+            .where(c.workspace_id == workspace, c.profile_id == profile_id)
+            .order_by(c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [Merge(f, i, m, int(t), k) for f, i, m, t, k in conn.execute(query)]
+
+    def profile_ids(self, workspace: str) -> list[str]:
+        c = identity_nodes.c
+        query = (
+            select(c.profile_id)
+            .where(c.workspace_id == workspace, c.evidenced.is_(True))
+            .distinct()
+            .order_by(c.profile_id)
+        )
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def dead_letters(
+        self, workspace: str | None, *, pending: bool = True, limit: int = 1000
+    ) -> list[DeadLetter]:
+        c = dead_letters.c
+        query = select(dead_letters).order_by(c.created_at, c.id).limit(limit)
+        if workspace is not None:
+            query = query.where(c.workspace_id == workspace)
+        if pending:
+            query = query.where(c.replayed_at.is_(None))
+        with self.engine.connect() as conn:
+            return [DeadLetter(**row._mapping) for row in conn.execute(query)]
+
+    def violations(self, workspace: str) -> list[ViolationCount]:
+        c = plan_violations.c
+        query = (
+            select(
+                c.event_key, c.plan_version, c.violations, c.blocked, c.last_message, c.last_seen_at
+            )
+            .where(c.workspace_id == workspace)
+            .order_by(c.event_key, c.plan_version)
+        )
+        with self.engine.connect() as conn:
+            return [ViolationCount(*row) for row in conn.execute(query)]
+
+    # -- writes --------------------------------------------------------------------------
+
+    def mark_replayed(self, ids: Sequence[str], at: datetime) -> None:
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(ids)):
+                conn.execute(
+                    update(dead_letters).where(dead_letters.c.id.in_(chunk)).values(replayed_at=at)
+                )
+
+    def write(self, change: ProfileWrite) -> None:
+        try:
+            with self.engine.begin() as conn:
+                self._write_edges(conn, change)
+                self._write_nodes(conn, change)
+                self._write_merges(conn, change)
+                self._write_offsets(conn, change)
+                self._write_dead_letters(conn, change)
+                self._write_violations(conn, change)
+        except SQLAlchemyError as exc:
+            raise StorageUnavailable(f"profile store write failed: {exc}") from exc
+
+    def _write_edges(self, conn: Connection, change: ProfileWrite) -> None:
+        if not change.edges:
+            return
+        stmt = self._insert(identity_edges)
+        earlier = tuple_(stmt.excluded.ts_ms, stmt.excluded.message_id) < tuple_(
+            identity_edges.c.ts_ms, identity_edges.c.message_id
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "a", "b", "kind"],
+            set_={"ts_ms": stmt.excluded.ts_ms, "message_id": stmt.excluded.message_id},
+            where=earlier,
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "workspace_id": ws,
+                    "a": e.a,
+                    "b": e.b,
+                    "kind": e.kind,
+                    "ts_ms": e.ts,
+                    "message_id": e.message_id,
+                }
+                for ws, e in change.edges
+            ],
+        )
+
+    def _write_nodes(self, conn: Connection, change: ProfileWrite) -> None:
+        now = utcnow()
+        if change.nodes:
+            rows = []
+            for row in change.nodes:
+                id_type, id_value = split(row.node)
+                rows.append(
+                    {
+                        "workspace_id": row.workspace_id,
+                        "node": row.node,
+                        "id_type": id_type,
+                        "id_value": id_value,
+                        "profile_id": row.profile_id,
+                        "evidenced": row.evidenced,
+                        "state": _dump(row.state),
+                        "updated_at": now,
+                    }
+                )
+            stmt = self._upsert(
+                identity_nodes,
+                ("workspace_id", "node"),
+                ("profile_id", "evidenced", "state", "updated_at"),
+            )
+            conn.execute(stmt, rows)
+        if change.reassign:
+            c = identity_nodes.c
+            conn.execute(
+                update(identity_nodes)
+                .where(c.workspace_id == bindparam("ws"), c.node == bindparam("key"))
+                .values(profile_id=bindparam("pid"), updated_at=now),
+                [{"ws": ws, "key": key, "pid": pid} for ws, key, pid in change.reassign],
+            )
+
+    def _write_merges(self, conn: Connection, change: ProfileWrite) -> None:
+        c = profile_merges.c
+        for (ws, profile), merges in change.merges.items():
+            conn.execute(
+                delete(profile_merges).where(c.workspace_id == ws, c.profile_id == profile)
+            )
+            if merges:
+                conn.execute(
+                    profile_merges.insert(),
+                    [
+                        {
+                            "workspace_id": ws,
+                            "profile_id": profile,
+                            "seq": seq,
+                            "from_profile": m.from_profile,
+                            "into_profile": m.into_profile,
+                            "message_id": m.message_id,
+                            "ts_ms": m.ts,
+                            "kind": m.kind,
+                        }
+                        for seq, m in enumerate(merges)
+                    ],
+                )
+
+    def _write_offsets(self, conn: Connection, change: ProfileWrite) -> None:
+        rows = [
+            {"consumer": consumer, "topic": topic, "part": part, "next_offset": offset}
+            for (consumer, topic), offsets in change.offsets.items()
+            for part, offset in offsets.items()
+        ]
+        if rows:
+            conn.execute(
+                self._upsert(consumer_offsets, ("consumer", "topic", "part"), ("next_offset",)),
+                rows,
+            )
+
+    def _write_dead_letters(self, conn: Connection, change: ProfileWrite) -> None:
+        if change.dead_letters:
+            rows = [
+                {k: getattr(d, k) for k in DeadLetter.__dataclass_fields__}
+                for d in change.dead_letters
+            ]
+            conn.execute(self._insert(dead_letters).on_conflict_do_nothing(), rows)
+
+    def _write_violations(self, conn: Connection, change: ProfileWrite) -> None:
+        counts: dict[tuple[str, str, int], list[Any]] = {}
+        for v in change.violations:
+            entry = counts.setdefault((v.workspace_id, v.event_key, v.plan_version), [0, 0, ""])
+            entry[0] += 1
+            entry[1] += int(v.blocked)
+            entry[2] = v.message[:2000]
+        c = plan_violations.c
+        now = utcnow()
+        for (ws, key, version), (count, blocked, message) in counts.items():
+            stmt = self._insert(plan_violations).values(
+                workspace_id=ws,
+                event_key=key,
+                plan_version=version,
+                violations=count,
+                blocked=blocked,
+                last_message=message,
+                last_seen_at=now,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["workspace_id", "event_key", "plan_version"],
+                set_={
+                    "violations": c.violations + count,
+                    "blocked": c.blocked + blocked,
+                    "last_message": stmt.excluded.last_message,
+                    "last_seen_at": stmt.excluded.last_seen_at,
+                },
+            )
+            conn.execute(stmt)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def count_nodes(self, workspace: str) -> int:
+        c = identity_nodes.c
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(identity_nodes)
+                    .where(c.workspace_id == workspace)
+                ).scalar_one()
+            )
+
+    def ping(self) -> None:
+        db.ping(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,96 @@
+"""Tables of the profile store (its own database and Alembic history)."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from auie.db import UtcDateTime
+
+metadata = MetaData()
+
+identity_nodes = Table(
+    "identity_nodes",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("node", String(600), primary_key=True),
+    Column("id_type", String(40), nullable=False),
+    Column("id_value", String(520), nullable=False),
+    Column("profile_id", String(40), nullable=False),
+    #: Seen in use by an event (not only named by an alias's previousId).
+    Column("evidenced", Boolean, nullable=False),
+    #: The node's mergeable state (auie.profiles.state.NodeState) as JSON; NULL if none.
+    Column("state", Text, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_identity_nodes_profile", "workspace_id", "profile_id"),
+)
+
+identity_edges = Table(
+    "identity_edges",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("a", String(600), primary_key=True),
+    Column("b", String(600), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    #: The earliest event (by event time, then messageId) that stated the edge.
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("message_id", String(520), nullable=False),
+    Index("ix_identity_edges_b", "workspace_id", "b"),
+)
+
+profile_merges = Table(
+    "profile_merges",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("profile_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("from_profile", String(40), nullable=False),
+    Column("into_profile", String(40), nullable=False),
+    Column("message_id", String(520), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("kind", String(8), nullable=False),
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("topic", String(64), primary_key=True),
+    Column("part", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False, index=True),
+    Column("stage", String(32), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("source_id", String(64), nullable=True),
+    Column("log_partition", Integer, nullable=True),
+    Column("log_offset", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("replayed_at", UtcDateTime, nullable=True),
+)
+
+plan_violations = Table(
+    "plan_violations",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("event_key", String(1100), primary_key=True),
+    Column("plan_version", Integer, primary_key=True),
+    Column("violations", BigInteger, nullable=False),
+    Column("blocked", BigInteger, nullable=False),
+    Column("last_message", Text, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+)
