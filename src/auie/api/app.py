@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
-from auie.api import admin, collect, errors, health, oauth
+from auie.api import admin, collect, errors, health, oauth, pipeline, profiles
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
@@ -108,7 +108,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, collect, oauth, admin):
+    for module in (health, collect, oauth, admin, profiles, pipeline):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

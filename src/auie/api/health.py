@@ -26,12 +26,13 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": Error, "description": "A store is unreachable"}},
 )
 async def readyz(request: Request) -> dict[str, str]:
-    """The metadata database and the event log answer."""
+    """The metadata database, the event log and the profile store answer."""
     runtime: Runtime = request.app.state.runtime
 
     def check() -> None:
         db.ping(runtime.engine)
         runtime.eventlog.ping()
+        runtime.profile_store.ping()
 
     await run_in_threadpool(check)
     return {"status": "ready"}

@@ -183,3 +183,81 @@ class NewClientOut(ClientOut):
 
 class Status(BaseModel):
     status: str
+
+
+# -- profiles ------------------------------------------------------------------------
+
+
+class Identity(BaseModel):
+    type: str
+    value: str
+
+
+class MergeOut(BaseModel):
+    fromProfileId: str
+    intoProfileId: str
+    messageId: str
+    timestamp: str
+    kind: str
+
+
+class ProfileOut(BaseModel):
+    profileId: str
+    identities: list[Identity]
+    traits: dict[str, Any]
+    computedTraits: dict[str, Any]
+    merges: list[MergeOut]
+
+
+class ProfileEventsOut(BaseModel):
+    profileId: str
+    events: list[dict[str, Any]]
+
+
+# -- tracking plan and dead letters --------------------------------------------------
+
+
+class PlanOut(BaseModel):
+    version: int
+    plan: dict[str, Any]
+
+
+class PlanVersionOut(BaseModel):
+    version: int
+    createdAt: datetime
+
+
+class ViolationOut(ApiModel):
+    event_key: str
+    plan_version: int
+    violations: int
+    blocked: int
+    last_message: str
+    last_seen_at: datetime
+
+
+class DeadLetterOut(ApiModel):
+    id: str
+    stage: str
+    code: str
+    message: str
+    payload: Any
+    source_id: str | None
+    created_at: datetime
+    replayed_at: datetime | None
+
+
+class ReplayIn(ApiModel):
+    stage: str | None = None
+    code: str | None = None
+    limit: int = Field(10_000, ge=1, le=100_000)
+
+
+class ReplayFailure(BaseModel):
+    id: str
+    message: str
+
+
+class ReplayOut(BaseModel):
+    replayed: int
+    failed: list[ReplayFailure]

@@ -164,3 +164,22 @@ def _cell(value: Any) -> str:
 def fail(error: AuieError) -> NoReturn:
     err_console.print(f"[red]error[/red] ({error.code}): {error.message}")
     raise SystemExit(2)
+
+
+def workspace_id(runtime: Runtime, given: str | None) -> str:
+    """The workspace named (id or name), or the only one when there is exactly one."""
+    if given:
+        return runtime.tenancy.workspace(given).id
+    spaces = runtime.tenancy.list_workspaces()
+    if len(spaces) == 1:
+        return spaces[0].id
+    raise click.UsageError("several workspaces exist; choose one with --workspace")
+
+
+def workspace_option(func: F) -> F:
+    return click.option(
+        "--workspace",
+        "-w",
+        default=None,
+        help="Workspace id or name [default: the only workspace].",
+    )(func)

@@ -73,7 +73,7 @@ def log() -> None:
 @click.option("--meta", is_flag=True, help="With --json: add _log {partition, offset, ...}.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @settings_options()
-def tail(  # noqa: PLR0917 (click passes options positionally by name)
+def tail(
     topic: str,
     limit: int | None,
     follow: bool,

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 import auie
-from auie.cli import admin, log, serve
+from auie.cli import admin, log, process, profiles, serve
 from auie.cli.common import fail
 from auie.errors import AuieError
 
@@ -32,6 +32,14 @@ cli.add_command(serve.serve)
 for group in (admin.workspaces, admin.sources, admin.keys, admin.clients, admin.signing_keys):
     cli.add_command(group)
 cli.add_command(log.log)
+for command in (
+    process.process,
+    process.replay,
+    process.deadletters,
+    profiles.profiles,
+    profiles.plan,
+):
+    cli.add_command(command)
 
 
 def main() -> None:

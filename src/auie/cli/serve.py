@@ -11,6 +11,7 @@ from rich.panel import Panel
 from auie.api.app import create_app
 from auie.cli.common import configure_logging, console, settings_options
 from auie.config import Settings
+from auie.process.supervisor import ProcessorSupervisor
 from auie.runtime import Bootstrap, Runtime
 
 
@@ -75,11 +76,16 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=str(server.tls_key) if server.tls_key else None,
         timeout_graceful_shutdown=10,
     )
+    supervisor = ProcessorSupervisor(settings) if settings.process.enabled else None
     scheme = "https" if server.tls_cert else "http"
     console.print(
         f"AUIE listening on {scheme}://{server.host}:{server.port}  data: {settings.data_dir}"
     )
     try:
+        if supervisor is not None:
+            supervisor.start()
         uvicorn.Server(config).run()
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         runtime.close()

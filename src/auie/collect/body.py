@@ -62,7 +62,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise InvalidRequest("request body is empty", code="invalid_json")
     try:
         value = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
     except msgspec.ValidationError as exc:
         raise InvalidRequest(

@@ -16,7 +16,6 @@ concurrent requests (group commit), before the reply is sent.
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import time
 from collections.abc import Mapping, Sequence
@@ -87,7 +86,7 @@ def basic_write_key(authorization: str | None) -> str | None:
         )
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII header value
         raise AuthenticationFailed(
             "malformed Basic credentials", code="invalid_write_key"
         ) from None

@@ -82,20 +82,21 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database schema to ``revision`` (idempotent)."""
+def migrate(engine: Engine, revision: str = "head", migrations: Path = _MIGRATIONS) -> None:
+    """Upgrade the database schema to ``revision`` (idempotent) with the Alembic scripts in
+    ``migrations`` (each store has its own history and version table)."""
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(migrations))
     with _migrate_lock, engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
 
-def open_database(url: str) -> Engine:
+def open_database(url: str, migrations: Path = _MIGRATIONS) -> Engine:
     """Create the engine and migrate; raise :class:`StorageUnavailable` if unreachable."""
     engine = create_db_engine(url)
     try:
-        migrate(engine)
+        migrate(engine, migrations=migrations)
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"metadata database is unavailable: {exc}") from exc
     return engine

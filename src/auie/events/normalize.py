@@ -58,9 +58,9 @@ _MANAGED = frozenset(
 
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a ``Z``, the format every AUIE event uses."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    # isoformat, unlike strftime("%Y"), pads years before 1000 to four digits
+    utc = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return utc.removesuffix("+00:00") + "Z"
 
 
 def parse_time(value: object, field: str) -> datetime:
@@ -144,11 +144,10 @@ class Normalizer:
         if not isinstance(message, dict):
             raise InvalidEvent("each event must be a JSON object", code="invalid_item")
         kind = forced_type or message.get("type")
-        if kind not in EVENT_TYPES:
+        if not isinstance(kind, str) or kind not in EVENT_TYPES:
             raise InvalidEvent(
                 f"type must be one of {', '.join(sorted(EVENT_TYPES))}", code="invalid_type"
             )
-        assert isinstance(kind, str)
         user_id = _identifier(message, "userId")
         anonymous_id = _identifier(message, "anonymousId")
         if user_id is None and anonymous_id is None:

@@ -16,12 +16,11 @@ it already holds.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -68,6 +67,14 @@ class _Accepted:
     fresh: bool
 
 
+class StopFlag(Protocol):
+    """What :meth:`Processor.run` needs of a stop signal (threading or multiprocessing)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 class StageError(Exception):
     def __init__(self, stage: str, code: str, message: str) -> None:
         super().__init__(message)
@@ -111,7 +118,7 @@ class Processor:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+    def run(self, stop: StopFlag, idle_sleep: float = 0.05) -> None:
         """Process until ``stop`` is set, then flush what is buffered."""
         while not stop.is_set():
             report = self.step()

@@ -1,0 +1,67 @@
+"""Profiles (scope ``profiles:read``): one per person, and the person's recent events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from auie.api.schemas import Error, ProfileEventsOut, ProfileOut
+from auie.api.security import scope
+from auie.auth.scopes import PROFILES_READ
+from auie.auth.tokens import Principal
+from auie.lake.query import person_events
+from auie.lake.tables import EVENTS
+from auie.runtime import Runtime
+
+router = APIRouter(
+    prefix="/v1/profiles",
+    tags=["profiles"],
+    responses={
+        401: {"model": Error, "description": "Missing or invalid token"},
+        403: {"model": Error, "description": "Token lacks the profiles:read scope"},
+        404: {"model": Error, "description": "No profile has this identifier"},
+    },
+)
+_reader = Depends(scope(PROFILES_READ))
+
+
+@router.get("/{id_type}/{id_value}", response_model=ProfileOut, operation_id="get_profile")
+async def get_profile(
+    id_type: str, id_value: str, request: Request, who: Principal = _reader
+) -> Any:
+    """The profile of an identifier (``user_id``, ``anonymous_id``, ``email``, ...)."""
+    runtime: Runtime = request.app.state.runtime
+    profile = await run_in_threadpool(runtime.profiles.profile, who.workspace_id, id_type, id_value)
+    return profile.to_dict()
+
+
+@router.get(
+    "/{id_type}/{id_value}/events",
+    response_model=ProfileEventsOut,
+    operation_id="get_profile_events",
+)
+async def get_profile_events(
+    id_type: str,
+    id_value: str,
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000),
+    who: Principal = _reader,
+) -> Any:
+    """The person's most recent events in the lake, newest first."""
+    runtime: Runtime = request.app.state.runtime
+
+    def read() -> dict[str, Any]:
+        profile = runtime.profiles.profile(who.workspace_id, id_type, id_value)
+        users = [i["value"] for i in profile.identities if i["type"] == "user_id"]
+        anonymous = [i["value"] for i in profile.identities if i["type"] == "anonymous_id"]
+        if not runtime.lake.exists(who.workspace_id, EVENTS):
+            return {"profileId": profile.profile_id, "events": []}
+        table = runtime.lake.refresh(who.workspace_id, EVENTS)
+        return {
+            "profileId": profile.profile_id,
+            "events": person_events(table, users, anonymous, limit),
+        }
+
+    return await run_in_threadpool(read)

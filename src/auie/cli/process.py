@@ -1,0 +1,126 @@
+"""``auie process``, ``auie replay``, ``auie deadletters``: the processing pipeline."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from types import FrameType
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from auie.cli.common import (
+    configure_logging,
+    console,
+    emit,
+    json_option,
+    open_runtime,
+    settings_options,
+    workspace_id,
+    workspace_option,
+)
+from auie.config import Settings
+from auie.eventlog import EVENTS_TOPIC
+from auie.process.processor import GROUP
+from auie.process.replay import replay as replay_letters
+
+
+def _status(processed: int, dead: int, flushed: int, lag: int, rate: float) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_row("processed", f"{processed:,}", "dead letters", f"{dead:,}")
+    table.add_row("in the lake", f"{flushed:,}", "lag", f"{lag:,}")
+    table.add_row("rate", f"{rate:,.0f} events/s", "", "")
+    return table
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Process what the log holds, flush, and exit.")
+@settings_options()
+def process(once: bool, settings: Settings) -> None:
+    """Run the processor on its own (auie serve runs it already unless process.enabled=false)."""
+    configure_logging(settings.log_level)
+    runtime = open_runtime(settings)
+    processor = runtime.processor()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    processed = dead = flushed = 0
+    started = time.monotonic()
+    with Live(
+        _status(0, 0, 0, 0, 0), console=console, refresh_per_second=4, transient=False
+    ) as live:
+        while not stop.is_set():
+            report = processor.step()
+            processed += report.events
+            dead += report.dead_letters
+            flushed += sum(f.rows for f in report.flushes)
+            lag = runtime.eventlog.stats(EVENTS_TOPIC).lag(GROUP) if report.flushes else -1
+            rate = processed / max(1e-9, time.monotonic() - started)
+            if lag >= 0 or report.events:
+                live.update(_status(processed, dead, flushed, max(lag, 0), rate))
+            if report.events == 0 and report.dead_letters == 0:
+                if once:
+                    break
+                stop.wait(0.05)
+        flushed += sum(f.rows for f in processor.flush())
+        live.update(
+            _status(processed, dead, flushed, 0, processed / max(1e-9, time.monotonic() - started))
+        )
+    runtime.close()
+
+
+@click.command()
+@workspace_option
+@click.option("--stage", default=None, help="Only dead letters of this stage (plan, collect...).")
+@click.option("--code", default=None, help="Only dead letters with this code.")
+@click.option("--limit", type=int, default=10_000, show_default=True)
+@json_option
+@settings_options()
+def replay(
+    workspace: str | None,
+    stage: str | None,
+    code: str | None,
+    limit: int,
+    as_json: bool,
+    settings: Settings,
+) -> None:
+    """Send pending dead letters back through the processor (after fixing the cause)."""
+    runtime = open_runtime(settings)
+    ws = workspace_id(runtime, workspace)
+    report = replay_letters(
+        runtime.eventlog, runtime.profile_store, workspace=ws, stage=stage, code=code, limit=limit
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(f"replayed {len(report.replayed)} dead letter(s)")
+    for letter_id, message in report.failed:
+        click.echo(f"  still failing {letter_id}: {message}")
+
+
+@click.group()
+def deadletters() -> None:
+    """Events a stage could not handle, with the stage and the reason."""
+
+
+@deadletters.command("list")
+@workspace_option
+@click.option("--all", "show_all", is_flag=True, help="Include replayed ones.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@json_option
+@settings_options()
+def deadletters_list(
+    workspace: str | None, show_all: bool, limit: int, as_json: bool, settings: Settings
+) -> None:
+    """List dead letters, oldest first."""
+    runtime = open_runtime(settings)
+    ws = workspace_id(runtime, workspace)
+    letters = runtime.profile_store.dead_letters(ws, pending=not show_all, limit=limit)
+    emit(letters, as_json, ("id", "stage", "code", "message", "createdAt", "replayedAt"))

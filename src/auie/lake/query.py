@@ -1,0 +1,74 @@
+"""Small lake reads for the API: a person's recent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pyiceberg.expressions import BooleanExpression, In, Or
+from pyiceberg.table import Table
+
+from auie.events import format_time
+
+_JSON_COLUMNS = {
+    "properties": "properties",
+    "traits": "traits",
+    "context": "context",
+    "integrations": "integrations",
+}
+_FIELDS = {
+    "message_id": "messageId",
+    "type": "type",
+    "event": "event",
+    "name": "name",
+    "category": "category",
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "timestamp": "timestamp",
+    "original_timestamp": "originalTimestamp",
+    "sent_at": "sentAt",
+    "received_at": "receivedAt",
+}
+
+
+def _filter(users: Sequence[str], anonymous: Sequence[str]) -> BooleanExpression | None:
+    parts: list[BooleanExpression] = []
+    if users:
+        parts.append(In(term="user_id", literals=set(users)))
+    if anonymous:
+        parts.append(In(term="anonymous_id", literals=set(anonymous)))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else Or(parts[0], parts[1])
+
+
+def person_events(
+    table: Table, users: Sequence[str], anonymous: Sequence[str], limit: int
+) -> list[dict[str, Any]]:
+    """The most recent events of these identifiers, newest first, in the Segment shape."""
+    row_filter = _filter(users, anonymous)
+    if row_filter is None:
+        return []
+    columns = (*_FIELDS, *_JSON_COLUMNS)
+    data = table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
+    if data.num_rows == 0:
+        return []
+    data = data.sort_by([("timestamp", "descending"), ("message_id", "ascending")])
+    events = []
+    for row in data.slice(0, limit).to_pylist():
+        event: dict[str, Any] = {}
+        for column, key in _FIELDS.items():
+            value = row.get(column)
+            if isinstance(value, datetime):
+                value = format_time(value)
+            if value is not None:
+                event[key] = value
+        for column, key in _JSON_COLUMNS.items():
+            if row.get(column) is not None:
+                event[key] = json.loads(row[column])
+        events.append(event)
+    return events

@@ -1,0 +1,92 @@
+"""``auie replay``: send dead letters back through the processor.
+
+Each pending dead letter is appended to the ``events`` topic again (collector rejects are
+normalised again first), with the dedupe key ``replay:<dead letter id>`` so a replay
+interrupted and run again appends it only once, and marked replayed. A dead letter never
+reached the profile store or the lake, so replaying it duplicates nothing. Those that
+still fail normalisation stay pending and are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from auie.errors import InvalidEvent
+from auie.eventlog import EVENTS_TOPIC, EventLog, LogRecord
+from auie.events import Normalizer
+from auie.profiles.store.base import DeadLetter, ProfileStore
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    replayed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "replayed": len(self.replayed),
+            "failed": [{"id": i, "message": m} for i, m in self.failed],
+        }
+
+
+def _event(letter: DeadLetter) -> dict[str, Any]:
+    payload = json.loads(letter.payload)
+    if letter.stage != "collect":
+        if not isinstance(payload, dict):
+            raise InvalidEvent("payload is not an event", code="invalid_item")
+        return payload
+    normalizer = Normalizer(received_at=letter.created_at, peer_ip=None)
+    return normalizer.normalize(payload)
+
+
+def replay(
+    log: EventLog,
+    store: ProfileStore,
+    *,
+    workspace: str | None = None,
+    stage: str | None = None,
+    code: str | None = None,
+    limit: int = 10_000,
+) -> ReplayReport:
+    """Replay pending dead letters matching the filters; see the module docstring."""
+    report = ReplayReport()
+    letters = [
+        letter
+        for letter in store.dead_letters(workspace, pending=True, limit=limit)
+        if (stage is None or letter.stage == stage) and (code is None or letter.code == code)
+    ]
+    records = []
+    now_ms = int(time.time() * 1000)
+    for letter in letters:
+        try:
+            event = _event(letter)
+        except (InvalidEvent, ValueError) as exc:
+            report.failed.append((letter.id, str(exc)))
+            continue
+        person = event.get("userId") or event.get("anonymousId") or ""
+        headers = {"workspaceId": letter.workspace_id, "replayOf": letter.id}
+        if letter.source_id:
+            headers["sourceId"] = letter.source_id
+        records.append(
+            LogRecord(
+                topic=EVENTS_TOPIC,
+                key=str(person).encode(),
+                value=_encode(event),
+                timestamp_ms=now_ms,
+                headers=headers,
+                dedupe_key=f"replay:{letter.id}",
+            )
+        )
+        report.replayed.append(letter.id)
+    if records:
+        log.append(records)
+        store.mark_replayed(report.replayed, datetime.now(UTC))
+    return report
