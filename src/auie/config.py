@@ -172,6 +172,19 @@ class LakeConfig(_Section):
     snapshot_retention_hours: float = Field(24.0, ge=0)
 
 
+class AnalyticsConfig(_Section):
+    """Queries over the lake and the transformation's marts."""
+
+    engine: Literal["duckdb"] = "duckdb"
+    memory_limit: str = Field("2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    threads: int = Field(2, ge=1, le=256)
+    query_timeout_seconds: float = Field(30.0, gt=0)
+    #: Most rows ``POST /v1/sql`` returns.
+    sql_row_limit: int = Field(10_000, ge=1)
+    #: ``auie serve`` rebuilds the marts this often (0: never).
+    transform_interval_minutes: float = Field(15.0, ge=0)
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -185,6 +198,7 @@ class Settings(_Section):
     profiles: ProfilesConfig = ProfilesConfig()
     process: ProcessConfig = ProcessConfig()
     lake: LakeConfig = LakeConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
 
     @property
     def eventlog_path(self) -> Path:

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from auie import db
+from auie.analytics.duckdb_engine import DuckDBEngine
+from auie.analytics.engine import QueryEngine
 from auie.auth.clients import ClientStore
 from auie.auth.scopes import ALL_SCOPES
 from auie.auth.tokens import SigningKeyStore, TokenService
@@ -114,6 +116,18 @@ class Runtime:
     def lake(self) -> Lake:
         return Lake(open_catalog(self.settings))
 
+    @cached_property
+    def analytics(self) -> QueryEngine:
+        config = self.settings.analytics
+        return DuckDBEngine(
+            self.lake,
+            self.settings.lake_warehouse,
+            self.settings.data_dir / "analytics",
+            memory_limit=config.memory_limit,
+            threads=config.threads,
+            default_timeout=config.query_timeout_seconds,
+        )
+
     def processor(self) -> Processor:
         """A processor over this instance's log, profile store and lake."""
         config, lake = self.settings.process, self.settings.lake
@@ -150,6 +164,8 @@ class Runtime:
             self.eventlog.close()
         if "profile_store" in self.__dict__:
             self.profile_store.close()
+        if "analytics" in self.__dict__:
+            self.analytics.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

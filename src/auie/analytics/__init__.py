@@ -1,0 +1,1 @@
+"""Analytics over the lake: the query engine, transformations' marts, and analyses."""

@@ -1,0 +1,229 @@
+"""The embedded query engine: DuckDB reading the lake's Parquet files directly.
+
+pyiceberg plans the data files of each table's current snapshot; DuckDB reads them with
+``read_parquet`` (see ADR 7). Each workspace gets its own in-memory DuckDB database whose
+file access is limited to that workspace's lake directory and marts, configuration locked,
+so one workspace's SQL can never read another's files. Views are refreshed when a table's
+snapshot changes; queries run on cursors of that database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
+
+from auie.analytics.engine import QueryEngine, QueryResult
+from auie.errors import InvalidRequest, NotFound
+from auie.lake.catalog import Lake
+from auie.lake.tables import TABLES
+
+logger = logging.getLogger(__name__)
+_MARTS_SUFFIX = ".parquet"
+
+
+def _local_path(uri: str) -> str:
+    return urlparse(uri).path if uri.startswith("file://") else uri
+
+
+@dataclass(slots=True)
+class _Workspace:
+    connection: duckdb.DuckDBPyConnection
+    #: table name → metadata location the view was built from.
+    views: dict[str, str] = field(default_factory=dict)
+    marts: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DuckDBEngine(QueryEngine):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        warehouse: str,
+        marts_root: Path,
+        *,
+        memory_limit: str = "2GB",
+        threads: int = 2,
+        default_timeout: float = 30.0,
+        default_limit: int = 10_000,
+    ) -> None:
+        self.lake = lake
+        self.warehouse = _local_path(warehouse).rstrip("/")
+        self.marts_root = marts_root
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self.default_timeout = default_timeout
+        self.default_limit = default_limit
+        self._workspaces: dict[str, _Workspace] = {}
+        self._lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def marts_dir(self, workspace: str) -> Path:
+        return self.marts_root / workspace / "marts"
+
+    def _workspace(self, workspace: str) -> _Workspace:
+        with self._lock:
+            found = self._workspaces.get(workspace)
+            if found is None:
+                found = self._workspaces[workspace] = _Workspace(self._open(workspace))
+        return found
+
+    def _open(self, workspace: str) -> duckdb.DuckDBPyConnection:
+        marts = self.marts_dir(workspace)
+        marts.mkdir(parents=True, exist_ok=True)
+        lake_dir = f"{self.warehouse}/{workspace}/"
+        connection = duckdb.connect(
+            ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
+        )
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute(f"SET allowed_directories = ['{lake_dir}', '{marts.resolve()}/']")
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
+        return connection
+
+    # -- views ------------------------------------------------------------------------------
+
+    def _refresh(self, workspace: str) -> _Workspace:
+        state = self._workspace(workspace)
+        with state.lock:
+            for name, definition in TABLES.items():
+                self._refresh_table(workspace, state, name, definition.arrow)
+            self._refresh_marts(workspace, state)
+        return state
+
+    def _refresh_table(
+        self, workspace: str, state: _Workspace, name: str, schema: pa.Schema
+    ) -> None:
+        try:
+            table = (
+                self.lake.refresh(workspace, name) if self.lake.exists(workspace, name) else None
+            )
+        except NoSuchTableError:
+            table = None
+        location = table.metadata_location if table is not None else ""
+        if state.views.get(name) == location and name in state.views:
+            return
+        files = []
+        if table is not None and table.current_snapshot() is not None:
+            files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
+        conn = state.connection
+        if files:
+            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            conn.execute(
+                f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+                f"read_parquet([{listing}], union_by_name = true)"
+            )
+        else:
+            conn.execute(f'DROP VIEW IF EXISTS "{name}"')
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            conn.from_arrow(schema.empty_table()).create(name)
+        state.views[name] = location
+
+    def _refresh_marts(self, workspace: str, state: _Workspace) -> None:
+        directory = self.marts_dir(workspace)
+        present = {}
+        for path in directory.glob(f"*{_MARTS_SUFFIX}"):
+            present[path.name.removesuffix(_MARTS_SUFFIX)] = path.stat().st_mtime
+        conn = state.connection
+        for name, mtime in present.items():
+            if name in TABLES or state.marts.get(name) == mtime:
+                continue
+            quoted = str((directory / f"{name}{_MARTS_SUFFIX}").resolve()).replace("'", "''")
+            conn.execute(
+                f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{quoted}')"
+            )
+            state.marts[name] = mtime
+        for name in set(state.marts) - present.keys():
+            conn.execute(f'DROP VIEW IF EXISTS "{name}"')
+            del state.marts[name]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def query(
+        self,
+        workspace: str,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        untrusted: bool = False,
+    ) -> QueryResult:
+        if untrusted:
+            _check_read_only(sql)
+        state = self._refresh(workspace)
+        cursor = state.connection.cursor()
+        limit = self.default_limit if limit is None else limit
+        timer = threading.Timer(timeout or self.default_timeout, cursor.interrupt)
+        started = time.perf_counter()
+        timer.start()
+        try:
+            cursor.execute(sql, params)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchmany(limit + 1)
+        except duckdb.InterruptException:
+            raise InvalidRequest(
+                f"query exceeded its {timeout or self.default_timeout:g}s timeout",
+                code="query_timeout",
+            ) from None
+        except duckdb.OutOfMemoryException as exc:
+            raise InvalidRequest(
+                f"query exceeded the memory limit: {exc}", code="query_too_large"
+            ) from None
+        except duckdb.CatalogException as exc:
+            raise NotFound(_first_line(exc), code="unknown_table") from None
+        except duckdb.Error as exc:
+            raise InvalidRequest(_first_line(exc), code="invalid_query") from None
+        finally:
+            timer.cancel()
+            cursor.close()
+        return QueryResult(columns, rows[:limit], len(rows) > limit, time.perf_counter() - started)
+
+    def tables(self, workspace: str) -> dict[str, list[tuple[str, str]]]:
+        state = self._refresh(workspace)
+        cursor = state.connection.cursor()
+        try:
+            rows = cursor.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " ORDER BY table_name, ordinal_position"
+            ).fetchall()
+        finally:
+            cursor.close()
+        found: dict[str, list[tuple[str, str]]] = {}
+        for table, column, kind in rows:
+            found.setdefault(table, []).append((column, kind))
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            for state in self._workspaces.values():
+                state.connection.close()
+            self._workspaces.clear()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:500]
+
+
+def _check_read_only(sql: str) -> None:
+    """One SELECT statement, nothing else (no COPY, ATTACH, CREATE, SET, PRAGMA...)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InvalidRequest(_first_line(exc), code="invalid_query") from None
+    if len(statements) != 1:
+        raise InvalidRequest("send exactly one SQL statement", code="invalid_query")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise InvalidRequest("only read-only SELECT queries are allowed", code="read_only")
