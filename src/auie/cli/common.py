@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from auie.config import Settings, load_settings
 from auie.errors import AuieError
@@ -149,9 +150,11 @@ def emit(
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
     table = Table(title=title)
     for col in cols:
-        table.add_column(col)
+        # Fold, never truncate: a key or secret is printed once and must be printed whole.
+        table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else _cell(row.get(c)) for c in cols))
+        # Text, not markup: values such as a client named "[/x]" are printed as they are.
+        table.add_row(*(Text("" if row.get(c) is None else _cell(row.get(c))) for c in cols))
     console.print(table)
 
 
@@ -162,7 +165,9 @@ def _cell(value: Any) -> str:
 
 
 def fail(error: AuieError) -> NoReturn:
-    err_console.print(f"[red]error[/red] ({error.code}): {error.message}")
+    # One line (soft wrap) and no markup: messages quote user input such as "[/x]".
+    line = Text.assemble(("error", "red"), f" ({error.code}): {error.message}")
+    err_console.print(line, soft_wrap=True)
     raise SystemExit(2)
 
 
