@@ -1,0 +1,1 @@
+"""The decision service: policies, featurization, rank/reward, logging, evaluation."""

@@ -1,0 +1,157 @@
+"""The contract every policy shares.
+
+``choose`` turns one featurized decision into a probability for every candidate action
+and draws one; ``update`` learns from the reward of the action that was shown. Both wrap
+small private methods (``_scores`` / ``_probabilities``). Every policy:
+
+* is reproducible: all randomness comes from its own seeded ``numpy`` generator;
+* never gives probability to an excluded action;
+* gives every allowed action at least ``exploration_floor`` (when the floor fits), so
+  logged propensities are never zero and off-policy evaluation stays possible;
+* saves and restores its whole state (model, generator, step count) with
+  :meth:`Policy.save` / :func:`~auie.decide.policies.load_policy`.
+
+Example::
+
+    >>> from auie.decide.features import Featurizer
+    >>> from auie.decide.policies import make_policy
+    >>> featurize = Featurizer(context_dim=8)
+    >>> policy = make_policy({"type": "linucb", "alpha": 1.0}, context_dim=8, seed=7)
+    >>> decision = featurize({"device": "mobile"}, [("a", {}), ("b", {})])
+    >>> choice = policy.choose(decision)
+    >>> round(float(choice.probabilities.sum()), 6)
+    1.0
+    >>> policy.update(decision, choice.index, reward=1.0, propensity=choice.probability)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from auie.decide.features import Featurized
+from auie.decide.model import HybridRidge
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Probabilities over the candidates (in input order) and the drawn one."""
+
+    probabilities: Array
+    index: int
+
+    @property
+    def probability(self) -> float:
+        return float(self.probabilities[self.index])
+
+
+def apply_floor(probabilities: Array, allowed: npt.NDArray[np.bool_], floor: float) -> Array:
+    """Mix in the exploration floor over allowed actions; excluded ones stay at zero."""
+    p = np.where(allowed, probabilities, 0.0)
+    total = p.sum()
+    count = int(allowed.sum())
+    if count == 0:
+        raise ValueError("every action is excluded")
+    p = p / total if total > 0 else allowed / count
+    if floor > 0 and count > 1:
+        floor = min(floor, 1.0 / count)
+        p = np.where(allowed, floor + (1.0 - floor * count) * p, 0.0)
+    return np.asarray(p / p.sum(), dtype=np.float64)
+
+
+class Policy(ABC):
+    """See the module docstring."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        model: HybridRidge,
+        *,
+        seed: int = 0,
+        exploration_floor: float = 0.0,
+        **params: Any,
+    ) -> None:
+        if params:
+            raise TypeError(f"{self.kind}: unknown parameter(s) {', '.join(sorted(params))}")
+        self.model = model
+        self.seed = seed
+        self.exploration_floor = exploration_floor
+        self.rng = np.random.default_rng(seed)
+        self.steps = 0
+
+    # -- public contract ------------------------------------------------------------------
+
+    def choose(self, decision: Featurized, excluded: Collection[str] = ()) -> Choice:
+        """Probabilities for every candidate and one action drawn from them."""
+        allowed = np.array([a not in excluded for a in decision.action_ids], dtype=bool)
+        raw = self._probabilities(decision, allowed)
+        probabilities = apply_floor(raw, allowed, self.exploration_floor)
+        index = int(self.rng.choice(len(probabilities), p=probabilities))
+        return Choice(probabilities, index)
+
+    def update(
+        self,
+        decision: Featurized,
+        index: int,
+        reward: float,
+        propensity: float,
+        weight: float = 1.0,
+    ) -> None:
+        """Learn from the reward of ``decision.action_ids[index]`` (shown with ``propensity``)."""
+        if not 0 < propensity <= 1:
+            raise ValueError(f"propensity must be in (0, 1], got {propensity}")
+        self.steps += 1
+        self._learn(decision, index, float(reward), weight)
+
+    def scores(self, decision: Featurized) -> Array:
+        """The model's expected reward of every candidate (no exploration)."""
+        means, _ = self.model.predict(decision.action_ids, decision.x, decision.z)
+        return means
+
+    # -- to implement ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
+        """Unnormalised probabilities before the floor (excluded entries are ignored)."""
+
+    def _learn(self, decision: Featurized, index: int, reward: float, weight: float) -> None:
+        self.model.update(decision.action_ids[index], decision.x, decision.z[index], reward, weight)
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self) -> bytes:
+        """The whole state as one ``.npz`` blob."""
+        meta = {
+            "kind": self.kind,
+            "params": self.params(),
+            "seed": self.seed,
+            "exploration_floor": self.exploration_floor,
+            "steps": self.steps,
+            "rng": self.rng.bit_generator.state,
+            "model": self.model.meta(),
+        }
+        buffer = io.BytesIO()
+        arrays: dict[str, Any] = dict(self.model.arrays())
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        np.savez_compressed(buffer, allow_pickle=False, **arrays)
+        return buffer.getvalue()
+
+
+def greedy(means: Array, allowed: npt.NDArray[np.bool_], rng: np.random.Generator) -> int:
+    """The best allowed action, ties broken at random."""
+    masked = np.where(allowed, means, -np.inf)
+    best = np.flatnonzero(masked == masked.max())
+    return int(best[0] if len(best) == 1 else rng.choice(best))

@@ -1,0 +1,31 @@
+"""LinUCB: the action with the highest upper confidence bound ``mean + α·√s``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from auie.decide.features import Featurized
+from auie.decide.model import HybridRidge
+from auie.decide.policies.base import Array, Policy, greedy
+
+
+class LinUCB(Policy):
+    kind = "linucb"
+
+    def __init__(self, model: HybridRidge, *, alpha: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if alpha < 0:
+            raise ValueError("alpha must be >= 0")
+        self.alpha = alpha
+
+    def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
+        means, widths = self.model.predict(decision.action_ids, decision.x, decision.z)
+        p = np.zeros(len(means))
+        p[greedy(means + self.alpha * np.sqrt(widths), allowed, self.rng)] = 1.0
+        return p
+
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
