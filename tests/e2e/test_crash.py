@@ -1,0 +1,240 @@
+"""``kill -9`` a loaded ``auie serve``, restart it on the same data, and count every event.
+
+Concurrent clients send batches with unique messageIds and note which ones were answered
+200. The server is killed mid-load at a few different moments. After a restart on the
+same data directory:
+
+* every acknowledged batch is in the log, completely, exactly once;
+* every other batch is there completely or not at all (one batch, one transaction);
+* after the clients resend every unacknowledged batch (and some acknowledged ones), each
+  messageId is in the log exactly once, and the replies say which were duplicates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from auie.eventlog import EVENTS_TOPIC
+from auie.eventlog.sqlite import SQLiteEventLog
+from helpers import AUIE, Server, start_server
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 6
+BATCH_SIZE = 20
+
+
+def batch(batch_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "track",
+            "userId": f"user-{(batch_id * BATCH_SIZE + i) % 17}",
+            "event": "Load Tested",
+            "messageId": message_id(batch_id, i),
+            "properties": {"batch": batch_id, "i": i, "pad": "x" * 100},
+        }
+        for i in range(BATCH_SIZE)
+    ]
+
+
+def message_id(batch_id: int, i: int) -> str:
+    return f"crash-{batch_id}-{i}"
+
+
+def batch_of(message: str) -> int:
+    return int(message.split("-")[1])
+
+
+@dataclass
+class Load:
+    """What the clients sent and what the server acknowledged."""
+
+    attempted: set[int] = field(default_factory=set)
+    acked: set[int] = field(default_factory=set)
+    anomalies: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    flowing: threading.Event = field(default_factory=threading.Event)
+
+
+def client_loop(url: str, key: str, ids: Iterable[int], load: Load, stop: threading.Event) -> None:
+    """Send batches until the server stops answering (or ``stop``)."""
+    with httpx.Client(base_url=url, auth=(key, ""), timeout=10) as client:
+        for batch_id in ids:
+            if stop.is_set():
+                return
+            with load.lock:
+                load.attempted.add(batch_id)
+            try:
+                reply = client.post("/v1/batch", json={"batch": batch(batch_id)})
+            except httpx.TransportError:
+                return  # killed: this batch may or may not have been committed
+            body = reply.json()
+            with load.lock:
+                if reply.status_code == 200 and body["accepted"] == BATCH_SIZE:
+                    load.acked.add(batch_id)
+                    load.flowing.set()
+                    if body["duplicates"] or body["rejected"]:
+                        load.anomalies.append(f"batch {batch_id}: {body}")
+                else:
+                    load.anomalies.append(f"batch {batch_id}: {reply.status_code} {body}")
+
+
+def run_load_and_kill(server: Server, delay: float) -> Load:
+    """Load the server from several clients; ``delay`` seconds into it, ``kill -9`` it."""
+    load = Load()
+    stop = threading.Event()
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def next_ids() -> Iterable[int]:
+        while True:
+            with lock:
+                yield next(counter)
+
+    threads = [
+        threading.Thread(
+            target=client_loop,
+            args=(server.url, server.credentials["writeKey"], next_ids(), load, stop),
+        )
+        for _ in range(WORKERS)
+    ]
+    for thread in threads:
+        thread.start()
+    # Time the kill from the first acknowledgement, not from the threads' start: a busy
+    # machine can take longer than the shortest delay just to get the first request out.
+    assert load.flowing.wait(30), f"no batch was acknowledged: {load.anomalies}"
+    time.sleep(delay)
+    server.kill()  # SIGKILL: no shutdown hooks, no final commit
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    return load
+
+
+def resend(server: Server, batch_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Send the given batches again, concurrently; batch id → reply body."""
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for batch_id in batch_ids:
+        todo.put(batch_id)
+    replies: dict[int, dict[str, Any]] = {}
+    failures: list[str] = []
+
+    def work() -> None:
+        with httpx.Client(
+            base_url=server.url, auth=(server.credentials["writeKey"], ""), timeout=30
+        ) as client:
+            while True:
+                try:
+                    batch_id = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    reply = client.post("/v1/batch", json={"batch": batch(batch_id)})
+                except httpx.HTTPError as exc:
+                    failures.append(f"batch {batch_id}: {exc!r}")
+                    continue
+                if reply.status_code != 200:
+                    failures.append(f"batch {batch_id}: {reply.status_code} {reply.text}")
+                    continue
+                replies[batch_id] = reply.json()
+
+    threads = [threading.Thread(target=work) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    return replies
+
+
+def tail_message_ids(data_dir: Path) -> Counter[str]:
+    """messageId → how often it is in the events topic, read with ``auie log tail``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUIE_")}
+    done = subprocess.run(
+        [AUIE, "log", "tail", "--data-dir", str(data_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=data_dir.parent,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return Counter(json.loads(line)["messageId"] for line in done.stdout.splitlines() if line)
+
+
+def read_message_ids(data_dir: Path) -> Counter[str]:
+    """The same, read straight from the SQLite event log file."""
+    log = SQLiteEventLog(data_dir / "log" / "eventlog.db")
+    try:
+        ids: Counter[str] = Counter()
+        for part in range(log.partitions(EVENTS_TOPIC)):
+            for record in log.read(EVENTS_TOPIC, part, 0, 10_000_000):
+                ids[json.loads(record.value)["messageId"]] += 1
+        return ids
+    finally:
+        log.close()
+
+
+def whole_batches(ids: Counter[str]) -> dict[int, int]:
+    """batch id → how many of its events are stored, checking nothing unknown is there."""
+    per_batch: Counter[int] = Counter()
+    for message in ids:
+        assert message.startswith("crash-"), message
+        per_batch[batch_of(message)] += 1
+    return dict(per_batch)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.2])
+def test_acknowledged_events_survive_kill_9_and_resends_are_deduplicated(
+    server: Server, delay: float
+) -> None:
+    data_dir = server.data_dir
+    load = run_load_and_kill(server, delay)
+    assert load.anomalies == []
+    assert load.acked, "the server was killed before it acknowledged anything"
+    assert load.attempted - load.acked, "no request was cut off by the kill"
+
+    restarted = start_server(data_dir)
+    try:
+        # Everything acknowledged is there, once; nothing is there in part.
+        ids = tail_message_ids(data_dir)
+        assert [m for m, n in ids.items() if n > 1] == []
+        stored = whole_batches(ids)
+        assert set(stored) <= load.attempted
+        assert {b: n for b, n in stored.items() if n != BATCH_SIZE} == {}
+        assert load.acked <= set(stored)
+        unacked = sorted(load.attempted - load.acked)
+        committed_unacked = {b for b in unacked if b in stored}
+
+        # Clients retry what was not acknowledged, and some of what was.
+        again = sorted(load.acked)[::3]
+        replies = resend(restarted, unacked + again)
+        for batch_id, reply in replies.items():
+            assert reply["accepted"] == BATCH_SIZE
+            assert reply["rejected"] == []
+            stored_before = batch_id in load.acked or batch_id in committed_unacked
+            assert reply["duplicates"] == (BATCH_SIZE if stored_before else 0), batch_id
+        assert len(replies) == len(unacked) + len(again)
+    finally:
+        restarted.stop()
+
+    final = read_message_ids(data_dir)
+    expected = {message_id(b, i) for b in load.attempted for i in range(BATCH_SIZE)}
+    assert set(final) == expected
+    assert [m for m, n in final.items() if n != 1] == []
