@@ -23,8 +23,10 @@ from auie.auth.clients import ClientStore
 from auie.auth.scopes import ALL_SCOPES
 from auie.auth.tokens import SigningKeyStore, TokenService
 from auie.config import Settings
+from auie.decide.registry import DecisionStore
 from auie.eventlog import EventLog, open_event_log
 from auie.lake.catalog import Lake, open_catalog
+from auie.lake.maintenance import LakeMaintenance
 from auie.lake.writer import LakeWriter
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore
@@ -128,13 +130,17 @@ class Runtime:
             default_timeout=config.query_timeout_seconds,
         )
 
+    @cached_property
+    def decision_store(self) -> DecisionStore:
+        return DecisionStore(self.engine, self.settings.data_dir / "lake" / "models")
+
     def processor(self) -> Processor:
         """A processor over this instance's log, profile store and lake."""
         config, lake = self.settings.process, self.settings.lake
         writer = LakeWriter(
             self.lake, max_records=lake.flush_max_records, max_seconds=lake.flush_max_seconds
         )
-        return Processor(
+        processor = Processor(
             self.eventlog,
             self.profile_store,
             self.profiles,
@@ -144,6 +150,13 @@ class Runtime:
             poll_max_records=config.poll_max_records,
             plan_refresh_seconds=config.plan_refresh_seconds,
         )
+        if lake.maintenance_minutes > 0:
+            processor.maintenance = LakeMaintenance(
+                self.lake,
+                every_minutes=lake.maintenance_minutes,
+                retention_hours=lake.snapshot_retention_hours,
+            )
+        return processor
 
     def bootstrap(self) -> Bootstrap | None:
         """On an empty instance, create a default workspace, source, write key and admin

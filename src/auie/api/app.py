@@ -13,15 +13,19 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
-from auie.api import admin, collect, errors, health, oauth, pipeline, profiles
+from auie.api import admin, collect, decide, errors, health, oauth, pipeline, profiles
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
+from auie.decide.context import PersonContext
+from auie.decide.service import DecisionService
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
 from auie.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from auie.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 _MAINTENANCE_SECONDS = 600.0
+_DECISION_TICK_SECONDS = 0.2
+_SNAPSHOT_SECONDS = 60.0
 
 
 class MetricsMiddleware:
@@ -69,6 +73,20 @@ async def _maintenance(runtime: Runtime) -> None:
             logger.exception("event log maintenance failed; will retry")
 
 
+async def _close_decisions(service: DecisionService) -> None:
+    """Learn from decisions whose reward wait is over; snapshot policies now and then."""
+    last_snapshot = time.monotonic()
+    while True:
+        await asyncio.sleep(_DECISION_TICK_SECONDS)
+        try:
+            service.tick()
+            if time.monotonic() - last_snapshot > _SNAPSHOT_SECONDS:
+                await asyncio.to_thread(service.snapshot_all)
+                last_snapshot = time.monotonic()
+        except Exception:
+            logger.exception("closing decisions failed; will retry")
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """The AUIE API over an opened :class:`Runtime`."""
     settings = runtime.settings
@@ -86,11 +104,19 @@ def create_app(runtime: Runtime) -> FastAPI:
             settings.server.trusted_proxies,
         )
         runtime.tokens  # noqa: B018  (load signing keys before the first request)
-        task = asyncio.create_task(_maintenance(runtime))
+        app.state.decisions = DecisionService(
+            runtime.decision_store, PersonContext(runtime.profiles), writer.append
+        )
+        tasks = [
+            asyncio.create_task(_maintenance(runtime)),
+            asyncio.create_task(_close_decisions(app.state.decisions)),
+        ]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
+            app.state.decisions.snapshot_all()
             writer.stop()
 
     app = FastAPI(
@@ -108,7 +134,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, collect, oauth, admin, profiles, pipeline):
+    for module in (health, collect, oauth, admin, profiles, pipeline, decide):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

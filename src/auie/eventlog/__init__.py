@@ -5,7 +5,9 @@ from __future__ import annotations
 from auie.config import Settings
 from auie.eventlog.base import (
     DEAD_LETTERS_TOPIC,
+    DECISIONS_TOPIC,
     EVENTS_TOPIC,
+    REWARDS_TOPIC,
     AppendOutcome,
     EventLog,
     LogCapabilities,
@@ -17,7 +19,9 @@ from auie.eventlog.base import (
 
 __all__ = [
     "DEAD_LETTERS_TOPIC",
+    "DECISIONS_TOPIC",
     "EVENTS_TOPIC",
+    "REWARDS_TOPIC",
     "AppendOutcome",
     "EventLog",
     "LogCapabilities",
@@ -43,4 +47,6 @@ def open_event_log(settings: Settings) -> EventLog:
         raise NotImplementedError(config.type)
     log.ensure_topic(EVENTS_TOPIC, config.partitions)
     log.ensure_topic(DEAD_LETTERS_TOPIC, 1)
+    log.ensure_topic(DECISIONS_TOPIC, config.partitions)
+    log.ensure_topic(REWARDS_TOPIC, config.partitions)
     return log

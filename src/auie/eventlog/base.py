@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 EVENTS_TOPIC = "events"
 DEAD_LETTERS_TOPIC = "deadletters"
+DECISIONS_TOPIC = "decisions"
+REWARDS_TOPIC = "rewards"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,253 @@
+"""The decision API (scope ``decide``; configuration changes need ``admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+
+from auie.api.schemas import Error
+from auie.api.security import scope
+from auie.auth.scopes import ADMIN, DECIDE
+from auie.auth.tokens import Principal
+from auie.decide.config import DecisionPointConfig
+from auie.decide.registry import check_name
+from auie.decide.service import DecideRequest, DecisionService
+from auie.errors import InvalidRequest
+from auie.runtime import Runtime
+
+router = APIRouter(
+    tags=["decide"],
+    responses={
+        401: {"model": Error, "description": "Missing or invalid token"},
+        403: {"model": Error, "description": "Token lacks the scope"},
+    },
+)
+_decider = Depends(scope(DECIDE))
+_admin = Depends(scope(ADMIN))
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ActionIn(_Camel):
+    id: str = Field(min_length=1, max_length=200)
+    features: dict[str, Any] = Field(default_factory=dict)
+
+
+class DecideIn(_Camel):
+    decision_point: str = Field(min_length=1, max_length=200)
+    user_id: str | None = Field(None, max_length=512)
+    anonymous_id: str | None = Field(None, max_length=512)
+    context: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionIn] = Field(min_length=1, max_length=1000)
+    excluded_actions: list[str] = Field(default_factory=list)
+    event_id: str | None = Field(None, min_length=1, max_length=200)
+    defer_activation: bool = False
+    slots: int = Field(1, ge=1, le=100)
+
+
+class RankedAction(BaseModel):
+    id: str
+    probability: float
+
+
+class DecideOut(BaseModel):
+    eventId: str
+    actionId: str
+    ranking: list[RankedAction]
+    policyVersion: str
+    slots: list[str] | None = None
+
+
+class RewardIn(_Camel):
+    value: float = Field(allow_inf_nan=False)
+
+
+class EventStatus(BaseModel):
+    eventId: str
+    status: str
+
+
+class RollbackIn(_Camel):
+    version: int = Field(ge=1)
+
+
+class DecisionPointOut(BaseModel):
+    name: str
+    config: dict[str, Any]
+    activeVersion: int | None
+
+
+class VersionOut(BaseModel):
+    arm: str
+    version: int
+    kind: str
+    updates: int
+    source: str
+    note: str
+    createdAt: str
+
+
+def _service(request: Request) -> DecisionService:
+    service: DecisionService = request.app.state.decisions
+    return service
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.post(
+    "/v1/decide",
+    response_model=DecideOut,
+    response_model_exclude_none=True,
+    operation_id="decide",
+    responses={400: {"model": Error}, 409: {"model": Error}},
+)
+async def decide(body: DecideIn, request: Request, who: Principal = _decider) -> Any:
+    """Rank the actions for this person and moment; the first is the one to show."""
+    if not body.user_id and not body.anonymous_id:
+        raise InvalidRequest("userId or anonymousId is required", code="missing_identity")
+    check_name(body.decision_point)
+    return await _service(request).decide(
+        who.workspace_id,
+        DecideRequest(
+            decision_point=body.decision_point,
+            actions=[a.model_dump() for a in body.actions],
+            user_id=body.user_id,
+            anonymous_id=body.anonymous_id,
+            context=body.context,
+            excluded=body.excluded_actions,
+            event_id=body.event_id,
+            defer_activation=body.defer_activation,
+            slots=body.slots,
+        ),
+    )
+
+
+@router.post(
+    "/v1/decisions/{event_id}/reward",
+    response_model=EventStatus,
+    operation_id="reward",
+    responses={404: {"model": Error}},
+)
+async def reward(event_id: str, body: RewardIn, request: Request, who: Principal = _decider) -> Any:
+    """Report the outcome of a decision."""
+    return await _service(request).reward(who.workspace_id, event_id, body.value)
+
+
+@router.post(
+    "/v1/decisions/{event_id}/activate",
+    response_model=EventStatus,
+    operation_id="activate",
+    responses={404: {"model": Error}},
+)
+async def activate(event_id: str, request: Request, who: Principal = _decider) -> Any:
+    """Mark a deferred decision as shown: its reward wait starts now."""
+    return await _service(request).activate(who.workspace_id, event_id)
+
+
+def _point_out(runtime: Runtime, workspace: str, name: str) -> dict[str, Any]:
+    point = runtime.decision_store.require(workspace, name)
+    return {
+        "name": point.name,
+        "config": point.config.model_dump(by_alias=True),
+        "activeVersion": point.active_version,
+    }
+
+
+@router.get(
+    "/v1/decision-points",
+    response_model=list[DecisionPointOut],
+    operation_id="list_decision_points",
+)
+def list_points(request: Request, who: Principal = _decider) -> Any:
+    return [
+        {
+            "name": p.name,
+            "config": p.config.model_dump(by_alias=True),
+            "activeVersion": p.active_version,
+        }
+        for p in _runtime(request).decision_store.points(who.workspace_id)
+    ]
+
+
+@router.get(
+    "/v1/decision-points/{name}",
+    response_model=DecisionPointOut,
+    operation_id="get_decision_point",
+    responses={404: {"model": Error}},
+)
+def get_point(name: str, request: Request, who: Principal = _decider) -> Any:
+    return _point_out(_runtime(request), who.workspace_id, name)
+
+
+@router.put(
+    "/v1/decision-points/{name}",
+    response_model=DecisionPointOut,
+    operation_id="put_decision_point",
+    responses={400: {"model": Error}},
+)
+async def put_point(
+    name: str, request: Request, body: dict[str, Any] = Body(...), who: Principal = _admin
+) -> Any:
+    """Create or replace a decision point's configuration (see docs/decide.md)."""
+    check_name(name)
+    try:
+        config = DecisionPointConfig.model_validate(body)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc).replace("\n", " ")[:1000], code="invalid_config") from None
+    _service(request).configure(who.workspace_id, name, config)
+    return await run_in_threadpool(_point_out, _runtime(request), who.workspace_id, name)
+
+
+@router.get(
+    "/v1/decision-points/{name}/versions",
+    response_model=list[VersionOut],
+    operation_id="list_policy_versions",
+    responses={404: {"model": Error}},
+)
+def versions(name: str, request: Request, who: Principal = _decider) -> Any:
+    runtime = _runtime(request)
+    runtime.decision_store.require(who.workspace_id, name)
+    return [
+        {
+            "arm": v.arm or "main",
+            "version": v.version,
+            "kind": v.kind,
+            "updates": v.updates,
+            "source": v.source,
+            "note": v.note,
+            "createdAt": v.created_at.isoformat(),
+        }
+        for v in runtime.decision_store.versions(who.workspace_id, name)
+    ]
+
+
+@router.post(
+    "/v1/decision-points/{name}/rollback",
+    response_model=DecisionPointOut,
+    operation_id="rollback_policy",
+    responses={404: {"model": Error}},
+)
+def rollback(name: str, body: RollbackIn, request: Request, who: Principal = _admin) -> Any:
+    """Serve an earlier policy version."""
+    _service(request).rollback(who.workspace_id, name, body.version)
+    return _point_out(_runtime(request), who.workspace_id, name)
+
+
+@router.get(
+    "/v1/decision-points/{name}/report",
+    operation_id="decision_point_report",
+    responses={404: {"model": Error}},
+)
+def report(name: str, request: Request, who: Principal = _decider) -> dict[str, Any]:
+    """Per-arm reward with 95% intervals since this server started, apprentice agreement."""
+    _runtime(request).decision_store.require(who.workspace_id, name)
+    return _service(request).report(who.workspace_id, name)

@@ -1,0 +1,97 @@
+"""What the decision service knows about the person: profile traits, computed traits,
+segments and the ``user_features`` mart, joined into the context under ``user``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from auie.decide.config import JoinSpec
+from auie.errors import AuieError, NotFound
+from auie.profiles.service import ProfileService
+
+logger = logging.getLogger(__name__)
+
+SegmentsOf = Callable[[str, str], list[str]]
+FeaturesOf = Callable[[str, str], Mapping[str, Any] | None]
+_TTL_SECONDS = 30.0
+_CACHE_LIMIT = 50_000
+
+
+def _pick(values: Mapping[str, Any], wanted: bool | list[str]) -> dict[str, Any]:
+    if wanted is True:
+        return dict(values)
+    if wanted is False:
+        return {}
+    return {k: values[k] for k in wanted if k in values}
+
+
+class PersonContext:
+    """Looks the person up (cached for a few seconds) and builds the ``user`` context."""
+
+    def __init__(
+        self,
+        profiles: ProfileService,
+        *,
+        segments_of: SegmentsOf | None = None,
+        features_of: FeaturesOf | None = None,
+    ) -> None:
+        self.profiles = profiles
+        self.segments_of = segments_of
+        self.features_of = features_of
+        self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
+
+    def lookup(
+        self, workspace: str, user_id: str | None, anonymous_id: str | None, join: JoinSpec
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(profile id, context under ``user``) — (None, {}) for someone never seen."""
+        id_type, value = ("user_id", user_id) if user_id else ("anonymous_id", anonymous_id)
+        if not value:
+            return None, {}
+        key = (workspace, id_type, value)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is None or now - cached[0] > _TTL_SECONDS:
+            cached = (now, *self._load(workspace, id_type, value))
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = cached
+        _, profile_id, person = cached
+        return profile_id, self._select(person, join)
+
+    def _load(self, workspace: str, id_type: str, value: str) -> tuple[str | None, dict[str, Any]]:
+        try:
+            profile = self.profiles.profile(workspace, id_type, value)
+        except NotFound:
+            return None, {}
+        person: dict[str, Any] = {
+            "traits": profile.traits,
+            "computedTraits": {
+                k: v
+                for k, v in profile.computed_traits.items()
+                if k not in ("firstSeen", "lastSeen", "lastPage")
+            },
+        }
+        for name, source in (("segments", self.segments_of), ("features", self.features_of)):
+            if source is None:
+                continue
+            try:
+                person[name] = source(workspace, profile.profile_id)
+            except AuieError as exc:
+                logger.debug("no %s for %s: %s", name, profile.profile_id, exc.message)
+        return profile.profile_id, person
+
+    @staticmethod
+    def _select(person: Mapping[str, Any], join: JoinSpec) -> dict[str, Any]:
+        selected: dict[str, Any] = {}
+        if person.get("traits"):
+            selected["traits"] = _pick(person["traits"], join.traits)
+        if person.get("computedTraits"):
+            selected["computed"] = _pick(person["computedTraits"], join.computed_traits)
+        if join.segments and person.get("segments"):
+            selected["segments"] = list(person["segments"])
+        if join.user_features and person.get("features"):
+            selected["features"] = dict(person["features"])
+        return {k: v for k, v in selected.items() if v}

@@ -1,0 +1,245 @@
+"""Decision points and the model registry.
+
+A decision point's configuration lives in the metadata database. Policy snapshots are
+versioned: each is a ``.npz`` file (the policy's whole state) and a ``.json`` file (the
+featurizer's vocabulary) under ``<data_dir>/lake/models/<workspace>/<decision point>/``,
+with one row per version in ``policy_versions``. The decision point's ``active_version``
+is what a restarted server resumes from; rolling back points it at an older version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from auie import db
+from auie.decide.config import DecisionPointConfig
+from auie.decide.tables import decision_points, policy_versions
+from auie.errors import InvalidRequest, NotFound
+from auie.ids import utcnow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidRequest(
+            "decision point names are 1-200 letters, digits, '.', '_' or '-'",
+            code="invalid_decision_point",
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPoint:
+    workspace_id: str
+    name: str
+    config: DecisionPointConfig
+    active_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    decision_point: str
+    arm: str
+    version: int
+    kind: str
+    updates: int
+    source: str
+    note: str
+    created_at: datetime
+
+
+class DecisionStore:
+    """See the module docstring."""
+
+    def __init__(self, engine: Engine, root: Path) -> None:
+        db.migrate(engine, migrations=MIGRATIONS)
+        self.engine = engine
+        self.root = root
+
+    # -- decision points ------------------------------------------------------------------
+
+    def get(self, workspace: str, name: str) -> DecisionPoint | None:
+        c = decision_points.c
+        query = select(decision_points).where(c.workspace_id == workspace, c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _point(row)
+
+    def require(self, workspace: str, name: str) -> DecisionPoint:
+        point = self.get(workspace, name)
+        if point is None:
+            raise NotFound(f"decision point {name!r} does not exist")
+        return point
+
+    def points(self, workspace: str) -> list[DecisionPoint]:
+        c = decision_points.c
+        query = select(decision_points).where(c.workspace_id == workspace).order_by(c.name)
+        with self.engine.connect() as conn:
+            return [_point(row) for row in conn.execute(query)]
+
+    def put(self, workspace: str, name: str, config: DecisionPointConfig) -> DecisionPoint:
+        """Create or replace a decision point's configuration."""
+        check_name(name)
+        now = utcnow()
+        text = config.model_dump_json(by_alias=True)
+        c = decision_points.c
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                select(c.name).where(c.workspace_id == workspace, c.name == name)
+            ).first()
+            if found is None:
+                conn.execute(
+                    insert(decision_points).values(
+                        workspace_id=workspace,
+                        name=name,
+                        config=text,
+                        active_version=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                conn.execute(
+                    update(decision_points)
+                    .where(c.workspace_id == workspace, c.name == name)
+                    .values(config=text, updated_at=now)
+                )
+        return self.require(workspace, name)
+
+    def activate(self, workspace: str, name: str, version: int) -> None:
+        """Serve ``version`` (rollback or promotion)."""
+        if not any(v.version == version for v in self.versions(workspace, name)):
+            raise NotFound(f"decision point {name!r} has no version {version}")
+        c = decision_points.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(decision_points)
+                .where(c.workspace_id == workspace, c.name == name)
+                .values(active_version=version, updated_at=utcnow())
+            )
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def _dir(self, workspace: str, name: str) -> Path:
+        return self.root / workspace / name
+
+    def save(
+        self,
+        workspace: str,
+        name: str,
+        *,
+        arm: str,
+        blob: bytes,
+        featurizer: dict[str, Any],
+        kind: str,
+        updates: int,
+        source: str = "online",
+        note: str = "",
+        activate: bool = True,
+    ) -> int:
+        """Store a snapshot as the next version; returns its number."""
+        c = policy_versions.c
+        directory = self._dir(workspace, name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self.engine.begin() as conn:
+            latest = conn.execute(
+                select(func.max(c.version)).where(
+                    c.workspace_id == workspace, c.decision_point == name
+                )
+            ).scalar()
+            version = int(latest or 0) + 1
+            stem = f"{arm or 'main'}-v{version:06d}"
+            _write_atomic(directory / f"{stem}.npz", blob)
+            _write_atomic(directory / f"{stem}.json", json.dumps(featurizer).encode())
+            conn.execute(
+                insert(policy_versions).values(
+                    workspace_id=workspace,
+                    decision_point=name,
+                    arm=arm,
+                    version=version,
+                    kind=kind,
+                    updates=updates,
+                    path=f"{workspace}/{name}/{stem}",
+                    source=source,
+                    note=note,
+                    created_at=utcnow(),
+                )
+            )
+            if activate and not arm:
+                conn.execute(
+                    update(decision_points)
+                    .where(
+                        decision_points.c.workspace_id == workspace,
+                        decision_points.c.name == name,
+                    )
+                    .values(active_version=version)
+                )
+        return version
+
+    def versions(self, workspace: str, name: str) -> list[PolicyVersion]:
+        c = policy_versions.c
+        query = (
+            select(
+                c.decision_point,
+                c.arm,
+                c.version,
+                c.kind,
+                c.updates,
+                c.source,
+                c.note,
+                c.created_at,
+            )
+            .where(c.workspace_id == workspace, c.decision_point == name)
+            .order_by(c.version)
+        )
+        with self.engine.connect() as conn:
+            return [PolicyVersion(**row._mapping) for row in conn.execute(query)]
+
+    def load(
+        self, workspace: str, name: str, *, arm: str, version: int | None = None
+    ) -> tuple[int, bytes, dict[str, Any]] | None:
+        """(version, policy blob, featurizer state) of a version (latest of the arm if
+        None), or None when the arm has no version."""
+        c = policy_versions.c
+        query = select(c.version, c.path).where(
+            c.workspace_id == workspace, c.decision_point == name, c.arm == arm
+        )
+        query = query.where(c.version == version) if version is not None else query
+        query = query.order_by(c.version.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        base = self.root / row.path
+        blob = base.with_suffix(".npz").read_bytes()
+        featurizer = json.loads(base.with_suffix(".json").read_text())
+        return int(row.version), blob, featurizer
+
+
+def _point(row: Any) -> DecisionPoint:
+    return DecisionPoint(
+        workspace_id=row.workspace_id,
+        name=row.name,
+        config=DecisionPointConfig.model_validate_json(row.config),
+        active_version=row.active_version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

@@ -1,0 +1,526 @@
+"""The decision service: rank actions for a person and moment, learn from rewards.
+
+``decide`` joins the person's profile into the context, picks the policy (the decision
+point's, an experiment arm's, or the baseline for holdout and people without
+``personalization`` consent), draws an action, logs the decision with its propensity to
+the event log (``decisions`` topic) and keeps it open for rewards. Rewards (``rewards``
+topic) aggregate by ``earliest`` (learned at once) or ``sum`` (learned when the wait time
+ends); a decision without reward is learned with the default reward. Deferred decisions
+start their wait when activated and are never learned from otherwise.
+
+Learning modes: ``online`` serves and learns; ``apprentice`` serves the baseline, learns
+from it and reports how often the policy would have agreed; ``frozen`` serves, never learns.
+Open decisions live in memory: a restart forgets them (the decision log keeps them for
+offline training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from auie.decide.config import DecisionPointConfig
+from auie.decide.context import PersonContext
+from auie.decide.features import Featurized, Featurizer
+from auie.decide.policies import Policy, load_policy, make_policy
+from auie.decide.policies.baseline import Baseline
+from auie.decide.registry import DecisionStore, check_name
+from auie.errors import Conflict, InvalidRequest, NotFound
+from auie.eventlog import DECISIONS_TOPIC, REWARDS_TOPIC, LogRecord
+from auie.events import format_time
+
+logger = logging.getLogger(__name__)
+MAIN_ARM = ""
+HOLDOUT_ARM = "holdout"
+_MAX_ACTIONS = 1000
+_DEFERRED_TTL_SECONDS = 24 * 3600.0
+_encode = msgspec.json.Encoder().encode
+
+Append = Callable[[Sequence[LogRecord]], Awaitable[Any]]
+ConsentCheck = Callable[[str, str | None], bool]
+
+
+def allow_all(_workspace: str, _profile_id: str | None) -> bool:
+    """The consent hook until the privacy work lands: everyone allows personalization."""
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    decision_point: str
+    actions: list[dict[str, Any]]
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)
+    event_id: str | None = None
+    defer_activation: bool = False
+    slots: int = 1
+
+
+@dataclass(slots=True)
+class ArmStats:
+    decisions: int = 0
+    closed: int = 0
+    reward_sum: float = 0.0
+    reward_squares: float = 0.0
+
+    def add(self, reward: float) -> None:
+        self.closed += 1
+        self.reward_sum += reward
+        self.reward_squares += reward * reward
+
+    def summary(self) -> dict[str, Any]:
+        n = self.closed
+        mean = self.reward_sum / n if n else None
+        half = None
+        if n > 1 and mean is not None:
+            variance = max(0.0, (self.reward_squares - n * mean * mean) / (n - 1))
+            half = 1.96 * (variance / n) ** 0.5
+        return {
+            "decisions": self.decisions,
+            "rewarded": n,
+            "meanReward": mean,
+            "ci95": [mean - half, mean + half] if half is not None and mean is not None else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    """What the serving policy drew for one decision."""
+
+    decision: Featurized
+    index: int
+    probabilities: Any
+    slots: list[int]
+    learn: bool
+    arm: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    workspace: str
+    point: str
+    arm: str
+    decision: Featurized
+    index: int
+    probability: float
+    learn: bool
+    created: float
+    deadline: float | None
+    rewards: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Point:
+    config: DecisionPointConfig
+    featurizer: Featurizer
+    policies: dict[str, Policy]
+    baseline: Baseline
+    version: int | None
+    updates_since_snapshot: int = 0
+    stats: dict[str, ArmStats] = field(default_factory=dict)
+    agreement: list[int] = field(default_factory=lambda: [0, 0])
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DecisionService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: DecisionStore,
+        person: PersonContext,
+        append: Append,
+        *,
+        consent: ConsentCheck = allow_all,
+        seed: int = 0,
+    ) -> None:
+        self.store = store
+        self.person = person
+        self.append = append
+        self.consent = consent
+        self.seed = seed
+        self._points: dict[tuple[str, str], _Point] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._lock = threading.Lock()
+
+    # -- decision points --------------------------------------------------------------------
+
+    def point(self, workspace: str, name: str, actions: Sequence[Mapping[str, Any]] = ()) -> _Point:
+        """The running state of a decision point, created with the defaults on first use."""
+        key = (workspace, name)
+        with self._lock:
+            found = self._points.get(key)
+            if found is None:
+                stored = self.store.get(workspace, name)
+                if stored is None:
+                    config = DecisionPointConfig.model_validate({"actions": list(actions)})
+                    stored = self.store.put(workspace, check_name(name), config)
+                found = self._points[key] = self._build(
+                    workspace, name, stored.config, stored.active_version
+                )
+        return found
+
+    def _build(
+        self, workspace: str, name: str, config: DecisionPointConfig, version: int | None
+    ) -> _Point:
+        arms = {MAIN_ARM: config.policy}
+        if config.experiment is not None:
+            arms = {arm.name: arm.policy for arm in config.experiment.arms}
+        featurizer = Featurizer(
+            config.features.context_dim,
+            config.action_dim,
+            interactions=config.features.interactions,
+            hashed_fraction=config.features.hashed_fraction,
+        )
+        policies: dict[str, Policy] = {}
+        for arm, policy_config in arms.items():
+            saved = self.store.load(
+                workspace, name, arm=arm, version=version if arm == MAIN_ARM else None
+            )
+            if saved is not None:
+                _, blob, state = saved
+                policies[arm] = load_policy(blob)
+                featurizer = Featurizer.from_state(state)
+            else:
+                seed = int.from_bytes(
+                    hashlib.sha256(f"{self.seed}:{name}:{arm}".encode()).digest()[:4], "big"
+                )
+                policies[arm] = make_policy(
+                    {**policy_config, "exploration_floor": config.exploration_floor},
+                    context_dim=config.features.context_dim,
+                    action_dim=config.action_dim,
+                    seed=seed,
+                )
+        first = next(iter(policies.values()))
+        baseline = Baseline(
+            first.model, action=config.baseline, seed=self.seed, exploration_floor=0.0
+        )
+        return _Point(
+            config,
+            featurizer,
+            policies,
+            baseline,
+            version,
+            stats={arm: ArmStats() for arm in [*policies, HOLDOUT_ARM]},
+        )
+
+    def configure(self, workspace: str, name: str, config: DecisionPointConfig) -> None:
+        """Validate and store a new configuration; the decision point restarts from its
+        active version (or fresh, if the policy's shape changed)."""
+        arms = [config.policy] + [
+            a.policy for a in (config.experiment.arms if config.experiment else [])
+        ]
+        for policy in arms:
+            make_policy(
+                policy, context_dim=config.features.context_dim, action_dim=config.action_dim
+            )
+        self.store.put(workspace, name, config)
+        with self._lock:
+            self._points.pop((workspace, name), None)
+
+    def rollback(self, workspace: str, name: str, version: int) -> None:
+        self.store.activate(workspace, name, version)
+        with self._lock:
+            self._points.pop((workspace, name), None)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    async def decide(self, workspace: str, request: DecideRequest) -> dict[str, Any]:
+        if not request.actions:
+            raise InvalidRequest("actions must not be empty", code="invalid_actions")
+        if len(request.actions) > _MAX_ACTIONS:
+            raise InvalidRequest(f"at most {_MAX_ACTIONS} actions", code="invalid_actions")
+        ids = [str(a.get("id")) for a in request.actions]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("action ids must be unique", code="invalid_actions")
+        if set(request.excluded) >= set(ids):
+            raise InvalidRequest("every action is excluded", code="invalid_actions")
+        point = self.point(workspace, request.decision_point, request.actions)
+        profile_id, person = self.person.lookup(
+            workspace, request.user_id, request.anonymous_id, point.config.join
+        )
+        context = {**request.context, "user": person} if person else dict(request.context)
+        event_id = request.event_id or uuid.uuid4().hex
+        key = (workspace, event_id)
+        if key in self._pending:
+            raise Conflict(f"decision {event_id!r} already exists", code="duplicate_event")
+        person_key = request.user_id or request.anonymous_id or event_id
+        arm = self._arm(point, workspace, request.decision_point, person_key)
+        allowed = self.consent(workspace, profile_id)
+        drawn = self._choose(point, arm, allowed, context, request=request, ids=ids)
+        now = time.monotonic()
+        deadline = None if request.defer_activation else now + point.config.reward.wait_seconds
+        self._pending[key] = _Pending(
+            workspace,
+            request.decision_point,
+            drawn.arm,
+            drawn.decision,
+            drawn.index,
+            float(drawn.probabilities[drawn.index]),
+            drawn.learn,
+            now,
+            deadline,
+        )
+        point.stats[drawn.arm].decisions += 1
+        version = f"{point.version or 0}.{point.updates_since_snapshot}"
+        order = sorted(range(len(ids)), key=lambda i: -float(drawn.probabilities[i]))
+        ranking = [{"id": ids[i], "probability": float(drawn.probabilities[i])} for i in order]
+        await self._log_decision(
+            workspace,
+            request,
+            event_id,
+            profile_id=profile_id,
+            context=context,
+            ids=ids,
+            drawn=drawn,
+            version=version,
+        )
+        reply: dict[str, Any] = {
+            "eventId": event_id,
+            "actionId": ids[drawn.index],
+            "ranking": ranking,
+            "policyVersion": version,
+        }
+        if request.slots > 1:
+            reply["slots"] = [ids[i] for i in drawn.slots]
+        return reply
+
+    def _arm(self, point: _Point, workspace: str, name: str, person: str) -> str:
+        experiment = point.config.experiment
+        if experiment is None:
+            return MAIN_ARM
+        digest = hashlib.sha256(f"{workspace}:{name}:{person}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        if u < experiment.holdout:
+            return HOLDOUT_ARM
+        u = (u - experiment.holdout) / (1 - experiment.holdout)
+        total = sum(arm.share for arm in experiment.arms)
+        edge = 0.0
+        for arm in experiment.arms:
+            edge += arm.share / total
+            if u < edge:
+                return arm.name
+        return experiment.arms[-1].name
+
+    def _choose(
+        self,
+        point: _Point,
+        arm: str,
+        allowed: bool,
+        context: dict[str, Any],
+        *,
+        request: DecideRequest,
+        ids: list[str],
+    ) -> _Drawn:
+        config = point.config
+        with point.lock:
+            decision = point.featurizer(
+                context,
+                [(i, a.get("features") or {}) for i, a in zip(ids, request.actions, strict=True)],
+            )
+            policy = point.policies.get(arm) or next(iter(point.policies.values()))
+            baseline = point.baseline
+            excluded = set(request.excluded)
+            use_baseline = not allowed or arm == HOLDOUT_ARM or config.mode == "apprentice"
+            served = baseline if use_baseline else policy
+            choice = served.choose(decision, excluded)
+            if config.mode == "apprentice" and allowed and arm != HOLDOUT_ARM:
+                own = policy.choose(decision, excluded)
+                point.agreement[0] += 1
+                point.agreement[1] += int(own.probabilities.argmax() == choice.index)
+            slots = [choice.index]
+            for _ in range(1, max(1, min(request.slots, len(ids) - len(excluded)))):
+                excluded.add(ids[slots[-1]])
+                slots.append(served.choose(decision, excluded).index)
+        learn = allowed and arm != HOLDOUT_ARM and config.mode != "frozen"
+        served_arm = (
+            HOLDOUT_ARM if arm == HOLDOUT_ARM else (arm if arm in point.policies else MAIN_ARM)
+        )
+        return _Drawn(decision, choice.index, choice.probabilities, slots, learn, served_arm)
+
+    async def _log_decision(
+        self,
+        workspace: str,
+        request: DecideRequest,
+        event_id: str,
+        *,
+        profile_id: str | None,
+        context: dict[str, Any],
+        ids: list[str],
+        drawn: _Drawn,
+        version: str,
+    ) -> None:
+        value = {
+            "eventId": event_id,
+            "decisionPoint": request.decision_point,
+            "userId": request.user_id,
+            "anonymousId": request.anonymous_id,
+            "profileId": profile_id,
+            "context": context,
+            "actions": [
+                {"id": i, "features": a.get("features") or {}}
+                for i, a in zip(ids, request.actions, strict=True)
+            ],
+            "excludedActions": list(request.excluded),
+            "probabilities": [float(p) for p in drawn.probabilities],
+            "chosenAction": ids[drawn.index],
+            "policyVersion": version,
+            "arm": drawn.arm,
+            "learn": drawn.learn,
+            "deferActivation": request.defer_activation,
+            "timestamp": format_time(datetime.now(UTC)),
+        }
+        await self.append(
+            [
+                LogRecord(
+                    topic=DECISIONS_TOPIC,
+                    key=event_id.encode(),
+                    value=_encode(value),
+                    timestamp_ms=int(time.time() * 1000),
+                    headers={"workspaceId": workspace},
+                    dedupe_key=f"decision:{workspace}:{event_id}",
+                )
+            ]
+        )
+
+    # -- rewards ----------------------------------------------------------------------------
+
+    async def reward(self, workspace: str, event_id: str, value: float) -> dict[str, Any]:
+        pending = self._pending.get((workspace, event_id))
+        if pending is None:
+            raise NotFound(
+                f"no open decision {event_id!r} (unknown, or its reward wait ended)",
+                code="unknown_decision",
+            )
+        point = self.point(workspace, pending.point)
+        await self.append(
+            [
+                LogRecord(
+                    topic=REWARDS_TOPIC,
+                    key=event_id.encode(),
+                    value=_encode(
+                        {
+                            "eventId": event_id,
+                            "decisionPoint": pending.point,
+                            "value": value,
+                            "timestamp": format_time(datetime.now(UTC)),
+                        }
+                    ),
+                    timestamp_ms=int(time.time() * 1000),
+                    headers={"workspaceId": workspace},
+                )
+            ]
+        )
+        pending.rewards.append(value)
+        if point.config.reward.aggregation == "earliest" and pending.deadline is not None:
+            self._close((workspace, event_id))
+        return {"eventId": event_id, "status": "recorded"}
+
+    async def activate(self, workspace: str, event_id: str) -> dict[str, Any]:
+        pending = self._pending.get((workspace, event_id))
+        if pending is None:
+            raise NotFound(f"no open decision {event_id!r}", code="unknown_decision")
+        if pending.deadline is None:
+            wait = self.point(workspace, pending.point).config.reward.wait_seconds
+            pending.deadline = time.monotonic() + wait
+            if (
+                pending.rewards
+                and self.point(workspace, pending.point).config.reward.aggregation == "earliest"
+            ):
+                self._close((workspace, event_id))
+        return {"eventId": event_id, "status": "activated"}
+
+    def _close(self, key: tuple[str, str]) -> None:
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return
+        point = self.point(pending.workspace, pending.point)
+        config = point.config.reward
+        if not pending.rewards:
+            reward = config.default
+        elif config.aggregation == "earliest":
+            reward = pending.rewards[0]
+        else:
+            reward = float(sum(pending.rewards))
+        point.stats[pending.arm].add(reward)
+        policy = point.policies.get(pending.arm)
+        if not pending.learn or policy is None:
+            return
+        with point.lock:
+            policy.update(pending.decision, pending.index, reward, pending.probability)
+            point.updates_since_snapshot += 1
+            due = point.updates_since_snapshot >= point.config.snapshot_every
+        if due:
+            self.snapshot(pending.workspace, pending.point)
+
+    def tick(self) -> int:
+        """Close every decision whose reward wait is over; returns how many."""
+        now = time.monotonic()
+        due = [
+            key
+            for key, p in list(self._pending.items())
+            if (p.deadline is not None and p.deadline <= now)
+            or (p.deadline is None and now - p.created > _DEFERRED_TTL_SECONDS)
+        ]
+        for key in due:
+            pending = self._pending.get(key)
+            if pending is not None and pending.deadline is None:
+                self._pending.pop(key, None)  # never activated: not learned from
+                continue
+            self._close(key)
+        return len(due)
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def snapshot(self, workspace: str, name: str, note: str = "") -> int | None:
+        """Save every arm's policy as a new registry version."""
+        point = self._points.get((workspace, name))
+        if point is None:
+            return None
+        version = None
+        with point.lock:
+            for arm, policy in point.policies.items():
+                version = self.store.save(
+                    workspace,
+                    name,
+                    arm=arm,
+                    blob=policy.save(),
+                    featurizer=point.featurizer.state(),
+                    kind=policy.kind,
+                    updates=policy.steps,
+                    note=note,
+                )
+                if arm == MAIN_ARM:
+                    point.version = version
+            point.updates_since_snapshot = 0
+        return version
+
+    def snapshot_all(self) -> None:
+        for workspace, name in list(self._points):
+            point = self._points[(workspace, name)]
+            if point.updates_since_snapshot:
+                self.snapshot(workspace, name)
+
+    def report(self, workspace: str, name: str) -> dict[str, Any]:
+        """Per-arm rewards with 95% intervals, and apprentice agreement."""
+        point = self.point(workspace, name)
+        seen, agreed = point.agreement
+        return {
+            "decisionPoint": name,
+            "mode": point.config.mode,
+            "policyVersion": point.version,
+            "arms": {arm or "main": stats.summary() for arm, stats in point.stats.items()},
+            "apprenticeAgreement": agreed / seen if seen else None,
+            "openDecisions": sum(1 for k in self._pending if k[0] == workspace),
+        }
