@@ -28,6 +28,8 @@ from auie.eventlog import EventLog, open_event_log
 from auie.lake.catalog import Lake, open_catalog
 from auie.lake.maintenance import LakeMaintenance
 from auie.lake.writer import LakeWriter
+from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
+from auie.privacy.audit import AuditLog
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore
 from auie.process.processor import Processor
@@ -129,6 +131,11 @@ class Runtime:
             threads=config.threads,
             default_timeout=config.query_timeout_seconds,
         )
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        db.migrate(self.engine, migrations=PRIVACY_MIGRATIONS)
+        return AuditLog(self.engine)
 
     @cached_property
     def decision_store(self) -> DecisionStore:

@@ -295,7 +295,7 @@ def test_every_admin_route_needs_an_admin_token(
     client: TestClient, boot: Bootstrap, runtime: Runtime
 ) -> None:
     routes = admin_routes(client)
-    assert len(routes) == 9
+    assert len(routes) == 10  # 9 tenancy routes and the audit log
     sdk = runtime.clients.create(boot.workspace, "sdk", ["ingest", "profiles:read"])
     ingest_token = bearer(get_token(client, sdk.client.id, sdk.secret))
     for method, path in routes:
@@ -394,3 +394,35 @@ def test_a_workspace_cannot_touch_another_workspaces_records(
     assert client.delete(f"/v1/admin/keys/{b.key_id}", headers=b.headers).status_code == 204
     assert track(client, b.write_key).status_code == 401
     assert track(client, a.write_key).status_code == 200
+
+
+def test_admin_actions_and_tokens_are_audited_without_secrets(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    token = bearer(get_token(client, boot.client_id, boot.client_secret, "admin"))
+    source = client.post("/v1/admin/sources", json={"name": "ios"}, headers=token).json()
+    key = client.post(f"/v1/admin/sources/{source['id']}/keys", headers=token).json()
+    client.delete(f"/v1/admin/keys/{key['id']}", headers=token)
+    client.get("/v1/admin/workspace", headers=bearer("garbage"))
+    entries = client.get("/v1/admin/audit", headers=token).json()
+    actions = [e["action"] for e in entries]
+    assert actions[:1] == ["token.issued"]
+    for expected in ("source.created", "write_key.created", "write_key.revoked"):
+        assert expected in actions
+    # A failed authentication belongs to no workspace: operators see it with the CLI.
+    [failure] = runtime.audit.entries(None, action="auth.failed")
+    assert failure.details["code"] == "invalid_token"
+    assert key["key"] not in str(entries)
+    assert boot.client_secret not in str(entries)
+    assert runtime.audit.verify() is None
+    other = client.get("/v1/admin/audit?action=write_key.revoked", headers=token).json()
+    assert [e["target"] for e in other] == [key["id"]]
+
+
+def test_the_audit_log_refuses_edits(runtime: Runtime) -> None:
+    import sqlalchemy
+
+    runtime.audit.record("test.entry", actor="cli", target="x")
+    with pytest.raises(sqlalchemy.exc.IntegrityError), runtime.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE audit_log SET actor = 'mallory'"))
+    assert runtime.audit.verify() is None

@@ -260,7 +260,7 @@ def test_openapi_documents_every_route_the_app_serves(
     paths = set(openapi["paths"])
     assert {f"/v1/{name}" for name in COLLECT + list(SHORT)} <= paths
     assert {"/oauth/token", "/.well-known/jwks.json", "/healthz", "/readyz", "/metrics"} <= paths
-    assert len([p for p in paths if p.startswith("/v1/admin")]) == 7
+    assert len([p for p in paths if p.startswith("/v1/admin")]) == 8
     operation_ids = [op["operationId"] for ops in openapi["paths"].values() for op in ops.values()]
     assert len(operation_ids) == len(set(operation_ids))
 

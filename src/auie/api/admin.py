@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from auie.api.schemas import (
+    AuditOut,
     ClientIn,
     ClientOut,
     Error,
@@ -39,6 +40,12 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
+def _audit(request: Request, who: Principal, action: str, target: str, **details: Any) -> None:
+    _runtime(request).audit.record(
+        action, actor=who.client_id, workspace=who.workspace_id, target=target, details=details
+    )
+
+
 def _client_out(client: Client) -> dict[str, Any]:
     return {
         "id": client.id,
@@ -69,7 +76,9 @@ def list_sources(request: Request, who: Principal = _admin) -> Any:
     responses={400: {"model": Error}},
 )
 def create_source(body: SourceIn, request: Request, who: Principal = _admin) -> Any:
-    return _runtime(request).tenancy.create_source(who.workspace_id, body.name, body.kind)
+    source = _runtime(request).tenancy.create_source(who.workspace_id, body.name, body.kind)
+    _audit(request, who, "source.created", source.id)
+    return source
 
 
 @router.get("/keys", response_model=list[WriteKeyOut], operation_id="admin_list_keys")
@@ -89,6 +98,7 @@ def create_key(source_id: str, request: Request, who: Principal = _admin) -> Any
     """A new write key for a source; the key is shown only in this reply."""
     new = _runtime(request).tenancy.create_write_key(source_id, who.workspace_id)
     info = new.info
+    _audit(request, who, "write_key.created", info.id, source=source_id)
     return {
         "id": info.id,
         "source_id": info.source_id,
@@ -108,6 +118,7 @@ def create_key(source_id: str, request: Request, who: Principal = _admin) -> Any
 )
 def revoke_key(key_id: str, request: Request, who: Principal = _admin) -> Response:
     _runtime(request).tenancy.revoke_write_key(key_id, who.workspace_id)
+    _audit(request, who, "write_key.revoked", key_id)
     return Response(status_code=204)
 
 
@@ -126,6 +137,7 @@ def list_clients(request: Request, who: Principal = _admin) -> Any:
 def create_client(body: ClientIn, request: Request, who: Principal = _admin) -> Any:
     """A new OAuth2 client of the workspace; the secret is shown only in this reply."""
     new = _runtime(request).clients.create(who.workspace_id, body.name, body.scopes)
+    _audit(request, who, "client.created", new.client.id, scopes=sorted(new.client.scopes))
     return {**_client_out(new.client), "secret": new.secret}
 
 
@@ -137,4 +149,20 @@ def create_client(body: ClientIn, request: Request, who: Principal = _admin) -> 
 )
 def revoke_client(client_id: str, request: Request, who: Principal = _admin) -> Response:
     _runtime(request).clients.revoke(client_id, who.workspace_id)
+    _audit(request, who, "client.revoked", client_id)
     return Response(status_code=204)
+
+
+@router.get("/audit", response_model=list[AuditOut], operation_id="admin_audit")
+def audit_entries(
+    request: Request,
+    action: str | None = None,
+    after: int = Query(0, ge=0, description="Only entries after this sequence number"),
+    limit: int = Query(100, ge=1, le=10_000),
+    who: Principal = _admin,
+) -> Any:
+    """The workspace's audit log, oldest first (page with ``after``)."""
+    entries = _runtime(request).audit.entries(
+        who.workspace_id, action=action, limit=limit, after_seq=after
+    )
+    return [e.to_dict() for e in entries]

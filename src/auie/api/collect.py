@@ -56,7 +56,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing (without reading on) anything over ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from auie.errors import AuieError, AuthenticationFailed, RateLimited
@@ -46,11 +48,49 @@ async def _auie_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("%s %s failed: %s", request.method, path, exc.message)
     if path in _COLLECT_PATHS and exc.http_status != 500:
         REQUESTS_REJECTED.labels(exc.code).inc()
+    if isinstance(exc, AuthenticationFailed):
+        await _audit_failure(request, exc)
     body = exc.to_dict()
     if path == _OAUTH_ENDPOINT:
         # RFC 6749 names the fields error / error_description; we send both spellings.
         body = {**body, "error": exc.code, "error_description": exc.message}
     return JSONResponse(body, status_code=exc.http_status, headers=headers or None)
+
+
+_AUDIT_FAILURE_EVERY_SECONDS = 60.0
+
+
+async def _audit_failure(request: Request, exc: AuthenticationFailed) -> None:
+    """Failed authentication goes to the audit log, at most once a minute per peer and kind
+    (a scanner hammering the collector must not flood it)."""
+    peer = request.client.host if request.client else "unknown"
+    kind = "collect" if request.url.path in _COLLECT_PATHS else request.url.path[:80]
+    key = (peer, kind, exc.code)
+    now = time.monotonic()
+    recent: dict[tuple[str, str, str], float] | None = getattr(
+        request.app.state, "recent_auth_failures", None
+    )
+    if recent is None:
+        recent = request.app.state.recent_auth_failures = {}
+    if now - recent.get(key, -_AUDIT_FAILURE_EVERY_SECONDS) < _AUDIT_FAILURE_EVERY_SECONDS:
+        return
+    if len(recent) > 10_000:
+        recent.clear()
+    recent[key] = now
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    try:
+        await run_in_threadpool(
+            runtime.audit.record,
+            "auth.failed",
+            actor="anonymous",
+            target=kind,
+            outcome="denied",
+            details={"code": exc.code, "peer": peer},
+        )
+    except Exception:  # auditing must never turn a 401 into a 500
+        logger.exception("could not write the audit log")
 
 
 def _challenge(path: str) -> str:

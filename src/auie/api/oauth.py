@@ -95,7 +95,15 @@ async def token(request: Request) -> JSONResponse:
 
     def issue() -> dict[str, Any]:
         client = runtime.clients.authenticate(*credentials)
-        return runtime.tokens.issue(client, form.get("scope")).to_dict()
+        issued = runtime.tokens.issue(client, form.get("scope"))
+        runtime.audit.record(
+            "token.issued",
+            actor=client.id,
+            workspace=client.workspace_id,
+            target=client.id,
+            details={"scope": issued.scope},
+        )
+        return issued.to_dict()
 
     body = await run_in_threadpool(issue)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -62,6 +62,12 @@ def get_plan(request: Request, who: Principal = _admin) -> Any:
 def put_plan(request: Request, body: dict[str, Any] = Body(...), who: Principal = _admin) -> Any:
     """Store a new version of the tracking plan (see docs/process.md for the format)."""
     stored = _runtime(request).plans.put(who.workspace_id, body)
+    _runtime(request).audit.record(
+        "tracking_plan.updated",
+        actor=who.client_id,
+        workspace=who.workspace_id,
+        target=f"v{stored.version}",
+    )
     return {"version": stored.version, "plan": stored.document}
 
 
@@ -131,7 +137,7 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
         raise InvalidRequest("stage must not be empty")
 
     def run() -> dict[str, Any]:
-        return replay(
+        report = replay(
             runtime.eventlog,
             runtime.profile_store,
             workspace=who.workspace_id,
@@ -139,5 +145,13 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
             code=body.code,
             limit=body.limit,
         ).to_dict()
+        runtime.audit.record(
+            "dead_letters.replayed",
+            actor=who.client_id,
+            workspace=who.workspace_id,
+            target=body.stage or "*",
+            details={"replayed": report["replayed"]},
+        )
+        return report
 
     return await run_in_threadpool(run)

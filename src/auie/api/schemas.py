@@ -181,6 +181,17 @@ class NewClientOut(ClientOut):
     secret: str = Field(description="The client secret; shown only in this reply")
 
 
+class AuditOut(BaseModel):
+    seq: int
+    workspaceId: str | None
+    at: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, Any]
+
+
 class Status(BaseModel):
     status: str
 

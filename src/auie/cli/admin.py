@@ -194,3 +194,35 @@ def _dict(value: object) -> dict[str, object]:
     from dataclasses import asdict
 
     return asdict(value)  # type: ignore[call-overload, no-any-return]
+
+
+@click.group()
+def audit() -> None:
+    """The append-only audit log (privacy requests, admin actions, tokens, failed auth)."""
+
+
+@audit.command("list")
+@click.option("--workspace", "-w", default=None, help="Only this workspace (id or name).")
+@click.option("--action", default=None, help="Only this action, e.g. auth.failed.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@json_option
+@settings_options()
+def audit_list(
+    workspace: str | None, action: str | None, limit: int, as_json: bool, settings: Settings
+) -> None:
+    """Audit entries, oldest first."""
+    runtime = open_runtime(settings)
+    ws = runtime.tenancy.workspace(workspace).id if workspace else None
+    rows = [e.to_dict() for e in runtime.audit.entries(ws, action=action, limit=limit)]
+    emit(rows, as_json, ("seq", "at", "actor", "action", "target", "outcome"))
+
+
+@audit.command("verify")
+@settings_options()
+def audit_verify(settings: Settings) -> None:
+    """Check the hash chain: exit 1 and name the first altered entry if any."""
+    broken = open_runtime(settings).audit.verify()
+    if broken is not None:
+        click.echo(f"audit log altered at entry {broken}")
+        raise SystemExit(1)
+    click.echo("audit log intact")

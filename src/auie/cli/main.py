@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 import auie
-from auie.cli import admin, log, process, profiles, serve
+from auie.cli import admin, lake, log, process, profiles, serve, transform
 from auie.cli.common import fail
 from auie.errors import AuieError
 
@@ -29,15 +29,24 @@ def cli() -> None:
 
 
 cli.add_command(serve.serve)
-for group in (admin.workspaces, admin.sources, admin.keys, admin.clients, admin.signing_keys):
+for group in (
+    admin.workspaces,
+    admin.sources,
+    admin.keys,
+    admin.clients,
+    admin.signing_keys,
+    admin.audit,
+):
     cli.add_command(group)
 cli.add_command(log.log)
+cli.add_command(lake.lake)
 for command in (
     process.process,
     process.replay,
     process.deadletters,
     profiles.profiles,
     profiles.plan,
+    transform.transform,
 ):
     cli.add_command(command)
 

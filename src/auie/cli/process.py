@@ -24,6 +24,7 @@ from auie.cli.common import (
 )
 from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
+from auie.process.lock import ProcessorLock
 from auie.process.processor import GROUP
 from auie.process.replay import replay as replay_letters
 
@@ -42,6 +43,11 @@ def _status(processed: int, dead: int, flushed: int, lag: int, rate: float) -> T
 def process(once: bool, settings: Settings) -> None:
     """Run the processor on its own (auie serve runs it already unless process.enabled=false)."""
     configure_logging(settings.log_level)
+    with ProcessorLock(settings.data_dir / "processor.lock"):
+        _process(once, settings)
+
+
+def _process(once: bool, settings: Settings) -> None:
     runtime = open_runtime(settings)
     processor = runtime.processor()
     stop = threading.Event()

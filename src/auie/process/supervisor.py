@@ -43,13 +43,15 @@ def run_child(settings: Settings, stop: ProcessEvent, parent: int) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[processor]: %(message)s",
     )
+    from auie.process.lock import ProcessorLock
     from auie.runtime import Runtime
 
-    runtime = Runtime(settings)
-    try:
-        runtime.processor().run(_StopWhenOrphaned(stop, parent))
-    finally:
-        runtime.close()
+    with ProcessorLock(settings.data_dir / "processor.lock"):
+        runtime = Runtime(settings)
+        try:
+            runtime.processor().run(_StopWhenOrphaned(stop, parent))
+        finally:
+            runtime.close()
 
 
 class ProcessorSupervisor:

@@ -1,0 +1,2 @@
+"""Protect: consent, access export, erasure, field encryption, pseudonymisation, retention,
+audit."""

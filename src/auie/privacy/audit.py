@@ -1,0 +1,148 @@
+"""The append-only audit log: privacy requests, admin actions, token issuance, key changes
+and failed authentication — who, what, when, outcome; never personal data.
+
+Entries are chained: each stores SHA-256 of the previous entry's chain value and its own
+content, so a changed or removed entry is detectable with :meth:`AuditLog.verify`. The
+database refuses updates (a trigger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from auie.ids import utcnow
+from auie.privacy.tables import audit_log
+
+_GENESIS = "0" * 64
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    workspace_id: str | None
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, Any]
+    chain: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "workspaceId": self.workspace_id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "details": self.details,
+        }
+
+
+def _digest(previous: str, row: Mapping[str, Any]) -> str:
+    content = json.dumps(
+        [
+            previous,
+            row["workspace_id"],
+            row["at"].isoformat(),
+            row["actor"],
+            row["action"],
+            row["target"],
+            row["outcome"],
+            row["details"],
+        ],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+class AuditLog:
+    """Append and query audit entries."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        action: str,
+        *,
+        actor: str,
+        workspace: str | None = None,
+        target: str = "",
+        outcome: str = "ok",
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one entry (details must not contain personal data)."""
+        row: dict[str, Any] = {
+            "workspace_id": workspace,
+            "at": utcnow(),
+            "actor": actor[:120],
+            "action": action[:80],
+            "target": target[:300],
+            "outcome": outcome[:20],
+            "details": json.dumps(dict(details or {}), sort_keys=True, default=str)[:4000],
+        }
+        with self._lock, self.engine.begin() as conn:
+            last = conn.execute(
+                select(audit_log.c.chain).order_by(audit_log.c.seq.desc()).limit(1)
+            ).scalar()
+            row["chain"] = _digest(last or _GENESIS, row)
+            conn.execute(insert(audit_log).values(row))
+
+    def entries(
+        self,
+        workspace: str | None,
+        *,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        after_seq: int = 0,
+    ) -> list[AuditEntry]:
+        c = audit_log.c
+        query = select(audit_log).where(c.seq > after_seq).order_by(c.seq).limit(limit)
+        if workspace is not None:
+            query = query.where(c.workspace_id == workspace)
+        if action is not None:
+            query = query.where(c.action == action)
+        if since is not None:
+            query = query.where(c.at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            AuditEntry(
+                r.seq,
+                r.workspace_id,
+                r.at,
+                r.actor,
+                r.action,
+                r.target,
+                r.outcome,
+                json.loads(r.details),
+                r.chain,
+            )
+            for r in rows
+        ]
+
+    def verify(self) -> int | None:
+        """The seq of the first entry whose chain does not match (None: intact)."""
+        previous = _GENESIS
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)):
+                data = dict(row._mapping)
+                if _digest(previous, data) != data["chain"]:
+                    return int(data["seq"])
+                previous = data["chain"]
+        return None
