@@ -13,13 +13,15 @@ Two vectors feed the policies:
   actions, so knowledge carries over to actions the policy has rarely or never tried.
 
 Names get a slot from a vocabulary (first come, first served) while it has room: small
-feature sets never collide. Once ``1 - hashed_fraction`` of the dimension is assigned,
+feature sets never collide. The vocabulary keeps a 64-bit digest of each name, never the
+name: a saved model holds no feature values (no e-mail addresses, no ids). Once ``1 - hashed_fraction`` of the dimension is assigned,
 further names (high-cardinality values such as ids) are hashed with a stable signed hash
 into the remaining slots. Slot 0 of each vector is a constant bias.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -60,6 +62,10 @@ def _stable_hash(name: str) -> int:
     return zlib.crc32(name.encode("utf-8", "surrogatepass"))
 
 
+def _digest(name: str) -> str:
+    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 @dataclass
 class FeatureSpace:
     """Maps feature names to slots of a fixed-size vector (vocabulary, then hashing)."""
@@ -77,20 +83,23 @@ class FeatureSpace:
 
     def slot(self, name: str) -> tuple[int, float]:
         """(index, sign) of a feature name."""
-        index = self.vocab.get(name)
-        if index is not None:
-            return index, 1.0
-        if len(self.vocab) < self._capacity:
-            index = self.vocab[name] = 1 + len(self.vocab)
-            return index, 1.0
         cached = self._hash_cache.get(name)
-        if cached is None:
-            hashed = _stable_hash(name)
-            width = max(1, self.dim - self._hashed_start)
-            cached = (self._hashed_start + hashed % width, 1.0 if hashed & 1 << 31 else -1.0)
+        if cached is not None:
+            return cached
+        key = _digest(name)
+        index = self.vocab.get(key)
+        if index is None and len(self.vocab) < self._capacity:
+            index = self.vocab[key] = 1 + len(self.vocab)
+        if index is not None:
             if len(self._hash_cache) < 100_000:
-                self._hash_cache[name] = cached
-        return cached
+                self._hash_cache[name] = (index, 1.0)
+            return index, 1.0
+        hashed = _stable_hash(name)
+        width = max(1, self.dim - self._hashed_start)
+        found = (self._hashed_start + hashed % width, 1.0 if hashed & 1 << 31 else -1.0)
+        if len(self._hash_cache) < 100_000:
+            self._hash_cache[name] = found
+        return found
 
     def vector(self, features: Iterable[tuple[str, float]]) -> Vector:
         out = np.zeros(self.dim)
