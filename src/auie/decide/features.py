@@ -14,9 +14,10 @@ Two vectors feed the policies:
 
 Names get a slot from a vocabulary (first come, first served) while it has room: small
 feature sets never collide. The vocabulary keeps a 64-bit digest of each name, never the
-name: a saved model holds no feature values (no e-mail addresses, no ids). Once ``1 - hashed_fraction`` of the dimension is assigned,
-further names (high-cardinality values such as ids) are hashed with a stable signed hash
-into the remaining slots. Slot 0 of each vector is a constant bias.
+name: a saved model holds no feature values (no e-mail addresses, no ids). Once
+``1 - hashed_fraction`` of the dimension is assigned, further names (high-cardinality
+values such as ids) are hashed with a stable signed hash into the remaining slots. Slot 0
+of each vector is a constant bias.
 """
 
 from __future__ import annotations
