@@ -183,6 +183,66 @@ class AnalyticsConfig(_Section):
     sql_row_limit: int = Field(10_000, ge=1)
     #: ``auie serve`` rebuilds the marts this often (0: never).
     transform_interval_minutes: float = Field(15.0, ge=0)
+    #: PostgreSQL database ``auie transform --target postgres`` loads the lake into and
+    #: builds the marts in (schemas ``<workspace>_lake`` and ``<workspace>_marts``).
+    postgres_url: SecretStr | None = None
+
+
+DEFAULT_PII_FIELDS = (
+    "email",
+    "phone",
+    "name",
+    "firstName",
+    "lastName",
+    "first_name",
+    "last_name",
+    "address",
+    "street",
+    "birthday",
+)
+Purpose = Literal["analytics", "personalization", "marketing"]
+DEFAULT_CONSENT_CATEGORIES: dict[str, Purpose] = {
+    "analytics": "analytics",
+    "performance": "analytics",
+    "personalization": "personalization",
+    "functional": "personalization",
+    "advertising": "marketing",
+    "marketing": "marketing",
+    "targeting": "marketing",
+}
+
+
+class RetentionConfig(_Section):
+    """How long each kind of data is kept (days); 0 keeps it forever."""
+
+    events_days: float = Field(400, ge=0)
+    dead_letters_days: float = Field(30, ge=0)
+    decisions_days: float = Field(400, ge=0)
+    audit_days: float = Field(730, ge=0)
+
+
+class PrivacyConfig(_Section):
+    """Consent, field encryption, pseudonymisation, retention."""
+
+    #: Base64 of 32 random bytes; wins over ``master_key_file``.
+    master_key: SecretStr | None = None
+    #: Defaults to ``<data_dir>/keys/master.key`` (created on first use, mode 0600).
+    master_key_file: Path | None = None
+    #: Traits and properties encrypted at rest with the person's data key.
+    pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    encrypt_pii: bool = True
+    #: Consent-manager category names (``context.consent.categoryPreferences``) → purpose.
+    consent_categories: dict[str, Literal["analytics", "personalization", "marketing"]] = Field(
+        default_factory=lambda: dict(DEFAULT_CONSENT_CATEGORIES)
+    )
+    #: Without ``analytics`` consent: ``pseudonymise`` (ids hashed, PII fields removed) or
+    #: ``drop`` (the event is not written to the lake at all).
+    without_analytics_consent: Literal["pseudonymise", "drop"] = "pseudonymise"
+    #: Treat a person who never stated consent as having refused (opt-in regimes).
+    require_explicit_consent: bool = False
+    #: E-mail addresses, phone and card numbers in free-text properties: mask, flag or keep.
+    pii_in_text: Literal["mask", "flag", "keep"] = "mask"
+    retention: RetentionConfig = RetentionConfig()
 
 
 class Settings(_Section):
@@ -199,6 +259,7 @@ class Settings(_Section):
     process: ProcessConfig = ProcessConfig()
     lake: LakeConfig = LakeConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @property
     def eventlog_path(self) -> Path:
@@ -219,6 +280,10 @@ class Settings(_Section):
     @property
     def lake_warehouse(self) -> str:
         return self.lake.warehouse or (self.data_dir / "lake" / "warehouse").resolve().as_uri()
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.privacy.master_key_file or self.data_dir / "keys" / "master.key"
 
     @property
     def database_url(self) -> str:
