@@ -14,8 +14,10 @@ from fastapi.testclient import TestClient
 
 from auie.api.app import create_app
 from auie.config import Settings
+from auie.profiles.store.sql import SqlProfileStore
 from auie.runtime import Bootstrap, Runtime
 from helpers import Server, make_settings, start_server
+from stores import BACKENDS, database_url
 
 
 @pytest.fixture
@@ -86,3 +88,19 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
 
     yield build
     stack.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty profile store, once per backend (SQLite file, fresh PostgreSQL
+    database); the database is dropped afterwards."""
+    with database_url(request.param, tmp_path / "stores") as url:
+        yield url
+
+
+@pytest.fixture
+def profile_store(store_url: str) -> Iterator[SqlProfileStore]:
+    """A migrated, empty profile store on each backend."""
+    store = SqlProfileStore.open(store_url)
+    yield store
+    store.close()

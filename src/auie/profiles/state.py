@@ -9,7 +9,7 @@ which they arrive:
 * traits: last write wins by event time, ties broken by ``messageId``;
 * first/last seen: min/max of event time;
 * counts by event name: sums;
-* sessions: event-time intervals, joined when less than the session gap apart (joining
+* sessions: event-time intervals, joined when at most the session gap apart (joining
   intervals gives the same sessions as splitting all the events at once);
 * last page: the page event with the latest time;
 * declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
@@ -93,7 +93,7 @@ def add_session_time(sessions: list[list[int]], ts: int, gap_ms: int) -> None:
 
 
 def add_interval(sessions: list[list[int]], interval: Sequence[int], gap_ms: int) -> None:
-    """Insert an interval, joining every interval less than ``gap_ms`` away from it."""
+    """Insert an interval, joining every interval at most ``gap_ms`` away from it."""
     start, end = interval[0], interval[1]
     index = bisect.bisect_left(sessions, [start, start])
     lo = index

@@ -138,13 +138,14 @@ class SqlProfileStore(ProfileStore):
 
     def profile_nodes(self, workspace: str, profile_id: str) -> list[StoredNode]:
         c = identity_nodes.c
-        query = (
-            select(c.node, c.profile_id, c.evidenced, c.state)
-            .where(c.workspace_id == workspace, c.profile_id == profile_id)
-            .order_by(c.node)
+        # Sorted here: ORDER BY node leads SQLite to scan the workspace's primary key
+        # instead of using the profile index.
+        query = select(c.node, c.profile_id, c.evidenced, c.state).where(
+            c.workspace_id == workspace, c.profile_id == profile_id
         )
         with self.engine.connect() as conn:
-            return [StoredNode(n, p, bool(e), _state(s)) for n, p, e, s in conn.execute(query)]
+            found = [StoredNode(n, p, bool(e), _state(s)) for n, p, e, s in conn.execute(query)]
+        return sorted(found, key=lambda n: n.node)
 
     def merges(self, workspace: str, profile_id: str) -> list[Merge]:
         c = profile_merges.c

@@ -1,0 +1,408 @@
+"""One behaviour suite for the ProfileStore interface, run against every backend (SQLite,
+PostgreSQL): offsets, nodes, edges, neighbours, merges, dead letters, violations, and the
+atomicity of :meth:`ProfileStore.write`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from auie.errors import StorageUnavailable
+from auie.ids import utcnow
+from auie.profiles.identity import Edge, Merge
+from auie.profiles.state import NodeState
+from auie.profiles.store.base import (
+    DeadLetter,
+    NodeRow,
+    ProfileStore,
+    ProfileWrite,
+    StoredNode,
+    Violation,
+)
+
+WS = "ws_one"
+OTHER = "ws_two"
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def state(**traits: object) -> NodeState:
+    result = NodeState(first_seen=1_000, last_seen=2_000, counts={"identify": 1})
+    result.traits = {k: (v, (1_500, "m-1")) for k, v in traits.items()}
+    result.sessions = [[1_000, 2_000]]
+    result.last_page = ({"url": "https://example.com/"}, (1_800, "m-2"))
+    result.computed = {"revenue": "12.50", "orders": 3}
+    return result
+
+
+def row(key: str, pid: str, *, evidenced: bool = True, ws: str = WS, **traits: object) -> NodeRow:
+    return NodeRow(ws, key, pid, evidenced, state(**traits) if traits else None)
+
+
+def letter(
+    letter_id: str, *, ws: str = WS, minutes: int = 0, stage: str = "plan", payload: str = "{}"
+) -> DeadLetter:
+    return DeadLetter(
+        id=letter_id,
+        workspace_id=ws,
+        stage=stage,
+        code="plan_violation",
+        message=f"problem of {letter_id}",
+        payload=payload,
+        source_id="src_1",
+        log_partition=1,
+        log_offset=42,
+        created_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def write(store: ProfileStore, **parts: object) -> None:
+    store.write(ProfileWrite(**parts))  # type: ignore[arg-type]
+
+
+# -- offsets ------------------------------------------------------------------------------
+
+
+def test_offsets_round_trip_per_consumer_and_topic(profile_store: ProfileStore) -> None:
+    assert profile_store.offsets("profiles", "events") == {}
+    write(
+        profile_store,
+        offsets={
+            ("profiles", "events"): {0: 10, 1: 7},
+            ("profiles", "deadletters"): {0: 3},
+            ("other", "events"): {0: 99},
+        },
+    )
+    assert profile_store.offsets("profiles", "events") == {0: 10, 1: 7}
+    assert profile_store.offsets("profiles", "deadletters") == {0: 3}
+    assert profile_store.offsets("other", "events") == {0: 99}
+    assert profile_store.offsets("other", "deadletters") == {}
+    # Later writes move the partitions they name and leave the others alone.
+    write(profile_store, offsets={("profiles", "events"): {1: 12, 2: 5}})
+    assert profile_store.offsets("profiles", "events") == {0: 10, 1: 12, 2: 5}
+    assert profile_store.offsets("other", "events") == {0: 99}
+    big = 2**40
+    write(profile_store, offsets={("profiles", "events"): {0: big}})
+    assert profile_store.offsets("profiles", "events")[0] == big
+
+
+# -- nodes --------------------------------------------------------------------------------
+
+
+def test_nodes_upsert_and_read(profile_store: ProfileStore) -> None:
+    assert profile_store.nodes(WS, ["user_id:u1"]) == {}
+    write(
+        profile_store,
+        nodes=[
+            row("user_id:u1", "p_1", plan="pro", email="a@example.com"),
+            row("anonymous_id:a1", "p_1"),
+            row("anonymous_id:named", "p_1", evidenced=False),
+            row("user_id:u1", "p_other", ws=OTHER, plan="free"),
+        ],
+    )
+    found = profile_store.nodes(WS, ["user_id:u1", "anonymous_id:a1", "anonymous_id:named", "x"])
+    assert set(found) == {"user_id:u1", "anonymous_id:a1", "anonymous_id:named"}
+    assert found["user_id:u1"] == StoredNode(
+        "user_id:u1", "p_1", True, state(plan="pro", email="a@example.com")
+    )
+    assert found["anonymous_id:a1"] == StoredNode("anonymous_id:a1", "p_1", True, None)
+    assert found["anonymous_id:named"].evidenced is False
+    # Workspaces never see each other's nodes.
+    assert profile_store.nodes(OTHER, ["user_id:u1"])["user_id:u1"].profile_id == "p_other"
+    assert profile_store.nodes("ws_none", ["user_id:u1"]) == {}
+
+    # An upsert replaces profile, evidence and state.
+    write(profile_store, nodes=[row("anonymous_id:named", "p_2", plan="team")])
+    again = profile_store.nodes(WS, ["anonymous_id:named"])["anonymous_id:named"]
+    assert again == StoredNode("anonymous_id:named", "p_2", True, state(plan="team"))
+    assert [n.node for n in profile_store.profile_nodes(WS, "p_1")] == [
+        "anonymous_id:a1",
+        "user_id:u1",
+    ]
+    assert profile_store.profile_nodes(WS, "p_missing") == []
+
+
+def test_node_values_survive_exactly(profile_store: ProfileStore) -> None:
+    """Unicode, colons and long values in identifiers; every state part round-trips."""
+    key = "email:zoë:+tag@exämple.com"
+    value = NodeState(
+        traits={"name": ("Zoë ✓", (5, "m")), "nested": ({"a": [1, 2.5, None, True]}, (6, "n"))},
+        first_seen=-5,
+        last_seen=2**45,
+        counts={"Order Completed": 3, "page": 1},
+        sessions=[[1, 2], [3_000_000, 3_000_001]],
+        last_page=None,
+        computed={"total": "0.30000000000000000001", "first_plan": ["pro", [1, "m"]]},
+    )
+    long_key = "user_id:" + "x" * 512
+    write(profile_store, nodes=[NodeRow(WS, key, "p_z", True, value), row(long_key, "p_z")])
+    found = profile_store.nodes(WS, [key, long_key])
+    assert found[key].state == value
+    assert found[long_key].profile_id == "p_z"
+
+
+def test_many_nodes_and_edges_are_read_in_chunks(profile_store: ProfileStore) -> None:
+    nodes = [row(f"anonymous_id:a{i}", f"p_{i % 7}") for i in range(1_000)]
+    edges = [
+        (WS, Edge.make(f"anonymous_id:a{i}", f"user_id:u{i % 50}", "link", i, f"m{i}"))
+        for i in range(600)
+    ]
+    write(profile_store, nodes=nodes, edges=edges)
+    found = profile_store.nodes(WS, [n.node for n in nodes] + ["anonymous_id:none"])
+    assert len(found) == 1_000
+    assert all(found[n.node].profile_id == n.profile_id for n in nodes)
+    pairs = [e.pair for _, e in edges] + [("x", "y", "link")]
+    stored = profile_store.edges(WS, pairs)
+    assert stored == {e.pair: e for _, e in edges}
+    touching = profile_store.neighbours(WS, [f"user_id:u{i}" for i in range(50)])
+    assert sorted(touching) == sorted(e for _, e in edges)
+
+
+def test_reassign_moves_nodes_and_keeps_their_state(profile_store: ProfileStore) -> None:
+    write(
+        profile_store,
+        nodes=[row("user_id:u1", "p_1", plan="pro"), row("anonymous_id:a1", "p_1")],
+    )
+    write(profile_store, reassign=[(WS, "user_id:u1", "p_2"), (OTHER, "anonymous_id:a1", "p_9")])
+    found = profile_store.nodes(WS, ["user_id:u1", "anonymous_id:a1"])
+    assert found["user_id:u1"] == StoredNode("user_id:u1", "p_2", True, state(plan="pro"))
+    # A reassignment in another workspace touches nothing here (and creates nothing there).
+    assert found["anonymous_id:a1"].profile_id == "p_1"
+    assert profile_store.nodes(OTHER, ["anonymous_id:a1"]) == {}
+
+
+# -- edges --------------------------------------------------------------------------------
+
+
+def test_edges_keep_the_earliest_statement(profile_store: ProfileStore) -> None:
+    a, b = "anonymous_id:a1", "user_id:u1"
+    first = Edge.make(a, b, "link", 1_000, "m-5")
+    write(profile_store, edges=[(WS, first)])
+    assert profile_store.edges(WS, [first.pair]) == {first.pair: first}
+
+    # Later events that state the same edge change nothing ...
+    for later in (Edge.make(b, a, "link", 2_000, "m-0"), Edge.make(a, b, "link", 1_000, "m-6")):
+        write(profile_store, edges=[(WS, later)])
+        assert profile_store.edges(WS, [first.pair])[first.pair] == first
+    # ... an earlier one (by time, then messageId) replaces it.
+    tie = Edge.make(a, b, "link", 1_000, "m-4")
+    write(profile_store, edges=[(WS, tie)])
+    assert profile_store.edges(WS, [first.pair])[first.pair] == tie
+    earlier = Edge.make(a, b, "link", 999, "m-9")
+    write(profile_store, edges=[(WS, earlier)])
+    assert profile_store.edges(WS, [first.pair])[first.pair] == earlier
+
+    # The kind is part of the key; workspaces are separate.
+    alias = Edge.make(a, b, "alias", 5_000, "m-a")
+    write(profile_store, edges=[(WS, alias), (OTHER, Edge.make(a, b, "link", 7, "m-o"))])
+    stored = profile_store.edges(WS, [first.pair, alias.pair])
+    assert stored == {first.pair: earlier, alias.pair: alias}
+    assert profile_store.edges(OTHER, [first.pair])[first.pair].ts == 7
+    assert profile_store.edges(WS, [("x", "y", "link")]) == {}
+
+
+def test_neighbours_are_every_edge_touching_the_keys(profile_store: ProfileStore) -> None:
+    e1 = Edge.make("anonymous_id:a1", "user_id:u1", "link", 1, "m1")
+    e2 = Edge.make("user_id:u1", "email:u1@example.com", "link", 2, "m2")
+    e3 = Edge.make("user_id:u0", "user_id:u1", "alias", 3, "m3")
+    e4 = Edge.make("anonymous_id:a2", "user_id:u2", "link", 4, "m4")
+    write(profile_store, edges=[(WS, e) for e in (e1, e2, e3, e4)])
+    write(
+        profile_store, edges=[(OTHER, Edge.make("user_id:u1", "anonymous_id:zz", "link", 1, "o"))]
+    )
+    # The key is on either side of the stored pair (a < b).
+    assert profile_store.neighbours(WS, ["user_id:u1"]) == sorted([e1, e2, e3])
+    assert profile_store.neighbours(WS, ["anonymous_id:a1", "user_id:u2"]) == sorted([e1, e4])
+    assert profile_store.neighbours(WS, ["anonymous_id:nobody"]) == []
+    assert profile_store.neighbours(WS, []) == []
+
+
+# -- merges -------------------------------------------------------------------------------
+
+
+def test_merges_are_replaced_per_profile(profile_store: ProfileStore) -> None:
+    m1 = Merge("p_a", "p_1", "m-1", 1_000, "link")
+    m2 = Merge("p_b", "p_1", "m-2", 2_000, "alias")
+    m3 = Merge("p_c", "p_2", "m-3", 500, "link")
+    write(profile_store, merges={(WS, "p_1"): [m2, m1], (WS, "p_2"): [m3], (OTHER, "p_1"): [m3]})
+    # Stored in the order given.
+    assert profile_store.merges(WS, "p_1") == [m2, m1]
+    assert profile_store.merges(WS, "p_2") == [m3]
+    assert profile_store.merges(OTHER, "p_1") == [m3]
+
+    write(profile_store, merges={(WS, "p_1"): [m1]})
+    assert profile_store.merges(WS, "p_1") == [m1]
+    write(profile_store, merges={(WS, "p_2"): []})
+    assert profile_store.merges(WS, "p_2") == []
+    assert profile_store.merges(OTHER, "p_1") == [m3]
+    assert profile_store.merges(WS, "p_none") == []
+
+
+# -- profile ids --------------------------------------------------------------------------
+
+
+def test_profile_ids_lists_profiles_with_evidenced_nodes(profile_store: ProfileStore) -> None:
+    assert profile_store.profile_ids(WS) == []
+    write(
+        profile_store,
+        nodes=[
+            row("user_id:u1", "p_b"),
+            row("anonymous_id:a1", "p_b"),
+            row("user_id:u2", "p_a"),
+            row("anonymous_id:named", "p_c", evidenced=False),
+            row("user_id:u9", "p_z", ws=OTHER),
+        ],
+    )
+    assert profile_store.profile_ids(WS) == ["p_a", "p_b"]
+    assert profile_store.profile_ids(OTHER) == ["p_z"]
+    write(profile_store, nodes=[row("anonymous_id:named", "p_c")])
+    assert profile_store.profile_ids(WS) == ["p_a", "p_b", "p_c"]
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+def test_dead_letters_are_stored_once_per_id(profile_store: ProfileStore) -> None:
+    first = letter("dl-1", payload='{"userId":"u1"}')
+    write(profile_store, dead_letters=[first, letter("dl-2", minutes=1), first])
+    # Writing the same id again (a batch read twice after a crash) keeps the first one.
+    write(profile_store, dead_letters=[letter("dl-1", minutes=5, stage="decode")])
+    stored = profile_store.dead_letters(WS)
+    assert [d.id for d in stored] == ["dl-1", "dl-2"]
+    assert stored[0] == first
+    assert stored[0].created_at.tzinfo is not None
+
+
+def test_dead_letters_pending_replayed_and_filters(profile_store: ProfileStore) -> None:
+    write(
+        profile_store,
+        dead_letters=[
+            letter("dl-c", minutes=3),
+            letter("dl-a", minutes=1),
+            letter("dl-b", minutes=2),
+            letter("dl-x", minutes=0, ws=OTHER),
+        ],
+    )
+    # Oldest first, per workspace, or all with workspace None.
+    assert [d.id for d in profile_store.dead_letters(WS)] == ["dl-a", "dl-b", "dl-c"]
+    assert [d.id for d in profile_store.dead_letters(None)] == ["dl-x", "dl-a", "dl-b", "dl-c"]
+    assert [d.id for d in profile_store.dead_letters(WS, limit=2)] == ["dl-a", "dl-b"]
+
+    at = T0 + timedelta(hours=1)
+    profile_store.mark_replayed(["dl-a", "dl-c", "dl-unknown"], at)
+    assert [d.id for d in profile_store.dead_letters(WS)] == ["dl-b"]
+    everything = profile_store.dead_letters(WS, pending=False)
+    assert [(d.id, d.replayed_at) for d in everything] == [
+        ("dl-a", at),
+        ("dl-b", None),
+        ("dl-c", at),
+    ]
+    assert [d.id for d in profile_store.dead_letters(OTHER)] == ["dl-x"]
+    profile_store.mark_replayed([], at)
+    assert [d.id for d in profile_store.dead_letters(WS)] == ["dl-b"]
+
+
+# -- violations ---------------------------------------------------------------------------
+
+
+def test_violations_are_counted_per_event_and_version(profile_store: ProfileStore) -> None:
+    assert profile_store.violations(WS) == []
+    before = utcnow()
+    write(
+        profile_store,
+        violations=[
+            Violation(WS, "Order Completed", 1, False, "total: not a number"),
+            Violation(WS, "Order Completed", 1, True, "total: missing"),
+            Violation(WS, "Order Completed", 2, True, "v2 problem"),
+            Violation(WS, "identify", 1, False, "email: bad"),
+            Violation(OTHER, "Order Completed", 1, True, "elsewhere"),
+        ],
+    )
+    write(profile_store, violations=[Violation(WS, "Order Completed", 1, True, "latest")])
+    counts = profile_store.violations(WS)
+    assert [(c.event_key, c.plan_version, c.violations, c.blocked) for c in counts] == [
+        ("Order Completed", 1, 3, 2),
+        ("Order Completed", 2, 1, 1),
+        ("identify", 1, 1, 0),
+    ]
+    assert counts[0].last_message == "latest"
+    assert counts[1].last_message == "v2 problem"
+    for count in counts:
+        assert count.last_seen_at.tzinfo is not None
+        assert before - timedelta(seconds=5) <= count.last_seen_at <= utcnow()
+    assert [(c.violations, c.blocked) for c in profile_store.violations(OTHER)] == [(1, 1)]
+
+
+# -- atomicity ----------------------------------------------------------------------------
+
+
+def _everything() -> ProfileWrite:
+    return ProfileWrite(
+        edges=[(WS, Edge.make("anonymous_id:a1", "user_id:u1", "link", 1, "m1"))],
+        nodes=[row("user_id:u1", "p_1", plan="pro"), row("anonymous_id:a1", "p_1")],
+        merges={(WS, "p_1"): [Merge("p_2", "p_1", "m1", 1, "link")]},
+        offsets={("profiles", "events"): {0: 100}},
+        dead_letters=[letter("dl-ok")],
+        violations=[Violation(WS, "Signed Up", 1, False, "x")],
+    )
+
+
+def _assert_empty(store: ProfileStore) -> None:
+    assert store.offsets("profiles", "events") == {}
+    assert store.nodes(WS, ["user_id:u1", "anonymous_id:a1"]) == {}
+    assert store.edges(WS, [("anonymous_id:a1", "user_id:u1", "link")]) == {}
+    assert store.merges(WS, "p_1") == []
+    assert store.profile_ids(WS) == []
+    assert store.dead_letters(WS, pending=False) == []
+    assert store.violations(WS) == []
+
+
+@pytest.mark.parametrize("broken", ["dead_letter", "node", "merge"])
+def test_a_failing_write_leaves_nothing_behind(profile_store: ProfileStore, broken: str) -> None:
+    change = _everything()
+    if broken == "dead_letter":  # the last-but-one part fails: a NOT NULL column is NULL
+        change.dead_letters.append(letter("dl-bad", payload=None))  # type: ignore[arg-type]
+    elif broken == "node":
+        change.nodes.append(NodeRow(WS, "user_id:u2", None, True, None))  # type: ignore[arg-type]
+    else:
+        change.merges[(WS, "p_3")] = [Merge("p_4", None, "m", 1, "link")]  # type: ignore[arg-type]
+    with pytest.raises(StorageUnavailable):
+        profile_store.write(change)
+    _assert_empty(profile_store)
+
+    # The store is still usable, and the same change without the bad row goes through.
+    profile_store.write(_everything())
+    assert profile_store.offsets("profiles", "events") == {0: 100}
+    assert set(profile_store.nodes(WS, ["user_id:u1", "anonymous_id:a1"])) == {
+        "user_id:u1",
+        "anonymous_id:a1",
+    }
+    assert len(profile_store.dead_letters(WS)) == 1
+    assert profile_store.violations(WS)[0].violations == 1
+
+
+def test_a_failing_write_keeps_earlier_data(profile_store: ProfileStore) -> None:
+    profile_store.write(_everything())
+    bad = ProfileWrite(
+        nodes=[row("user_id:u1", "p_moved", plan="changed")],
+        reassign=[(WS, "anonymous_id:a1", "p_moved")],
+        offsets={("profiles", "events"): {0: 200}},
+        violations=[Violation(WS, "Signed Up", 1, True, "x")],
+        dead_letters=[letter("dl-bad", payload=None)],  # type: ignore[arg-type]
+    )
+    with pytest.raises(StorageUnavailable):
+        profile_store.write(bad)
+    assert profile_store.offsets("profiles", "events") == {0: 100}
+    found = profile_store.nodes(WS, ["user_id:u1", "anonymous_id:a1"])
+    assert {k: n.profile_id for k, n in found.items()} == {
+        "user_id:u1": "p_1",
+        "anonymous_id:a1": "p_1",
+    }
+    assert found["user_id:u1"].state == state(plan="pro")
+    assert [(c.violations, c.blocked) for c in profile_store.violations(WS)] == [(1, 0)]
+
+
+def test_an_empty_write_and_ping(profile_store: ProfileStore) -> None:
+    profile_store.write(ProfileWrite())
+    profile_store.ping()
+    _assert_empty(profile_store)

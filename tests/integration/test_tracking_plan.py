@@ -1,0 +1,594 @@
+"""Tracking plans through the whole pipeline (collect → processor → lake, profiles, dead
+letters): allow / flag / block / unplanned modes, versions and violations over the API,
+invalid plans, replay after fixing the plan (CLI and API), and enrichment columns."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from auie.cli.main import cli
+from auie.lake.tables import DEAD_LETTERS, EVENTS
+from auie.process.enrich import Enricher
+from conftest import App
+from helpers import basic, bearer, get_token
+from pipeline import drain, lake_table
+
+ORDER_SCHEMA = {
+    "type": "object",
+    "required": ["total"],
+    "properties": {"total": {"type": "number"}},
+}
+PLAN: dict[str, Any] = {
+    "unplanned": "flag",
+    "events": {
+        "Order Completed": {"mode": "block", "schema": ORDER_SCHEMA},
+        "Signed Up": {
+            "mode": "flag",
+            "schema": {"type": "object", "properties": {"plan": {"enum": ["free", "pro"]}}},
+        },
+        "Product Viewed": {"mode": "allow", "schema": {"type": "object", "required": ["sku"]}},
+    },
+    "identify": {
+        "mode": "flag",
+        "schema": {"type": "object", "properties": {"email": {"type": "string"}}},
+    },
+}
+#: Version 2 fixes the order schema: totals may be sent as strings.
+FIXED: dict[str, Any] = {
+    **PLAN,
+    "events": {
+        **PLAN["events"],
+        "Order Completed": {
+            "mode": "block",
+            "schema": {
+                "type": "object",
+                "required": ["total"],
+                "properties": {"total": {"type": ["number", "string"]}},
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AUIE_* variable and no ./auie.toml reach the CLI."""
+    for name in list(os.environ):
+        if name.startswith("AUIE_"):
+            monkeypatch.delenv(name)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App]) -> App:
+    return make_app(**{"lake.flush_max_seconds": 0.01})
+
+
+@pytest.fixture
+def admin(app: App) -> dict[str, str]:
+    return bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret, "admin"))
+
+
+def send(app: App, messages: Sequence[dict[str, Any]]) -> None:
+    reply = app.client.post(
+        "/v1/batch",
+        content=json.dumps({"batch": list(messages)}),
+        headers={"Content-Type": "application/json", **basic(app.boot.write_key)},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rejected"] == []
+
+
+def process(app: App) -> None:
+    """Run a fresh processor (it reads the current plan) until the log is drained."""
+    drain(app.runtime.processor())
+
+
+def lake_events(app: App) -> dict[str, dict[str, Any]]:
+    rows = lake_table(app.runtime.lake, app.boot.workspace, EVENTS).to_pylist()
+    by_id = {row["message_id"]: row for row in rows}
+    assert len(by_id) == len(rows), "an event is in the lake twice"
+    return by_id
+
+
+def put_plan(app: App, admin: dict[str, str], plan: dict[str, Any]) -> int:
+    reply = app.client.put("/v1/tracking-plan", json=plan, headers=admin)
+    assert reply.status_code == 200, reply.text
+    return int(reply.json()["version"])
+
+
+def track(mid: str, event: str, user: str = "u-1", **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": event,
+        "properties": properties,
+        "timestamp": "2025-05-01T10:00:00Z",
+    }
+
+
+# -- modes ----------------------------------------------------------------------------------
+
+
+def test_allow_flag_block_and_unplanned(app: App, admin: dict[str, str]) -> None:
+    assert put_plan(app, admin, PLAN) == 1
+    send(
+        app,
+        [
+            track("ok-order", "Order Completed", total=10),
+            track("bad-order", "Order Completed", total="ten"),
+            track("flagged-signup", "Signed Up", plan="gold"),
+            track("clean-signup", "Signed Up", plan="pro"),
+            track("allowed-view", "Product Viewed"),
+            track("mystery", "Mystery Event"),
+            {
+                "type": "identify",
+                "messageId": "flagged-identify",
+                "userId": "u-1",
+                "traits": {"email": 42},
+            },
+            {"type": "page", "messageId": "page", "userId": "u-1", "name": "Home"},
+        ],
+    )
+    process(app)
+    rows = lake_events(app)
+    assert set(rows) == {
+        "ok-order",
+        "flagged-signup",
+        "clean-signup",
+        "allowed-view",
+        "mystery",
+        "flagged-identify",
+        "page",
+    }
+    assert all(row["plan_version"] == 1 for row in rows.values())
+    # flag: the problems are in the row; allow and clean events carry none.
+    assert json.loads(rows["flagged-signup"]["plan_violations"]) == [
+        'plan: "gold" is not one of "free" or "pro"'
+    ]
+    assert json.loads(rows["mystery"]["plan_violations"]) == ["event is not in the tracking plan"]
+    assert json.loads(rows["flagged-identify"]["plan_violations"]) == [
+        'email: 42 is not of type "string"'
+    ]
+    for clean in ("ok-order", "clean-signup", "allowed-view", "page"):
+        assert rows[clean]["plan_violations"] is None, clean
+
+    # block: dead-lettered with stage plan, in the profile store and the lake.
+    letters = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert [(d.stage, d.code) for d in letters] == [("plan", "plan_violation")]
+    assert json.loads(letters[0].payload)["messageId"] == "bad-order"
+    assert letters[0].message == 'total: "ten" is not of type "number"'
+    lake_letters = lake_table(app.runtime.lake, app.boot.workspace, DEAD_LETTERS).to_pylist()
+    assert [(r["id"], r["stage"], r["code"]) for r in lake_letters] == [
+        (letters[0].id, "plan", "plan_violation")
+    ]
+    # The blocked event is not part of the profile.
+    profile = app.runtime.profiles.profile(app.boot.workspace, "user_id", "u-1")
+    assert profile.computed_traits["eventCounts"]["Order Completed"] == 1
+
+    counts = {
+        (v.event_key, v.plan_version): (v.violations, v.blocked)
+        for v in app.runtime.profile_store.violations(app.boot.workspace)
+    }
+    assert counts == {
+        ("Order Completed", 1): (1, 1),
+        ("Signed Up", 1): (1, 0),
+        ("Product Viewed", 1): (1, 0),
+        ("Mystery Event", 1): (1, 0),
+        ("identify", 1): (1, 0),
+    }
+
+    # Version 2 blocks unplanned events; its violations are counted under version 2.
+    assert put_plan(app, admin, {**PLAN, "unplanned": "block"}) == 2
+    send(app, [track("mystery-2", "Mystery Event"), track("mystery-3", "Mystery Event")])
+    process(app)
+    assert "mystery-2" not in lake_events(app)
+    counts = {
+        (v.event_key, v.plan_version): (v.violations, v.blocked)
+        for v in app.runtime.profile_store.violations(app.boot.workspace)
+    }
+    assert counts[("Mystery Event", 1)] == (1, 0)
+    assert counts[("Mystery Event", 2)] == (2, 2)
+
+    # unplanned = allow says nothing about events the plan does not name.
+    assert put_plan(app, admin, {**PLAN, "unplanned": "allow"}) == 3
+    send(app, [track("mystery-4", "Mystery Event")])
+    process(app)
+    assert lake_events(app)["mystery-4"]["plan_violations"] is None
+    assert lake_events(app)["mystery-4"]["plan_version"] == 3
+    assert ("Mystery Event", 3) not in {
+        (v.event_key, v.plan_version)
+        for v in app.runtime.profile_store.violations(app.boot.workspace)
+    }
+
+
+def test_events_without_a_plan_have_no_plan_version(app: App) -> None:
+    send(app, [track("free", "Anything", total="x")])
+    process(app)
+    row = lake_events(app)["free"]
+    assert row["plan_version"] is None
+    assert row["plan_violations"] is None
+    assert app.runtime.profile_store.violations(app.boot.workspace) == []
+
+
+# -- versions over the API ------------------------------------------------------------------
+
+
+def test_plan_versions_and_violations_api(app: App, admin: dict[str, str]) -> None:
+    missing = app.client.get("/v1/tracking-plan", headers=admin)
+    assert missing.status_code == 404
+    assert set(missing.json()) == {"code", "message"}
+    assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+
+    first = app.client.put("/v1/tracking-plan", json=PLAN, headers=admin)
+    assert first.status_code == 200
+    assert first.json() == {"version": 1, "plan": PLAN}
+    second = app.client.put("/v1/tracking-plan", json=FIXED, headers=admin)
+    assert second.json() == {"version": 2, "plan": FIXED}
+    assert app.client.get("/v1/tracking-plan", headers=admin).json() == {
+        "version": 2,
+        "plan": FIXED,
+    }
+    versions = app.client.get("/v1/tracking-plan/versions", headers=admin).json()
+    assert [v["version"] for v in versions] == [1, 2]
+    assert all(set(v) == {"version", "createdAt"} for v in versions)
+    assert versions[0]["createdAt"] <= versions[1]["createdAt"]
+
+    send(app, [track("s1", "Signed Up", plan="gold"), track("s2", "Signed Up", plan="x")])
+    process(app)
+    violations = app.client.get("/v1/tracking-plan/violations", headers=admin)
+    assert violations.status_code == 200
+    [row] = violations.json()
+    assert set(row) == {
+        "eventKey",
+        "planVersion",
+        "violations",
+        "blocked",
+        "lastMessage",
+        "lastSeenAt",
+    }
+    assert (row["eventKey"], row["planVersion"], row["violations"], row["blocked"]) == (
+        "Signed Up",
+        2,
+        2,
+        0,
+    )
+    assert "plan" in row["lastMessage"]
+
+    # Tokens without the admin scope see nothing.
+    reader = bearer(
+        get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")
+    )
+    for path in ("/v1/tracking-plan", "/v1/tracking-plan/versions", "/v1/tracking-plan/violations"):
+        assert app.client.get(path, headers=reader).status_code == 403
+    assert app.client.put("/v1/tracking-plan", json=PLAN, headers=reader).status_code == 403
+    assert app.client.get("/v1/tracking-plan").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"unplanned": "sometimes"},
+        {"events": []},
+        {"events": {"Order Completed": "block"}},
+        {"events": {"Order Completed": {"mode": "reject"}}},
+        {"events": {"Order Completed": {"mode": "block", "schema": {"type": "nonsense"}}}},
+        {"events": {"Order Completed": {"schema": []}}},
+        {"identify": {"mode": "flag", "schema": {"minProperties": "two"}}},
+        {"page": "flag"},
+        {"unknown_key": {}},
+        {"events": {}, "track": {"mode": "block"}},
+    ],
+)
+def test_invalid_plans_are_rejected(app: App, admin: dict[str, str], plan: dict[str, Any]) -> None:
+    reply = app.client.put("/v1/tracking-plan", json=plan, headers=admin)
+    assert reply.status_code == 400, reply.text
+    assert set(reply.json()) == {"code", "message"}
+    assert reply.json()["code"] == "invalid_plan"
+    assert reply.json()["message"]
+    # Nothing was stored.
+    assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+
+
+def test_a_plan_must_be_an_object(app: App, admin: dict[str, str]) -> None:
+    for body in ("[]", "42", "not json"):
+        reply = app.client.put(
+            "/v1/tracking-plan",
+            content=body,
+            headers={**admin, "Content-Type": "application/json"},
+        )
+        assert reply.status_code == 400, reply.text
+        assert set(reply.json()) == {"code", "message"}
+    assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+BLOCKED = ["order-a", "order-b", "order-c"]
+
+
+def block_orders(app: App, admin: dict[str, str]) -> None:
+    put_plan(app, admin, PLAN)
+    send(
+        app,
+        [
+            track("order-a", "Order Completed", total="12.50"),
+            track("order-b", "Order Completed", user="u-2", total="3"),
+            track("order-ok", "Order Completed", total=7),
+            track("order-c", "Order Completed", total="1.25"),
+        ],
+    )
+    process(app)
+    assert set(lake_events(app)) == {"order-ok"}
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert sorted(json.loads(d.payload)["messageId"] for d in pending) == BLOCKED
+    put_plan(app, admin, FIXED)
+
+
+def assert_replayed_once(app: App) -> None:
+    rows = lake_events(app)
+    assert set(rows) == {"order-ok", *BLOCKED}
+    assert rows["order-a"]["plan_version"] == 2
+    assert rows["order-a"]["plan_violations"] is None
+    profiles = app.runtime.profiles
+    ws = app.boot.workspace
+    u1 = profiles.profile(ws, "user_id", "u-1").computed_traits["eventCounts"]
+    u2 = profiles.profile(ws, "user_id", "u-2").computed_traits["eventCounts"]
+    assert u1 == {"Order Completed": 3}
+    assert u2 == {"Order Completed": 1}
+    assert app.runtime.profile_store.dead_letters(ws) == []
+    replayed = app.runtime.profile_store.dead_letters(ws, pending=False)
+    assert len(replayed) == 3
+    assert all(d.replayed_at is not None for d in replayed)
+
+
+def replay_cli(app: App, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        cli, ["replay", "--json", *args, "--data-dir", str(app.runtime.settings.data_dir)]
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_replay_with_the_cli_after_fixing_the_plan(app: App, admin: dict[str, str]) -> None:
+    block_orders(app, admin)
+    # A filter that matches nothing replays nothing.
+    assert replay_cli(app, "--stage", "enrich") == {"replayed": 0, "failed": []}
+    assert replay_cli(app, "--stage", "plan") == {"replayed": 3, "failed": []}
+    process(app)
+    assert_replayed_once(app)
+    # A second replay, by either path, replays nothing and the lake is unchanged.
+    assert replay_cli(app) == {"replayed": 0, "failed": []}
+    reply = app.client.post("/v1/dead-letters/replay", json={}, headers=admin)
+    assert reply.json() == {"replayed": 0, "failed": []}
+    process(app)
+    assert_replayed_once(app)
+
+
+def test_replay_with_the_api_after_fixing_the_plan(app: App, admin: dict[str, str]) -> None:
+    block_orders(app, admin)
+    listed = app.client.get("/v1/dead-letters", headers=admin)
+    assert listed.status_code == 200
+    assert sorted(d["payload"]["messageId"] for d in listed.json()) == BLOCKED
+    assert {d["stage"] for d in listed.json()} == {"plan"}
+
+    reply = app.client.post(
+        "/v1/dead-letters/replay", json={"stage": "plan", "code": "plan_violation"}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"replayed": 3, "failed": []}
+    process(app)
+    assert_replayed_once(app)
+    assert app.client.get("/v1/dead-letters", headers=admin).json() == []
+    everything = app.client.get("/v1/dead-letters?pending=false", headers=admin).json()
+    assert len(everything) == 3
+    assert all(d["replayedAt"] for d in everything)
+
+    again = app.client.post("/v1/dead-letters/replay", json={}, headers=admin)
+    assert again.json() == {"replayed": 0, "failed": []}
+    assert replay_cli(app) == {"replayed": 0, "failed": []}
+    process(app)
+    assert_replayed_once(app)
+
+
+def test_replay_needs_the_admin_scope(app: App) -> None:
+    reader = bearer(
+        get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")
+    )
+    reply = app.client.post("/v1/dead-letters/replay", json={}, headers=reader)
+    assert reply.status_code == 403
+    assert app.client.post("/v1/dead-letters/replay", json={}).status_code == 401
+
+
+def test_replay_keeps_letters_that_still_fail(app: App, admin: dict[str, str]) -> None:
+    """A collector reject (here: a track without an event name) is normalised again on
+    replay; it fails again, is reported, and stays pending."""
+    reply = app.client.post(
+        "/v1/batch",
+        json={"batch": [{"type": "track", "userId": "u-1", "messageId": "no-name"}]},
+        headers=basic(app.boot.write_key),
+    )
+    assert reply.status_code == 200
+    assert [r["code"] for r in reply.json()["rejected"]] == ["missing_field"]
+    process(app)
+    [letter] = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert (letter.stage, letter.code) == ("collect", "missing_field")
+    for _ in range(2):
+        again = app.client.post("/v1/dead-letters/replay", json={}, headers=admin)
+        assert again.status_code == 200
+        assert again.json()["replayed"] == 0
+        assert [f["id"] for f in again.json()["failed"]] == [letter.id]
+    assert [d.id for d in app.runtime.profile_store.dead_letters(app.boot.workspace)] == [letter.id]
+
+
+# -- enrichment -------------------------------------------------------------------------------
+
+CHROME_WINDOWS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+)
+IPAD = (
+    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/16.6 Mobile/15E148 Safari/604.1"
+)
+BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+URL = (
+    "https://shop.example.com/sale/shoes?utm_source=news&utm_medium=email"
+    "&utm_campaign=spring&utm_term=red+shoes&utm_content=banner&x=1"
+)
+
+
+def enrichment_events() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "page",
+            "messageId": "desktop",
+            "anonymousId": "a-1",
+            "name": "Sale",
+            "context": {
+                "userAgent": CHROME_WINDOWS,
+                "ip": "198.51.100.77",
+                "page": {"url": URL, "path": "/sale/shoes"},
+            },
+        },
+        {
+            "type": "track",
+            "messageId": "phone",
+            "anonymousId": "a-2",
+            "event": "Tapped",
+            "properties": {"url": "http://m.example.org/p/1?utm_source=app"},
+            "context": {
+                "userAgent": IPHONE,
+                "ip": "2001:db8:1234:5678::1",
+                "campaign": {"source": "ignored", "medium": "push", "name": "winter"},
+            },
+        },
+        {
+            "type": "track",
+            "messageId": "tablet",
+            "anonymousId": "a-3",
+            "event": "Swiped",
+            "context": {"userAgent": IPAD},
+        },
+        {
+            "type": "page",
+            "messageId": "bot",
+            "anonymousId": "a-4",
+            "context": {"userAgent": BOT, "ip": "not an ip"},
+        },
+        {
+            "type": "track",
+            "messageId": "bare",
+            "anonymousId": "a-5",
+            "event": "Nothing",
+            "context": {"page": {"url": "::not a url::"}},
+        },
+    ]
+
+
+def columns(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name: row[name] for name in names}
+
+
+def test_enrichment_columns(app: App) -> None:
+    send(app, enrichment_events())
+    process(app)
+    rows = lake_events(app)
+    device = ("browser_name", "browser_version", "os_name", "os_version", "device_type")
+    assert columns(rows["desktop"], *device) == {
+        "browser_name": "Chrome",
+        "browser_version": "124.0",
+        "os_name": "Windows",
+        "os_version": "10",
+        "device_type": "desktop",
+    }
+    assert columns(rows["phone"], *device, "device_brand", "device_model") == {
+        "browser_name": "Mobile Safari",
+        "browser_version": "17.4",
+        "os_name": "iOS",
+        "os_version": "17.4",
+        "device_type": "mobile",
+        "device_brand": "Apple",
+        "device_model": "iPhone",
+    }
+    assert rows["tablet"]["device_type"] == "tablet"
+    assert rows["bot"]["device_type"] == "bot"
+    assert rows["bare"]["browser_name"] is None
+    assert rows["bare"]["device_type"] is None
+
+    utm = (
+        "page_host",
+        "page_path",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+    )
+    assert columns(rows["desktop"], *utm) == {
+        "page_host": "shop.example.com",
+        "page_path": "/sale/shoes",
+        "utm_source": "news",
+        "utm_medium": "email",
+        "utm_campaign": "spring",
+        "utm_term": "red shoes",
+        "utm_content": "banner",
+    }
+    # properties.url when there is no context.page.url; context.campaign fills the gaps.
+    assert columns(rows["phone"], *utm) == {
+        "page_host": "m.example.org",
+        "page_path": "/p/1",
+        "utm_source": "app",
+        "utm_medium": "push",
+        "utm_campaign": "winter",
+        "utm_term": None,
+        "utm_content": None,
+    }
+    assert rows["tablet"]["page_host"] is None
+    assert rows["desktop"]["context_page_url"] == URL
+    # Without truncation addresses are kept as sent (or the collector's peer address).
+    assert rows["desktop"]["context_ip"] == "198.51.100.77"
+    assert rows["phone"]["context_ip"] == "2001:db8:1234:5678::1"
+    assert rows["tablet"]["context_ip"] == "203.0.113.9"
+
+
+def test_ip_truncation(make_app: Callable[..., App]) -> None:
+    app = make_app(**{"process.ip_truncation": "network", "lake.flush_max_seconds": 0.01})
+    send(app, enrichment_events())
+    process(app)
+    rows = lake_events(app)
+    expected = {
+        "desktop": "198.51.100.0",
+        "phone": "2001:db8:1234::",
+        "tablet": "203.0.113.0",  # the collector's peer address, truncated too
+        "bot": "",  # not an address: dropped
+    }
+    for mid, ip in expected.items():
+        assert rows[mid]["context_ip"] == ip, mid
+        assert json.loads(rows[mid]["context"])["ip"] == ip, mid
+    # Truncation never reaches the other enrichment.
+    assert rows["desktop"]["browser_name"] == "Chrome"
+
+
+def test_enricher_does_not_fail_on_odd_shapes() -> None:
+    enrich = Enricher("network")
+    assert enrich({"type": "track"}) == {}
+    assert enrich({"context": "not an object", "properties": []}) == {}
+    event = {"context": {"ip": 12, "userAgent": 5, "page": "x", "campaign": ["a"]}}
+    assert enrich(event) == {}
+    assert event["context"]["ip"] == 12

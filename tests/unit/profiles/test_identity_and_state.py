@@ -1,0 +1,612 @@
+"""Pure units of identity resolution and profile state: what an event says about identity
+(:func:`event_identity`), how identifiers cluster into profiles (:func:`cluster`), and how
+node states fold and merge (:class:`StateFolder`), with hypothesis for the order laws."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auie.profiles.identity import (
+    DEFAULT_JUNK,
+    Edge,
+    EdgeKind,
+    IdentityRules,
+    Merge,
+    cluster,
+    event_identity,
+    profile_id,
+)
+from auie.profiles.state import ComputedTrait, NodeState, StateFolder
+
+RULES = IdentityRules()
+WS = "ws_test"
+GAP = 30 * 60_000
+PROPS = settings(max_examples=200, deadline=None)
+
+
+def ident(event: dict[str, Any], ts: int = 1_000, rules: IdentityRules = RULES) -> Any:
+    return event_identity({"messageId": "m-1", **event}, ts, rules)
+
+
+# -- event_identity -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        None,
+        "",
+        "   ",
+        "null",
+        "NULL",
+        "undefined",
+        "Undefined ",
+        "0",
+        0,
+        -1,
+        "anonymous",
+        "none",
+        "nil",
+        "NaN",
+        "[object Object]",
+        "00000000-0000-0000-0000-000000000000",
+        True,
+        False,
+        {"id": "u1"},
+        ["u1"],
+        "x" * 513,
+    ],
+)
+def test_junk_values_are_never_identifiers(junk: object) -> None:
+    only_junk = ident({"type": "track", "userId": junk, "anonymousId": junk})
+    assert only_junk.primary is None
+    assert only_junk.seen == only_junk.edges == only_junk.named == []
+    with_anonymous = ident({"type": "track", "userId": junk, "anonymousId": "a-1"})
+    assert with_anonymous.primary == "anonymous_id:a-1"
+    assert with_anonymous.seen == ["anonymous_id:a-1"]
+    assert with_anonymous.edges == []
+
+
+def test_every_default_junk_value_is_refused_in_any_case() -> None:
+    for value in DEFAULT_JUNK:
+        for variant in (value, value.upper(), f" {value} "):
+            assert RULES.clean(variant) is None, variant
+
+
+def test_user_and_anonymous_id_are_linked() -> None:
+    result = ident({"type": "track", "userId": " u-1 ", "anonymousId": 42}, ts=7_000)
+    assert result.primary == "user_id:u-1"
+    assert result.seen == ["user_id:u-1", "anonymous_id:42"]
+    assert result.edges == [Edge(7_000, "m-1", "link", "anonymous_id:42", "user_id:u-1")]
+    assert result.named == []
+
+
+def test_configured_junk_values_replace_the_defaults() -> None:
+    rules = IdentityRules(junk_values=frozenset({"guest-user"}))
+    assert (
+        ident({"type": "track", "userId": "Guest-User", "anonymousId": "a"}, rules=rules).edges
+        == []
+    )
+    assert ident({"type": "track", "userId": "null"}, rules=rules).primary == "user_id:null"
+
+
+def test_identify_email_is_normalised_and_linked() -> None:
+    result = ident(
+        {"type": "identify", "anonymousId": "a-1", "traits": {"email": "  Alice@Example.COM "}}
+    )
+    assert result.primary == "anonymous_id:a-1"
+    assert "email:alice@example.com" in result.seen
+    assert result.edges == [
+        Edge.make("anonymous_id:a-1", "email:alice@example.com", "link", 1_000, "m-1")
+    ]
+
+
+@pytest.mark.parametrize(
+    "email", ["not-an-email", "a@b", "two words@example.com", "null", "", 42, None, ["a@b.co"]]
+)
+def test_invalid_or_junk_emails_are_ignored(email: object) -> None:
+    result = ident({"type": "identify", "userId": "u-1", "traits": {"email": email}})
+    assert result.seen == ["user_id:u-1"]
+    assert result.edges == []
+
+
+def test_email_only_counts_on_identify() -> None:
+    for kind in ("track", "page", "group"):
+        result = ident({"type": kind, "userId": "u-1", "traits": {"email": "a@example.com"}})
+        assert result.edges == [], kind
+
+
+def test_configured_id_traits_are_identifiers() -> None:
+    rules = IdentityRules(id_traits=("phone",))
+    result = ident(
+        {"type": "identify", "userId": "u-1", "traits": {"phone": "+33 1 23", "fax": "1"}},
+        rules=rules,
+    )
+    assert result.seen == ["user_id:u-1", "phone:+33 1 23"]
+    assert [e.pair for e in result.edges] == [("phone:+33 1 23", "user_id:u-1", "link")]
+
+
+def test_external_ids_are_typed_identifiers() -> None:
+    external = [
+        {"type": "Shopify-Customer", "id": "123", "collection": "users"},
+        {"type": "crm", "id": 9},
+        {"type": "user_id", "id": "spoof"},  # AUIE's own types cannot be claimed
+        {"type": "email", "id": "x@example.com"},
+        {"type": "anonymous_id", "id": "a"},
+        {"type": "1bad", "id": "x"},
+        {"type": "crm", "id": "null"},
+        "not an object",
+        {"type": "no_id"},
+    ]
+    result = ident({"type": "track", "anonymousId": "a-1", "context": {"externalIds": external}})
+    assert result.seen == ["anonymous_id:a-1", "shopify_customer:123", "crm:9"]
+    assert {e.pair for e in result.edges} == {
+        ("anonymous_id:a-1", "shopify_customer:123", "link"),
+        ("anonymous_id:a-1", "crm:9", "link"),
+    }
+    many = [{"type": "crm", "id": f"c{i}"} for i in range(30)]
+    capped = ident({"type": "track", "userId": "u", "context": {"externalIds": many}})
+    assert len(capped.edges) == 20
+    assert ident({"type": "track", "userId": "u", "context": {"externalIds": {}}}).edges == []
+
+
+def test_alias_names_the_previous_id_in_both_roles() -> None:
+    result = ident({"type": "alias", "userId": "u-2", "previousId": "u-1"}, ts=5)
+    assert result.primary == "user_id:u-2"
+    assert result.seen == ["user_id:u-2"]
+    assert result.named == ["anonymous_id:u-1", "user_id:u-1"]
+    assert result.edges == [
+        Edge.make("user_id:u-2", "anonymous_id:u-1", "alias", 5, "m-1"),
+        Edge.make("user_id:u-2", "user_id:u-1", "alias", 5, "m-1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "alias", "userId": "u-1", "previousId": "u-1"},
+        {"type": "alias", "userId": "u-1", "previousId": "undefined"},
+        {"type": "alias", "userId": "null", "anonymousId": "a-1", "previousId": "u-0"},
+        {"type": "track", "userId": "u-1", "previousId": "u-0"},
+    ],
+)
+def test_alias_edges_need_a_user_and_a_different_previous_id(event: dict[str, Any]) -> None:
+    assert [e for e in ident(event).edges if e.kind == "alias"] == []
+    assert ident(event).named == []
+
+
+def test_edges_are_stored_with_sorted_ends() -> None:
+    one = Edge.make("user_id:b", "anonymous_id:z", "link", 1, "m")
+    other = Edge.make("anonymous_id:z", "user_id:b", "link", 1, "m")
+    assert one == other
+    assert (one.a, one.b) == ("anonymous_id:z", "user_id:b")
+
+
+# -- cluster ------------------------------------------------------------------------------
+
+
+def link(a: str, b: str, ts: int, mid: str | None = None) -> Edge:
+    return Edge.make(a, b, "link", ts, mid or f"m{ts}")
+
+
+def alias(a: str, b: str, ts: int, mid: str | None = None) -> Edge:
+    return Edge.make(a, b, "alias", ts, mid or f"m{ts}")
+
+
+def groups(result: Any) -> set[frozenset[str]]:
+    by_anchor: dict[str, set[str]] = {}
+    for key, anchor in result.anchors.items():
+        by_anchor.setdefault(anchor, set()).add(key)
+    return {frozenset(v) for v in by_anchor.values()}
+
+
+def test_login_joins_anonymous_browsing_to_the_user() -> None:
+    edges = [link("anonymous_id:a", "user_id:u", 100, "login")]
+    result = cluster(WS, ["anonymous_id:a", "user_id:u"], edges, 1)
+    assert result.anchors == {"anonymous_id:a": "user_id:u", "user_id:u": "user_id:u"}
+    assert result.merges == {
+        "user_id:u": [
+            Merge(
+                profile_id(WS, "anonymous_id:a"), profile_id(WS, "user_id:u"), "login", 100, "link"
+            )
+        ]
+    }
+
+
+def test_shared_device_never_merges_two_users() -> None:
+    seen = ["anonymous_id:shared", "user_id:u1", "user_id:u2"]
+    edges = [
+        link("anonymous_id:shared", "user_id:u2", 200),
+        link("anonymous_id:shared", "user_id:u1", 100),
+    ]
+    result = cluster(WS, seen, edges, 1)
+    assert groups(result) == {
+        frozenset({"anonymous_id:shared", "user_id:u1"}),
+        frozenset({"user_id:u2"}),
+    }
+    # The device stays with the user who logged in first (by event time).
+    assert result.anchors["anonymous_id:shared"] == "user_id:u1"
+    assert result.merges["user_id:u2"] == []
+
+
+def test_alias_joins_users_even_on_a_shared_device() -> None:
+    seen = ["anonymous_id:a1", "anonymous_id:a2", "user_id:old", "user_id:new"]
+    edges = [
+        link("anonymous_id:a1", "user_id:old", 1),
+        link("anonymous_id:a2", "user_id:new", 2),
+        alias("user_id:new", "user_id:old", 3),
+        alias("user_id:new", "anonymous_id:old", 3),
+        link("anonymous_id:a1", "user_id:new", 4),  # same person: alias made them one user
+    ]
+    result = cluster(WS, seen, edges, 1)
+    assert len(set(result.anchors.values())) == 1
+    [merges] = result.merges.values()
+    assert [m.kind for m in merges] == ["link", "link", "alias"]
+    # Only clusters that hold people record merges (anonymous_id:old was only named).
+    assert len(merges) == 3
+
+
+def test_max_user_ids_allows_that_many_users_per_profile() -> None:
+    seen = ["anonymous_id:d", "user_id:u1", "user_id:u2", "user_id:u3"]
+    edges = [
+        link("anonymous_id:d", "user_id:u1", 1),
+        link("anonymous_id:d", "user_id:u2", 2),
+        link("anonymous_id:d", "user_id:u3", 3),
+    ]
+    assert len(groups(cluster(WS, seen, edges, 1))) == 3
+    two = groups(cluster(WS, seen, edges, 2))
+    assert two == {
+        frozenset({"anonymous_id:d", "user_id:u1", "user_id:u2"}),
+        frozenset({"user_id:u3"}),
+    }
+    assert len(groups(cluster(WS, seen, edges, 3))) == 1
+
+
+def test_anchor_prefers_seen_user_ids_then_emails_then_anonymous_ids() -> None:
+    edges = [
+        link("anonymous_id:a", "email:x@example.com", 1),
+        link("email:x@example.com", "user_id:u", 2),
+    ]
+    everything = ["anonymous_id:a", "email:x@example.com", "user_id:u"]
+    assert set(cluster(WS, everything, edges, 1).anchors.values()) == {"user_id:u"}
+    no_user = cluster(WS, ["anonymous_id:a", "email:x@example.com"], edges[:1], 1)
+    assert set(no_user.anchors.values()) == {"email:x@example.com"}
+    # An identifier only named by an alias is not preferred as anchor.
+    named = cluster(WS, ["anonymous_id:a"], [alias("anonymous_id:a", "user_id:ghost", 1)], 1)
+    assert set(named.anchors.values()) == {"anonymous_id:a"}
+
+
+NODES = [f"user_id:u{i}" for i in range(4)] + [f"anonymous_id:a{i}" for i in range(5)]
+NODES += ["email:e0@x.io", "email:e1@x.io", "crm:c0"]
+
+
+@st.composite
+def edge_sets(draw: st.DrawFn) -> tuple[list[str], list[Edge]]:
+    count = draw(st.integers(0, 14))
+    edges = []
+    for _ in range(count):
+        a, b = draw(st.lists(st.sampled_from(NODES), min_size=2, max_size=2, unique=True))
+        kind: EdgeKind = draw(st.sampled_from(["link", "link", "alias"]))
+        ts = draw(st.integers(0, 5))  # few times: many ties broken by messageId
+        mid = draw(st.sampled_from(["m0", "m1", "m2", "m3"]))
+        edges.append(Edge.make(a, b, kind, ts, mid))
+    seen = draw(st.lists(st.sampled_from(NODES), unique=True))
+    return seen, edges
+
+
+@PROPS
+@given(edge_sets(), st.integers(1, 3), st.randoms(use_true_random=False))
+def test_cluster_does_not_depend_on_edge_order(
+    graph: tuple[list[str], list[Edge]], max_users: int, rnd: random.Random
+) -> None:
+    seen, edges = graph
+    expected = cluster(WS, seen, edges, max_users)
+    for _ in range(3):
+        shuffled_edges, shuffled_seen = list(edges), list(seen)
+        rnd.shuffle(shuffled_edges)
+        rnd.shuffle(shuffled_seen)
+        again = cluster(WS, shuffled_seen, shuffled_edges, max_users)
+        assert again.anchors == expected.anchors
+        assert again.merges == expected.merges
+
+
+@PROPS
+@given(edge_sets(), st.integers(1, 3))
+def test_links_never_put_more_users_in_a_profile_than_allowed(
+    graph: tuple[list[str], list[Edge]], max_users: int
+) -> None:
+    seen, edges = graph
+    links = [e for e in edges if e.kind == "link"]
+    result = cluster(WS, seen, links, max_users)
+    for members in groups(result):
+        assert sum(1 for m in members if m.startswith("user_id:")) <= max_users
+    # Every identifier's anchor is in its own cluster and anchors itself.
+    for edge in links:
+        for end in (edge.a, edge.b):
+            assert result.anchors[result.anchors[end]] == result.anchors[end]
+    # Merges are between profiles of the cluster's own identifiers, oldest first, and a
+    # cluster of n identifiers records at most n - 1 of them.
+    for members in groups(result):
+        anchor = result.anchors[next(iter(members))]
+        merges = result.merges[anchor]
+        ids = {profile_id(WS, m) for m in members}
+        assert len(merges) <= len(members) - 1
+        assert merges == sorted(merges, key=lambda m: (m.ts, m.message_id))
+        assert all({m.from_profile, m.into_profile} <= ids for m in merges)
+
+
+# -- StateFolder --------------------------------------------------------------------------
+
+
+def identify(ts: int, mid: str, **traits: Any) -> tuple[dict[str, Any], int]:
+    return {"type": "identify", "messageId": mid, "userId": "u", "traits": traits}, ts
+
+
+def track(
+    ts: int, mid: str, name: str = "Order Completed", **props: Any
+) -> tuple[dict[str, Any], int]:
+    return {
+        "type": "track",
+        "messageId": mid,
+        "userId": "u",
+        "event": name,
+        "properties": props,
+    }, ts
+
+
+def page(ts: int, mid: str, url: str) -> tuple[dict[str, Any], int]:
+    return {
+        "type": "page",
+        "messageId": mid,
+        "userId": "u",
+        "name": "Home",
+        "properties": {"url": url},
+    }, ts
+
+
+def fold(folder: StateFolder, events: Sequence[tuple[dict[str, Any], int]]) -> NodeState:
+    state = NodeState()
+    for event, ts in events:
+        folder.apply(state, event, ts)
+    return state
+
+
+def test_traits_are_last_write_wins_by_event_time() -> None:
+    folder = StateFolder(GAP)
+    events = [
+        identify(3_000, "m-a", plan="team"),
+        identify(1_000, "m-z", plan="free", name="Ann"),
+        identify(2_000, "m-b", plan="pro", email="a@example.com"),
+    ]
+    for order in (events, events[::-1], [events[1], events[0], events[2]]):
+        state = fold(folder, order)
+        assert folder.traits(state) == {"email": "a@example.com", "name": "Ann", "plan": "team"}
+
+
+def test_equal_event_times_are_broken_by_message_id() -> None:
+    folder = StateFolder(GAP)
+    events = [identify(1_000, "m-2", plan="two"), identify(1_000, "m-1", plan="one")]
+    assert folder.traits(fold(folder, events))["plan"] == "two"
+    assert folder.traits(fold(folder, events[::-1]))["plan"] == "two"
+    pages = [page(5, "m-1", "https://x/1"), page(5, "m-9", "https://x/9"), page(4, "m-z", "z")]
+    for order in (pages, pages[::-1]):
+        assert folder.computed_traits(fold(folder, order))["lastPage"] == {
+            "name": "Home",
+            "url": "https://x/9",
+        }
+
+
+def test_a_trait_set_to_null_is_a_write_too() -> None:
+    folder = StateFolder(GAP)
+    state = fold(folder, [identify(1, "m1", plan="pro"), identify(2, "m2", plan=None)])
+    assert folder.traits(state) == {"plan": None}
+
+
+def sessions_by_hand(times: Sequence[int], gap: int) -> list[list[int]]:
+    """Sessions the plain way (docs/profiles.md): sort the times and start a new session
+    whenever more than the gap passed since the previous event."""
+    result: list[list[int]] = []
+    for ts in sorted(times):
+        if result and ts - result[-1][1] <= gap:
+            result[-1][1] = ts
+        else:
+            result.append([ts, ts])
+    return result
+
+
+def test_sessions_split_at_thirty_minutes_of_inactivity() -> None:
+    folder = StateFolder(GAP)
+    minute = 60_000
+    times = [0, 10 * minute, 40 * minute, 70 * minute + 1, 71 * minute, 200 * minute]
+    state = fold(folder, [track(t, f"m{t}") for t in times])
+    # 10 → 40 is a gap of exactly 30 minutes: same session; 40 → 70:00.001 is more.
+    assert state.sessions == [
+        [0, 40 * minute],
+        [70 * minute + 1, 71 * minute],
+        [200 * minute, 200 * minute],
+    ]
+    assert folder.computed_traits(state)["sessions"] == 3
+    assert sessions_by_hand(times, GAP) == state.sessions
+
+
+# Times around the gap's edges are where sessions go wrong: build them from such steps.
+STEPS = st.sampled_from([0, 1, GAP - 1, GAP, GAP + 1, 2 * GAP, 5 * GAP, 7_919, 600_000])
+
+
+@PROPS
+@given(
+    st.lists(STEPS, min_size=1, max_size=40),
+    st.randoms(use_true_random=False),
+    st.integers(0, 40),
+)
+def test_sessions_match_a_plain_computation_in_any_order(
+    steps: list[int], rnd: random.Random, cut: int
+) -> None:
+    times, now = [], 1_700_000_000_000
+    for step in steps:
+        now += step
+        times.append(now)
+    expected = sessions_by_hand(times, GAP)
+    folder = StateFolder(GAP)
+    events = [track(t, f"m{i}") for i, t in enumerate(times)]
+    rnd.shuffle(events)
+    assert fold(folder, events).sessions == expected
+    # Folded in two parts and merged, either way round.
+    left, right = fold(folder, events[:cut]), fold(folder, events[cut:])
+    folder.merge(left, right)
+    assert left.sessions == expected
+    left, right = fold(folder, events[:cut]), fold(folder, events[cut:])
+    folder.merge(right, left)
+    assert right.sessions == expected
+
+
+COMPUTED = [
+    ComputedTrait("orders", "count", "Order Completed"),
+    ComputedTrait("events", "count"),
+    ComputedTrait("pages", "count", "page"),
+    ComputedTrait("revenue", "sum", "Order Completed", "total"),
+    ComputedTrait("smallest", "min", "Order Completed", "total"),
+    ComputedTrait("largest", "max", "Order Completed", "total"),
+    ComputedTrait("first_plan", "first", "Order Completed", "plan"),
+    ComputedTrait("last_plan", "last", "Order Completed", "plan"),
+    ComputedTrait("signup_source", "first", None, "source"),
+]
+
+
+def test_computed_traits() -> None:
+    folder = StateFolder(GAP, COMPUTED)
+    events = [
+        track(5_000, "m5", total="0.1", plan="pro"),
+        track(1_000, "m1", total=0.2, plan="free", source="ads"),
+        track(3_000, "m3", total=10, plan="team"),
+        track(4_000, "m4", total="not a number", plan=None),
+        track(4_500, "m4b", total=True),
+        track(2_000, "m2", "Signed Up", total=1000, plan="ignored", source="mail"),
+        page(6_000, "m6", "https://example.com/"),
+    ]
+    for order in (events, events[::-1]):
+        state = fold(folder, order)
+        computed = folder.computed_traits(state)
+        assert computed["orders"] == 5
+        assert computed["events"] == 7
+        assert computed["pages"] == 1
+        assert computed["revenue"] == 10.3  # exact: 0.1 + 0.2 + 10, not 10.299999...
+        assert state.computed["revenue"] == "10.3"
+        assert computed["smallest"] == 0.1
+        assert computed["largest"] == 10
+        assert isinstance(computed["largest"], int)
+        assert computed["first_plan"] == "free"
+        assert computed["last_plan"] == "pro"  # a null property is no value
+        assert computed["signup_source"] == "ads"
+        assert computed["eventCounts"] == {"Order Completed": 5, "Signed Up": 1, "page": 1}
+        assert computed["firstSeen"] == "1970-01-01T00:00:01.000Z"
+        assert computed["lastSeen"] == "1970-01-01T00:00:06.000Z"
+
+
+def test_sums_are_exact_decimals() -> None:
+    folder = StateFolder(GAP, [ComputedTrait("total", "sum", None, "x")])
+    state = fold(folder, [track(i, f"m{i}", x="0.1") for i in range(10)])
+    assert Decimal(state.computed["total"]) == Decimal("1")
+    assert folder.computed_traits(state)["total"] == 1
+    big = fold(folder, [track(1, "a", x=10**20), track(2, "b", x=1), track(3, "c", x="-0.5")])
+    assert big.computed["total"] == "100000000000000000000.5"
+    assert fold(folder, [track(1, "a", x="1e400"), track(2, "b", x="nan")]).computed == {
+        "total": "1E+400"
+    }
+
+
+def test_computed_traits_without_values() -> None:
+    folder = StateFolder(GAP, COMPUTED)
+    computed = folder.computed_traits(fold(folder, [track(1, "m", "Other")]))
+    assert computed["orders"] == 0
+    assert computed["revenue"] is None
+    assert computed["first_plan"] is None
+    assert computed["lastPage"] is None
+
+
+def test_state_survives_json() -> None:
+    folder = StateFolder(GAP, COMPUTED)
+    state = fold(
+        folder,
+        [track(1, "m1", total="2.5", plan="a"), identify(2, "m2", x=1), page(3, "m3", "u")],
+    )
+    again = NodeState.from_json(state.to_json())
+    assert again == state
+    assert folder.computed_traits(again) == folder.computed_traits(state)
+
+
+# -- merge laws ---------------------------------------------------------------------------
+
+_values = st.one_of(
+    st.integers(-1000, 1000),
+    st.sampled_from(["0.1", "0.2", "1.50", "-3", "abc", "1e3", "2.0"]),
+    st.floats(-100, 100, allow_nan=False).map(lambda f: round(f, 2)),
+    st.none(),
+)
+
+
+@st.composite
+def events(draw: st.DrawFn, part: str) -> list[tuple[dict[str, Any], int]]:
+    """Events with unique messageIds (as the collector guarantees per workspace); the
+    ids still sort in every order against the other parts' ids."""
+    result = []
+    for index in range(draw(st.integers(0, 12))):
+        ts = draw(st.sampled_from([0, 1, 2, GAP, GAP + 1, 3 * GAP, 10 * GAP]))
+        mid = f"m{draw(st.integers(0, 3))}-{part}{index}"
+        kind = draw(st.sampled_from(["identify", "track", "track", "page"]))
+        if kind == "identify":
+            traits = draw(st.dictionaries(st.sampled_from(["plan", "name", "age"]), _values))
+            result.append(identify(ts, mid, **traits))
+        elif kind == "track":
+            name = draw(st.sampled_from(["Order Completed", "Signed Up"]))
+            props = draw(st.dictionaries(st.sampled_from(["total", "plan", "source"]), _values))
+            result.append(track(ts, mid, name, **props))
+        else:
+            result.append(page(ts, mid, draw(st.sampled_from(["https://a/", "https://b/"]))))
+    return result
+
+
+def view(folder: StateFolder, state: NodeState) -> dict[str, Any]:
+    return {
+        "traits": folder.traits(state),
+        "computed": folder.computed_traits(state),
+        "sessions": state.sessions,
+    }
+
+
+@settings(PROPS, max_examples=100)
+@given(events("a"), events("b"), events("c"))
+def test_merge_is_commutative_and_associative(
+    a: list[tuple[dict[str, Any], int]],
+    b: list[tuple[dict[str, Any], int]],
+    c: list[tuple[dict[str, Any], int]],
+) -> None:
+    folder = StateFolder(GAP, COMPUTED)
+
+    def merged(*parts: list[tuple[dict[str, Any], int]]) -> NodeState:
+        into = fold(folder, parts[0])
+        for part in parts[1:]:
+            folder.merge(into, fold(folder, part))
+        return into
+
+    all_at_once = view(folder, fold(folder, a + b + c))
+    assert view(folder, merged(a, b)) == view(folder, merged(b, a))
+    assert view(folder, merged(a, b, c)) == all_at_once
+    assert view(folder, merged(c, b, a)) == all_at_once
+    # (a + b) + c == a + (b + c)
+    right = fold(folder, b)
+    folder.merge(right, fold(folder, c))
+    left = fold(folder, a)
+    folder.merge(left, right)
+    assert view(folder, left) == all_at_once
+    # Merging an empty state changes nothing.
+    empty = NodeState()
+    folder.merge(empty, merged(a, b, c))
+    assert view(folder, empty) == all_at_once
