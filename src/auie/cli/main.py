@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 import auie
-from auie.cli import admin, log, process, profiles, serve
+from auie.cli import admin, log, process, profiles, serve, transform
 from auie.cli.common import fail
 from auie.errors import AuieError
 
@@ -45,6 +45,7 @@ for command in (
     process.deadletters,
     profiles.profiles,
     profiles.plan,
+    transform.transform,
 ):
     cli.add_command(command)
 

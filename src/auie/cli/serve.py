@@ -13,6 +13,7 @@ from auie.cli.common import configure_logging, console, settings_options
 from auie.config import Settings
 from auie.process.supervisor import ProcessorSupervisor
 from auie.runtime import Bootstrap, Runtime
+from auie.transform.schedule import TransformScheduler
 
 
 def _show_bootstrap(boot: Bootstrap, data_dir: Path) -> None:
@@ -77,6 +78,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
     )
     supervisor = ProcessorSupervisor(settings) if settings.process.enabled else None
+    transforms = TransformScheduler(settings)  # analytics.transform_interval_minutes; 0: off
     scheme = "https" if server.tls_cert else "http"
     console.print(
         f"AUIE listening on {scheme}://{server.host}:{server.port}  data: {settings.data_dir}"
@@ -84,8 +86,10 @@ def serve(settings: Settings) -> None:
     try:
         if supervisor is not None:
             supervisor.start()
+        transforms.start()
         uvicorn.Server(config).run()
     finally:
+        transforms.stop()
         if supervisor is not None:
             supervisor.stop()
         runtime.close()

@@ -1,0 +1,1 @@
+{{ auie.active_users('day', 'day') }}
