@@ -15,9 +15,11 @@ it already holds.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +43,27 @@ GROUP = "processor"
 PROFILES_CONSUMER = "profiles"
 TOPICS = (EVENTS_TOPIC, DEAD_LETTERS_TOPIC)
 _decode = msgspec.json.Decoder()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is processed.
+
+    A batch allocates and drops hundreds of thousands of small objects (decoded events,
+    identities, states, rows); nearly all are freed by reference counting when the batch
+    ends. With the collector on, those allocations trigger a collection every few hundred
+    objects, and a full one, which walks every object of the process (imported libraries
+    included), every few thousand events: a third of the processor's CPU. Paused, it runs
+    between batches instead, on what survived them.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:
@@ -129,20 +152,28 @@ class Processor:
     def step(self) -> StepReport:
         """Poll once, process what came, flush the lake when a micro-batch is due."""
         report = StepReport()
-        events = self._poll(EVENTS_TOPIC, self.poll_max_records)
-        dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
-        if events or dead:
-            change = ProfileWrite()
-            report.events = self._events(events, change)
-            report.dead_letters = self._collector_dead_letters(dead, change)
-            self._advance(events, change, EVENTS_TOPIC)
-            self._advance(dead, change, DEAD_LETTERS_TOPIC)
-            self.store.write(change)
-            for topic, offsets in change.offsets.items():
-                self.applied[topic[1]].update(offsets)
+        with collector_paused():
+            events = self._poll(EVENTS_TOPIC, self.poll_max_records)
+            dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
+            if events or dead:
+                self._apply(events, dead, report)
         if self.writer.due():
             report.flushes = self.flush()
         return report
+
+    def _apply(
+        self, events: list[StoredRecord], dead: list[StoredRecord], report: StepReport
+    ) -> None:
+        """Run one polled batch through the stages; write the profile store's changes and
+        the offsets they cover in one transaction."""
+        change = ProfileWrite()
+        report.events = self._events(events, change)
+        report.dead_letters = self._collector_dead_letters(dead, change)
+        self._advance(events, change, EVENTS_TOPIC)
+        self._advance(dead, change, DEAD_LETTERS_TOPIC)
+        self.store.write(change)
+        for topic, offsets in change.offsets.items():
+            self.applied[topic[1]].update(offsets)
 
     def flush(self) -> list[FlushReport]:
         """Commit buffered lake rows, then move the log group's committed offsets."""

@@ -261,7 +261,7 @@ class ProfileService:
             if state is None:
                 known = stored.get(key)
                 state = states[key] = (
-                    NodeState.from_json(known.state.to_json())
+                    known.state.copy()
                     if known is not None and known.state is not None
                     else NodeState()
                 )

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import (
     Connection,
     Engine,
@@ -57,11 +58,37 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 
 
 def _state(text: str | None) -> NodeState | None:
-    return None if text is None else NodeState.from_json(json.loads(text))
+    if text is None:
+        return None
+    try:
+        data = _decode_json(text)
+    except msgspec.DecodeError:  # written by json.dumps, which also writes NaN and Infinity
+        data = json.loads(text)
+    return NodeState.from_json(data)
 
 
 def _dump(state: NodeState | None) -> str | None:
-    return None if state is None else json.dumps(state.to_json(), separators=(",", ":"))
+    # Events are decoded by msgspec, which refuses NaN, infinities and lone surrogates, so
+    # a state holds nothing msgspec would write differently from json.dumps.
+    return None if state is None else _encode_json(state.to_json()).decode()
+
+
+_decode_json = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.Encoder().encode
+_n, _e = identity_nodes.c, identity_edges.c
+#: Reads by key lists: one statement each, compiled once, the list bound as an expanding
+#: parameter (building an IN clause of literal values per call costs more than the query).
+_NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
+    _n.workspace_id == bindparam("ws"), _n.node.in_(bindparam("keys", expanding=True))
+)
+_EDGES = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
+    _e.workspace_id == bindparam("ws"),
+    tuple_(_e.a, _e.b, _e.kind).in_(bindparam("pairs", expanding=True)),
+)
+_NEIGHBOURS = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
+    _e.workspace_id == bindparam("ws"),
+    or_(_e.a.in_(bindparam("keys", expanding=True)), _e.b.in_(bindparam("keys", expanding=True))),
+)
 
 
 class SqlProfileStore(ProfileStore):
@@ -93,14 +120,9 @@ class SqlProfileStore(ProfileStore):
     def nodes(self, workspace: str, keys: Iterable[str]) -> dict[str, StoredNode]:
         wanted = sorted(set(keys))
         found: dict[str, StoredNode] = {}
-        c = identity_nodes.c
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted):
-                rows = conn.execute(
-                    select(c.node, c.profile_id, c.evidenced, c.state).where(
-                        c.workspace_id == workspace, c.node.in_(chunk)
-                    )
-                )
+                rows = conn.execute(_NODES, {"ws": workspace, "keys": chunk})
                 for key, profile, evidenced, state in rows:
                     found[key] = StoredNode(key, profile, bool(evidenced), _state(state))
         return found
@@ -109,30 +131,20 @@ class SqlProfileStore(ProfileStore):
         self, workspace: str, pairs: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Edge]:
         wanted = sorted(set(pairs))
-        c = identity_edges.c
         found: dict[tuple[str, str, str], Edge] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted, 200):
-                rows = conn.execute(
-                    select(c.a, c.b, c.kind, c.ts_ms, c.message_id).where(
-                        c.workspace_id == workspace, tuple_(c.a, c.b, c.kind).in_(list(chunk))
-                    )
-                )
+                rows = conn.execute(_EDGES, {"ws": workspace, "pairs": chunk})
                 for a, b, kind, ts, message_id in rows:
                     found[(a, b, kind)] = Edge(int(ts), message_id, kind, a, b)
         return found
 
     def neighbours(self, workspace: str, keys: Iterable[str]) -> list[Edge]:
         wanted = sorted(set(keys))
-        c = identity_edges.c
         found: set[Edge] = set()
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted):
-                rows = conn.execute(
-                    select(c.a, c.b, c.kind, c.ts_ms, c.message_id).where(
-                        c.workspace_id == workspace, or_(c.a.in_(chunk), c.b.in_(chunk))
-                    )
-                )
+                rows = conn.execute(_NEIGHBOURS, {"ws": workspace, "keys": chunk})
                 found.update(Edge(int(ts), mid, kind, a, b) for a, b, kind, ts, mid in rows)
         return sorted(found)
 
@@ -274,28 +286,33 @@ class SqlProfileStore(ProfileStore):
             )
 
     def _write_merges(self, conn: Connection, change: ProfileWrite) -> None:
+        """Replace the merge history of every profile in ``change.merges``: one batched
+        delete, one batched insert."""
+        if not change.merges:
+            return
         c = profile_merges.c
-        for (ws, profile), merges in change.merges.items():
-            conn.execute(
-                delete(profile_merges).where(c.workspace_id == ws, c.profile_id == profile)
-            )
-            if merges:
-                conn.execute(
-                    profile_merges.insert(),
-                    [
-                        {
-                            "workspace_id": ws,
-                            "profile_id": profile,
-                            "seq": seq,
-                            "from_profile": m.from_profile,
-                            "into_profile": m.into_profile,
-                            "message_id": m.message_id,
-                            "ts_ms": m.ts,
-                            "kind": m.kind,
-                        }
-                        for seq, m in enumerate(merges)
-                    ],
-                )
+        conn.execute(
+            delete(profile_merges).where(
+                c.workspace_id == bindparam("ws"), c.profile_id == bindparam("pid")
+            ),
+            [{"ws": ws, "pid": profile} for ws, profile in change.merges],
+        )
+        rows = [
+            {
+                "workspace_id": ws,
+                "profile_id": profile,
+                "seq": seq,
+                "from_profile": m.from_profile,
+                "into_profile": m.into_profile,
+                "message_id": m.message_id,
+                "ts_ms": m.ts,
+                "kind": m.kind,
+            }
+            for (ws, profile), merges in change.merges.items()
+            for seq, m in enumerate(merges)
+        ]
+        if rows:
+            conn.execute(profile_merges.insert(), rows)
 
     def _write_offsets(self, conn: Connection, change: ProfileWrite) -> None:
         rows = [
