@@ -26,6 +26,7 @@ from auie.config import Settings
 from auie.decide.registry import DecisionStore
 from auie.eventlog import EventLog, open_event_log
 from auie.lake.catalog import Lake, open_catalog
+from auie.lake.maintenance import LakeMaintenance
 from auie.lake.writer import LakeWriter
 from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
 from auie.privacy.audit import AuditLog
@@ -146,7 +147,7 @@ class Runtime:
         writer = LakeWriter(
             self.lake, max_records=lake.flush_max_records, max_seconds=lake.flush_max_seconds
         )
-        return Processor(
+        processor = Processor(
             self.eventlog,
             self.profile_store,
             self.profiles,
@@ -156,6 +157,13 @@ class Runtime:
             poll_max_records=config.poll_max_records,
             plan_refresh_seconds=config.plan_refresh_seconds,
         )
+        if lake.maintenance_minutes > 0:
+            processor.maintenance = LakeMaintenance(
+                self.lake,
+                every_minutes=lake.maintenance_minutes,
+                retention_hours=lake.snapshot_retention_hours,
+            )
+        return processor
 
     def bootstrap(self) -> Bootstrap | None:
         """On an empty instance, create a default workspace, source, write key and admin

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 import auie
-from auie.cli import admin, log, process, profiles, serve, transform
+from auie.cli import admin, lake, log, process, profiles, serve, transform
 from auie.cli.common import fail
 from auie.errors import AuieError
 
@@ -39,6 +39,7 @@ for group in (
 ):
     cli.add_command(group)
 cli.add_command(log.log)
+cli.add_command(lake.lake)
 for command in (
     process.process,
     process.replay,

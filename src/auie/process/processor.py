@@ -131,6 +131,8 @@ class Processor:
         self.positions = {topic: self._start(topic) for topic in TOPICS}
         self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
+        #: Lake maintenance, called after every step (between flushes); it runs when due.
+        self.maintenance: Callable[[], object] | None = None
         #: Profiles changed since the last snapshot to the lake's ``profiles`` table.
         self.changed_profiles: set[tuple[str, str]] = set()
 
@@ -159,6 +161,8 @@ class Processor:
                 self._apply(events, dead, report)
         if self.writer.due():
             report.flushes = self.flush()
+        if self.maintenance is not None:
+            self.maintenance()
         return report
 
     def _apply(
