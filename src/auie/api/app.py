@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
-from auie.api import admin, collect, decide, errors, health, oauth, pipeline, profiles
+from auie.api import admin, analytics, collect, decide, errors, health, oauth, pipeline, profiles
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
 from auie.decide.context import PersonContext
@@ -134,7 +134,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, collect, oauth, admin, profiles, pipeline, decide):
+    for module in (health, collect, oauth, admin, profiles, pipeline, decide, analytics):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
