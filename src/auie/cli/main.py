@@ -8,6 +8,7 @@ import click
 
 import auie
 from auie.cli import admin, lake, log, process, profiles, serve, transform
+from auie.cli.analytics import analytics
 from auie.cli.common import fail
 from auie.errors import AuieError
 
@@ -49,6 +50,7 @@ for command in (
     transform.transform,
 ):
     cli.add_command(command)
+cli.add_command(analytics)
 
 
 def main() -> None:
