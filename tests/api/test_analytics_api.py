@@ -504,3 +504,15 @@ def test_a_segment_window_is_measured_from_now(
         assert page["count"] > 0
     finally:
         client.delete(f"/v1/analytics/segments/{sid}", headers=headers)
+
+
+def test_sql_cannot_see_another_workspace_spill_files(setup: Setup) -> None:
+    # DuckDB allows its temp directory implicitly: each workspace must have its own.
+    root = setup.runtime.settings.data_dir / "analytics"
+    sql(setup, "SELECT 1")  # opens workspace a's database
+    theirs = (root / setup.b.id / "tmp").resolve()
+    theirs.mkdir(parents=True, exist_ok=True)
+    (theirs / "spill.tmp").write_text("secret")
+    for query in (f"SELECT * FROM glob('{theirs}/*')", f"SELECT * FROM read_text('{theirs}/*')"):
+        reply = sql(setup, query)
+        assert reply.status_code == 400 or reply.json()["rows"] == []

@@ -88,6 +88,11 @@ class DuckDBEngine(QueryEngine):
             ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
         )
         connection.execute("SET TimeZone = 'UTC'")
+        # Spill files go to the workspace's own directory: DuckDB allows its temp directory
+        # implicitly, and a shared one would let one workspace glob another's spills.
+        spill = (self.marts_root / workspace / "tmp").resolve()
+        spill.mkdir(parents=True, exist_ok=True)
+        connection.execute(f"SET temp_directory = '{spill}'")
         connection.execute(f"SET allowed_directories = ['{lake_dir}', '{marts.resolve()}/']")
         connection.execute("SET enable_external_access = false")
         connection.execute("SET lock_configuration = true")
@@ -123,7 +128,7 @@ class DuckDBEngine(QueryEngine):
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             conn.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
-                f"read_parquet([{listing}], union_by_name = true)"
+                f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
             )
         else:
             conn.execute(f'DROP VIEW IF EXISTS "{name}"')
@@ -183,7 +188,10 @@ class DuckDBEngine(QueryEngine):
                 f"query exceeded the memory limit: {exc}", code="query_too_large"
             ) from None
         except duckdb.CatalogException as exc:
-            raise NotFound(_first_line(exc), code="unknown_table") from None
+            message = _first_line(exc)
+            if "Table with name" in message or "View with name" in message:
+                raise NotFound(message, code="unknown_table") from None
+            raise InvalidRequest(message, code="invalid_query") from None
         except duckdb.Error as exc:
             raise InvalidRequest(_first_line(exc), code="invalid_query") from None
         finally:
