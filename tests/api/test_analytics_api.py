@@ -509,7 +509,8 @@ def test_a_segment_window_is_measured_from_now(
 def test_sql_cannot_see_another_workspace_spill_files(setup: Setup) -> None:
     # DuckDB allows its temp directory implicitly: each workspace must have its own.
     root = setup.runtime.settings.data_dir / "analytics"
-    sql(setup, "SELECT 1")  # opens workspace a's database
+    [[spill]] = sql(setup, "SELECT current_setting('temp_directory')").json()["rows"]
+    assert Path(spill).resolve().is_relative_to((root / setup.a.id).resolve())
     theirs = (root / setup.b.id / "tmp").resolve()
     theirs.mkdir(parents=True, exist_ok=True)
     (theirs / "spill.tmp").write_text("secret")
