@@ -14,6 +14,7 @@ from auie.api.security import scope
 from auie.auth.scopes import ADMIN, DECIDE
 from auie.auth.tokens import Principal
 from auie.decide.config import DecisionPointConfig
+from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, parse_candidates
 from auie.decide.registry import check_name
 from auie.decide.service import DecideRequest, DecisionService
 from auie.errors import InvalidRequest
@@ -251,3 +252,68 @@ def report(name: str, request: Request, who: Principal = _decider) -> dict[str, 
     """Per-arm reward with 95% intervals since this server started, apprentice agreement."""
     _runtime(request).decision_store.require(who.workspace_id, name)
     return _service(request).report(who.workspace_id, name)
+
+
+# -- off-policy evaluation ------------------------------------------------------------------
+
+
+class CandidateIn(_Camel):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    policy: dict[str, Any]
+
+
+class EvaluateIn(_Camel):
+    decision_point: str = Field(min_length=1, max_length=200)
+    #: Policy configurations (named or not) and/or "current" (always evaluated).
+    candidates: list[CandidateIn | dict[str, Any] | str] = Field(
+        default_factory=list, max_length=20
+    )
+    bootstrap_rounds: int = Field(1000, ge=0, le=100_000)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    clip: float | None = Field(None, gt=0)
+    folds: int = Field(3, ge=1, le=20)
+    limit: int = Field(50_000, ge=1, le=1_000_000)
+    #: Progressive validation (learn along the log); false judges fresh policies frozen.
+    learn: bool = True
+    importance_top: int = Field(10, ge=0, le=100)
+
+
+@router.post(
+    "/v1/decisions/evaluate",
+    operation_id="evaluate_policies",
+    responses={400: {"model": Error}, 404: {"model": Error}},
+)
+async def evaluate_policies(
+    body: EvaluateIn, request: Request, who: Principal = _decider
+) -> dict[str, Any]:
+    """Off-policy evaluation of candidate policies on the decision point's decision log:
+    IPS, SNIPS, DM and DR with bootstrap intervals, ESS, and each candidate's difference
+    from the current policy (see docs/decide.md, "Evaluation")."""
+    check_name(body.decision_point)
+    candidates = parse_candidates(
+        [
+            c.model_dump(exclude_none=True) if isinstance(c, CandidateIn) else c
+            for c in body.candidates
+        ]
+    )
+    runtime = _runtime(request)
+    options = EvaluationOptions(
+        bootstrap_rounds=body.bootstrap_rounds,
+        confidence=body.confidence,
+        seed=body.seed,
+        clip=body.clip,
+        folds=body.folds,
+        limit=body.limit,
+        learn=body.learn,
+        importance_top=body.importance_top,
+    )
+    return await run_in_threadpool(
+        evaluate_decision_point,
+        runtime.decision_store,
+        runtime.eventlog,
+        who.workspace_id,
+        body.decision_point,
+        candidates,
+        options=options,
+    )
