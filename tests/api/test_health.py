@@ -15,12 +15,15 @@ from openapi_spec_validator import validate as validate_openapi
 from prometheus_client.parser import text_string_to_metric_families
 
 from auie.api.app import create_app
+from auie.api.web import UI_PATHS
 from auie.runtime import Bootstrap, Runtime
 from conftest import App
 from helpers import basic, bearer, make_settings
 
 #: Routes that serve the documentation itself rather than the API.
 DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
+#: The dashboard's shell and static files (tests/api/test_web.py checks them).
+NOT_API = DOCS_ROUTES | UI_PATHS
 COLLECT = ["track", "identify", "page", "screen", "group", "alias", "batch", "import"]
 SHORT = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
 
@@ -233,10 +236,10 @@ def test_openapi_is_a_valid_openapi_3_document(openapi: dict[str, Any]) -> None:
 
 
 def served_routes(client: TestClient) -> set[tuple[str, str]]:
-    """(path, method) of every route the app answers, documentation pages aside."""
+    """(path, method) of every route the app answers, documentation and dashboard aside."""
     served = set()
     for route in iter_route_contexts(client.app.routes):  # type: ignore[attr-defined]
-        if route.path in DOCS_ROUTES:
+        if route.path in NOT_API:
             continue
         assert route.path, f"a route without a path: {route!r}"
         for method in route.methods or ():

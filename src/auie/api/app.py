@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
 from auie.api import admin, analytics, collect, decide, errors, health, oauth, pipeline, profiles
+from auie.api.web import install as install_dashboard
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
 from auie.decide.context import PersonContext
@@ -136,6 +137,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     for module in (health, collect, oauth, admin, profiles, pipeline, decide, analytics):
         app.include_router(module.router)
+    install_dashboard(app)  # the dashboard at / (not part of the API or its OpenAPI document)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

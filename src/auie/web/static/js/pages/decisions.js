@@ -1,0 +1,95 @@
+// Decisions: each decision point's per-arm mean reward with its 95% confidence interval.
+
+import { DECIDE } from "../scopes.js";
+import { api } from "../api.js";
+import { chartBox, intervalChart } from "../charts.js";
+import { card, formatNumber, formatPercent, h, table } from "../ui.js";
+
+const fixed = (value, digits = 3) =>
+  value === null || value === undefined ? "—" : Number(value).toFixed(digits);
+
+function armRows(report) {
+  return Object.entries(report.arms || {})
+    .map(([arm, stats]) => ({
+      label: arm,
+      decisions: stats.decisions,
+      rewarded: stats.rewarded,
+      mean: stats.meanReward,
+      low: stats.ci95 ? stats.ci95[0] : null,
+      high: stats.ci95 ? stats.ci95[1] : null,
+    }))
+    .sort((a, b) => a.label.localeCompare(b.label));
+}
+
+async function render(body) {
+  const points = await api("/v1/decision-points");
+  if (!points.length) {
+    body.append(
+      h("p", { class: "muted empty" }, "No decision points yet. Create one with PUT /v1/decision-points/{name}."),
+    );
+    return;
+  }
+  const reports = await Promise.all(
+    points.map((p) => api(`/v1/decision-points/${encodeURIComponent(p.name)}/report`)),
+  );
+  body.append(
+    h(
+      "p",
+      { class: "muted" },
+      "Mean reward of each arm's closed decisions since the server started, with 95% " +
+        "confidence intervals (normal approximation).",
+    ),
+  );
+  points.forEach((point, i) => {
+    const report = reports[i];
+    const rows = armRows(report);
+    const chart = chartBox(
+      `Mean reward per arm of ${point.name}: ` +
+        rows.map((r) => `${r.label} ${fixed(r.mean)}`).join(", "),
+      "decision",
+    );
+    chart.box.dataset.point = point.name;
+    body.append(
+      card(
+        point.name,
+        h(
+          "dl",
+          { class: "facts" },
+          h("dt", {}, "Mode"),
+          h("dd", {}, report.mode),
+          h("dt", {}, "Policy"),
+          h("dd", {}, point.config?.policy?.type ?? "—"),
+          h("dt", {}, "Policy version"),
+          h("dd", {}, report.policyVersion ?? "—"),
+          h("dt", {}, "Apprentice agreement"),
+          h("dd", {}, formatPercent(report.apprenticeAgreement)),
+          h("dt", {}, "Open decisions"),
+          h("dd", {}, formatNumber(report.openDecisions)),
+        ),
+        rows.length ? chart.box : null,
+        table(
+          [
+            { label: "Arm", value: (r) => r.label, header: true },
+            { label: "Decisions", value: (r) => formatNumber(r.decisions), num: true },
+            { label: "Rewarded", value: (r) => formatNumber(r.rewarded), num: true },
+            {
+              label: "Mean reward",
+              value: (r) => h("span", { dataset: { arm: r.label, mean: String(r.mean) } }, fixed(r.mean)),
+              num: true,
+            },
+            {
+              label: "95% interval",
+              value: (r) => (r.low === null ? "—" : `${fixed(r.low)} to ${fixed(r.high)}`),
+              num: true,
+            },
+          ],
+          rows,
+          { caption: `Arms of ${point.name}`, empty: "No decisions since the server started." },
+        ),
+      ),
+    );
+    if (rows.length) intervalChart(chart.canvas, rows, { yTitle: "mean reward" });
+  });
+}
+
+export default { id: "decisions", title: "Decisions", scope: DECIDE, render };
