@@ -17,46 +17,83 @@ feature sets never collide. The vocabulary keeps a 64-bit digest of each name, n
 name: a saved model holds no feature values (no e-mail addresses, no ids). Once
 ``1 - hashed_fraction`` of the dimension is assigned, further names (high-cardinality
 values such as ids) are hashed with a stable signed hash into the remaining slots. Slot 0
-of each vector is a constant bias.
+of each vector is a constant bias. ``action_dim = 0`` gives no action vector (``z`` has no
+columns): feature-less actions only need the per-action models.
+
+:class:`Featurized` also keeps the flattened ``(name, value)`` pairs, for backends that
+featurize on their own (Vowpal Wabbit reads names, not slots).
+
+The hot path is a plain loop over cached slots into one ``np.bincount`` per vector; rows of
+feature-less actions are one shared read-only array per candidate count.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 Vector = npt.NDArray[np.float64]
+Pairs = list[tuple[str, float]]
 _MAX_DEPTH = 8
 _MAX_FEATURES = 2000
 _MAX_LIST = 50
+_CACHE_LIMIT = 100_000
 
 
-def flatten(value: Any, prefix: str = "", depth: int = 0) -> Iterable[tuple[str, float]]:
+def flatten(value: Any, prefix: str = "", depth: int = 0) -> Pairs:
     """(name, value) pairs of a JSON value; see the module docstring."""
+    out: Pairs = []
+    if not prefix and not depth and isinstance(value, Mapping):
+        _flatten_top(value, out)
+    else:
+        _flatten_into(value, prefix, depth, out)
+    return out
+
+
+def _flatten_top(mapping: Mapping[Any, Any], out: Pairs) -> None:
+    """A top-level object: the common flat case (string keys, numbers) without recursion."""
+    append = out.append
+    for key, inner in mapping.items():
+        name = key if type(key) is str else str(key)
+        kind = type(inner)
+        if kind is float:
+            if math.isfinite(inner):
+                append((name, inner))
+        elif kind is str:
+            append((f"{name}={inner[:200]}", 1.0))
+        else:
+            _flatten_into(inner, name, 1, out)
+
+
+def _flatten_into(value: Any, prefix: str, depth: int, out: Pairs) -> None:
     if depth > _MAX_DEPTH:
         return
     if isinstance(value, Mapping):
         for key, inner in value.items():
             name = f"{prefix}.{key}" if prefix else str(key)
-            yield from flatten(inner, name, depth + 1)
+            _flatten_into(inner, name, depth + 1, out)
     elif isinstance(value, bool):
-        yield (f"{prefix}={str(value).lower()}", 1.0)
+        out.append((f"{prefix}={str(value).lower()}", 1.0))
     elif isinstance(value, int | float):
-        number = float(value)
-        if np.isfinite(number):
-            yield (prefix, number)
+        try:
+            number = float(value)
+        except OverflowError:
+            return
+        if math.isfinite(number):
+            out.append((prefix, number))
     elif isinstance(value, str):
-        yield (f"{prefix}={value[:200]}", 1.0)
+        out.append((f"{prefix}={value[:200]}", 1.0))
     elif isinstance(value, list):
         for item in value[:_MAX_LIST]:
             if isinstance(item, str | bool | int | float):
-                yield (f"{prefix}[]={str(item)[:200]}", 1.0)
+                out.append((f"{prefix}[]={str(item)[:200]}", 1.0))
 
 
 def _stable_hash(name: str) -> int:
@@ -69,14 +106,16 @@ def _digest(name: str) -> str:
 
 @dataclass
 class FeatureSpace:
-    """Maps feature names to slots of a fixed-size vector (vocabulary, then hashing)."""
+    """Maps feature names to slots of a fixed-size vector (vocabulary, then hashing).
+
+    ``dim = 0`` is the empty space (vectors without slots)."""
 
     dim: int
     hashed_fraction: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.dim < 4:
-            raise ValueError("feature dimension must be at least 4")
+        if self.dim != 0 and self.dim < 4:
+            raise ValueError("feature dimension must be 0 or at least 4")
         self.vocab: dict[str, int] = {}
         self._capacity = max(1, int((self.dim - 1) * (1 - self.hashed_fraction)))
         self._hashed_start = 1 + self._capacity
@@ -87,30 +126,41 @@ class FeatureSpace:
         cached = self._hash_cache.get(name)
         if cached is not None:
             return cached
+        if self.dim == 0:
+            raise ValueError("the feature space is empty")
         key = _digest(name)
         index = self.vocab.get(key)
         if index is None and len(self.vocab) < self._capacity:
             index = self.vocab[key] = 1 + len(self.vocab)
         if index is not None:
-            if len(self._hash_cache) < 100_000:
+            if len(self._hash_cache) < _CACHE_LIMIT:
                 self._hash_cache[name] = (index, 1.0)
             return index, 1.0
         hashed = _stable_hash(name)
         width = max(1, self.dim - self._hashed_start)
         found = (self._hashed_start + hashed % width, 1.0 if hashed & 1 << 31 else -1.0)
-        if len(self._hash_cache) < 100_000:
+        if len(self._hash_cache) < _CACHE_LIMIT:
             self._hash_cache[name] = found
         return found
 
     def vector(self, features: Iterable[tuple[str, float]]) -> Vector:
-        out = np.zeros(self.dim)
-        out[0] = 1.0
+        if self.dim == 0:
+            return np.zeros(0)
+        return cast(Vector, np.bincount(*self._slots(features), minlength=self.dim))
+
+    def _slots(self, features: Iterable[tuple[str, float]]) -> tuple[list[int], list[float]]:
+        """Slot indices and signed values (slot 0, the bias, first) for ``np.bincount``."""
+        cache = self._hash_cache
+        slot = self.slot
+        indices = [0]
+        values = [1.0]
         for count, (name, value) in enumerate(features):
             if count >= _MAX_FEATURES:
                 break
-            index, sign = self.slot(name)
-            out[index] += sign * value
-        return out
+            found = cache.get(name) or slot(name)
+            indices.append(found[0])
+            values.append(found[1] * value)
+        return indices, values
 
     def state(self) -> dict[str, Any]:
         return {"dim": self.dim, "hashed_fraction": self.hashed_fraction, "vocab": self.vocab}
@@ -124,11 +174,16 @@ class FeatureSpace:
 
 @dataclass(frozen=True, slots=True)
 class Featurized:
-    """One decision's vectors: the context ``x`` and one row of ``z`` per candidate."""
+    """One decision's vectors: the context ``x`` and one row of ``z`` per candidate.
+
+    ``context_features`` and ``action_features`` are the flattened pairs the vectors came
+    from (empty when a decision is rebuilt from vectors alone)."""
 
     action_ids: tuple[str, ...]
     x: Vector
     z: npt.NDArray[np.float64]
+    context_features: Sequence[tuple[str, float]] = ()
+    action_features: Sequence[Sequence[tuple[str, float]]] = ()
 
 
 class Featurizer:
@@ -145,23 +200,60 @@ class Featurizer:
         self.context = FeatureSpace(context_dim, hashed_fraction)
         self.actions = FeatureSpace(action_dim, hashed_fraction)
         self.interactions = interactions
+        self._setup()
+
+    def _setup(self) -> None:
+        self._bias_rows: dict[int, npt.NDArray[np.float64]] = {}
+        self._pair_cache: dict[tuple[str, str], tuple[int, float]] = {}
 
     def __call__(
         self, context: Mapping[str, Any], actions: Iterable[tuple[str, Mapping[str, Any]]]
     ) -> Featurized:
-        shared = list(flatten(context))
+        shared = flatten(context)
         x = self.context.vector(shared)
         ids: list[str] = []
-        rows: list[Vector] = []
+        owns: list[Pairs] = []
         for action_id, features in actions:
-            own = list(flatten(features))
-            pairs = [(f"a.{n}", v) for n, v in own]
-            if self.interactions:
-                pairs += [(f"{cn}*{an}", cv * av) for cn, cv in shared for an, av in own]
             ids.append(action_id)
-            rows.append(self.actions.vector(pairs))
-        z = np.vstack(rows) if rows else np.zeros((0, self.actions.dim))
-        return Featurized(tuple(ids), x, z)
+            owns.append(flatten(features) if features else [])
+        k = self.actions.dim
+        z: npt.NDArray[np.float64]
+        if k == 0:
+            z = np.zeros((len(ids), 0))
+        elif not any(owns):
+            cached = self._bias_rows.get(len(ids))
+            if cached is None:
+                cached = np.zeros((len(ids), k))
+                cached[:, 0] = 1.0
+                cached.flags.writeable = False
+                if len(self._bias_rows) < 1024:
+                    self._bias_rows[len(ids)] = cached
+            z = cached
+        else:
+            z = np.vstack([self._action_row(shared, own) for own in owns])
+        return Featurized(tuple(ids), x, z, shared, owns)
+
+    def _action_row(self, shared: Pairs, own: Pairs) -> Vector:
+        indices, values = self.actions._slots((f"a.{n}", v) for n, v in own)
+        budget = _MAX_FEATURES + 1 - len(indices)
+        if self.interactions and own and shared and budget > 0:
+            cache = self._pair_cache
+            slot = self.actions.slot
+            for cn, cv in shared:
+                for an, av in own:
+                    found = cache.get((cn, an))
+                    if found is None:
+                        found = slot(f"{cn}*{an}")
+                        if len(cache) < _CACHE_LIMIT:
+                            cache[(cn, an)] = found
+                    indices.append(found[0])
+                    values.append(found[1] * (cv * av))
+                    budget -= 1
+                    if budget == 0:
+                        break
+                if budget == 0:
+                    break
+        return cast(Vector, np.bincount(indices, values, minlength=self.actions.dim))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -176,4 +268,5 @@ class Featurizer:
         featurizer.context = FeatureSpace.from_state(state["context"])
         featurizer.actions = FeatureSpace.from_state(state["actions"])
         featurizer.interactions = bool(state["interactions"])
+        featurizer._setup()
         return featurizer

@@ -10,7 +10,10 @@ and Thompson sampling explore with. ``action_dim = 0`` leaves only the per-actio
 
 Arms are stored stacked (``n×d×d`` inverses) so a prediction over every candidate is a few
 vectorised operations. Per-action inverses follow Sherman-Morrison (O(d²) per update); the
-shared block's k×k inverse is recomputed (k is small).
+shared block's k×k inverse is recomputed (k is small). Without the shared part, each arm's
+coefficients ``θ_a = A_a⁻¹ b_a`` are kept up to date by ``update``, so a mean is one dot
+product; the candidates' arm slots are cached per action list, and a decision over exactly
+the known arms in order reads the stacks without copying them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,24 @@ import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
+Slots = npt.NDArray[np.intp]
+_SLOT_CACHE = 4096
+
+
+class _ArmSlots:
+    """Where a candidate list's actions live in the stacks (cached per action tuple)."""
+
+    __slots__ = ("all_known", "dense", "known", "prefix", "rows", "slots")
+
+    def __init__(self, slots: Slots, arms: int) -> None:
+        self.slots = slots
+        self.known = slots >= 0
+        self.rows = slots[self.known]
+        self.all_known = len(self.rows) == len(slots)
+        #: The candidates are the first arms, in order: the stacks are sliced, not copied.
+        self.prefix = self.all_known and bool(np.array_equal(slots, np.arange(len(slots))))
+        #: Most arms are candidates: compute over every arm, then pick (no stack copy).
+        self.dense = 2 * len(self.rows) >= arms
 
 
 class HybridRidge:
@@ -39,6 +60,11 @@ class HybridRidge:
         self.a0_inv = np.eye(action_dim) / l2
         self.b0 = np.zeros(action_dim)
         self.updates = 0
+        self._theta = np.empty((0, context_dim))
+        self._theta_of: Array | None = None
+        self._slot_cache: dict[tuple[str, ...], _ArmSlots] = {}
+        self._slot_owner: dict[str, int] | None = None
+        self._slot_count = 0
 
     @property
     def actions(self) -> list[str]:
@@ -50,46 +76,103 @@ class HybridRidge:
             slot = self.index[action] = len(self.index)
             if slot >= len(self.pulls):
                 grow = max(4, len(self.pulls))
+                valid = self._theta_of is self.a_inv and len(self._theta) == len(self.a_inv)
                 self.a_inv = np.concatenate(
                     [self.a_inv, np.repeat(np.eye(self.d)[None] / self.l2, grow, axis=0)]
                 )
                 self.b_mat = np.concatenate([self.b_mat, np.zeros((grow, self.d, self.k))])
                 self.b_vec = np.concatenate([self.b_vec, np.zeros((grow, self.d))])
                 self.pulls = np.concatenate([self.pulls, np.zeros(grow)])
+                if valid:  # new arms have b = 0, so θ = 0
+                    self._theta = np.concatenate([self._theta, np.zeros((grow, self.d))])
+                    self._theta_of = self.a_inv
         return slot
+
+    def _slots(self, actions: tuple[str, ...]) -> _ArmSlots:
+        if self._slot_owner is not self.index or self._slot_count != len(self.index):
+            self._slot_cache.clear()
+            self._slot_owner = self.index
+            self._slot_count = len(self.index)
+        found = self._slot_cache.get(actions)
+        if found is None:
+            index = self.index
+            slots = np.array([index.get(a, -1) for a in actions], dtype=np.intp)
+            found = _ArmSlots(slots, len(index))
+            if len(self._slot_cache) >= _SLOT_CACHE:
+                self._slot_cache.clear()
+            self._slot_cache[actions] = found
+        return found
+
+    def _thetas(self) -> Array:
+        """Per-arm coefficients ``A_a⁻¹ b_a`` (only without the shared part), recomputed
+        when the stacks were replaced (growth, or set from outside as ``fit_ridge`` does)."""
+        if self._theta_of is not self.a_inv or len(self._theta) != len(self.a_inv):
+            theta = np.zeros((len(self.a_inv), self.d))
+            for i in range(min(len(self.index), len(self.a_inv))):
+                theta[i] = self.a_inv[i] @ self.b_vec[i]  # exactly as ``update`` computes it
+            self._theta = theta
+            self._theta_of = self.a_inv
+        return self._theta
+
+    def means(self, actions: tuple[str, ...], x: Array, z: Array) -> Array:
+        """Mean reward of each action (what :meth:`predict` gives first), faster."""
+        if self.k:
+            return self.predict(actions, x, z)[0]
+        found = self._slots(actions)
+        theta = self._thetas()
+        if found.prefix:
+            return np.asarray(theta[: len(actions)] @ x, dtype=np.float64)
+        if found.dense and found.all_known:
+            return np.asarray((theta[: len(self.index)] @ x)[found.slots], dtype=np.float64)
+        means = np.zeros(len(actions))
+        if len(found.rows):
+            means[found.known] = theta[found.rows] @ x
+        return means
 
     def predict(self, actions: tuple[str, ...], x: Array, z: Array) -> tuple[Array, Array]:
         """Mean reward and confidence width ``s_a`` (a variance) of each action.
 
         Actions never updated have the prior: mean ``z·β``, width from the prior only.
         """
-        slots = np.array([self.index.get(a, -1) for a in actions], dtype=np.int64)
-        known = slots >= 0
+        found = self._slots(actions)
+        if not self.k:
+            return self._predict_disjoint(found, x)
+        known = found.known
         means = np.zeros(len(actions))
         widths = np.full(len(actions), float(x @ x) / self.l2)
-        if self.k:
-            beta = self.a0_inv @ self.b0
-            means += z @ beta
-        if known.any():
-            rows = slots[known]
-            u = self.a_inv[rows] @ x  # (m, d)
-            if self.k:
-                theta = np.einsum(
-                    "mij,mj->mi",
-                    self.a_inv[rows],
-                    self.b_vec[rows] - self.b_mat[rows] @ beta,
-                )
-                gap = z[known] - np.einsum("mdk,md->mk", self.b_mat[rows], u)
-                means[known] += theta @ x
-                widths[known] = np.einsum("mk,kl,ml->m", gap, self.a0_inv, gap) + u @ x
-            else:
-                means[known] = np.einsum("md,md->m", u, self.b_vec[rows])
-                widths[known] = u @ x
-        if self.k:
+        beta = self.a0_inv @ self.b0
+        means += z @ beta
+        if len(found.rows):
+            rows = found.rows
+            a_inv = self.a_inv[rows]
+            b_mat = self.b_mat[rows]
+            u = a_inv @ x  # (m, d)
+            theta = np.einsum("mij,mj->mi", a_inv, self.b_vec[rows] - b_mat @ beta)
+            gap = z[known] - np.einsum("mdk,md->mk", b_mat, u)
+            means[known] += theta @ x
+            widths[known] = np.einsum("mk,kl,ml->m", gap, self.a0_inv, gap) + u @ x
+        if not found.all_known:
             unknown = ~known
-            if unknown.any():
-                zu = z[unknown]
-                widths[unknown] += np.einsum("mk,kl,ml->m", zu, self.a0_inv, zu)
+            zu = z[unknown]
+            widths[unknown] += np.einsum("mk,kl,ml->m", zu, self.a0_inv, zu)
+        return means, np.maximum(widths, 0.0)
+
+    def _predict_disjoint(self, found: _ArmSlots, x: Array) -> tuple[Array, Array]:
+        """:meth:`predict` without the shared part: one linear model per arm."""
+        theta = self._thetas()
+        if found.prefix or (found.dense and found.all_known):
+            m = len(found.slots) if found.prefix else len(self.index)
+            means = theta[:m] @ x
+            widths = (self.a_inv[:m] @ x) @ x
+            if not found.prefix:
+                means, widths = means[found.slots], widths[found.slots]
+            return np.asarray(means, dtype=np.float64), np.maximum(widths, 0.0)
+        means = np.zeros(len(found.slots))
+        widths = np.full(len(found.slots), float(x @ x) / self.l2)
+        if len(found.rows):
+            rows = found.rows
+            means[found.known] = theta[rows] @ x
+            widths[found.known] = (self.a_inv[rows] @ x) @ x
         return means, np.maximum(widths, 0.0)
 
     def update(
@@ -97,8 +180,8 @@ class HybridRidge:
     ) -> None:
         """Add one observation (optionally importance-weighted)."""
         i = self._arm(action)
-        root = np.sqrt(weight)
-        wx = x * root
+        root = 1.0 if weight == 1.0 else float(np.sqrt(weight))
+        wx = x if weight == 1.0 else x * root
         a_inv = self.a_inv[i]
         if self.k:
             shared = self.b_mat[i].T @ a_inv
@@ -108,6 +191,9 @@ class HybridRidge:
         a_inv -= np.outer(u, u) / (1.0 + wx @ u)
         self.b_vec[i] += weight * reward * x
         self.pulls[i] += 1
+        if not self.k:
+            theta = self._thetas()
+            theta[i] = a_inv @ self.b_vec[i]
         if self.k:
             wz = z_row * root
             self.b_mat[i] += np.outer(wx, wz)

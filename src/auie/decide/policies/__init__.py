@@ -1,7 +1,8 @@
 """Native, vectorised contextual-bandit policies sharing one contract (see :mod:`.base`).
 
 ``make_policy({"type": ...})`` builds one from its configuration; :func:`load_policy`
-restores a saved one.
+restores a saved one. Type ``vw`` (:mod:`.vw`, Vowpal Wabbit) is imported only when used:
+it needs the optional extra ``vw``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,38 @@ POLICIES: dict[str, type[Policy]] = {
     cls.kind: cls for cls in (EpsilonGreedy, LinUCB, LinearThompson, SquareCB, Baseline)
 }
 
-__all__ = ["POLICIES", "Choice", "Policy", "apply_floor", "load_policy", "make_policy"]
+#: Types whose module is imported on first use, with the extra that provides it.
+OPTIONAL: dict[str, str] = {"vw": "vw"}
+
+__all__ = [
+    "OPTIONAL",
+    "POLICIES",
+    "Choice",
+    "Policy",
+    "apply_floor",
+    "load_policy",
+    "make_policy",
+    "policy_class",
+]
+
+
+def policy_class(kind: object) -> type[Policy]:
+    """The class of a policy type (importing an optional backend on first use)."""
+    cls = POLICIES.get(str(kind))
+    if cls is not None:
+        return cls
+    if kind == "vw":
+        try:
+            from auie.decide.policies.vw import VowpalWabbit
+        except ImportError:
+            raise InvalidRequest(
+                "policy type 'vw' needs Vowpal Wabbit: install the optional extra "
+                "with pip install 'auie[vw]'",
+                code="invalid_policy",
+            ) from None
+        return VowpalWabbit
+    known = ", ".join(sorted([*POLICIES, *OPTIONAL]))
+    raise InvalidRequest(f"unknown policy type {kind!r}; known: {known}", code="invalid_policy")
 
 
 def make_policy(
@@ -40,12 +72,7 @@ def make_policy(
     """A fresh policy from ``{"type": ..., <parameters>}``."""
     params = dict(config)
     kind = params.pop("type", None)
-    cls = POLICIES.get(str(kind))
-    if cls is None:
-        raise InvalidRequest(
-            f"unknown policy type {kind!r}; known: {', '.join(sorted(POLICIES))}",
-            code="invalid_policy",
-        )
+    cls = policy_class(kind)
     params.setdefault("seed", seed)
     try:
         return cls(HybridRidge(context_dim, action_dim, float(params.pop("l2", l2))), **params)
@@ -59,9 +86,10 @@ def load_policy(blob: bytes) -> Policy:
         arrays = {name: data[name] for name in data.files}
     meta = json.loads(bytes(arrays.pop("__meta__")).decode())
     model = HybridRidge.restore(meta["model"], arrays)
-    policy = POLICIES[meta["kind"]](
+    policy = policy_class(meta["kind"])(
         model, seed=meta["seed"], exploration_floor=meta["exploration_floor"], **meta["params"]
     )
+    policy._restore_state(arrays)
     policy.steps = int(meta["steps"])
     policy.rng.bit_generator.state = meta["rng"]
     return policy

@@ -56,16 +56,43 @@ class Choice:
 
 def apply_floor(probabilities: Array, allowed: npt.NDArray[np.bool_], floor: float) -> Array:
     """Mix in the exploration floor over allowed actions; excluded ones stay at zero."""
-    p = np.where(allowed, probabilities, 0.0)
-    total = p.sum()
-    count = int(allowed.sum())
+    count = int(np.count_nonzero(allowed))
     if count == 0:
         raise ValueError("every action is excluded")
+    everything = count == len(allowed)
+    p = probabilities if everything else np.where(allowed, probabilities, 0.0)
+    total = float(p.sum())
     p = p / total if total > 0 else allowed / count
     if floor > 0 and count > 1:
         floor = min(floor, 1.0 / count)
-        p = np.where(allowed, floor + (1.0 - floor * count) * p, 0.0)
+        p = floor + (1.0 - floor * count) * p
+        if not everything:
+            p = np.where(allowed, p, 0.0)
     return np.asarray(p / p.sum(), dtype=np.float64)
+
+
+def draw(probabilities: Array, rng: np.random.Generator) -> int:
+    """One index drawn from ``probabilities`` (summing to 1): a binary search of one uniform
+    draw in the cumulative sums, never an index of probability zero."""
+    cumulative = np.cumsum(probabilities)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    if index >= len(probabilities) or probabilities[index] <= 0:  # rounding at the very top
+        index = int(np.flatnonzero(probabilities > 0)[-1])
+    return index
+
+
+_ALL: dict[int, npt.NDArray[np.bool_]] = {}
+
+
+def everything_allowed(n: int) -> npt.NDArray[np.bool_]:
+    """A shared read-only all-true mask of length ``n``."""
+    found = _ALL.get(n)
+    if found is None:
+        found = np.ones(n, dtype=bool)
+        found.flags.writeable = False
+        if len(_ALL) < 4096:
+            _ALL[n] = found
+    return found
 
 
 class Policy(ABC):
@@ -93,11 +120,14 @@ class Policy(ABC):
 
     def choose(self, decision: Featurized, excluded: Collection[str] = ()) -> Choice:
         """Probabilities for every candidate and one action drawn from them."""
-        allowed = np.array([a not in excluded for a in decision.action_ids], dtype=bool)
+        ids = decision.action_ids
+        if excluded and any(a in excluded for a in ids):
+            allowed = np.array([a not in excluded for a in ids], dtype=bool)
+        else:
+            allowed = everything_allowed(len(ids))
         raw = self._probabilities(decision, allowed)
         probabilities = apply_floor(raw, allowed, self.exploration_floor)
-        index = int(self.rng.choice(len(probabilities), p=probabilities))
-        return Choice(probabilities, index)
+        return Choice(probabilities, draw(probabilities, self.rng))
 
     def update(
         self,
@@ -111,12 +141,11 @@ class Policy(ABC):
         if not 0 < propensity <= 1:
             raise ValueError(f"propensity must be in (0, 1], got {propensity}")
         self.steps += 1
-        self._learn(decision, index, float(reward), weight)
+        self._learn(decision, index, float(reward), weight, float(propensity))
 
     def scores(self, decision: Featurized) -> Array:
         """The model's expected reward of every candidate (no exploration)."""
-        means, _ = self.model.predict(decision.action_ids, decision.x, decision.z)
-        return means
+        return self.model.means(decision.action_ids, decision.x, decision.z)
 
     # -- to implement ---------------------------------------------------------------------
 
@@ -124,13 +153,22 @@ class Policy(ABC):
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
         """Unnormalised probabilities before the floor (excluded entries are ignored)."""
 
-    def _learn(self, decision: Featurized, index: int, reward: float, weight: float) -> None:
+    def _learn(
+        self, decision: Featurized, index: int, reward: float, weight: float, propensity: float
+    ) -> None:
         self.model.update(decision.action_ids[index], decision.x, decision.z[index], reward, weight)
 
     def params(self) -> dict[str, Any]:
         return {}
 
     # -- persistence ----------------------------------------------------------------------
+
+    def _state_arrays(self) -> dict[str, Any]:
+        """State of the policy's own beyond the shared model (saved beside it)."""
+        return {}
+
+    def _restore_state(self, arrays: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Take back what :meth:`_state_arrays` saved."""
 
     def save(self) -> bytes:
         """The whole state as one ``.npz`` blob."""
@@ -145,6 +183,7 @@ class Policy(ABC):
         }
         buffer = io.BytesIO()
         arrays: dict[str, Any] = dict(self.model.arrays())
+        arrays.update(self._state_arrays())
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         np.savez_compressed(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
@@ -152,6 +191,9 @@ class Policy(ABC):
 
 def greedy(means: Array, allowed: npt.NDArray[np.bool_], rng: np.random.Generator) -> int:
     """The best allowed action, ties broken at random."""
-    masked = np.where(allowed, means, -np.inf)
-    best = np.flatnonzero(masked == masked.max())
-    return int(best[0] if len(best) == 1 else rng.choice(best))
+    masked = means if allowed.all() else np.where(allowed, means, -np.inf)
+    best = int(masked.argmax())
+    top = masked[best]
+    if np.count_nonzero(masked == top) == 1:
+        return best
+    return int(rng.choice(np.flatnonzero(masked == top)))
