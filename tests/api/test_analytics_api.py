@@ -23,7 +23,7 @@ from auie.analytics.trends import trends
 from auie.api.app import create_app
 from auie.runtime import Runtime
 from conftest import App
-from helpers import bearer, get_token, make_settings
+from helpers import basic, bearer, get_token, make_settings
 
 pytestmark = pytest.mark.slow
 RANGE = {"from": ad.START.isoformat(), "to": ad.END.isoformat()}
@@ -517,3 +517,22 @@ def test_sql_cannot_see_another_workspace_spill_files(setup: Setup) -> None:
     for query in (f"SELECT * FROM glob('{theirs}/*')", f"SELECT * FROM read_text('{theirs}/*')"):
         reply = sql(setup, query)
         assert reply.status_code == 400 or reply.json()["rows"] == []
+
+
+def test_sql_works_before_and_after_the_lake_has_data(make_app: Callable[..., App]) -> None:
+    """The first query on an empty lake must not break later queries (a regression)."""
+    app = make_app()
+    headers = bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret))
+    query = {"query": "SELECT count(*) FROM events"}
+    assert app.client.post("/v1/sql", json=query, headers=headers).json()["rows"] == [[0]]
+    ok = app.client.post(
+        "/v1/track",
+        json={"userId": "u1", "event": "Signed Up"},
+        headers=basic(app.boot.write_key),
+    )
+    assert ok.status_code == 200
+    processor = app.runtime.processor()
+    while processor.step().events:
+        pass
+    processor.flush()
+    assert app.client.post("/v1/sql", json=query, headers=headers).json()["rows"] == [[1]]

@@ -126,6 +126,8 @@ class DuckDBEngine(QueryEngine):
         conn = state.connection
         if files:
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            # The placeholder of an empty table is a table, not a view: replace it.
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
             conn.execute(
                 f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
                 f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
