@@ -11,6 +11,7 @@ from auie.cli import admin, lake, log, process, profiles, serve, transform
 from auie.cli.analytics import analytics
 from auie.cli.common import fail
 from auie.cli.decide import decisions
+from auie.cli.demo import demo
 from auie.errors import AuieError
 
 
@@ -42,6 +43,7 @@ for group in (
     cli.add_command(group)
 cli.add_command(log.log)
 cli.add_command(decisions)
+cli.add_command(demo)
 cli.add_command(lake.lake)
 for command in (
     process.process,

@@ -43,6 +43,8 @@ MAIN_ARM = ""
 HOLDOUT_ARM = "holdout"
 _MAX_ACTIONS = 1000
 _DEFERRED_TTL_SECONDS = 24 * 3600.0
+HISTORY_BUCKET_SECONDS = 5
+_HISTORY_BUCKETS = 6 * 3600 // HISTORY_BUCKET_SECONDS
 _encode = msgspec.json.Encoder().encode
 
 Append = Callable[[Sequence[LogRecord]], Awaitable[Any]]
@@ -73,11 +75,31 @@ class ArmStats:
     closed: int = 0
     reward_sum: float = 0.0
     reward_squares: float = 0.0
+    #: Bucket (epoch // bucket seconds) → [reward sum, rewarded decisions], recent ones only.
+    buckets: dict[int, list[float]] = field(default_factory=dict)
 
     def add(self, reward: float) -> None:
         self.closed += 1
         self.reward_sum += reward
         self.reward_squares += reward * reward
+        key = int(time.time() // HISTORY_BUCKET_SECONDS)
+        bucket = self.buckets.setdefault(key, [0.0, 0.0])
+        bucket[0] += reward
+        bucket[1] += 1
+        if len(self.buckets) > _HISTORY_BUCKETS:
+            for old in sorted(self.buckets)[: len(self.buckets) - _HISTORY_BUCKETS]:
+                del self.buckets[old]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Mean reward per time bucket (``HISTORY_BUCKET_SECONDS``), oldest first."""
+        return [
+            {
+                "at": format_time(datetime.fromtimestamp(key * HISTORY_BUCKET_SECONDS, UTC)),
+                "meanReward": total / count,
+                "rewarded": int(count),
+            }
+            for key, (total, count) in sorted(self.buckets.items())
+        ]
 
     def summary(self) -> dict[str, Any]:
         n = self.closed
@@ -501,8 +523,7 @@ class DecisionService:
                     updates=policy.steps,
                     note=note,
                 )
-                if arm == MAIN_ARM:
-                    point.version = version
+                point.version = version
             point.updates_since_snapshot = 0
         return version
 
@@ -522,5 +543,6 @@ class DecisionService:
             "policyVersion": point.version,
             "arms": {arm or "main": stats.summary() for arm, stats in point.stats.items()},
             "apprenticeAgreement": agreed / seen if seen else None,
+            "history": {arm or "main": stats.history() for arm, stats in point.stats.items()},
             "openDecisions": sum(1 for k in self._pending if k[0] == workspace),
         }

@@ -2,11 +2,33 @@
 
 import { DECIDE } from "../scopes.js";
 import { api } from "../api.js";
-import { chartBox, intervalChart } from "../charts.js";
+import { chartBox, intervalChart, lineChart } from "../charts.js";
 import { card, formatNumber, formatPercent, h, table } from "../ui.js";
 
 const fixed = (value, digits = 3) =>
   value === null || value === undefined ? "—" : Number(value).toFixed(digits);
+
+/** Cumulative mean reward per arm over time (5-second buckets): the learning curve. */
+function learningCurve(history) {
+  const minutes = [...new Set(Object.values(history || {}).flat().map((b) => b.at))].sort();
+  const series = Object.entries(history || {})
+    .filter(([, buckets]) => buckets.length)
+    .map(([arm, buckets]) => {
+      const byMinute = new Map(buckets.map((b) => [b.at, b]));
+      let total = 0;
+      let count = 0;
+      const values = minutes.map((minute) => {
+        const bucket = byMinute.get(minute);
+        if (bucket) {
+          total += bucket.meanReward * bucket.rewarded;
+          count += bucket.rewarded;
+        }
+        return count ? total / count : null;
+      });
+      return { label: arm, values };
+    });
+  return { labels: minutes.map((m) => m.slice(11, 19)), series };
+}
 
 function armRows(report) {
   return Object.entries(report.arms || {})
@@ -49,6 +71,12 @@ async function render(body) {
       "decision",
     );
     chart.box.dataset.point = point.name;
+    const curve = learningCurve(report.history);
+    const curveChart = chartBox(
+      `Cumulative mean reward per arm of ${point.name} over time`,
+      "learning",
+    );
+    curveChart.box.dataset.point = point.name;
     body.append(
       card(
         point.name,
@@ -67,6 +95,7 @@ async function render(body) {
           h("dd", {}, formatNumber(report.openDecisions)),
         ),
         rows.length ? chart.box : null,
+        curve.series.length ? curveChart.box : null,
         table(
           [
             { label: "Arm", value: (r) => r.label, header: true },
@@ -89,6 +118,12 @@ async function render(body) {
       ),
     );
     if (rows.length) intervalChart(chart.canvas, rows, { yTitle: "mean reward" });
+    if (curve.series.length) {
+      lineChart(curveChart.canvas, curve.labels, curve.series, {
+        yTitle: "cumulative mean reward",
+        xTitle: "time (UTC)",
+      });
+    }
   });
 }
 
