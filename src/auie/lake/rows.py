@@ -1,12 +1,21 @@
-"""Lake rows built from normalised events and dead letters."""
+"""Lake rows built from normalised events and dead letters, held column by column.
+
+A micro-batch of a table is a :class:`Columns`: one Python list per column, appended to
+row by row and turned into Arrow arrays once, at flush time. Event rows are appended by
+:func:`add_event` straight into the lists, without a dict per row; their timestamps stay
+the ISO-8601 strings of the event until Arrow parses a whole column at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
+import pyarrow as pa
+
+from auie.lake.tables import EVENTS, TABLES
 
 _json = msgspec.json.Encoder()
 _CONTEXT_COLUMNS = (
@@ -23,6 +32,23 @@ _CONTEXT_COLUMNS = (
     ("context_app_name", ("app", "name")),
     ("context_app_version", ("app", "version")),
     ("context_os_name", ("os", "name")),
+)
+#: Columns filled from the enrichment (auie.process.enrich), in table order.
+ENRICHMENT_COLUMNS = (
+    "browser_name",
+    "browser_version",
+    "os_name",
+    "os_version",
+    "device_type",
+    "device_brand",
+    "device_model",
+    "page_host",
+    "page_path",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
 )
 _TOP_LEVEL = frozenset(
     {
@@ -45,6 +71,9 @@ _TOP_LEVEL = frozenset(
         "receivedAt",
     }
 )
+_EVENT_COLUMNS = tuple(TABLES[EVENTS].columns)
+_EVENT_INDEX = {name: index for index, name in enumerate(_EVENT_COLUMNS)}
+_ENRICHED = frozenset(ENRICHMENT_COLUMNS)
 
 
 def as_text(value: Any) -> str | None:
@@ -60,18 +89,42 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def _dig(context: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
-    value: Any = context
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
+def _scalar(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
     return str(value)[:4096]
 
 
-def event_row(
+def _part(parent: Any, key: str) -> Mapping[str, Any] | None:
+    value = parent.get(key)
+    return value if isinstance(value, Mapping) else None
+
+
+def _context_values(context: Any) -> list[str | None]:
+    """The ``context_*`` columns: the value at each path of ``_CONTEXT_COLUMNS`` as text, or
+    null where a step is not an object or the value is null, an object or an array."""
+    if not isinstance(context, Mapping):
+        return [None] * len(_CONTEXT_COLUMNS)
+    get = context.get
+    library, page = _part(context, "library"), _part(context, "page")
+    app, os = _part(context, "app"), _part(context, "os")
+    return [
+        _scalar(get("ip")),
+        _scalar(get("userAgent")),
+        _scalar(get("locale")),
+        _scalar(get("timezone")),
+        *(_scalar(library.get(k)) if library else None for k in ("name", "version")),
+        *(_scalar(page.get(k)) if page else None for k in ("url", "path", "referrer", "title")),
+        *(_scalar(app.get(k)) if app else None for k in ("name", "version")),
+        _scalar(os.get("name")) if os else None,
+    ]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _event_values(
     event: Mapping[str, Any],
     *,
     enrichment: Mapping[str, Any],
@@ -80,36 +133,116 @@ def event_row(
     violations: tuple[str, ...] | None,
     partition: int,
     offset: int,
-) -> dict[str, Any]:
-    """The ``events`` table row of one normalised event."""
-    context = event.get("context") or {}
+) -> list[Any]:
+    """The ``events`` row of one normalised event, in column order; timestamps are the
+    event's strings (None for anything else)."""
+    get = event.get
+    context = get("context") or {}
     extra = {k: v for k, v in event.items() if k not in _TOP_LEVEL}
-    row: dict[str, Any] = {
-        "message_id": event["messageId"],
-        "type": event["type"],
-        "event": event.get("event"),
-        "name": event.get("name"),
-        "category": event.get("category"),
-        "user_id": event.get("userId"),
-        "anonymous_id": event.get("anonymousId"),
-        "group_id": event.get("groupId"),
-        "previous_id": event.get("previousId"),
-        "source_id": source_id,
-        "timestamp": parse_time(event["timestamp"]),
-        "original_timestamp": parse_time(event.get("originalTimestamp")),
-        "sent_at": parse_time(event.get("sentAt")),
-        "received_at": parse_time(event["receivedAt"]),
-        "properties": as_text(event.get("properties")),
-        "traits": as_text(event.get("traits")),
-        "context": as_text(context),
-        "integrations": as_text(event.get("integrations")),
-        "extra": as_text(extra) if extra else None,
-        "plan_version": plan_version,
-        "plan_violations": as_text(list(violations)) if violations else None,
-        "log_partition": partition,
-        "log_offset": offset,
-    }
-    for column, path in _CONTEXT_COLUMNS:
-        row[column] = _dig(context, path)
-    row.update(enrichment)
-    return row
+    values = [
+        event["messageId"],
+        event["type"],
+        get("event"),
+        get("name"),
+        get("category"),
+        get("userId"),
+        get("anonymousId"),
+        get("groupId"),
+        get("previousId"),
+        source_id,
+        _text_or_none(event["timestamp"]),
+        _text_or_none(get("originalTimestamp")),
+        _text_or_none(get("sentAt")),
+        _text_or_none(event["receivedAt"]),
+        as_text(get("properties")),
+        as_text(get("traits")),
+        as_text(context),
+        as_text(get("integrations")),
+        as_text(extra) if extra else None,
+        *_context_values(context),
+        *[enrichment.get(column) for column in ENRICHMENT_COLUMNS],
+        plan_version,
+        as_text(list(violations)) if violations else None,
+        partition,
+        offset,
+    ]
+    if not enrichment.keys() <= _ENRICHED:  # any other column the enrichment sets wins
+        for key, value in enrichment.items():
+            index = _EVENT_INDEX.get(key)
+            if index is not None:
+                values[index] = value
+    return values
+
+
+class Columns:
+    """Rows of one lake table, one list per column, until :meth:`to_arrow`."""
+
+    __slots__ = ("count", "data", "schema")
+
+    def __init__(self, table: str) -> None:
+        self.schema: pa.Schema = TABLES[table].arrow
+        self.data: list[list[Any]] = [[] for _ in self.schema.names]
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Append a row given as a mapping (missing columns are null, others ignored)."""
+        for name, values in zip(self.schema.names, self.data, strict=True):
+            values.append(row.get(name))
+        self.count += 1
+
+    def add_values(self, values: Sequence[Any]) -> None:
+        """Append a row given as its values in column order."""
+        for column, value in zip(self.data, values, strict=True):
+            column.append(value)
+        self.count += 1
+
+    def extend(self, other: Columns) -> None:
+        """Append every row of ``other`` (of the same table)."""
+        for column, values in zip(self.data, other.data, strict=True):
+            column.extend(values)
+        self.count += other.count
+
+    def to_arrow(self) -> pa.Table:
+        arrays = [
+            _array(values, field.type) for values, field in zip(self.data, self.schema, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _array(values: list[Any], kind: pa.DataType) -> pa.Array:
+    if not pa.types.is_timestamp(kind):
+        return pa.array(values, type=kind)
+    if all(isinstance(v, str) or v is None for v in values):
+        try:  # Arrow's ISO-8601 parser, on the whole column at once
+            return pa.array(values, type=pa.string()).cast(kind)
+        except pa.ArrowInvalid:  # something it does not read (no offset, ...)
+            pass
+    return pa.array([parse_time(v) if isinstance(v, str) else v for v in values], type=kind)
+
+
+def add_event(
+    columns: Columns,
+    event: Mapping[str, Any],
+    *,
+    enrichment: Mapping[str, Any],
+    source_id: str | None,
+    plan_version: int | None,
+    violations: tuple[str, ...] | None,
+    partition: int,
+    offset: int,
+) -> None:
+    """Append the ``events`` table row of one normalised event."""
+    columns.add_values(
+        _event_values(
+            event,
+            enrichment=enrichment,
+            source_id=source_id,
+            plan_version=plan_version,
+            violations=violations,
+            partition=partition,
+            offset=offset,
+        )
+    )

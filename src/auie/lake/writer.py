@@ -7,13 +7,21 @@ commit whose snapshot summary records the log offsets the processor has consumed
 those offsets is in that commit or an earlier one, so after a crash the writer asks each
 table for its offsets and skips rows below them: the lake holds every event exactly once,
 whatever moment the process died at.
+
+A flush can also run in a background thread (:meth:`LakeWriter.begin_flush`): it takes
+the buffered rows out together with the offsets of that moment, and rows added meanwhile
+buffer for the next flush. :meth:`LakeWriter.end_flush` waits for it; if it failed, the
+rows it did not commit are buffered again, in front. The caller moves the log's committed
+offsets only after ``end_flush`` returned, to the offsets the flush recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,16 +29,18 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 
 from auie.lake.catalog import Lake, committed_offsets, offsets_property
-from auie.lake.tables import TABLES
+from auie.lake.rows import Columns, add_event
+from auie.lake.tables import EVENTS
 
 logger = logging.getLogger(__name__)
 
 Offsets = dict[str, dict[int, int]]
+_Key = tuple[str, str]
 
 
 @dataclass(slots=True)
 class _Buffer:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: Columns
     since: float = 0.0
 
 
@@ -42,6 +52,19 @@ class FlushReport:
     seconds: float
 
 
+@dataclass(slots=True)
+class PendingFlush:
+    """Rows taken out of the buffers, with the offsets their commits record."""
+
+    offsets: Offsets
+    #: Tables not committed yet: (workspace, table) → (rows, when the oldest was added).
+    tables: dict[_Key, tuple[Columns, float]] = field(default_factory=dict)
+    future: Future[list[FlushReport]] | None = None
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+
 class LakeWriter:
     """See the module docstring."""
 
@@ -49,8 +72,8 @@ class LakeWriter:
         self.lake = lake
         self.max_records = max_records
         self.max_seconds = max_seconds
-        self._buffers: dict[tuple[str, str], _Buffer] = {}
-        self._committed: dict[tuple[str, str], Offsets] = {}
+        self._buffers: dict[_Key, _Buffer] = {}
+        self._committed: dict[_Key, Offsets] = {}
         self._pending = 0
 
     def committed(self, workspace: str, table: str) -> Offsets:
@@ -65,45 +88,131 @@ class LakeWriter:
         """False for a row the table already holds (read again after a crash)."""
         return offset >= self.committed(workspace, table).get(topic, {}).get(partition, 0)
 
-    def add(self, workspace: str, table: str, row: dict[str, Any]) -> None:
+    def add(self, workspace: str, table: str, row: Mapping[str, Any]) -> None:
+        self._buffer(workspace, table).columns.add(row)
+        self._pending += 1
+
+    def add_event(
+        self,
+        workspace: str,
+        event: Mapping[str, Any],
+        *,
+        enrichment: Mapping[str, Any],
+        source_id: str | None,
+        plan_version: int | None,
+        violations: tuple[str, ...] | None,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Add the ``events`` row of a normalised event (see :func:`auie.lake.rows.add_event`)."""
+        add_event(
+            self._buffer(workspace, EVENTS).columns,
+            event,
+            enrichment=enrichment,
+            source_id=source_id,
+            plan_version=plan_version,
+            violations=violations,
+            partition=partition,
+            offset=offset,
+        )
+        self._pending += 1
+
+    def _buffer(self, workspace: str, table: str) -> _Buffer:
         buffer = self._buffers.get((workspace, table))
         if buffer is None:
-            buffer = self._buffers[(workspace, table)] = _Buffer(since=time.monotonic())
-        elif not buffer.rows:
+            buffer = self._buffers[(workspace, table)] = _Buffer(Columns(table), time.monotonic())
+        elif not buffer.columns.count:
             buffer.since = time.monotonic()
-        buffer.rows.append(row)
-        self._pending += 1
+        return buffer
 
     @property
     def pending(self) -> int:
+        """Rows buffered (not counting those of a flush in progress)."""
         return self._pending
 
     def due(self) -> bool:
         if self._pending >= self.max_records:
             return True
         now = time.monotonic()
-        return any(b.rows and now - b.since >= self.max_seconds for b in self._buffers.values())
+        return any(
+            b.columns.count and now - b.since >= self.max_seconds for b in self._buffers.values()
+        )
+
+    # -- flushing ---------------------------------------------------------------------------
 
     def flush(self, positions: Mapping[str, Mapping[int, int]]) -> list[FlushReport]:
         """Commit every buffer, each recording ``positions`` as the offsets it covers."""
-        offsets: Offsets = {t: dict(p) for t, p in positions.items()}
+        pending = self._take(positions)
+        try:
+            return self._commit(pending)
+        except BaseException:
+            self._give_back(pending)
+            raise
+
+    def begin_flush(self, positions: Mapping[str, Mapping[int, int]]) -> PendingFlush:
+        """Like :meth:`flush`, in a background thread; finish it with :meth:`end_flush`."""
+        pending = self._take(positions)
+        if pending.tables:
+            future: Future[list[FlushReport]] = Future()
+            pending.future = future
+            threading.Thread(
+                target=self._commit_into, args=(pending, future), name="auie-lake-commit"
+            ).start()
+        return pending
+
+    def end_flush(self, pending: PendingFlush) -> list[FlushReport]:
+        """Wait for a background flush. If it failed, the rows it did not commit are
+        buffered again (before any added since) and its error is raised."""
+        if pending.future is None:
+            return []
+        try:
+            return pending.future.result()
+        except BaseException:
+            self._give_back(pending)
+            raise
+
+    def _take(self, positions: Mapping[str, Mapping[int, int]]) -> PendingFlush:
+        pending = PendingFlush({t: dict(p) for t, p in positions.items()})
+        for key, buffer in self._buffers.items():
+            if buffer.columns.count:
+                pending.tables[key] = (buffer.columns, buffer.since)
+                self._pending -= buffer.columns.count
+                buffer.columns = Columns(key[1])
+        return pending
+
+    def _commit_into(self, pending: PendingFlush, future: Future[list[FlushReport]]) -> None:
+        try:
+            future.set_result(self._commit(pending))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    def _commit(self, pending: PendingFlush) -> list[FlushReport]:
+        """Commit each table of ``pending`` in turn (in any thread); committed tables
+        leave it."""
         reports = []
-        for (workspace, name), buffer in self._buffers.items():
-            if not buffer.rows:
-                continue
+        for key in list(pending.tables):
+            columns = pending.tables[key][0]
             started = time.perf_counter()
-            table = self.lake.table(workspace, name)
-            data = pa.Table.from_pylist(buffer.rows, schema=TABLES[name].arrow)
-            try:
-                table.append(data, snapshot_properties=offsets_property(offsets))
-            except CommitFailedException:
-                # Someone else committed (maintenance, another writer): reload and retry once.
-                table = self.lake.refresh(workspace, name)
-                table.append(data, snapshot_properties=offsets_property(offsets))
-            reports.append(
-                FlushReport(workspace, name, len(buffer.rows), time.perf_counter() - started)
-            )
-            self._committed[(workspace, name)] = offsets
-            self._pending -= len(buffer.rows)
-            buffer.rows = []
+            self._append(key, columns.to_arrow(), pending.offsets)
+            reports.append(FlushReport(*key, len(columns), time.perf_counter() - started))
+            self._committed[key] = pending.offsets
+            del pending.tables[key]
         return reports
+
+    def _append(self, key: _Key, data: pa.Table, offsets: Offsets) -> None:
+        workspace, name = key
+        table = self.lake.table(workspace, name)
+        try:
+            table.append(data, snapshot_properties=offsets_property(offsets))
+        except CommitFailedException:
+            # Someone else committed (maintenance, another writer): reload and retry once.
+            table = self.lake.refresh(workspace, name)
+            table.append(data, snapshot_properties=offsets_property(offsets))
+
+    def _give_back(self, pending: PendingFlush) -> None:
+        for key, (columns, since) in pending.tables.items():
+            buffer = self._buffers[key]
+            self._pending += len(columns)
+            columns.extend(buffer.columns)
+            buffer.columns, buffer.since = columns, since
+        pending.tables.clear()

@@ -11,6 +11,11 @@ batch's changes and offsets in one transaction; each lake commit records the off
 its snapshot summary; the log's committed offsets move only after a lake flush. After a
 crash the processor re-reads from the log's committed offsets and every sink skips what
 it already holds.
+
+The lake commit of a micro-batch runs in a background thread while the next batches are
+processed (:meth:`~auie.lake.writer.LakeWriter.begin_flush`). It records the offsets
+consumed when its rows were taken, and the log's committed offsets move to exactly those
+once it has succeeded; lake maintenance runs only between commits.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ from typing import Any, Protocol
 import msgspec
 
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, EventLog, StoredRecord
-from auie.lake.rows import as_text, event_row
+from auie.lake.rows import as_text
 from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
-from auie.lake.writer import FlushReport, LakeWriter
+from auie.lake.writer import FlushReport, LakeWriter, PendingFlush
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore, TrackingPlan, Verdict
 from auie.profiles.identity import event_identity, split
@@ -131,8 +136,11 @@ class Processor:
         self.positions = {topic: self._start(topic) for topic in TOPICS}
         self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
-        #: Lake maintenance, called after every step (between flushes); it runs when due.
+        #: Lake maintenance, called after steps, never while a lake commit is in flight;
+        #: it runs when due.
         self.maintenance: Callable[[], object] | None = None
+        #: The lake commit running in the background, if any.
+        self._flushing: PendingFlush | None = None
         #: Profiles changed since the last snapshot to the lake's ``profiles`` table.
         self.changed_profiles: set[tuple[str, str]] = set()
 
@@ -159,11 +167,38 @@ class Processor:
             dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
             if events or dead:
                 self._apply(events, dead, report)
-        if self.writer.due():
-            report.flushes = self.flush()
-        if self.maintenance is not None:
-            self.maintenance()
+        report.flushes = self._commit_lake()
         return report
+
+    def _commit_lake(self) -> list[FlushReport]:
+        """Finish the background lake commit if it is done (or the buffers have grown to
+        twice their limit meanwhile), then start the next one if a micro-batch is due."""
+        reports: list[FlushReport] = []
+        flushing = self._flushing
+        if flushing is not None and (
+            flushing.done() or self.writer.pending >= 2 * self.writer.max_records
+        ):
+            reports = self._end_flush(flushing)
+        if self._flushing is None:
+            if self.maintenance is not None:
+                self.maintenance()
+            if self.writer.due():
+                self._flushing = self.writer.begin_flush(self.positions)
+        return reports
+
+    def _end_flush(self, flushing: PendingFlush) -> list[FlushReport]:
+        self._flushing = None
+        reports = self.writer.end_flush(flushing)
+        self._commit_log(flushing.offsets)
+        if reports and self.on_flush is not None:
+            self.on_flush(reports)
+        return reports
+
+    def _commit_log(self, positions: Mapping[str, Mapping[int, int]]) -> None:
+        """Move the log group's committed offsets (only ever to offsets the lake holds)."""
+        for topic in TOPICS:
+            if positions[topic] != self.log.committed(GROUP, topic):
+                self.log.commit(GROUP, topic, positions[topic])
 
     def _apply(
         self, events: list[StoredRecord], dead: list[StoredRecord], report: StepReport
@@ -180,14 +215,14 @@ class Processor:
             self.applied[topic[1]].update(offsets)
 
     def flush(self) -> list[FlushReport]:
-        """Commit buffered lake rows, then move the log group's committed offsets."""
+        """Commit buffered lake rows (after a background commit in progress), then move the
+        log group's committed offsets."""
+        earlier = self._end_flush(self._flushing) if self._flushing is not None else []
         reports = self.writer.flush(self.positions) if self.writer.pending else []
-        for topic in TOPICS:
-            if self.positions[topic] != self.log.committed(GROUP, topic):
-                self.log.commit(GROUP, topic, self.positions[topic])
+        self._commit_log(self.positions)
         if reports and self.on_flush is not None:
             self.on_flush(reports)
-        return reports
+        return earlier + reports
 
     def _poll(self, topic: str, budget: int) -> list[StoredRecord]:
         records: list[StoredRecord] = []
@@ -290,18 +325,15 @@ class Processor:
             return
         verdict = item.verdict
         flagged = verdict.problems if verdict is not None and verdict.mode == "flag" else None
-        self.writer.add(
+        self.writer.add_event(
             item.workspace,
-            EVENTS,
-            event_row(
-                item.event,
-                enrichment=item.enrichment,
-                source_id=record.headers.get("sourceId"),
-                plan_version=item.plan.version if item.plan is not None else None,
-                violations=flagged,
-                partition=record.partition,
-                offset=record.offset,
-            ),
+            item.event,
+            enrichment=item.enrichment,
+            source_id=record.headers.get("sourceId"),
+            plan_version=item.plan.version if item.plan is not None else None,
+            violations=flagged,
+            partition=record.partition,
+            offset=record.offset,
         )
 
     def _identity_changes(self, moved: list[tuple[str, str, str]]) -> None:

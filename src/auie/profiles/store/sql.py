@@ -18,7 +18,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    or_,
     select,
     tuple_,
     update,
@@ -78,16 +77,17 @@ _encode_json = msgspec.json.Encoder().encode
 _n, _e = identity_nodes.c, identity_edges.c
 #: Reads by key lists: one statement each, compiled once, the list bound as an expanding
 #: parameter (building an IN clause of literal values per call costs more than the query).
+#: Each is a plain ``IN`` on the leading columns of an index: SQLite answers a row-value
+#: ``(a, b, kind) IN (...)`` or an ``a IN (...) OR b IN (...)`` by scanning every edge of
+#: the workspace.
 _NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
     _n.workspace_id == bindparam("ws"), _n.node.in_(bindparam("keys", expanding=True))
 )
-_EDGES = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
-    _e.workspace_id == bindparam("ws"),
-    tuple_(_e.a, _e.b, _e.kind).in_(bindparam("pairs", expanding=True)),
+_EDGES_FROM = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
+    _e.workspace_id == bindparam("ws"), _e.a.in_(bindparam("keys", expanding=True))
 )
-_NEIGHBOURS = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
-    _e.workspace_id == bindparam("ws"),
-    or_(_e.a.in_(bindparam("keys", expanding=True)), _e.b.in_(bindparam("keys", expanding=True))),
+_EDGES_TO = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
+    _e.workspace_id == bindparam("ws"), _e.b.in_(bindparam("keys", expanding=True))
 )
 
 
@@ -130,22 +130,26 @@ class SqlProfileStore(ProfileStore):
     def edges(
         self, workspace: str, pairs: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Edge]:
-        wanted = sorted(set(pairs))
+        wanted = set(pairs)
         found: dict[tuple[str, str, str], Edge] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(wanted, 200):
-                rows = conn.execute(_EDGES, {"ws": workspace, "pairs": chunk})
-                for a, b, kind, ts, message_id in rows:
-                    found[(a, b, kind)] = Edge(int(ts), message_id, kind, a, b)
+            # every edge of each pair's first node, then only the pairs asked for
+            for chunk in _chunks(sorted({a for a, _b, _kind in wanted})):
+                for a, b, kind, ts, message_id in conn.execute(
+                    _EDGES_FROM, {"ws": workspace, "keys": chunk}
+                ):
+                    if (a, b, kind) in wanted:
+                        found[(a, b, kind)] = Edge(int(ts), message_id, kind, a, b)
         return found
 
     def neighbours(self, workspace: str, keys: Iterable[str]) -> list[Edge]:
         wanted = sorted(set(keys))
         found: set[Edge] = set()
         with self.engine.connect() as conn:
-            for chunk in _chunks(wanted):
-                rows = conn.execute(_NEIGHBOURS, {"ws": workspace, "keys": chunk})
-                found.update(Edge(int(ts), mid, kind, a, b) for a, b, kind, ts, mid in rows)
+            for query in (_EDGES_FROM, _EDGES_TO):
+                for chunk in _chunks(wanted):
+                    rows = conn.execute(query, {"ws": workspace, "keys": chunk})
+                    found.update(Edge(int(ts), mid, kind, a, b) for a, b, kind, ts, mid in rows)
         return sorted(found)
 
     def profile_nodes(self, workspace: str, profile_id: str) -> list[StoredNode]:
