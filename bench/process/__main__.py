@@ -1,0 +1,5 @@
+import sys
+
+from bench.process.main import main
+
+sys.exit(main())

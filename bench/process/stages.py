@@ -1,0 +1,111 @@
+"""Where the processor's time goes: py-spy samples sorted into the pipeline's stages.
+
+Each sampled stack (``--format raw``: ``thread (tid): name;frame;frame;... count``) is
+given the stage of the most specific pipeline function on it, by priority: anything in
+pyiceberg is the Iceberg commit (Parquet, manifests, metadata, catalog), then Arrow
+table building, then lake row building, the profile store write, identity resolution
+and profile state folding, decode/plan/enrich, the log read and the log's committed
+offsets. Stacks that are in the processor but in none of these are ``other``; stacks
+outside the processor (start-up, idle pool threads) are left out.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Rule = tuple[str, Callable[[str, bool], bool]]
+
+
+def _name(frame: str) -> str:
+    return frame.split(" (", 1)[0]
+
+
+def _has(*names: str) -> Callable[[str, bool], bool]:
+    wanted = frozenset(names)
+    return lambda frame, _leaf: _name(frame) in wanted
+
+
+def _arrow(frame: str, leaf: bool) -> bool:
+    name = _name(frame)
+    return (
+        "pyarrow/" in frame
+        or (leaf and name == "LakeWriter.flush")  # pa.Table.from_pylist (C) in the old writer
+        or ("writer.py" in frame and "arrow" in name.lower())
+        or ("rows.py" in frame and "arrow" in name.lower())
+    )
+
+
+#: Highest priority first.
+RULES: tuple[Rule, ...] = (
+    ("Iceberg commit", lambda frame, _leaf: "pyiceberg/" in frame),
+    ("lake: Arrow table", _arrow),
+    (
+        "lake: row building",
+        _has(
+            "Processor._lake_event",
+            "Processor._lake_events",
+            "Processor._identity_changes",
+            "event_row",
+            "EventColumns.add",
+            "LakeWriter.add",
+        ),
+    ),
+    ("profile store write", _has("SqlProfileStore.write")),
+    ("identity + profile state", _has("ProfileService.resolve", "Processor._replayed_profiles")),
+    ("decode, plan, enrich", _has("Processor._check_and_enrich", "Processor._decode")),
+    ("log read", _has("Processor._poll")),
+    ("log commit", _has("SQLiteEventLog.commit")),
+)
+ORDER = (*(name for name, _ in RULES), "other")
+_INSIDE = ("Processor.", "LakeWriter.", "_Committer.")
+
+
+def classify(frames: list[str]) -> str | None:
+    """The stage of one stack (root first), or None if it is not the processor's work."""
+    inside = any(marker in frame for frame in frames for marker in (*_INSIDE, "pyiceberg/"))
+    if not inside:
+        return None
+    last = len(frames) - 1
+    for stage, matches in RULES:
+        if any(matches(frame, i == last) for i, frame in enumerate(frames)):
+            return stage
+    return "other"
+
+
+def split(path: Path) -> dict[str, Any]:
+    """Samples per stage and per thread, and the shares of all processor samples."""
+    stages: collections.Counter[str] = collections.Counter()
+    threads: dict[str, collections.Counter[str]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        thread, *frames = stack.split(";")
+        stage = classify(frames)
+        if stage is None:
+            continue
+        name = thread.split(": ", 1)[-1]
+        stages[stage] += int(count_text)
+        threads.setdefault(name, collections.Counter())[stage] += int(count_text)
+    total = sum(stages.values()) or 1
+    return {
+        "samples": total,
+        "shares": {stage: stages[stage] / total for stage in ORDER if stages[stage]},
+        "threads": {
+            name: {stage: count / total for stage, count in counts.most_common()}
+            for name, counts in threads.items()
+        },
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [f"processor time by stage (py-spy, {summary['samples']} samples, CPU only):"]
+    for stage, share in summary["shares"].items():
+        lines.append(f"  {share:6.1%}  {stage}")
+    if len(summary["threads"]) > 1:
+        for name, shares in summary["threads"].items():
+            lines.append(f"  thread {name}: {sum(shares.values()):.0%} of the samples")
+    return "\n".join(lines)
