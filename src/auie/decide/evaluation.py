@@ -330,10 +330,9 @@ def evaluate_decision_point(
         entry["policy"] = configs.get(entry["name"])
     importance = []
     if options.importance_top > 0:
-        # The current policy's model as learned over the log (fit directly when frozen).
-        model = policies[CURRENT].model
-        if not options.learn:
-            model = ope.fit_ridge(log, l2=model.l2)
+        # The ridge reward model every native policy learns, as learned from the whole log
+        # (the same solution in any order; also for frozen replays and other backends).
+        model = ope.fit_ridge(log, l2=policies[CURRENT].model.l2)
         importance = [
             score.to_dict()
             for score in permutation_importance(
