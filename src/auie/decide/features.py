@@ -45,6 +45,7 @@ _MAX_DEPTH = 8
 _MAX_FEATURES = 2000
 _MAX_LIST = 50
 _CACHE_LIMIT = 100_000
+_NONE: Pairs = []
 
 
 def flatten(value: Any, prefix: str = "", depth: int = 0) -> Pairs:
@@ -215,7 +216,7 @@ class Featurizer:
         owns: list[Pairs] = []
         for action_id, features in actions:
             ids.append(action_id)
-            owns.append(flatten(features) if features else [])
+            owns.append(flatten(features) if features else _NONE)
         k = self.actions.dim
         z: npt.NDArray[np.float64]
         if k == 0:
@@ -231,7 +232,11 @@ class Featurizer:
             z = cached
         else:
             z = np.vstack([self._action_row(shared, own) for own in owns])
-        return Featurized(tuple(ids), x, z, shared, owns)
+        # Tuples of (str, float) tuples: the cyclic GC stops tracking them after one pass, so
+        # decisions waiting for their reward cost it nothing.
+        return Featurized(
+            tuple(ids), x, z, tuple(shared), tuple(map(tuple, owns)) if any(owns) else ()
+        )
 
     def _action_row(self, shared: Pairs, own: Pairs) -> Vector:
         indices, values = self.actions._slots((f"a.{n}", v) for n, v in own)

@@ -60,6 +60,10 @@ class HybridRidge:
         self.a0_inv = np.eye(action_dim) / l2
         self.b0 = np.zeros(action_dim)
         self.updates = 0
+        #: Context slots ``[0, active)`` are the only ones any update has touched: beyond
+        #: them every arm's ``A⁻¹`` is ``I/λ`` (no cross terms) and ``θ`` is 0, so the
+        #: disjoint model reads and updates the leading ``active × active`` blocks only.
+        self.active = 0
         self._theta = np.empty((0, context_dim))
         self._theta_of: Array | None = None
         self._slot_cache: dict[tuple[str, ...], _ArmSlots] = {}
@@ -107,12 +111,22 @@ class HybridRidge:
         """Per-arm coefficients ``A_a⁻¹ b_a`` (only without the shared part), recomputed
         when the stacks were replaced (growth, or set from outside as ``fit_ridge`` does)."""
         if self._theta_of is not self.a_inv or len(self._theta) != len(self.a_inv):
+            if self.index and not self.active:  # stacks set from outside: assume all slots
+                self.active = self.d
             theta = np.zeros((len(self.a_inv), self.d))
+            h = self.d if self.k else self.active
             for i in range(min(len(self.index), len(self.a_inv))):
-                theta[i] = self.a_inv[i] @ self.b_vec[i]  # exactly as ``update`` computes it
+                theta[i, :h] = self.a_inv[i, :h, :h] @ self.b_vec[i, :h]  # as ``update`` does
             self._theta = theta
             self._theta_of = self.a_inv
         return self._theta
+
+    def _extent(self, x: Array) -> int:
+        """``active`` widened to cover the non-zero slots of ``x``."""
+        h = self.active
+        if h < self.d and x[h:].any():
+            h = int(np.flatnonzero(x)[-1]) + 1
+        return h
 
     def means(self, actions: tuple[str, ...], x: Array, z: Array) -> Array:
         """Mean reward of each action (what :meth:`predict` gives first), faster."""
@@ -158,12 +172,16 @@ class HybridRidge:
         return means, np.maximum(widths, 0.0)
 
     def _predict_disjoint(self, found: _ArmSlots, x: Array) -> tuple[Array, Array]:
-        """:meth:`predict` without the shared part: one linear model per arm."""
+        """:meth:`predict` without the shared part: one linear model per arm, over the
+        ``active`` leading slots (the rest of ``A⁻¹`` is ``I/λ``: ``tail``)."""
         theta = self._thetas()
+        h = self.active
+        xh = x[:h]
+        tail = float(x[h:] @ x[h:]) / self.l2 if h < self.d and x[h:].any() else 0.0
         if found.prefix or (found.dense and found.all_known):
             m = len(found.slots) if found.prefix else len(self.index)
-            means = theta[:m] @ x
-            widths = (self.a_inv[:m] @ x) @ x
+            means = theta[:m, :h] @ xh
+            widths = (self.a_inv[:m, :h, :h] @ xh) @ xh + tail
             if not found.prefix:
                 means, widths = means[found.slots], widths[found.slots]
             return np.asarray(means, dtype=np.float64), np.maximum(widths, 0.0)
@@ -171,8 +189,8 @@ class HybridRidge:
         widths = np.full(len(found.slots), float(x @ x) / self.l2)
         if len(found.rows):
             rows = found.rows
-            means[found.known] = theta[rows] @ x
-            widths[found.known] = (self.a_inv[rows] @ x) @ x
+            means[found.known] = theta[rows, :h] @ xh
+            widths[found.known] = (self.a_inv[rows, :h, :h] @ xh) @ xh + tail
         return means, np.maximum(widths, 0.0)
 
     def update(
@@ -182,18 +200,26 @@ class HybridRidge:
         i = self._arm(action)
         root = 1.0 if weight == 1.0 else float(np.sqrt(weight))
         wx = x if weight == 1.0 else x * root
-        a_inv = self.a_inv[i]
-        if self.k:
-            shared = self.b_mat[i].T @ a_inv
-            self.a0 += shared @ self.b_mat[i]
-            self.b0 += shared @ self.b_vec[i]
-        u = a_inv @ wx
-        a_inv -= np.outer(u, u) / (1.0 + wx @ u)
-        self.b_vec[i] += weight * reward * x
-        self.pulls[i] += 1
         if not self.k:
             theta = self._thetas()
-            theta[i] = a_inv @ self.b_vec[i]
+            h = self.active = self._extent(x)
+            block = self.a_inv[i, :h, :h]
+            u = block @ wx[:h]
+            block -= np.outer(u, u / (1.0 + wx[:h] @ u))
+            self.b_vec[i] += weight * reward * x
+            self.pulls[i] += 1
+            theta[i, :h] = block @ self.b_vec[i, :h]
+            self.updates += 1
+            return
+        self.active = self.d
+        a_inv = self.a_inv[i]
+        shared = self.b_mat[i].T @ a_inv
+        self.a0 += shared @ self.b_mat[i]
+        self.b0 += shared @ self.b_vec[i]
+        u = a_inv @ wx
+        a_inv -= np.outer(u, u / (1.0 + wx @ u))
+        self.b_vec[i] += weight * reward * x
+        self.pulls[i] += 1
         if self.k:
             wz = z_row * root
             self.b_mat[i] += np.outer(wx, wz)
@@ -214,6 +240,7 @@ class HybridRidge:
             "b_mat": self.b_mat[:n],
             "b_vec": self.b_vec[:n],
             "pulls": self.pulls[:n],
+            **({} if self.k else {"theta": self._thetas()[:n]}),
         }
 
     def meta(self) -> dict[str, Any]:
@@ -223,6 +250,7 @@ class HybridRidge:
             "l2": self.l2,
             "actions": self.actions,
             "updates": self.updates,
+            "active": self.active,
         }
 
     @classmethod
@@ -232,9 +260,15 @@ class HybridRidge:
         model.a0 = np.array(arrays["a0"], dtype=np.float64).reshape(model.k, model.k)
         model.b0 = np.array(arrays["b0"], dtype=np.float64)
         model.a0_inv = np.asarray(np.linalg.inv(model.a0) if model.k else np.eye(0), np.float64)
-        model.a_inv = np.array(arrays["a_inv"], dtype=np.float64).reshape(-1, model.d, model.d)
-        model.b_mat = np.array(arrays["b_mat"], dtype=np.float64).reshape(-1, model.d, model.k)
-        model.b_vec = np.array(arrays["b_vec"], dtype=np.float64).reshape(-1, model.d)
+        # One row per action, stated (not -1: with d or k 0 the row count is ambiguous).
+        n = len(model.index)
+        model.a_inv = np.array(arrays["a_inv"], dtype=np.float64).reshape(n, model.d, model.d)
+        model.b_mat = np.array(arrays["b_mat"], dtype=np.float64).reshape(n, model.d, model.k)
+        model.b_vec = np.array(arrays["b_vec"], dtype=np.float64).reshape(n, model.d)
         model.pulls = np.array(arrays["pulls"], dtype=np.float64)
         model.updates = int(meta["updates"])
+        model.active = int(meta.get("active", model.d))
+        if "theta" in arrays:  # exactly what the saved model had computed
+            model._theta = np.array(arrays["theta"], dtype=np.float64).reshape(n, model.d)
+            model._theta_of = model.a_inv
         return model

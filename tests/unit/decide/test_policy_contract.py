@@ -258,6 +258,8 @@ def test_high_cardinality_values_are_hashed_in_bounded_memory(kind: str) -> None
             late.append(good)
         if t + 1 in (1000, 3000):
             sizes[t + 1] = len(p.save())
+        if t + 1 == 1500:  # a round trip without an action vector, mid-stream
+            p = load_policy(p.save())
     assert len(featurizer.context.vocab) <= featurizer.context._capacity
     if kind == "vw":
         assert sizes[3000] < 64 * 2**18  # VW hashes into 2^18 weights
@@ -317,3 +319,39 @@ def test_vw_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_policy_types_list_the_known_ones() -> None:
     with pytest.raises(InvalidRequest, match="vw"):
         make_policy({"type": "nope"}, context_dim=8)
+
+
+@pytest.mark.parametrize("action_dim", [0, 8])
+def test_the_ridge_model_matches_a_direct_solution(action_dim: int) -> None:
+    """Per-action ridge (and the hybrid model) against ``np.linalg.solve`` on the same data,
+    while new context slots appear mid-stream (the disjoint model works on the slots used so
+    far) and after a save/restore."""
+    rng = np.random.default_rng(4)
+    featurizer = Featurizer(16, action_dim)
+    p = make_policy({"type": "linucb"}, context_dim=16, action_dim=action_dim, seed=1)
+    actions = [(f"a{i}", {"kind": f"k{i % 2}"} if action_dim else {}) for i in range(3)]
+    seen: dict[int, list[tuple[Any, float]]] = {0: [], 1: [], 2: []}
+    for t in range(400):
+        width = 2 if t < 100 else 6 if t < 250 else 12  # more names over time
+        context = {f"c{j}": float(rng.normal()) for j in range(width)}
+        decision = featurizer(context, actions)
+        choice = p.choose(decision)
+        reward = float(rng.random())
+        p.update(decision, choice.index, reward, choice.probability)
+        seen[choice.index].append((decision.x, reward))
+        if t == 300:
+            p = load_policy(p.save())
+    decision = featurizer({f"c{j}": float(rng.normal()) for j in range(14)}, actions)
+    means, widths = p.model.predict(decision.action_ids, decision.x, decision.z)
+    if action_dim:
+        assert np.all(np.isfinite(means))
+        assert np.all(widths >= 0)
+        return
+    for i, rows in seen.items():
+        if not rows:
+            continue
+        xs = np.array([x for x, _ in rows])
+        a = np.eye(16) + xs.T @ xs
+        theta = np.linalg.solve(a, xs.T @ np.array([r for _, r in rows]))
+        assert means[i] == pytest.approx(decision.x @ theta, abs=1e-8)
+        assert widths[i] == pytest.approx(decision.x @ np.linalg.solve(a, decision.x), abs=1e-8)

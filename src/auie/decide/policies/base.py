@@ -71,6 +71,20 @@ def apply_floor(probabilities: Array, allowed: npt.NDArray[np.bool_], floor: flo
     return np.asarray(p / p.sum(), dtype=np.float64)
 
 
+def floor_one_hot(best: int, allowed: npt.NDArray[np.bool_], floor: float) -> Array:
+    """:func:`apply_floor` of a distribution that puts everything on ``best``."""
+    everything = bool(allowed.all())
+    count = len(allowed) if everything else int(np.count_nonzero(allowed))
+    if floor <= 0 or count == 1:
+        one = np.zeros(len(allowed))
+        one[best] = 1.0
+        return one
+    floor = min(floor, 1.0 / count)
+    p = np.full(len(allowed), floor) if everything else np.where(allowed, floor, 0.0)
+    p[best] = 1.0 - floor * (count - 1)
+    return p
+
+
 def draw(probabilities: Array, rng: np.random.Generator) -> int:
     """One index drawn from ``probabilities`` (summing to 1): a binary search of one uniform
     draw in the cumulative sums, never an index of probability zero."""
@@ -123,10 +137,16 @@ class Policy(ABC):
         ids = decision.action_ids
         if excluded and any(a in excluded for a in ids):
             allowed = np.array([a not in excluded for a in ids], dtype=bool)
+            if not allowed.any():
+                raise ValueError("every action is excluded")
         else:
             allowed = everything_allowed(len(ids))
-        raw = self._probabilities(decision, allowed)
-        probabilities = apply_floor(raw, allowed, self.exploration_floor)
+        best = self._best(decision, allowed)
+        if best is None:
+            raw = self._probabilities(decision, allowed)
+            probabilities = apply_floor(raw, allowed, self.exploration_floor)
+        else:
+            probabilities = floor_one_hot(best, allowed, self.exploration_floor)
         return Choice(probabilities, draw(probabilities, self.rng))
 
     def update(
@@ -152,6 +172,11 @@ class Policy(ABC):
     @abstractmethod
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
         """Unnormalised probabilities before the floor (excluded entries are ignored)."""
+
+    def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int | None:
+        """A deterministic policy's one allowed action (it then gets everything but the
+        floor), without building the distribution; None: use :meth:`_probabilities`."""
+        return None
 
     def _learn(
         self, decision: Featurized, index: int, reward: float, weight: float, propensity: float

@@ -30,6 +30,9 @@ class Baseline(Policy):
                 return i
         return int(np.flatnonzero(allowed)[0])
 
+    def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int:
+        return self.index(decision, allowed)
+
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
         p = np.zeros(len(decision.action_ids))
         p[self.index(decision, allowed)] = 1.0

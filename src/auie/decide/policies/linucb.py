@@ -21,10 +21,13 @@ class LinUCB(Policy):
             raise ValueError("alpha must be >= 0")
         self.alpha = alpha
 
-    def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
+    def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int:
         means, widths = self.model.predict(decision.action_ids, decision.x, decision.z)
-        p = np.zeros(len(means))
-        p[greedy(means + self.alpha * np.sqrt(widths), allowed, self.rng)] = 1.0
+        return greedy(means + self.alpha * np.sqrt(widths), allowed, self.rng)
+
+    def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
+        p = np.zeros(len(decision.action_ids))
+        p[self._best(decision, allowed)] = 1.0
         return p
 
     def params(self) -> dict[str, Any]:
