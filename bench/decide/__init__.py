@@ -1,0 +1,1 @@
+"""The decision-service benchmark (issue 5): ``python -m bench.decide``."""

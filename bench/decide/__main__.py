@@ -1,0 +1,5 @@
+import sys
+
+from bench.decide.main import main
+
+sys.exit(main())
