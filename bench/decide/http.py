@@ -99,16 +99,26 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
         ).json()
     finally:
         server.stop()
-    latencies = np.asarray(result.pop("latencies_ms"), dtype=np.float64)
+    answered = np.asarray(result.pop("latencies_ms"), dtype=np.float64)
+    # Requests scheduled in the window but never answered (cancelled 30 s after the last
+    # send) count as infinitely late, so a saturated server cannot look better than it is.
+    unanswered = max(0, round(rate * duration) - len(answered) - int(result["errors"]))
+    latencies = np.concatenate([answered, np.full(unanswered, np.inf)])
+
+    def pct(q: float) -> float | None:
+        return float(np.percentile(latencies, q, method="higher")) if len(latencies) else None
+
     summary = {
         "rate": rate,
         "duration_s": duration,
-        "measured": len(latencies),
-        "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
-        "p90_ms": float(np.percentile(latencies, 90)) if len(latencies) else None,
-        "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
-        "p999_ms": float(np.percentile(latencies, 99.9)) if len(latencies) else None,
+        "measured": len(answered),
+        "unanswered": unanswered,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
         "max_ms": float(latencies.max()) if len(latencies) else None,
+        "max_answered_ms": float(answered.max()) if len(answered) else None,
         "server_cpu_share": cpu / (duration + warmup + 1.5),
         "server_cpu_ms_per_request": 1000 * cpu / max(1, result["requests_total"]),
         "load_1m": (load_before + load_after) / 2,
@@ -118,7 +128,7 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
     print(
         f"  http /v1/decide at {rate:,.0f}/s for {duration:.0f}s: "
         f"p50 {summary['p50_ms']:.2f} ms p99 {summary['p99_ms']:.2f} ms  "
-        f"errors {summary['errors']}  load {summary['load_1m']:.2f}",
+        f"unanswered {unanswered}  errors {summary['errors']}  load {summary['load_1m']:.2f}",
         flush=True,
     )
     return summary

@@ -253,7 +253,8 @@ def _report(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             )
         lines.append(
             "In-process decisions+updates (featurize JSON, choose, update), "
-            f"median of {speed['repeats']} repeats; latency = featurize + choose"
+            f"median of {speed['repeats']} repeats; latency = featurize + choose; "
+            f"CPU pressure {speed['cpu_pressure_10s']:.0f}%"
         )
         lines.append(
             _table(["learner", "per s (wall)", "per s (CPU)", "p50 µs", "p99 µs", "load"], rows)
@@ -295,13 +296,24 @@ def _report(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         )
         lines.append(
             _table(
-                ["p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "server CPU/req", "load", "psi"],
+                [
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max answered ms",
+                    "unanswered",
+                    "errors",
+                    "server CPU/req",
+                    "load",
+                    "psi",
+                ],
                 [
                     [
                         f"{http['p50_ms']:.2f}",
                         f"{http['p90_ms']:.2f}",
                         f"{http['p99_ms']:.2f}",
-                        f"{http['max_ms']:.1f}",
+                        f"{http['max_answered_ms']:.1f}",
+                        str(http["unanswered"]),
                         str(http["errors"]),
                         f"{http['server_cpu_ms_per_request']:.2f} ms",
                         f"{http['load_1m']:.2f}",
