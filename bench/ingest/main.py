@@ -415,7 +415,7 @@ def _git(*args: str) -> str | None:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.decode().strip()
+    return out.stdout.decode().rstrip("\n")
 
 
 def _code_version() -> dict[str, Any]:

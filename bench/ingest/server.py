@@ -152,15 +152,19 @@ class AuieServer:
         return log_files_mib(self.data_dir / "log" / "eventlog.db")
 
     def commit_metrics(self) -> dict[str, float]:
-        """The group-commit counters from ``/metrics``: commits, their records and time."""
+        """The group-commit counters from ``/metrics``: commits, their records and time
+        (NaN when the server does not answer in time)."""
         wanted = {
             "auie_log_append_seconds_sum": "commit_seconds",
             "auie_log_append_seconds_count": "commits",
             "auie_log_commit_records_sum": "committed_records",
         }
         url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            text = reply.read().decode()
+        try:
+            with urllib.request.urlopen(url, timeout=30) as reply:
+                text = reply.read().decode()
+        except (OSError, urllib.error.URLError):  # an overloaded server may not answer
+            return dict.fromkeys(wanted.values(), float("nan"))
         values = dict.fromkeys(wanted.values(), 0.0)
         for line in text.splitlines():
             name, _, value = line.partition(" ")
