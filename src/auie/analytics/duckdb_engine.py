@@ -44,6 +44,19 @@ class _Workspace:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _drop(conn: duckdb.DuckDBPyConnection, name: str, kinds: tuple[str, ...]) -> None:
+    """Drop the table or view called ``name`` if it is one of ``kinds`` (``TABLE``,
+    ``VIEW``). ``DROP TABLE IF EXISTS`` on a view is an error in DuckDB, not a no-op."""
+    found = conn.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = 'main' AND table_name = ?",
+        [name],
+    ).fetchone()
+    kind = None if found is None else "VIEW" if found[0] == "VIEW" else "TABLE"
+    if kind in kinds:
+        conn.execute(f'DROP {kind} "{name}"')
+
+
 class DuckDBEngine(QueryEngine):
     """See the module docstring."""
 
@@ -124,18 +137,20 @@ class DuckDBEngine(QueryEngine):
         if table is not None and table.current_snapshot() is not None:
             files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
         conn = state.connection
+        # An empty table with the current schema gives every column its type, also columns
+        # added after older files were written (UNION ALL BY NAME fills them with NULL).
+        shape = f"__shape_{name}"
+        _drop(conn, shape, ("TABLE",))
+        conn.from_arrow(schema.empty_table()).create(shape)
+        body = f'SELECT * FROM "{shape}"'
         if files:
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            # The placeholder of an empty table is a table, not a view: replace it.
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-            conn.execute(
-                f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+            body += (
+                " UNION ALL BY NAME SELECT * FROM "
                 f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
             )
-        else:
-            conn.execute(f'DROP VIEW IF EXISTS "{name}"')
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-            conn.from_arrow(schema.empty_table()).create(name)
+        _drop(conn, name, ("TABLE",))
+        conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
         state.views[name] = location
 
     def _refresh_marts(self, workspace: str, state: _Workspace) -> None:
@@ -207,6 +222,7 @@ class DuckDBEngine(QueryEngine):
         try:
             rows = cursor.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE NOT starts_with(table_name, '__')"
                 " ORDER BY table_name, ordinal_position"
             ).fetchall()
         finally:

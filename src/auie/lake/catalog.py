@@ -65,7 +65,7 @@ class Lake:
 
     def _load_or_create(self, workspace: str, name: str, create: bool) -> Table:
         try:
-            return self.catalog.load_table((workspace, name))
+            return self._evolve(self.catalog.load_table((workspace, name)), name)
         except NoSuchTableError:
             if not create:
                 raise
@@ -81,6 +81,22 @@ class Lake:
             )
         except TableAlreadyExistsError:
             return self.catalog.load_table((workspace, name))
+
+    @staticmethod
+    def _evolve(table: Table, name: str) -> Table:
+        """Add the optional columns a newer AUIE defines (schema evolution is additive)."""
+        wanted = TABLES[name].schema
+        present = {field.name for field in table.schema().fields}
+        if all(field.name in present for field in wanted.fields):
+            return table
+        logger.info(
+            "adding columns to %s: %s",
+            table.name(),
+            [f.name for f in wanted.fields if f.name not in present],
+        )
+        with table.update_schema() as update:
+            update.union_by_name(wanted)
+        return table
 
     def workspaces(self) -> list[str]:
         return sorted(ns[0] for ns in self.catalog.list_namespaces())

@@ -166,6 +166,7 @@ def _event_values(
         partition,
         offset,
     ]
+    values.extend([None] * (len(_EVENT_COLUMNS) - len(values)))  # later optional columns
     if not enrichment.keys() <= _ENRICHED:  # any other column the enrichment sets wins
         for key, value in enrichment.items():
             index = _EVENT_INDEX.get(key)

@@ -15,6 +15,8 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import (
+    BooleanType,
+    DoubleType,
     IntegerType,
     LongType,
     NestedField,
@@ -26,6 +28,8 @@ EVENTS = "events"
 DEAD_LETTERS = "dead_letters"
 IDENTITIES = "identities"
 PROFILES = "profiles"
+DECISIONS = "decisions"
+REWARDS = "rewards"
 
 #: Typed event columns: (name, Iceberg type, required).
 _EVENT_COLUMNS: tuple[tuple[str, object, bool], ...] = (
@@ -79,6 +83,12 @@ _EVENT_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("plan_violations", StringType(), False),
     ("log_partition", IntegerType(), False),
     ("log_offset", LongType(), False),
+    # Added later (schema evolution appends optional columns; see docs/lake.md):
+    #: Keyed hashes of the ids: what SQL without the ``pii:read`` scope sees.
+    ("user_hash", StringType(), False),
+    ("anonymous_hash", StringType(), False),
+    #: Kinds of PII found in free-text properties (``privacy.pii_in_text = "flag"``).
+    ("pii_flags", StringType(), False),
 )
 
 _DEAD_LETTER_COLUMNS: tuple[tuple[str, object, bool], ...] = (
@@ -98,6 +108,7 @@ _IDENTITY_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("id_value", StringType(), True),
     ("profile_id", StringType(), True),
     ("changed_at", TimestamptzType(), True),
+    ("id_hash", StringType(), False),
 )
 
 _PROFILE_COLUMNS: tuple[tuple[str, object, bool], ...] = (
@@ -108,6 +119,37 @@ _PROFILE_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("first_seen", TimestamptzType(), False),
     ("last_seen", TimestamptzType(), False),
     ("snapshot_at", TimestamptzType(), True),
+)
+
+
+_DECISION_COLUMNS: tuple[tuple[str, object, bool], ...] = (
+    ("event_id", StringType(), True),
+    ("decision_point", StringType(), True),
+    ("user_id", StringType(), False),
+    ("anonymous_id", StringType(), False),
+    ("profile_id", StringType(), False),
+    ("context", StringType(), False),
+    ("actions", StringType(), True),
+    ("excluded_actions", StringType(), False),
+    ("probabilities", StringType(), True),
+    ("chosen_action", StringType(), True),
+    ("chosen_probability", DoubleType(), True),
+    ("policy_version", StringType(), False),
+    ("arm", StringType(), False),
+    ("learn", BooleanType(), False),
+    ("deferred", BooleanType(), False),
+    ("timestamp", TimestamptzType(), True),
+    ("log_partition", IntegerType(), False),
+    ("log_offset", LongType(), False),
+)
+
+_REWARD_COLUMNS: tuple[tuple[str, object, bool], ...] = (
+    ("event_id", StringType(), True),
+    ("decision_point", StringType(), True),
+    ("value", DoubleType(), True),
+    ("timestamp", TimestamptzType(), True),
+    ("log_partition", IntegerType(), False),
+    ("log_offset", LongType(), False),
 )
 
 
@@ -143,4 +185,6 @@ TABLES: dict[str, TableDef] = {
     DEAD_LETTERS: _define(DEAD_LETTERS, _DEAD_LETTER_COLUMNS, "received_at"),
     IDENTITIES: _define(IDENTITIES, _IDENTITY_COLUMNS, "changed_at"),
     PROFILES: _define(PROFILES, _PROFILE_COLUMNS, "snapshot_at"),
+    DECISIONS: _define(DECISIONS, _DECISION_COLUMNS, "timestamp"),
+    REWARDS: _define(REWARDS, _REWARD_COLUMNS, "timestamp"),
 }
