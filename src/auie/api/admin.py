@@ -157,7 +157,9 @@ def revoke_client(client_id: str, request: Request, who: Principal = _admin) -> 
 def audit_entries(
     request: Request,
     action: str | None = None,
-    after: int = Query(0, ge=0, description="Only entries after this sequence number"),
+    after: int = Query(
+        0, ge=0, le=2**63 - 1, description="Only entries after this sequence number"
+    ),
     limit: int = Query(100, ge=1, le=10_000),
     who: Principal = _admin,
 ) -> Any:

@@ -170,5 +170,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             },
         }
     )
+    errors.document(schema)
     app.openapi_schema = schema
     return schema

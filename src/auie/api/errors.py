@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from auie.api.schemas import Error
 from auie.errors import AuieError, AuthenticationFailed, RateLimited
 from auie.metrics import REQUESTS_REJECTED
 
@@ -141,6 +143,29 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error; the server log has details")
+
+
+def document(schema: dict[str, Any]) -> None:
+    """Describe validation errors in an OpenAPI document as they are sent: ``400`` with an
+    ``Error`` body. FastAPI documents them as ``422`` ``HTTPValidationError``, which
+    :func:`_validation_error` never sends."""
+    error = {"$ref": "#/components/schemas/Error"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Invalid request (unreadable body, failed validation)",
+                        "content": {"application/json": {"schema": error}},
+                    },
+                )
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Error", Error.model_json_schema())
+    if "HTTPValidationError" not in str(schema.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def install(app: FastAPI) -> None:
