@@ -13,7 +13,7 @@ from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import ADMIN, DECIDE
 from auie.auth.tokens import Principal
-from auie.decide.config import DecisionPointConfig
+from auie.decide.config import MAX_REWARD, DecisionPointConfig
 from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, parse_candidates
 from auie.decide.registry import check_name
 from auie.decide.service import DecideRequest, DecisionService
@@ -66,7 +66,7 @@ class DecideOut(BaseModel):
 
 
 class RewardIn(_Camel):
-    value: float = Field(allow_inf_nan=False)
+    value: float = Field(allow_inf_nan=False, ge=-MAX_REWARD, le=MAX_REWARD)
 
 
 class EventStatus(BaseModel):

@@ -19,13 +19,18 @@ class ActionSpec(_Model):
     features: dict[str, Any] = Field(default_factory=dict)
 
 
+#: Rewards (reported, or the default) are within ±this: larger ones overflow the models'
+#: sums and would break every later decision of the point.
+MAX_REWARD = 1e6
+
+
 class RewardSpec(_Model):
     #: Rewards arriving within this time of the (activated) decision count.
     wait_seconds: float = Field(600.0, ge=0, le=7 * 24 * 3600)
     #: ``earliest``: the first reward counts (learned at once); ``sum``: all within the wait.
     aggregation: Literal["earliest", "sum"] = "earliest"
     #: Learned when no reward arrives in time.
-    default: float = 0.0
+    default: float = Field(0.0, ge=-MAX_REWARD, le=MAX_REWARD)
 
 
 class JoinSpec(_Model):

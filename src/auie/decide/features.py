@@ -44,6 +44,9 @@ Pairs = list[tuple[str, float]]
 _MAX_DEPTH = 8
 _MAX_FEATURES = 2000
 _MAX_LIST = 50
+#: Numbers are clamped to ±this: larger ones overflow the models' squared terms (a value
+#: of 1e200 made the ridge matrices infinite, then every decision of the point failed).
+_MAX_VALUE = 1e6
 _CACHE_LIMIT = 100_000
 _NONE: Pairs = []
 
@@ -65,8 +68,10 @@ def _flatten_top(mapping: Mapping[Any, Any], out: Pairs) -> None:
         name = key if type(key) is str else str(key)
         kind = type(inner)
         if kind is float:
-            if math.isfinite(inner):
+            if -_MAX_VALUE <= inner <= _MAX_VALUE:  # also false for NaN
                 append((name, inner))
+            elif math.isfinite(inner):
+                append((name, math.copysign(_MAX_VALUE, inner)))
         elif kind is str:
             append((f"{name}={inner[:200]}", 1.0))
         else:
@@ -85,10 +90,10 @@ def _flatten_into(value: Any, prefix: str, depth: int, out: Pairs) -> None:
     elif isinstance(value, int | float):
         try:
             number = float(value)
-        except OverflowError:
-            return
+        except OverflowError:  # an int beyond float: as large as a feature gets
+            number = _MAX_VALUE if value > 0 else -_MAX_VALUE
         if math.isfinite(number):
-            out.append((prefix, number))
+            out.append((prefix, max(-_MAX_VALUE, min(_MAX_VALUE, number))))
     elif isinstance(value, str):
         out.append((f"{prefix}={value[:200]}", 1.0))
     elif isinstance(value, list):

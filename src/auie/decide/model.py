@@ -44,6 +44,15 @@ class _ArmSlots:
         self.dense = 2 * len(self.rows) >= arms
 
 
+def _inverse(matrix: Array) -> Array:
+    """The inverse of the shared part's matrix; its pseudo-inverse when rounding made it
+    singular (large, nearly collinear action features cancel out in the hybrid update)."""
+    try:
+        return np.asarray(np.linalg.inv(matrix), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        return np.asarray(np.linalg.pinv(matrix), dtype=np.float64)
+
+
 class HybridRidge:
     """See the module docstring."""
 
@@ -226,7 +235,7 @@ class HybridRidge:
             shared = self.b_mat[i].T @ a_inv
             self.a0 += np.outer(wz, wz) - shared @ self.b_mat[i]
             self.b0 += weight * reward * z_row - shared @ self.b_vec[i]
-            self.a0_inv = np.asarray(np.linalg.inv(self.a0), dtype=np.float64)
+            self.a0_inv = _inverse(self.a0)
         self.updates += 1
 
     # -- persistence -----------------------------------------------------------------------
@@ -259,7 +268,7 @@ class HybridRidge:
         model.index = {name: i for i, name in enumerate(meta["actions"])}
         model.a0 = np.array(arrays["a0"], dtype=np.float64).reshape(model.k, model.k)
         model.b0 = np.array(arrays["b0"], dtype=np.float64)
-        model.a0_inv = np.asarray(np.linalg.inv(model.a0) if model.k else np.eye(0), np.float64)
+        model.a0_inv = _inverse(model.a0) if model.k else np.eye(0)
         # One row per action, stated (not -1: with d or k 0 the row count is ambiguous).
         n = len(model.index)
         model.a_inv = np.array(arrays["a_inv"], dtype=np.float64).reshape(n, model.d, model.d)
