@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from rich.panel import Panel
 
 from auie.api.app import create_app
 from auie.cli.common import configure_logging, console, settings_options
-from auie.config import Settings
+from auie.config import ServerConfig, Settings
 from auie.process.supervisor import ProcessorSupervisor
 from auie.runtime import Bootstrap, Runtime
 from auie.transform.schedule import TransformScheduler
@@ -36,6 +37,24 @@ def _show_bootstrap(boot: Bootstrap, data_dir: Path) -> None:
     )
 
 
+def _check_tls(server: ServerConfig) -> None:
+    """HTTPS needs both the certificate and its key, readable and matching."""
+    cert, key = server.tls_cert, server.tls_key
+    if (cert is None) != (key is None):
+        raise click.UsageError(
+            "--tls-cert and --tls-key go together (settings server.tls_cert and "
+            "server.tls_key): give both to serve HTTPS, or neither to serve HTTP"
+        )
+    if cert is None or key is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.UsageError(
+            f"cannot load the TLS certificate {cert} with the key {key}: {exc}"
+        ) from None
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [default 8080].")
@@ -57,13 +76,12 @@ def _show_bootstrap(boot: Bootstrap, data_dir: Path) -> None:
 def serve(settings: Settings) -> None:
     """Run the API, the collector and every background job."""
     configure_logging(settings.log_level)
+    server = settings.server
+    _check_tls(server)  # before anything is created or printed
     runtime = Runtime(settings)
     boot = runtime.bootstrap() if settings.server.bootstrap else None
     if boot is not None:
         _show_bootstrap(boot, settings.data_dir)
-    server = settings.server
-    if (server.tls_cert is None) != (server.tls_key is None):
-        raise click.UsageError("--tls-cert and --tls-key go together")
     config = uvicorn.Config(
         create_app(runtime),
         host=server.host,
