@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest import profile
-from bench.ingest.main import _code_version, _cpu_model, _load_text, _table
+from bench.ingest.main import _cpu_model, _load_text, _table
 from bench.ingest.server import load_average
 from bench.process import freshness, stages, throughput
 
@@ -67,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories")
     return parser
+
+
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and files of src/ that differ from it (the runs use the working
+    tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=False)
+        return done.stdout.decode() if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "src").splitlines()
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip() or None,
+        "src_changes": [line[3:] for line in changed],
+    }
 
 
 def _median(values: list[float]) -> float:

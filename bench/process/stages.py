@@ -33,8 +33,7 @@ def _arrow(frame: str, leaf: bool) -> bool:
     return (
         "pyarrow/" in frame
         or (leaf and name == "LakeWriter.flush")  # pa.Table.from_pylist (C) in the old writer
-        or ("writer.py" in frame and "arrow" in name.lower())
-        or ("rows.py" in frame and "arrow" in name.lower())
+        or name in ("Columns.to_arrow", "_array")
     )
 
 
@@ -46,11 +45,13 @@ RULES: tuple[Rule, ...] = (
         "lake: row building",
         _has(
             "Processor._lake_event",
-            "Processor._lake_events",
             "Processor._identity_changes",
             "event_row",
-            "EventColumns.add",
+            "add_event",
+            "Columns.add",
+            "Columns.add_values",
             "LakeWriter.add",
+            "LakeWriter.add_event",
         ),
     ),
     ("profile store write", _has("SqlProfileStore.write")),
