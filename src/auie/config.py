@@ -88,7 +88,10 @@ class EventLogConfig(_Section):
     partitions: int = Field(4, ge=1, le=1024)
     retention_hours: float = Field(7 * 24, gt=0)
     #: Most records one group commit writes in one transaction.
-    group_commit_max_records: int = Field(20_000, gt=0)
+    group_commit_max_records: int = Field(5_000, gt=0)
+    #: Above this many records waiting to be committed, ingestion answers 503 with
+    #: Retry-After instead of queueing more (the server stays responsive under overload).
+    max_backlog_records: int = Field(100_000, gt=0)
 
 
 class DatabaseConfig(_Section):

@@ -19,6 +19,7 @@ any of them into the body ``{"code": ..., "message": ...}``.
     │   └── UnsupportedMediaType      415 unsupported_media_type
     └── TransientError                retrying later may succeed
         ├── RateLimited               429 rate_limited  (carries retry_after seconds)
+        ├── Overloaded                503 overloaded    (carries retry_after seconds)
         └── StorageUnavailable        503 storage_unavailable
 
 ``code`` defaults to the class's, and can be narrowed per instance
@@ -132,3 +133,14 @@ class StorageUnavailable(TransientError):
 
     code = "storage_unavailable"
     http_status = 503
+
+
+class Overloaded(TransientError):
+    """The server has more queued than it can commit soon; retry after ``retry_after``."""
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

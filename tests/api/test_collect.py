@@ -309,3 +309,21 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> N
     wrong = client.get("/v1/track")
     assert wrong.status_code == 405
     assert wrong.json()["code"] == "method_not_allowed"
+
+
+def test_overload_answers_503_with_retry_after_and_stores_nothing(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    writer = client.app.state.collector.writer  # type: ignore[attr-defined]
+    writer.backlog += writer.max_backlog + 1  # as if that many records were waiting
+    try:
+        reply = post(client, "/v1/track", {"userId": "u", "event": "E"}, boot.write_key)
+    finally:
+        writer.backlog -= writer.max_backlog + 1
+    assert reply.status_code == 503
+    assert reply.json()["code"] == "overloaded"
+    assert reply.headers["Retry-After"] == "1"
+    assert stored_events(runtime) == []
+    assert (
+        post(client, "/v1/track", {"userId": "u", "event": "E"}, boot.write_key).status_code == 200
+    )

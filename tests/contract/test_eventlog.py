@@ -105,7 +105,27 @@ def test_dedupe_window_expires(make_log: Factory) -> None:
     time.sleep(0.1)
     [again] = log.append([rec("k", "a2", dedupe="m1")])
     assert not again.duplicate
-    assert log.purge_dedupe(int(time.time() * 1000) + 1) >= 1
+
+
+def test_purged_dedupe_keys_are_forgotten(make_log: Factory) -> None:
+    log = make_log(dedupe_window_ms=60_000)
+    log.ensure_topic("t", 1)
+    log.append([rec("k", "a", dedupe="m1")])
+    assert log.append([rec("k", "a", dedupe="m1")])[0].duplicate
+    time.sleep(0.01)
+    assert log.purge_dedupe(int(time.time() * 1000) + 60_000) >= 1
+    assert not log.append([rec("k", "a", dedupe="m1")])[0].duplicate
+
+
+def test_dedupe_survives_reopening(make_log: Factory) -> None:
+    """The dedupe keys of the window are rebuilt from the log when it is opened again."""
+    first = make_log(name="reopen")
+    first.ensure_topic("t", 2)
+    first.append([rec(f"k{i}", str(i), dedupe=f"m{i}") for i in range(50)])
+    first.close()
+    second = make_log(name="reopen")
+    outcomes = second.append([rec(f"k{i}", str(i), dedupe=f"m{i}") for i in range(60)])
+    assert [o.duplicate for o in outcomes] == [True] * 50 + [False] * 10
 
 
 def test_append_is_all_or_nothing(make_log: Factory) -> None:

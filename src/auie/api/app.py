@@ -95,7 +95,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer = GroupCommitWriter(
-            runtime.eventlog, max_records=settings.eventlog.group_commit_max_records
+            runtime.eventlog,
+            max_records=settings.eventlog.group_commit_max_records,
+            max_backlog=settings.eventlog.max_backlog_records,
         )
         writer.start()
         app.state.collector = Collector(

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from auie.api.schemas import Error
-from auie.errors import AuieError, AuthenticationFailed, RateLimited
+from auie.errors import AuieError, AuthenticationFailed, Overloaded, RateLimited
 from auie.metrics import REQUESTS_REJECTED
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def error_response(
 async def _auie_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AuieError)
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Overloaded):
         headers["Retry-After"] = str(int(exc.retry_after))
     path = request.url.path
     if isinstance(exc, AuthenticationFailed) and (

@@ -29,7 +29,7 @@ from auie.collect.body import decode_json
 from auie.collect.ratelimit import RateLimiter
 from auie.collect.writer import GroupCommitWriter
 from auie.config import CollectConfig
-from auie.errors import AuthenticationFailed, InvalidEvent, InvalidRequest
+from auie.errors import AuthenticationFailed, InvalidEvent, InvalidRequest, Overloaded
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, LogRecord
 from auie.events import Normalizer, format_time
 from auie.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
@@ -173,6 +173,11 @@ class Collector:
             )
         identity = self.keys.resolve(key)
         items = self._items(payload, message_type)
+        if self.writer.overloaded:
+            raise Overloaded(
+                "the event log is behind; retry shortly (nothing of this request was stored)",
+                retry_after=1,
+            )
         self.limiter.take(identity.source_id, len(items))
         received = datetime.now(UTC)
         normalizer = Normalizer(

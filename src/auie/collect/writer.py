@@ -52,11 +52,16 @@ def _call_in_loop(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) ->
 class GroupCommitWriter:
     """Owns the log's write path in one thread; see the module docstring."""
 
-    def __init__(self, log: EventLog, *, max_records: int = 20_000) -> None:
+    def __init__(
+        self, log: EventLog, *, max_records: int = 5_000, max_backlog: int = 100_000
+    ) -> None:
         self.log = log
         self.max_records = max_records
+        self.max_backlog = max_backlog
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        #: Records handed over and not committed yet (read by the collector's back-pressure).
+        self.backlog = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -70,6 +75,11 @@ class GroupCommitWriter:
             self._thread.join()
             self._thread = None
 
+    @property
+    def overloaded(self) -> bool:
+        """More records wait for their commit than ``max_backlog``."""
+        return self.backlog > self.max_backlog
+
     async def append(self, records: Sequence[LogRecord]) -> list[AppendOutcome]:
         """Append durably (shared commit); returns when the records are on disk."""
         if not records:
@@ -78,6 +88,7 @@ class GroupCommitWriter:
             raise RuntimeError("GroupCommitWriter.start() was not called")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendOutcome]] = loop.create_future()
+        self.backlog += len(records)
         self._queue.put(_Pending(records, future, loop))
         return await future
 
@@ -102,6 +113,16 @@ class GroupCommitWriter:
             self._commit(group, size)
 
     def _commit(self, group: list[_Pending], size: int) -> None:
+        try:
+            self._append(group, size)
+        finally:
+            for pending in group:
+                _call_in_loop(pending.loop, self._done, len(pending.records))
+
+    def _done(self, count: int) -> None:
+        self.backlog -= count
+
+    def _append(self, group: list[_Pending], size: int) -> None:
         records = [record for pending in group for record in pending.records]
         started = time.perf_counter()
         try:

@@ -3,8 +3,11 @@
 Layout: one table per topic partition (``p_<topic>_<n>``) whose ``INTEGER PRIMARY KEY
 AUTOINCREMENT`` is the offset, so a partition read is a range scan of the table's own
 B-tree and offsets are never reused, even after retention or erasure deletes the newest
-rows. Dedupe keys live in a ``WITHOUT ROWID`` table written in the same transaction as
-the records, so "stored once" holds across crashes and retries.
+rows. A record's dedupe key (a 63-bit digest) is stored in its own row, in the same
+transaction; the writer checks keys against an in-memory index of the dedupe window that
+it rebuilds from those rows on start (:mod:`auie.eventlog.dedupe`), so "stored once" holds
+across crashes and retries without a random-key B-tree on the commit path. Dedupe is per
+writing process: the collector of ``auie serve`` is the writer of the ``events`` topic.
 
 Connections are per thread; every append is one ``BEGIN IMMEDIATE`` transaction, so
 several processes (the server, an importer) can append to one file safely.
@@ -12,7 +15,6 @@ several processes (the server, an importer) can append to one file safely.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -33,10 +35,9 @@ from auie.eventlog.base import (
     TopicStats,
     partition_for,
 )
+from auie.eventlog.dedupe import DedupeIndex, dedupe_digest
 
 _TOPIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_MAX_PARAMS = 500
-_PURGE_CHUNK = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
@@ -44,17 +45,11 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (grp, topic, part)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedupe (key BLOB PRIMARY KEY, seen_ms INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_seen ON dedupe (seen_ms);
 """
 
 
 def _table(topic: str, partition: int) -> str:
     return f"p_{topic}_{partition}"
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class SQLiteEventLog(EventLog):
@@ -75,7 +70,11 @@ class SQLiteEventLog(EventLog):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}
+        self._dedupe = DedupeIndex(dedupe_window_ms)
+        self._dedupe_lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
+        self._upgrade_tables()
+        self._load_dedupe()
 
     # -- connections -------------------------------------------------------------
 
@@ -128,7 +127,7 @@ class SQLiteEventLog(EventLog):
                 conn.execute(
                     f"CREATE TABLE {_table(topic, part)} (offset INTEGER PRIMARY KEY AUTOINCREMENT,"
                     " key BLOB NOT NULL, value BLOB NOT NULL, ts INTEGER NOT NULL,"
-                    " headers TEXT NOT NULL)"
+                    " headers TEXT NOT NULL, dedupe INTEGER)"
                 )
         self._partitions[topic] = partitions
 
@@ -154,55 +153,45 @@ class SQLiteEventLog(EventLog):
         if not records:
             return []
         now_ms = int(time.time() * 1000)
-        with self._write() as conn:
-            known = self._known_dedupe_keys(conn, records, now_ms - self.dedupe_window_ms)
-            outcomes, rows, fresh_keys = self._plan(conn, records, known)
-            for table, table_rows in rows.items():
-                conn.executemany(
-                    f"INSERT INTO {table} (offset, key, value, ts, headers) VALUES (?,?,?,?,?)",
-                    table_rows,
-                )
-            if fresh_keys:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO dedupe (key, seen_ms) VALUES (?, ?)",
-                    [(k, now_ms) for k in fresh_keys],
-                )
+        keys = [dedupe_digest(r.dedupe_key) if r.dedupe_key is not None else None for r in records]
+        with self._dedupe_lock:
+            present = [k for k in keys if k is not None]
+            known = {
+                k
+                for k, seen in zip(present, self._dedupe.seen(present, now_ms), strict=True)
+                if seen
+            }
+            with self._write() as conn:
+                outcomes, rows, fresh = self._plan(conn, records, keys, known)
+                for table, table_rows in rows.items():
+                    conn.executemany(
+                        f"INSERT INTO {table} (offset, key, value, ts, headers, dedupe)"
+                        " VALUES (?,?,?,?,?,?)",
+                        table_rows,
+                    )
+            self._dedupe.add(fresh, now_ms)
         return outcomes
 
-    def _known_dedupe_keys(
-        self, conn: sqlite3.Connection, records: Sequence[LogRecord], cutoff_ms: int
-    ) -> set[bytes]:
-        digests = [_digest(r.dedupe_key) for r in records if r.dedupe_key is not None]
-        known: set[bytes] = set()
-        for start in range(0, len(digests), _MAX_PARAMS):
-            chunk = digests[start : start + _MAX_PARAMS]
-            marks = ",".join("?" * len(chunk))
-            known.update(
-                row[0]
-                for row in conn.execute(
-                    f"SELECT key FROM dedupe WHERE key IN ({marks}) AND seen_ms >= ?",
-                    (*chunk, cutoff_ms),
-                )
-            )
-        return known
-
     def _plan(
-        self, conn: sqlite3.Connection, records: Sequence[LogRecord], known: set[bytes]
-    ) -> tuple[list[AppendOutcome], dict[str, list[tuple[object, ...]]], list[bytes]]:
+        self,
+        conn: sqlite3.Connection,
+        records: Sequence[LogRecord],
+        keys: Sequence[int | None],
+        known: set[int],
+    ) -> tuple[list[AppendOutcome], dict[str, list[tuple[object, ...]]], list[int]]:
         next_offset = self._next_offsets(conn)
         outcomes: list[AppendOutcome] = []
         rows: dict[str, list[tuple[object, ...]]] = {}
-        fresh: list[bytes] = []
+        fresh: list[int] = []
         header_cache: dict[int, str] = {}
-        for record in records:
+        for record, key in zip(records, keys, strict=True):
             part = partition_for(record.key, self.partitions(record.topic))
-            if record.dedupe_key is not None:
-                digest = _digest(record.dedupe_key)
-                if digest in known:
+            if key is not None:
+                if key in known:
                     outcomes.append(AppendOutcome(part, None))
                     continue
-                known.add(digest)
-                fresh.append(digest)
+                known.add(key)
+                fresh.append(key)
             table = _table(record.topic, part)
             offset = next_offset.get(table, 1)
             next_offset[table] = offset + 1
@@ -210,7 +199,7 @@ class SQLiteEventLog(EventLog):
             if headers is None:
                 headers = header_cache[id(record.headers)] = json.dumps(dict(record.headers))
             rows.setdefault(table, []).append(
-                (offset, record.key, record.value, record.timestamp_ms, headers)
+                (offset, record.key, record.value, record.timestamp_ms, headers, key)
             )
             outcomes.append(AppendOutcome(part, offset))
         return outcomes, rows, fresh
@@ -299,17 +288,38 @@ class SQLiteEventLog(EventLog):
         return deleted
 
     def purge_dedupe(self, older_than_ms: int) -> int:
-        purged = 0
-        while True:
-            with self._write() as conn:
-                cursor = conn.execute(
-                    "DELETE FROM dedupe WHERE key IN"
-                    " (SELECT key FROM dedupe WHERE seen_ms < ? LIMIT ?)",
-                    (older_than_ms, _PURGE_CHUNK),
+        with self._dedupe_lock:
+            return self._dedupe.forget(older_than_ms)
+
+    def _upgrade_tables(self) -> None:
+        """Logs written before dedupe keys lived in the rows get the column (and their old
+        dedupe table goes: its keys are not in the new format)."""
+        conn = self._conn()
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'p\\_%' ESCAPE '\\'"
+        ).fetchall():
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+            if "dedupe" not in columns:
+                conn.execute(f"ALTER TABLE {name} ADD COLUMN dedupe INTEGER")
+        conn.execute("DROP TABLE IF EXISTS dedupe")
+
+    def _load_dedupe(self) -> None:
+        """Rebuild the in-memory dedupe index from the rows of the window."""
+        now_ms = int(time.time() * 1000)
+        cutoff = now_ms - self.dedupe_window_ms
+        conn = self._conn()
+        rows: list[tuple[int, int]] = []
+        for topic in self.topics():
+            for part in range(self.partitions(topic)):
+                rows.extend(
+                    conn.execute(
+                        f"SELECT ts, dedupe FROM {_table(topic, part)}"
+                        " WHERE dedupe IS NOT NULL AND ts >= ?",
+                        (cutoff,),
+                    )
                 )
-            purged += cursor.rowcount
-            if cursor.rowcount < _PURGE_CHUNK:
-                return purged
+        rows.sort()
+        self._dedupe.load(rows, now_ms)
 
     def stats(self, topic: str) -> TopicStats:
         conn = self._conn()

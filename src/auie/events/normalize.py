@@ -122,7 +122,15 @@ def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 class Normalizer:
     """Normalises messages of one request (shared batch fields, receive time, peer IP)."""
 
-    __slots__ = ("_batch_context", "_batch_integrations", "_batch_sent_at", "_ip", "_received")
+    __slots__ = (
+        "_batch_context",
+        "_batch_integrations",
+        "_batch_sent_at",
+        "_ip",
+        "_received",
+        "_received_text",
+        "_sent_cache",
+    )
 
     def __init__(
         self,
@@ -134,6 +142,9 @@ class Normalizer:
         batch_sent_at: object = None,
     ) -> None:
         self._received = received_at
+        # Formatted and parsed once per request, not once per event.
+        self._received_text = format_time(received_at)
+        self._sent_cache: tuple[object, datetime] | None = None
         self._ip = peer_ip
         self._batch_context = batch_context or None
         self._batch_integrations = batch_integrations or None
@@ -247,12 +258,14 @@ class Normalizer:
         if sent_raw is None:
             sent_raw = self._batch_sent_at
         original = parse_time(original_raw, "timestamp") if original_raw is not None else None
-        sent = parse_time(sent_raw, "sentAt") if sent_raw is not None else None
+        sent = self._sent(sent_raw) if sent_raw is not None else None
         try:
             if original is not None and sent is not None:
                 event["timestamp"] = format_time(received - (sent - original))
+            elif original is not None:
+                event["timestamp"] = format_time(original)
             else:
-                event["timestamp"] = format_time(original or received)
+                event["timestamp"] = self._received_text
             if original is not None:
                 event["originalTimestamp"] = format_time(original)
             if sent is not None:
@@ -261,4 +274,12 @@ class Normalizer:
             raise InvalidEvent(
                 "timestamp is out of range (after clock-skew correction)", code="invalid_timestamp"
             ) from None
-        event["receivedAt"] = format_time(received)
+        event["receivedAt"] = self._received_text
+
+    def _sent(self, raw: object) -> datetime:
+        cached = self._sent_cache
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        parsed = parse_time(raw, "sentAt")
+        self._sent_cache = (raw, parsed)
+        return parsed
