@@ -1,0 +1,106 @@
+"""The decision API with every policy type, through the real in-process app: decisions and
+rewards, registry snapshots, and a restart that resumes from the saved version — for the
+native policies and for the Vowpal Wabbit backend (whose state is VW's model file inside the
+same ``.npz``), with feature-less actions and with action features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import App
+from helpers import bearer, get_token
+
+POINT = "checkout-offer"
+PLAIN = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+FEATURED = [
+    {"id": "a", "features": {"kind": "banner"}},
+    {"id": "b", "features": {"kind": "video", "price": 9}},
+    {"id": "c", "features": {"kind": "discount", "percent": 0.2}},
+]
+POLICIES = [
+    {"type": "linucb", "alpha": 0.3},
+    {"type": "thompson"},
+    {"type": "squarecb"},
+    {"type": "epsilon_greedy"},
+    {"type": "vw", "args": "--cb_explore_adf --squarecb -q sa"},
+]
+
+
+def _headers(app: App, scope: str) -> dict[str, str]:
+    return bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret, scope))
+
+
+def _drive(app: App, decide: dict[str, str], actions: list[dict[str, Any]], n: int) -> list[str]:
+    """``n`` decisions; action ``b`` pays on mobile, ``c`` on desktop."""
+    rng = np.random.default_rng(1)
+    versions = []
+    for i in range(n):
+        device = "mobile" if rng.random() < 0.5 else "desktop"
+        reply = app.client.post(
+            "/v1/decide",
+            json={
+                "decisionPoint": POINT,
+                "userId": f"u-{i}",
+                "context": {"device": device, "visits": float(i % 7)},
+                "actions": actions,
+                "excludedActions": ["a"] if i % 5 == 0 else [],
+            },
+            headers=decide,
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert sum(r["probability"] for r in body["ranking"]) == pytest.approx(1.0)
+        if i % 5 == 0:
+            assert body["actionId"] != "a"
+        versions.append(body["policyVersion"])
+        good = {"mobile": "b", "desktop": "c"}[device]
+        reward = 1.0 if body["actionId"] == good else 0.0
+        rewarded = app.client.post(
+            f"/v1/decisions/{body['eventId']}/reward", json={"value": reward}, headers=decide
+        )
+        assert rewarded.status_code == 200, rewarded.text
+    return versions
+
+
+@pytest.mark.parametrize("actions", [PLAIN, FEATURED], ids=["feature-less", "featured"])
+@pytest.mark.parametrize("policy", POLICIES, ids=[str(p["type"]) for p in POLICIES])
+def test_serve_learn_snapshot_and_resume(
+    make_app: Callable[..., App], policy: dict[str, Any], actions: list[dict[str, Any]]
+) -> None:
+    if policy["type"] == "vw":
+        pytest.importorskip("vowpalwabbit")
+    app = make_app("server")
+    admin, decide = _headers(app, "admin"), _headers(app, "decide")
+    config = {"actions": actions, "policy": policy, "snapshotEvery": 25}
+    reply = app.client.put(f"/v1/decision-points/{POINT}", json=config, headers=admin)
+    assert reply.status_code == 200, reply.text
+    versions = _drive(app, decide, actions, 60)
+    assert versions[-1].split(".")[0] == "2"  # snapshots after 25 and 50 updates
+    listed = app.client.get(f"/v1/decision-points/{POINT}/versions", headers=decide).json()
+    assert [v["kind"] for v in listed] == [policy["type"]] * 2
+    assert listed[-1]["updates"] == 50
+
+    again = make_app("server")  # a restart on the same data dir resumes from version 2
+    decide = _headers(again, "decide")
+    body = again.client.post(
+        "/v1/decide",
+        json={"decisionPoint": POINT, "userId": "u-x", "context": {}, "actions": actions},
+        headers=decide,
+    ).json()
+    assert body["policyVersion"] == "2.0"
+
+
+def test_vw_arguments_are_checked_when_configuring(make_app: Callable[..., App]) -> None:
+    pytest.importorskip("vowpalwabbit")
+    app = make_app()
+    reply = app.client.put(
+        f"/v1/decision-points/{POINT}",
+        json={"actions": PLAIN, "policy": {"type": "vw", "args": "--cb_explore_adf -d x"}},
+        headers=_headers(app, "admin"),
+    )
+    assert reply.status_code == 400
+    assert reply.json()["code"] == "invalid_policy"
