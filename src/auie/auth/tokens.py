@@ -37,6 +37,10 @@ from auie.ids import utcnow
 
 _LEEWAY_SECONDS = 5
 _MISS_RELOAD_SECONDS = 1.0
+#: A verified token is trusted again without checking its signature for this long (at
+#: most until it expires): ECDSA verification is most of an API call's CPU otherwise.
+_VERIFIED_CACHE_SECONDS = 30.0
+_VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,7 @@ class TokenService:
         self._loaded_at = 0.0
         self._miss_at = 0.0
         self._lock = threading.Lock()
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self.store.ensure(config.signing_algorithm)
         self.reload()
 
@@ -185,9 +190,12 @@ class TokenService:
         keys = self.store.load()
         active = [key for key in keys if key.retired_at is None]
         with self._lock:
+            removed = self._keys.keys() - {key.kid for key in keys}
             self._keys = {key.kid: key for key in keys}
             self._signer = active[-1] if active else None
             self._loaded_at = time.monotonic()
+            if removed:  # tokens of a pruned key must not stay trusted from the cache
+                self._verified.clear()
 
     def _maybe_reload(self) -> None:
         if time.monotonic() - self._loaded_at > self.config.key_refresh_seconds:
@@ -231,6 +239,18 @@ class TokenService:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; :class:`AuthenticationFailed` otherwise."""
+        self._maybe_reload()
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, min(expires, now + _VERIFIED_CACHE_SECONDS))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -265,7 +285,7 @@ class TokenService:
             raise AuthenticationFailed(
                 "access token has unknown scopes", code="invalid_token"
             ) from None
-        return Principal(workspace, str(claims["sub"]), scopes)
+        return Principal(workspace, str(claims["sub"]), scopes), float(claims["exp"])
 
     def _key(self, kid: object) -> SigningKey | None:
         if not isinstance(kid, str):
