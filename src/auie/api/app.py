@@ -131,6 +131,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             '`{"code", "message"}`; JSON fields are camelCase.'
         ),
         lifespan=lifespan,
+        # Prometheus at /metrics is AUIE's telemetry; FastAPI's OpenTelemetry hooks would cost
+        # every request time for providers nobody configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url="/docs",
         redoc_url=None,
     )

@@ -90,6 +90,9 @@ def serve(settings: Settings) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # AUIE reads X-Forwarded-For itself, only from server.trusted_proxies; uvicorn's
+        # own handling would believe any local peer.
+        proxy_headers=False,
         log_config=None,
         lifespan="on",
         ssl_certfile=str(server.tls_cert) if server.tls_cert else None,
