@@ -3,7 +3,9 @@ and failed authentication — who, what, when, outcome; never personal data.
 
 Entries are chained: each stores SHA-256 of the previous entry's chain value and its own
 content, so a changed or removed entry is detectable with :meth:`AuditLog.verify`. The
-database refuses updates (a trigger).
+database refuses updates (a trigger). Retention deletes the oldest entries with
+:meth:`AuditLog.prune`, which appends an ``audit.pruned`` entry naming the first entry
+kept and the chain value it follows, so the shortened log still verifies.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from auie.ids import utcnow
 from auie.privacy.tables import audit_log
 
 _GENESIS = "0" * 64
+PRUNED = "audit.pruned"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -136,11 +139,41 @@ class AuditLog:
             for r in rows
         ]
 
+    def prune(self, before: datetime, *, actor: str = "system") -> int:
+        """Delete entries older than ``before`` (retention); returns how many. The
+        ``audit.pruned`` entry it appends names the first entry kept and its predecessor's
+        chain value, from which :meth:`verify` starts."""
+        c = audit_log.c
+        with self._lock, self.engine.begin() as conn:
+            last = conn.execute(
+                select(c.seq, c.chain).where(c.at < before).order_by(c.seq.desc()).limit(1)
+            ).first()
+            if last is None:
+                return 0
+            kept = conn.execute(select(func.min(c.seq)).where(c.seq > last.seq)).scalar()
+            deleted = conn.execute(delete(audit_log).where(c.seq <= last.seq)).rowcount
+        self.record(
+            PRUNED,
+            actor=actor,
+            target="audit_log",
+            details={"deleted": deleted, "keptFromSeq": kept, "anchor": last.chain},
+        )
+        return int(deleted)
+
     def verify(self) -> int | None:
         """The seq of the first entry whose chain does not match (None: intact)."""
+        c = audit_log.c
         previous = _GENESIS
         with self.engine.connect() as conn:
-            for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)):
+            first = conn.execute(select(func.min(c.seq))).scalar()
+            for (raw,) in conn.execute(
+                select(c.details).where(c.action == PRUNED).order_by(c.seq.desc())
+            ):
+                details = json.loads(str(raw))
+                if first is not None and details.get("keptFromSeq") == first:
+                    previous = str(details.get("anchor") or _GENESIS)
+                    break
+            for row in conn.execute(select(audit_log).order_by(c.seq)):
                 data = dict(row._mapping)
                 if _digest(previous, data) != data["chain"]:
                     return int(data["seq"])
