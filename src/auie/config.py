@@ -222,6 +222,8 @@ class RetentionConfig(_Section):
     dead_letters_days: float = Field(30, ge=0)
     decisions_days: float = Field(400, ge=0)
     audit_days: float = Field(730, ge=0)
+    #: Access-export archives (``<data_dir>/privacy/exports``).
+    exports_days: float = Field(7, ge=0)
 
 
 class PrivacyConfig(_Section):
@@ -246,6 +248,16 @@ class PrivacyConfig(_Section):
     #: E-mail addresses, phone and card numbers in free-text properties: mask, flag or keep.
     pii_in_text: Literal["mask", "flag", "keep"] = "mask"
     retention: RetentionConfig = RetentionConfig()
+    #: ``auie serve`` applies the retention this often (0: never); the first run comes
+    #: one interval after start.
+    retention_interval_minutes: float = Field(60, ge=0)
+    #: An erasure first waits this long for a running processor to absorb what the log
+    #: holds, so nothing of the person is still on its way to the profile store or lake.
+    erasure_wait_seconds: float = Field(60, ge=0)
+    #: While a processor runs, erasure and retention remove unreferenced lake files only
+    #: when older than this (a commit in flight has written files nothing refers to yet);
+    #: with no processor running, every unreferenced file goes.
+    erasure_orphan_min_age_seconds: float = Field(60, ge=0)
 
 
 class Settings(_Section):

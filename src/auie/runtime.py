@@ -30,6 +30,7 @@ from auie.lake.maintenance import LakeMaintenance
 from auie.lake.writer import LakeWriter
 from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
 from auie.privacy.audit import AuditLog
+from auie.privacy.service import Privacy
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore
 from auie.process.processor import Processor
@@ -138,6 +139,11 @@ class Runtime:
         return AuditLog(self.engine)
 
     @cached_property
+    def privacy(self) -> Privacy:
+        """Pseudonymizer, FieldCipher, suppression list, privacy requests and retention."""
+        return Privacy(self)
+
+    @cached_property
     def decision_store(self) -> DecisionStore:
         return DecisionStore(self.engine, self.settings.data_dir / "lake" / "models")
 
@@ -180,6 +186,8 @@ class Runtime:
         return result
 
     def close(self) -> None:
+        if "privacy" in self.__dict__:
+            self.privacy.close()
         if "eventlog" in self.__dict__:
             self.eventlog.close()
         if "profile_store" in self.__dict__:
