@@ -522,6 +522,19 @@ def _segment(world: World, n: int) -> Target:
     return Target({"segment_id": segment}, lambda: _get(world, f"/v1/analytics/segments/{segment}"))
 
 
+def _privacy_request(world: World, n: int) -> Target:
+    from auie.privacy.person import Subject
+
+    requests = world.runtime.privacy.requests
+    subject = Subject.of([("user_id", f"u-{world.a.mark}")])
+    request = requests.submit(world.a.id, "export", subject, actor="matrix")
+    assert requests.run(request.id).status == "done"
+    world.a.secrets.add(request.id)
+    return Target(
+        {"request_id": request.id}, lambda: _get(world, f"/v1/privacy/requests/{request.id}")
+    )
+
+
 #: Fresh objects of workspace A for each kind of path parameters. A route whose parameters
 #: are not here fails the matrix: add the kind of object it addresses.
 TARGETS: dict[tuple[str, ...], Callable[[World, int], Target]] = {
@@ -532,6 +545,7 @@ TARGETS: dict[tuple[str, ...], Callable[[World, int], Target]] = {
     ("name",): _point,
     ("event_id",): _event,
     ("segment_id",): _segment,
+    ("request_id",): _privacy_request,
 }
 
 

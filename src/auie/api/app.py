@@ -13,7 +13,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
-from auie.api import admin, analytics, collect, decide, errors, health, oauth, pipeline, profiles
+from auie.api import (
+    admin,
+    analytics,
+    collect,
+    decide,
+    errors,
+    health,
+    oauth,
+    pipeline,
+    privacy,
+    profiles,
+)
 from auie.api.web import install as install_dashboard
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
@@ -140,7 +151,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, collect, oauth, admin, profiles, pipeline, decide, analytics):
+    for module in (health, collect, oauth, admin, profiles, pipeline, decide, analytics, privacy):
         app.include_router(module.router)
     install_dashboard(app)  # the dashboard at / (not part of the API or its OpenAPI document)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

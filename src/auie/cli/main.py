@@ -12,6 +12,7 @@ from auie.cli.analytics import analytics
 from auie.cli.common import fail
 from auie.cli.decide import decisions
 from auie.cli.demo import demo
+from auie.cli.privacy import privacy
 from auie.errors import AuieError
 
 
@@ -55,6 +56,7 @@ for command in (
 ):
     cli.add_command(command)
 cli.add_command(analytics)
+cli.add_command(privacy)
 
 
 def main() -> None:

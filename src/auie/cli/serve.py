@@ -109,6 +109,8 @@ def serve(settings: Settings) -> None:
         if supervisor is not None:
             supervisor.start()
         transforms.start()
+        runtime.privacy.worker.ensure_started()  # resumes requests a crash interrupted
+        runtime.privacy.scheduler.start()  # privacy.retention_interval_minutes; 0: off
         # Everything loaded so far lives as long as the server: keep it out of the cyclic
         # collector's full passes, which otherwise stall requests for hundreds of ms.
         gc.collect()
