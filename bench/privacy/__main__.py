@@ -1,0 +1,5 @@
+import sys
+
+from bench.privacy.main import main
+
+sys.exit(main())
