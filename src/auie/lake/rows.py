@@ -1,14 +1,14 @@
 """Lake rows built from normalised events and dead letters, held column by column.
 
-A micro-batch of a table is a :class:`Columns`: one Python list per column, appended to
-row by row and turned into Arrow arrays once, at flush time. Event rows are appended by
-:func:`add_event` straight into the lists, without a dict per row; their timestamps stay
-the ISO-8601 strings of the event until Arrow parses a whole column at once.
+A micro-batch of a table is a :class:`Columns`: its rows as tuples of values in column order,
+turned into one Arrow array per column at flush time. Event rows are built by
+:func:`add_event` in that order directly, without a dict per row; their timestamps stay the
+ISO-8601 strings of the event until Arrow parses a whole column at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -133,7 +133,7 @@ def _event_values(
     violations: tuple[str, ...] | None,
     partition: int,
     offset: int,
-) -> list[Any]:
+) -> tuple[Any, ...]:
     """The ``events`` row of one normalised event, in column order; timestamps are the
     event's strings (None for anything else)."""
     get = event.get
@@ -172,43 +172,46 @@ def _event_values(
             index = _EVENT_INDEX.get(key)
             if index is not None:
                 values[index] = value
-    return values
+    return tuple(values)
 
 
 class Columns:
-    """Rows of one lake table, one list per column, until :meth:`to_arrow`."""
+    """Rows of one lake table, each the tuple of its values in column order, until
+    :meth:`to_arrow` turns them into one Arrow array per column.
 
-    __slots__ = ("count", "data", "schema")
+    Tuples, not lists: a tuple of strings, numbers and None is dropped from the cyclic
+    garbage collector's lists at its first pass, so a full buffer (up to twice
+    ``flush_max_records`` rows) does not slow every later collection down."""
+
+    __slots__ = ("names", "rows", "schema")
 
     def __init__(self, table: str) -> None:
         self.schema: pa.Schema = TABLES[table].arrow
-        self.data: list[list[Any]] = [[] for _ in self.schema.names]
-        self.count = 0
+        self.names = tuple(self.schema.names)
+        self.rows: list[tuple[Any, ...]] = []
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.rows)
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Append a row given as a mapping (missing columns are null, others ignored)."""
-        for name, values in zip(self.schema.names, self.data, strict=True):
-            values.append(row.get(name))
-        self.count += 1
+        self.rows.append(tuple([row.get(name) for name in self.names]))
 
-    def add_values(self, values: Sequence[Any]) -> None:
+    def add_values(self, values: tuple[Any, ...]) -> None:
         """Append a row given as its values in column order."""
-        for column, value in zip(self.data, values, strict=True):
-            column.append(value)
-        self.count += 1
+        if len(values) != len(self.names):
+            raise ValueError(f"{len(values)} values for {len(self.names)} columns")
+        self.rows.append(values)
 
     def extend(self, other: Columns) -> None:
         """Append every row of ``other`` (of the same table)."""
-        for column, values in zip(self.data, other.data, strict=True):
-            column.extend(values)
-        self.count += other.count
+        self.rows.extend(other.rows)
 
     def to_arrow(self) -> pa.Table:
+        columns = zip(*self.rows, strict=True) if self.rows else ((),) * len(self.names)
         arrays = [
-            _array(values, field.type) for values, field in zip(self.data, self.schema, strict=True)
+            _array(list(values), field.type)
+            for values, field in zip(columns, self.schema, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 

@@ -121,7 +121,7 @@ class LakeWriter:
         buffer = self._buffers.get((workspace, table))
         if buffer is None:
             buffer = self._buffers[(workspace, table)] = _Buffer(Columns(table), time.monotonic())
-        elif not buffer.columns.count:
+        elif not buffer.columns:
             buffer.since = time.monotonic()
         return buffer
 
@@ -134,9 +134,7 @@ class LakeWriter:
         if self._pending >= self.max_records:
             return True
         now = time.monotonic()
-        return any(
-            b.columns.count and now - b.since >= self.max_seconds for b in self._buffers.values()
-        )
+        return any(b.columns and now - b.since >= self.max_seconds for b in self._buffers.values())
 
     # -- flushing ---------------------------------------------------------------------------
 
@@ -174,9 +172,9 @@ class LakeWriter:
     def _take(self, positions: Mapping[str, Mapping[int, int]]) -> PendingFlush:
         pending = PendingFlush({t: dict(p) for t, p in positions.items()})
         for key, buffer in self._buffers.items():
-            if buffer.columns.count:
+            if buffer.columns:
                 pending.tables[key] = (buffer.columns, buffer.since)
-                self._pending -= buffer.columns.count
+                self._pending -= len(buffer.columns)
                 buffer.columns = Columns(key[1])
         return pending
 
