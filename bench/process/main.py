@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import auie
 from bench.ingest import profile
 from bench.ingest.main import _cpu_model, _load_text, _table
 from bench.ingest.server import load_average
@@ -193,6 +194,7 @@ class Runner:
             settings={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             seed=self.seed,
             machine={
+                "auie": str(Path(auie.__file__).parent),
                 "cpus": os.cpu_count(),
                 "cpu": _cpu_model(),
                 "python": sys.version.split()[0],
@@ -342,6 +344,7 @@ def render(result: dict[str, Any]) -> str:
     out.append(
         f"code: commit {code['commit']}"
         + (f" + uncommitted changes in {dirty} file(s) of src/" if dirty else ", clean src/")
+        + f"; auie imported from {machine['auie']}"
     )
     return "\n".join(out)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from auie.analytics.duckdb_engine import CURRENT_IDS
 from auie.analytics.engine import QueryEngine, QueryResult
 from auie.analytics.models import NUMERIC_FIELDS, Filter, Target
 from auie.errors import InvalidRequest
@@ -44,13 +45,9 @@ MAX_ROWS = 2_000_000
 EVENT_NAME = "CASE WHEN e.type = 'track' THEN e.event ELSE e.type END"
 _JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'UHUGEINT')"
 
-#: Current profile of each user and anonymous id: its latest ``identities`` row.
-IDS_CTE = """_ids AS (
-    SELECT id_type, id_value, profile_id FROM identities
-    WHERE id_type IN ('user_id', 'anonymous_id')
-    QUALIFY row_number() OVER (
-        PARTITION BY id_type, id_value ORDER BY changed_at DESC, profile_id DESC) = 1
-)"""
+#: Current profile of each user and anonymous id: its latest ``identities`` row, which the
+#: engine keeps in a table rebuilt when ``identities`` changes (not once per query).
+IDS_CTE = f'_ids AS (SELECT id_type, id_value, profile_id FROM "{CURRENT_IDS}")'
 PERSON = "coalesce(u.profile_id, a.profile_id, 'anon:' || e.anonymous_id, 'user:' || e.user_id)"
 PERSON_JOINS = (
     "LEFT JOIN _ids u ON u.id_type = 'user_id' AND u.id_value = e.user_id "
@@ -186,7 +183,10 @@ def events_cte(
     if end is not None:
         where.append(f"e.timestamp < {q.bind(end)}")
     if names is not None:
-        where.append(f"{EVENT_NAME} IN (SELECT unnest({q.bind(sorted(set(names)))}::VARCHAR[]))")
+        # One parameter per name: DuckDB folds the list into an IN filter (a subquery over
+        # a bound list would be a semi-join of every event).
+        listed = ", ".join(q.bind(name) for name in sorted(set(names)))
+        where.append(f"{EVENT_NAME} IN ({listed})" if listed else "false")
     columns = ["e.message_id", "e.timestamp"]
     for target in targets:
         if target is None:

@@ -1,0 +1,5 @@
+import sys
+
+from bench.analytics.main import main
+
+sys.exit(main())
