@@ -30,9 +30,11 @@ from auie.lake.maintenance import LakeMaintenance
 from auie.lake.writer import LakeWriter
 from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
 from auie.privacy.audit import AuditLog
+from auie.privacy.crypto import is_encrypted
 from auie.privacy.service import Privacy
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore
+from auie.process.privacy_gate import PrivacyGate
 from auie.process.processor import Processor
 from auie.profiles.identity import IdentityRules
 from auie.profiles.service import ProfileService
@@ -110,8 +112,15 @@ class Runtime:
         folder = StateFolder(
             int(config.session_gap_minutes * 60_000),
             [ComputedTrait(c.name, c.kind, c.event, c.property) for c in config.computed],
+            consent_categories=self.settings.privacy.consent_categories,
         )
-        return ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
+        service = ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
+        service.decrypt = self._decrypt
+        return service
+
+    def _decrypt(self, workspace: str, value: Any) -> Any:
+        """Field values as stored, decrypted (the key manager loads on the first ciphertext)."""
+        return self.privacy.cipher.decrypt(workspace, value) if is_encrypted(value) else value
 
     @cached_property
     def plans(self) -> PlanStore:
@@ -160,6 +169,12 @@ class Runtime:
             writer,
             self.plans,
             enricher=Enricher(config.ip_truncation),
+            gate=PrivacyGate(
+                self.settings.privacy,
+                suppressions=self.privacy.suppressions,
+                cipher=self.privacy.cipher,
+                pseudonyms=self.privacy.pseudonyms,
+            ),
             poll_max_records=config.poll_max_records,
             plan_refresh_seconds=config.plan_refresh_seconds,
         )

@@ -563,13 +563,21 @@ BODIES: dict[str, Any] = {
     # Bodies that do something in the caller's workspace, so B's reply can be searched.
     "PUT /v1/tracking-plan": _plan("{mark}"),
     "POST /v1/sql": {"query": "select * from events"},
+    "PUT /v1/privacy/consent/{id_type}/{id_value}": {"personalization": False},
 }
 #: Query parameters (the matrix also looks at replayed dead letters).
 QUERIES: dict[str, dict[str, str]] = {"GET /v1/dead-letters": {"pending": "false"}}
 
 #: Routes with a path id that create the object in the caller's own workspace when it does
 #: not exist there (B's request makes B's own decision point with the same name).
-UPSERTS = frozenset({"PUT /v1/decision-points/{name}"})
+UPSERTS = frozenset(
+    {
+        "PUT /v1/decision-points/{name}",
+        # Consent may be stated for someone not seen yet (a banner before any event): B's
+        # statement is recorded in B's workspace, never A's.
+        "PUT /v1/privacy/consent/{id_type}/{id_value}",
+    }
+)
 
 #: Lists and reads that must show A's data to A (so that B seeing none of it means
 #: something).

@@ -10,6 +10,7 @@ and identical lake contents.
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from collections.abc import Iterator
@@ -200,8 +201,16 @@ def stream(seed: int = 20250106) -> list[dict[str, Any]]:
     return events
 
 
+#: Both runs share the master key, so keyed hashes of ids (user_hash, ...) are equal; PII
+#: fields stay plain here because their ciphertext is random (tests/integration/
+#: test_privacy_processing.py covers encryption).
+PRIVACY = {"privacy.master_key": base64.b64encode(b"k" * 32).decode(), "privacy.encrypt_pii": False}
+
+
 def run(data_dir: Path, events: list[dict[str, Any]], **settings: Any) -> Runtime:
-    runtime = Runtime(make_settings(data_dir, **{"profiles.computed": COMPUTED, **settings}))
+    runtime = Runtime(
+        make_settings(data_dir, **{"profiles.computed": COMPUTED, **PRIVACY, **settings})
+    )
     log = runtime.eventlog
     for start in range(0, len(events), 5_000):
         chunk = events[start : start + 5_000]

@@ -17,6 +17,7 @@ from auie.api import (
     admin,
     analytics,
     collect,
+    consent,
     decide,
     errors,
     health,
@@ -118,8 +119,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             settings.server.trusted_proxies,
         )
         runtime.tokens  # noqa: B018  (load signing keys before the first request)
+        person = PersonContext(runtime.profiles)
+        require = settings.privacy.require_explicit_consent
         app.state.decisions = DecisionService(
-            runtime.decision_store, PersonContext(runtime.profiles), writer.append
+            runtime.decision_store,
+            person,
+            writer.append,
+            consent=lambda ws, user, anon: person.allows(ws, user, anon, require_explicit=require),
         )
         tasks = [
             asyncio.create_task(_maintenance(runtime)),
@@ -151,7 +157,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, collect, oauth, admin, profiles, pipeline, decide, analytics, privacy):
+    for module in (
+        health,
+        collect,
+        oauth,
+        admin,
+        profiles,
+        pipeline,
+        decide,
+        analytics,
+        privacy,
+        consent,
+    ):
         app.include_router(module.router)
     install_dashboard(app)  # the dashboard at / (not part of the API or its OpenAPI document)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

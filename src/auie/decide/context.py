@@ -10,6 +10,7 @@ from typing import Any
 
 from auie.decide.config import JoinSpec
 from auie.errors import AuieError, NotFound
+from auie.privacy import consent
 from auie.profiles.service import ProfileService
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class PersonContext:
         except NotFound:
             return None, {}
         person: dict[str, Any] = {
+            "consent": dict(profile.consent.get("current", {})),
             "traits": profile.traits,
             "computedTraits": {
                 k: v
@@ -82,6 +84,26 @@ class PersonContext:
             except AuieError as exc:
                 logger.debug("no %s for %s: %s", name, profile.profile_id, exc.message)
         return profile.profile_id, person
+
+    def allows(
+        self,
+        workspace: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        purpose: str = "personalization",
+        *,
+        require_explicit: bool = False,
+    ) -> bool:
+        """Whether the person's consent allows ``purpose`` (cached like the context)."""
+        id_type, value = ("user_id", user_id) if user_id else ("anonymous_id", anonymous_id)
+        if not value:
+            return not require_explicit
+        cached = self._cache.get((workspace, id_type, value))
+        if cached is None or time.monotonic() - cached[0] > _TTL_SECONDS:
+            self.lookup(workspace, user_id, anonymous_id, JoinSpec())
+            cached = self._cache[(workspace, id_type, value)]
+        current = cached[2].get("consent", {})
+        return consent.allowed(current, purpose, require_explicit=require_explicit)
 
     @staticmethod
     def _select(person: Mapping[str, Any], join: JoinSpec) -> dict[str, Any]:

@@ -48,11 +48,12 @@ _HISTORY_BUCKETS = 6 * 3600 // HISTORY_BUCKET_SECONDS
 _encode = msgspec.json.Encoder().encode
 
 Append = Callable[[Sequence[LogRecord]], Awaitable[Any]]
-ConsentCheck = Callable[[str, str | None], bool]
+#: (workspace, userId, anonymousId) → may this person's decisions be personalised?
+ConsentCheck = Callable[[str, str | None, str | None], bool]
 
 
-def allow_all(_workspace: str, _profile_id: str | None) -> bool:
-    """The consent hook until the privacy work lands: everyone allows personalization."""
+def allow_all(_workspace: str, _user_id: str | None, _anonymous_id: str | None) -> bool:
+    """A consent check that allows everyone (tests, and instances without profiles)."""
     return True
 
 
@@ -279,7 +280,7 @@ class DecisionService:
             raise Conflict(f"decision {event_id!r} already exists", code="duplicate_event")
         person_key = request.user_id or request.anonymous_id or event_id
         arm = self._arm(point, workspace, request.decision_point, person_key)
-        allowed = self.consent(workspace, profile_id)
+        allowed = self.consent(workspace, request.user_id, request.anonymous_id)
         drawn = self._choose(point, arm, allowed, context, request=request, ids=ids)
         now = time.monotonic()
         deadline = None if request.defer_activation else now + point.config.reward.wait_seconds

@@ -155,6 +155,46 @@ class FieldCipher:
         self._by_id[key_id] = entry[1]
         return entry
 
+    def ensure_keys(self, workspace: str, nodes: Iterable[str]) -> None:
+        """Load or create the data keys of many identifiers in one transaction (a batch of
+        events needs them all; one transaction per new identifier would be slow)."""
+        owners = {self.owner(workspace, n): n for n in set(nodes)}
+        missing = [o for o in owners if (workspace, o) not in self._by_person]
+        if not missing:
+            return
+        with self._lock, self.engine.begin() as conn:
+            found = {
+                row.person: row
+                for chunk in _chunks(missing)
+                for row in conn.execute(
+                    select(person_keys.c.person, person_keys.c.key_id, person_keys.c.wrapped).where(
+                        person_keys.c.workspace_id == workspace, person_keys.c.person.in_(chunk)
+                    )
+                )
+            }
+            fresh = []
+            for owner in missing:
+                row = found.get(owner)
+                if row is not None:
+                    key_id, raw = row.key_id, self.kms.unwrap(row.wrapped)
+                else:
+                    raw, key_id = AESGCM.generate_key(bit_length=256), secrets.token_hex(8)
+                    fresh.append(
+                        {
+                            "workspace_id": workspace,
+                            "person": owner,
+                            "key_id": key_id,
+                            "wrapped": self.kms.wrap(raw),
+                            "master_key_id": self.kms.key_id,
+                            "created_at": utcnow(),
+                        }
+                    )
+                aead = AESGCM(raw)
+                self._by_person[(workspace, owner)] = (key_id, aead)
+                self._by_id[key_id] = aead
+            if fresh:
+                conn.execute(insert(person_keys), fresh)
+
     def _key_by_id(self, key_id: str) -> AESGCM | None:
         if key_id in self._by_id:
             return self._by_id[key_id]
@@ -216,6 +256,11 @@ class FieldCipher:
         except InvalidTag:
             return ERASED
         return json.loads(plain)
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def is_encrypted(value: Any) -> bool:

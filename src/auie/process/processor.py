@@ -37,8 +37,10 @@ from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
 from auie.lake.writer import FlushReport, LakeWriter, PendingFlush
 from auie.process.enrich import Enricher
 from auie.process.plan import PlanStore, TrackingPlan, Verdict
-from auie.profiles.identity import event_identity, split
+from auie.process.privacy_gate import PrivacyGate
+from auie.profiles.identity import EventIdentity, event_identity, split
 from auie.profiles.service import Item, ProfileService
+from auie.profiles.state import CONSENT_TYPE
 from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,9 @@ class _Accepted:
     plan: TrackingPlan | None
     verdict: Verdict | None
     fresh: bool
+    identity: EventIdentity | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+    consent: dict[str, bool] | None = None
 
 
 class StopFlag(Protocol):
@@ -121,6 +126,7 @@ class Processor:
         plans: PlanStore,
         *,
         enricher: Enricher,
+        gate: PrivacyGate | None = None,
         poll_max_records: int = 5000,
         plan_refresh_seconds: float = 5.0,
     ) -> None:
@@ -130,6 +136,7 @@ class Processor:
         self.writer = writer
         self.plans = plans
         self.enricher = enricher
+        self.gate = gate
         self.poll_max_records = poll_max_records
         self.plan_refresh_seconds = plan_refresh_seconds
         self._plans: dict[str, tuple[TrackingPlan | None, float]] = {}
@@ -253,8 +260,13 @@ class Processor:
                 accepted.append(self._check_and_enrich(record, fresh, change))
             except StageError as exc:
                 self._dead_letter(record, exc, change, fresh)
+        accepted = self._privacy(accepted)
         fresh_items = [a for a in accepted if a.fresh]
-        resolution = self.profiles.resolve([Item(a.workspace, a.event, a.ts) for a in fresh_items])
+        resolution = self.profiles.resolve(
+            [Item(a.workspace, a.event, a.ts, a.identity) for a in fresh_items]
+        )
+        for item, stated in zip(fresh_items, resolution.consent, strict=True):
+            item.consent = stated
         change.edges, change.nodes = resolution.write.edges, resolution.write.nodes
         change.reassign, change.merges = resolution.write.reassign, resolution.write.merges
         profile_ids = dict(zip(map(id, fresh_items), resolution.profile_ids, strict=True))
@@ -301,6 +313,26 @@ class Processor:
             raise StageError("enrich", "enrichment_failed", repr(exc)) from exc
         return _Accepted(record, workspace, event, enrichment, ts, plan, verdict, fresh)
 
+    def _privacy(self, accepted: list[_Accepted]) -> list[_Accepted]:
+        """The privacy stage (:mod:`auie.process.privacy_gate`): drop suppressed events,
+        keep each event's identity as sent, then mask and encrypt its PII."""
+        gate = self.gate
+        if gate is None:
+            return accepted
+        kept = [a for a in accepted if not gate.suppressed(a.workspace, a.event)]
+        needing: dict[str, set[str]] = {}
+        for item in kept:
+            item.identity = event_identity(item.event, item.ts, self.profiles.rules)
+            primary = item.identity.primary
+            if primary is not None and gate.needs_key(item.event):
+                needing.setdefault(item.workspace, set()).add(primary)
+        for workspace, nodes in needing.items():
+            gate.prepare_keys(workspace, nodes)
+        for item in kept:
+            assert item.identity is not None
+            item.columns = gate.protect(item.workspace, item.event, item.identity.primary).columns
+        return kept
+
     def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:
         """Profile ids of events the profile store already absorbed (read after a crash)."""
         found: dict[int, str | None] = {}
@@ -309,26 +341,40 @@ class Processor:
             by_workspace.setdefault(item.workspace, []).append(item)
         for workspace, group in by_workspace.items():
             primaries = {
-                id(i): event_identity(i.event, i.ts, self.profiles.rules).primary for i in group
+                id(i): (i.identity or event_identity(i.event, i.ts, self.profiles.rules)).primary
+                for i in group
             }
-            known = self.profiles.lookup(workspace, {p for p in primaries.values() if p})
+            known = self.store.nodes(workspace, {p for p in primaries.values() if p})
             for item in group:
                 primary = primaries[id(item)]
-                found[id(item)] = known.get(primary) if primary else None
+                node = known.get(primary) if primary else None
+                found[id(item)] = node.profile_id if node is not None else None
+                if node is not None and node.state is not None and node.state.consent:
+                    item.consent = {p: g for p, (g, _) in node.state.consent.items()}
         return found
 
     def _lake_event(self, item: _Accepted) -> None:
         record = item.record
-        if not item.workspace or not self.writer.accepts(
-            item.workspace, EVENTS, EVENTS_TOPIC, record.partition, record.offset
+        if (
+            item.event.get("type") == CONSENT_TYPE
+            or not item.workspace
+            or not self.writer.accepts(
+                item.workspace, EVENTS, EVENTS_TOPIC, record.partition, record.offset
+            )
         ):
+            return
+        event: Mapping[str, Any] | None = item.event
+        if self.gate is not None:
+            allowed = self.gate.allows_analytics(item.consent)
+            event = self.gate.lake_event(item.workspace, item.event, item.columns, allowed)
+        if event is None:
             return
         verdict = item.verdict
         flagged = verdict.problems if verdict is not None and verdict.mode == "flag" else None
         self.writer.add_event(
             item.workspace,
-            item.event,
-            enrichment=item.enrichment,
+            event,
+            enrichment={**item.enrichment, **item.columns},
             source_id=record.headers.get("sourceId"),
             plan_version=item.plan.version if item.plan is not None else None,
             violations=flagged,
@@ -343,7 +389,15 @@ class Processor:
             self.writer.add(
                 workspace,
                 IDENTITIES,
-                {"id_type": id_type, "id_value": value, "profile_id": pid, "changed_at": now},
+                {
+                    "id_type": id_type,
+                    "id_value": value,
+                    "profile_id": pid,
+                    "changed_at": now,
+                    "id_hash": self.gate.pseudonyms.pseudonym(workspace, key)
+                    if self.gate is not None
+                    else None,
+                },
             )
 
     def _plan(self, workspace: str) -> TrackingPlan | None:

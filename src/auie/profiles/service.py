@@ -15,7 +15,7 @@ For one batch (per workspace) :meth:`ProfileService.resolve`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +47,9 @@ class Item:
     workspace: str
     event: Mapping[str, Any]
     ts: int
+    #: The identity of the event as sent, when ``event`` holds encrypted traits (the
+    #: processor derives it before encrypting: an encrypted e-mail could not link anything).
+    identity: EventIdentity | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +62,8 @@ class Resolution:
     changed: set[tuple[str, str]] = field(default_factory=set)
     #: Identifiers that are new or moved to another profile: (workspace, node, profile id).
     moved: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Consent of each item's primary identifier after the batch ({purpose: granted}).
+    consent: list[dict[str, bool] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Profile:
     traits: dict[str, Any]
     computed_traits: dict[str, Any]
     merges: list[Merge]
+    consent: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +83,7 @@ class Profile:
             "identities": self.identities,
             "traits": self.traits,
             "computedTraits": self.computed_traits,
+            "consent": self.consent,
             "merges": [
                 {
                     "fromProfileId": m.from_profile,
@@ -108,11 +115,13 @@ class ProfileService:
         self.rules = rules
         self.folder = folder
         self.max_component_nodes = max_component_nodes
+        #: Decrypts stored field values for reads (set by the runtime: field encryption).
+        self.decrypt: Callable[[str, Any], Any] | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
     def resolve(self, items: Sequence[Item]) -> Resolution:
-        result = Resolution([None] * len(items), ProfileWrite())
+        result = Resolution([None] * len(items), ProfileWrite(), consent=[None] * len(items))
         by_workspace: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             by_workspace.setdefault(item.workspace, []).append(index)
@@ -123,7 +132,9 @@ class ProfileService:
     def _resolve_workspace(
         self, ws: str, items: Sequence[Item], indexes: Sequence[int], result: Resolution
     ) -> None:
-        idents = [event_identity(item.event, item.ts, self.rules) for item in items]
+        idents = [
+            item.identity or event_identity(item.event, item.ts, self.rules) for item in items
+        ]
         keys = {k for i in idents for k in (*i.seen, *i.named)}
         stored = self.store.nodes(ws, keys)
         seen_now = {k for i in idents for k in i.seen}
@@ -157,6 +168,9 @@ class ProfileService:
         for index, ident in zip(indexes, idents, strict=True):
             if ident.primary is not None:
                 result.profile_ids[index] = profiles[ident.primary]
+                state = states.get(ident.primary)
+                if state is not None and state.consent:
+                    result.consent[index] = {p: g for p, (g, _) in state.consent.items()}
         result.changed |= {(ws, profiles[k]) for k in states}
         result.write.edges.extend((ws, e) for e in changed_edges)
 
@@ -316,10 +330,14 @@ class ProfileService:
             id_type, value = split(member.node)
             if member.evidenced or id_type == ANONYMOUS_ID:
                 identities.append({"type": id_type, "value": value})
+        traits = self.folder.traits(merged)
+        if self.decrypt is not None:
+            traits = {name: self.decrypt(workspace, value) for name, value in traits.items()}
         return Profile(
             profile_id=pid,
             identities=identities,
-            traits=self.folder.traits(merged),
+            traits=traits,
             computed_traits=self.folder.computed_traits(merged),
             merges=self.store.merges(workspace, pid),
+            consent=self.folder.consent(merged),
         )

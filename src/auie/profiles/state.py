@@ -26,8 +26,13 @@ from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from auie.events import format_time
+from auie.privacy.consent import PURPOSES
+from auie.privacy.consent import from_event as consent_from_event
 
 _DECIMALS = Context(prec=60)
+#: Events of this type carry only a consent statement (``PUT /v1/privacy/consent/...``).
+CONSENT_TYPE = "consent"
+_CONSENT_HISTORY = 200
 ComputedKind = Literal["count", "sum", "min", "max", "first", "last"]
 
 #: (event time ms, messageId): the order "last write wins" uses.
@@ -55,6 +60,10 @@ class NodeState:
     sessions: list[list[int]] = field(default_factory=list)
     last_page: tuple[dict[str, Any], Stamp] | None = None
     computed: dict[str, Any] = field(default_factory=dict)
+    #: Consent per purpose: (granted, stamp), last statement by event time wins.
+    consent: dict[str, tuple[bool, Stamp]] = field(default_factory=dict)
+    #: Every consent statement: [event time ms, messageId, purpose, granted, source].
+    consent_history: list[list[Any]] = field(default_factory=list)
 
     # -- serialisation -------------------------------------------------------------
 
@@ -67,6 +76,14 @@ class NodeState:
             "s": self.sessions,
             "p": [self.last_page[0], list(self.last_page[1])] if self.last_page else None,
             "x": self.computed,
+            **(
+                {
+                    "k": {p: [g, list(st)] for p, (g, st) in self.consent.items()},
+                    "h": self.consent_history,
+                }
+                if self.consent or self.consent_history
+                else {}
+            ),
         }
 
     def copy(self) -> NodeState:
@@ -80,6 +97,8 @@ class NodeState:
             sessions=[list(x) for x in self.sessions],
             last_page=self.last_page,
             computed=dict(self.computed),
+            consent=dict(self.consent),
+            consent_history=list(self.consent_history),
         )
 
     @classmethod
@@ -93,6 +112,8 @@ class NodeState:
             sessions=[list(x) for x in data.get("s", [])],
             last_page=(page[0], (page[1][0], page[1][1])) if page else None,
             computed=dict(data.get("x", {})),
+            consent={p: (bool(g), (st[0], st[1])) for p, (g, st) in data.get("k", {}).items()},
+            consent_history=[list(h) for h in data.get("h", [])],
         )
 
 
@@ -134,9 +155,15 @@ def _number(value: Any) -> Decimal | None:
 class StateFolder:
     """Folds events into node states and merges states, under one configuration."""
 
-    def __init__(self, session_gap_ms: int, computed: Sequence[ComputedTrait] = ()) -> None:
+    def __init__(
+        self,
+        session_gap_ms: int,
+        computed: Sequence[ComputedTrait] = (),
+        consent_categories: Mapping[str, str] | None = None,
+    ) -> None:
         self.gap = session_gap_ms
         self.computed = tuple(computed)
+        self.consent_categories = dict(consent_categories or {})
 
     # -- events -----------------------------------------------------------------------
 
@@ -144,6 +171,13 @@ class StateFolder:
         """Fold one normalised event (with its event time in ms) into a state."""
         stamp: Stamp = (ts, str(event.get("messageId", "")))
         kind = event.get("type")
+        if kind == CONSENT_TYPE:  # a statement through the privacy API: consent only
+            self._consent(state, event.get("consent") or {}, stamp, "api")
+            return
+        if self.consent_categories:
+            stated = consent_from_event(event, self.consent_categories)
+            if stated:
+                self._consent(state, stated, stamp, "event")
         state.first_seen = ts if state.first_seen is None else min(state.first_seen, ts)
         state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
         name = event.get("event") if kind == "track" else kind
@@ -201,6 +235,20 @@ class StateFolder:
         elif trait.kind == "max":
             state.computed[trait.name] = str(number if current is None else max(current, number))
 
+    @staticmethod
+    def _consent(state: NodeState, stated: Mapping[str, Any], stamp: Stamp, source: str) -> None:
+        for purpose, granted in stated.items():
+            if purpose not in PURPOSES or not isinstance(granted, bool):
+                continue
+            current = state.consent.get(purpose)
+            if current is None or _later(stamp, current[1]):
+                state.consent[purpose] = (granted, stamp)
+            entry = [stamp[0], stamp[1], purpose, granted, source]
+            if entry not in state.consent_history:
+                state.consent_history.append(entry)
+        state.consent_history.sort(key=lambda h: (h[0], h[1], h[2]))
+        del state.consent_history[:-_CONSENT_HISTORY]
+
     # -- merging ------------------------------------------------------------------------
 
     def merge(self, into: NodeState, other: NodeState) -> None:
@@ -229,6 +277,31 @@ class StateFolder:
             into.last_page = other.last_page
         for trait in self.computed:
             self._merge_computed(into, other, trait)
+        for purpose, (granted, stamp) in other.consent.items():
+            current = into.consent.get(purpose)
+            if current is None or _later(stamp, current[1]):
+                into.consent[purpose] = (granted, stamp)
+        if other.consent_history:
+            seen = {tuple(h) for h in into.consent_history}
+            into.consent_history.extend(h for h in other.consent_history if tuple(h) not in seen)
+            into.consent_history.sort(key=lambda h: (h[0], h[1], h[2]))
+            del into.consent_history[:-_CONSENT_HISTORY]
+
+    def consent(self, state: NodeState) -> dict[str, Any]:
+        """Current consent ({purpose: bool}) and its history, for the API."""
+        return {
+            "current": {p: g for p, (g, _stamp) in sorted(state.consent.items())},
+            "history": [
+                {
+                    "timestamp": format_time(datetime.fromtimestamp(h[0] / 1000, UTC)),
+                    "messageId": h[1],
+                    "purpose": h[2],
+                    "granted": h[3],
+                    "source": h[4],
+                }
+                for h in state.consent_history
+            ],
+        }
 
     @staticmethod
     def _merge_computed(into: NodeState, other: NodeState, trait: ComputedTrait) -> None:

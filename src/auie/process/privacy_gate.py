@@ -1,0 +1,155 @@
+"""The processor's privacy stage: suppression, PII in free text, field encryption, consent.
+
+For every event, after enrichment and before identity resolution:
+
+1. an event carrying an erased identifier (suppression list) is dropped and counted;
+2. e-mail addresses, phone and card numbers in free-text properties are masked or flagged
+   (``privacy.pii_in_text``);
+3. configured PII fields (``privacy.pii_fields``: top-level keys of ``traits``,
+   ``context.traits`` and ``properties``) are encrypted with the data key of the event's
+   primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
+   ciphertext and erasure can shred them;
+4. the lake row gets keyed hashes of the ids (``user_hash``, ``anonymous_hash``) for
+   pseudonymous SQL access.
+
+After identity resolution the person's ``analytics`` consent decides the lake row: kept,
+pseudonymised (ids replaced by their hashes, traits, IP and PII fields removed) or not
+written (``privacy.without_analytics_consent``). Identity uses the event as sent (an
+encrypted e-mail could not link profiles), which is why it is computed before step 3.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from auie.config import PrivacyConfig
+from auie.privacy import consent
+from auie.privacy.crypto import FieldCipher, Pseudonymizer
+from auie.privacy.pii import scan
+from auie.privacy.suppression import SuppressionList
+
+_OBJECT_FIELDS = ("traits", "properties")
+
+
+@dataclass(frozen=True, slots=True)
+class Protected:
+    """Extra lake columns of an event (hashed ids, PII flags)."""
+
+    columns: dict[str, Any]
+
+
+class PrivacyGate:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        config: PrivacyConfig,
+        *,
+        suppressions: SuppressionList,
+        cipher: FieldCipher,
+        pseudonyms: Pseudonymizer,
+    ) -> None:
+        self.config = config
+        self.suppressions = suppressions
+        self.cipher = cipher
+        self.pseudonyms = pseudonyms
+        self.pii_fields = frozenset(f.lower() for f in config.pii_fields)
+
+    # -- before identity resolution --------------------------------------------------------
+
+    def suppressed(self, workspace: str, event: Mapping[str, Any]) -> bool:
+        """Whether the event names an erased identifier (then it is counted as dropped)."""
+        found = self.suppressions.suppressed_identifier(workspace, event)
+        if found is None:
+            return False
+        self.suppressions.count_dropped(workspace, *found)
+        return True
+
+    def prepare_keys(self, workspace: str, nodes: Iterable[str]) -> None:
+        """Create the data keys a batch will need in one transaction."""
+        if self.config.encrypt_pii:
+            self.cipher.ensure_keys(workspace, nodes)
+
+    def needs_key(self, event: Mapping[str, Any]) -> bool:
+        return self.config.encrypt_pii and any(
+            self._pii_keys(holder) for holder in self._holders(event)
+        )
+
+    def protect(self, workspace: str, event: dict[str, Any], primary: str | None) -> Protected:
+        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns."""
+        flags: set[str] = set()
+        if self.config.pii_in_text != "keep":
+            properties = event.get("properties")
+            if isinstance(properties, dict) and properties:
+                cleaned, found = scan(properties, self.config.pii_in_text, self._skip(properties))
+                event["properties"] = cleaned
+                flags |= found
+        if self.config.encrypt_pii and primary is not None:
+            for holder in self._holders(event):
+                for key in self._pii_keys(holder):
+                    holder[key] = self.cipher.encrypt(workspace, primary, holder[key])
+        columns: dict[str, Any] = {
+            "user_hash": self._hash(workspace, "user_id", event.get("userId")),
+            "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
+        }
+        if flags and self.config.pii_in_text == "flag":
+            columns["pii_flags"] = ",".join(sorted(flags))
+        return Protected(columns)
+
+    def _hash(self, workspace: str, id_type: str, value: Any) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        return self.pseudonyms.pseudonym(workspace, f"{id_type}:{value}")
+
+    def _skip(self, values: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset(k for k in values if k.lower() in self.pii_fields)
+
+    def _pii_keys(self, holder: Mapping[str, Any]) -> list[str]:
+        return [k for k, v in holder.items() if k.lower() in self.pii_fields and v is not None]
+
+    @staticmethod
+    def _holders(event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        holders = [event.get(name) for name in _OBJECT_FIELDS]
+        context = event.get("context")
+        if isinstance(context, dict):
+            holders.append(context.get("traits"))
+        return [h for h in holders if isinstance(h, dict)]
+
+    # -- after identity resolution ---------------------------------------------------------
+
+    def allows_analytics(self, current: Mapping[str, Any] | None) -> bool:
+        return consent.allowed(
+            current or {}, "analytics", require_explicit=self.config.require_explicit_consent
+        )
+
+    def lake_event(
+        self, workspace: str, event: Mapping[str, Any], columns: dict[str, Any], allowed: bool
+    ) -> Mapping[str, Any] | None:
+        """The event as the lake may hold it: as is, pseudonymised, or None (not written)."""
+        if allowed:
+            return event
+        if self.config.without_analytics_consent == "drop":
+            return None
+        masked = copy.deepcopy(dict(event))
+        for field, id_type in (
+            ("userId", "user_id"),
+            ("anonymousId", "anonymous_id"),
+            ("previousId", "user_id"),
+        ):
+            if masked.get(field):
+                masked[field] = self._hash(workspace, id_type, masked[field])
+        masked.pop("traits", None)
+        context = masked.get("context")
+        if isinstance(context, dict):
+            for key in ("ip", "traits", "userAgent", "page"):
+                context.pop(key, None)
+        properties = masked.get("properties")
+        if isinstance(properties, dict):
+            for key in self._pii_keys(properties):
+                del properties[key]
+        columns["user_hash"] = masked.get("userId")
+        columns["anonymous_hash"] = masked.get("anonymousId")
+        return masked

@@ -1,0 +1,204 @@
+"""The processor's privacy stage, through the real collector, processor, stores and lake:
+field encryption and crypto-shredding, consent (events and API) and its enforcement in the
+lake and the decision service, suppression, PII in free text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import App
+from helpers import basic, bearer, get_token
+from pipeline import drain
+
+NAME = "Ada Lovelace-Byron"
+PHONE = "+44 20 7946 0958"
+
+
+def send(app: App, *batch: dict[str, Any]) -> None:
+    reply = app.client.post(
+        "/v1/batch", json={"batch": list(batch)}, headers=basic(app.boot.write_key)
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["accepted"] == len(batch)
+
+
+def process(app: App) -> None:
+    drain(app.runtime.processor())
+
+
+def token(app: App, scope: str | None = None) -> dict[str, str]:
+    return bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret, scope))
+
+
+def lake_rows(app: App, query: str) -> list[tuple[Any, ...]]:
+    return app.runtime.analytics.query(app.boot.workspace, query).rows
+
+
+def files_contain(root: Path, needle: str, suffixes: tuple[str, ...]) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and path.name.endswith(suffixes) and needle.encode() in path.read_bytes():
+            found.append(path)
+    return found
+
+
+def test_pii_fields_are_encrypted_at_rest_and_shredded_by_key_destruction(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"name": NAME, "phone": PHONE, "plan": "pro"},
+        },
+    )
+    process(app)
+    data = app.runtime.settings.data_dir
+    # Neither the profile store nor the lake's files hold the plain values.
+    assert files_contain(data / "lake", NAME, (".parquet",)) == []
+    assert files_contain(data, PHONE, ("profiles.db", "profiles.db-wal")) == []
+    [[traits]] = lake_rows(app, "SELECT traits FROM events WHERE type = 'identify'")
+    assert json.loads(traits)["name"].startswith("enc:v1:")
+    assert json.loads(traits)["plan"] == "pro"
+    # The API decrypts.
+    profile = app.client.get("/v1/profiles/user_id/u1", headers=token(app)).json()
+    assert profile["traits"] == {"name": NAME, "phone": PHONE, "plan": "pro"}
+    # Destroying the person's keys makes every copy unreadable, the lake's included.
+    cipher = app.runtime.privacy.cipher
+    assert cipher.shred(app.boot.workspace, ["user_id:u1"]) == 1
+    cipher.forget_cache()
+    assert cipher.decrypt(app.boot.workspace, json.loads(traits)["name"]) == "[erased]"
+    profile = app.client.get("/v1/profiles/user_id/u1", headers=token(app)).json()
+    assert profile["traits"]["name"] == "[erased]"
+    assert profile["traits"]["plan"] == "pro"
+
+
+def test_without_analytics_consent_events_reach_the_lake_pseudonymised(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    refuse = {"consent": {"categoryPreferences": {"analytics": False, "advertising": True}}}
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "no",
+            "traits": {"name": NAME, "plan": "pro"},
+            "context": {**refuse, "ip": "198.51.100.3"},
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
+        {
+            "type": "track",
+            "userId": "no",
+            "event": "Read",
+            "properties": {"phone": PHONE},
+            "context": {"ip": "198.51.100.3"},
+            "timestamp": "2026-01-02T00:00:00Z",
+        },
+        {"type": "track", "userId": "yes", "event": "Read", "context": {"ip": "198.51.100.4"}},
+    )
+    process(app)
+    rows = lake_rows(
+        app,
+        "SELECT user_id, user_hash, traits, context_ip, properties FROM events ORDER BY timestamp",
+    )
+    pseudonymous = [r for r in rows if r[0] != "yes"]
+    assert len(pseudonymous) == 2
+    for user_id, user_hash, traits, ip, properties in pseudonymous:
+        assert user_id == user_hash
+        assert user_id.startswith("h_")
+        assert traits is None
+        assert ip is None
+        assert PHONE not in (properties or "")
+    assert ("yes", "198.51.100.4") in [(r[0], r[3]) for r in rows]
+    consent = app.client.get("/v1/privacy/consent/user_id/no", headers=token(app)).json()
+    assert consent["current"] == {"analytics": False, "marketing": True}
+    assert [h["purpose"] for h in consent["history"]] == ["analytics", "marketing"]
+
+
+def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:
+    app = make_app(
+        **{"privacy.without_analytics_consent": "drop", "privacy.require_explicit_consent": True}
+    )
+    grant = {"consent": {"categoryPreferences": {"analytics": True}}}
+    send(
+        app,
+        {"type": "track", "userId": "silent", "event": "Read"},
+        {"type": "track", "userId": "granted", "event": "Read", "context": grant},
+    )
+    process(app)
+    assert lake_rows(app, "SELECT user_id FROM events") == [("granted",)]
+    # The profile of the silent person still exists (identity and consent live there).
+    assert app.client.get("/v1/profiles/user_id/silent", headers=token(app)).status_code == 200
+
+
+def test_consent_from_the_api_governs_decisions(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    send(app, {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}})
+    process(app)
+    headers = token(app)
+    reply = app.client.put(
+        "/v1/privacy/consent/email/U1@example.com", json={"personalization": False}, headers=headers
+    )
+    assert reply.status_code == 200, reply.text
+    process(app)
+    consent = app.client.get("/v1/privacy/consent/user_id/u1", headers=headers).json()
+    assert consent["current"] == {"personalization": False}
+    assert consent["history"][0]["source"] == "api"
+    point = {
+        "baseline": "a",
+        "actions": [{"id": "a"}, {"id": "b"}],
+        "policy": {"type": "epsilon_greedy", "epsilon": 1.0},
+    }
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+    decide = {"decisionPoint": "hero", "userId": "u1", "actions": [{"id": "a"}, {"id": "b"}]}
+    for _ in range(20):
+        decision = app.client.post("/v1/decide", json=decide, headers=headers).json()
+        assert decision["actionId"] == "a"  # the baseline, whatever the policy would explore
+        app.client.post(
+            f"/v1/decisions/{decision['eventId']}/reward", json={"value": 1}, headers=headers
+        )
+    report = app.client.get("/v1/decision-points/hero/report", headers=headers).json()
+    assert report["arms"]["main"]["rewarded"] == 20
+    decision_service = app.client.app.state.decisions  # type: ignore[attr-defined]
+    assert decision_service.point(app.boot.workspace, "hero").policies[""].steps == 0
+
+
+def test_suppressed_identifiers_are_dropped_and_counted(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    suppressions = app.runtime.privacy.suppressions
+    suppressions.add(app.boot.workspace, ["user_id:gone"], request_id="req-test")
+    send(
+        app,
+        {"type": "track", "userId": "gone", "event": "Back"},
+        {"type": "track", "userId": "here", "event": "Back"},
+    )
+    process(app)
+    suppressions.flush()
+    assert lake_rows(app, "SELECT user_id FROM events") == [("here",)]
+    assert app.client.get("/v1/profiles/user_id/gone", headers=token(app)).status_code == 404
+    stats = suppressions.stats(app.boot.workspace)
+    assert (stats["identifiers"], stats["dropped"]) == (1, 1)
+
+
+def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> None:
+    masked = make_app("mask")
+    text = "call +44 20 7946 0958 or write to ada@example.com, card 4111 1111 1111 1111"
+    send(masked, {"type": "track", "userId": "u", "event": "Note", "properties": {"text": text}})
+    process(masked)
+    [[properties]] = lake_rows(masked, "SELECT properties FROM events")
+    assert json.loads(properties)["text"] == "call [phone] or write to [email], card [card]"
+
+    flagged = make_app("flag", **{"privacy.pii_in_text": "flag"})
+    send(flagged, {"type": "track", "userId": "u", "event": "Note", "properties": {"text": text}})
+    process(flagged)
+    [[properties, flags]] = lake_rows(flagged, "SELECT properties, pii_flags FROM events")
+    assert json.loads(properties)["text"] == text
+    assert flags == "card,email,phone"
