@@ -23,7 +23,7 @@ from auie.decide.features import Featurized, Featurizer
 from auie.decide.policies import Policy, load_policy, make_policy
 from auie.errors import InvalidRequest
 
-KINDS = ["linucb", "thompson", "squarecb", "epsilon_greedy", "baseline", "vw"]
+KINDS = ["linucb", "thompson", "squarecb", "epsilon_greedy", "baseline", "vw", "neural"]
 LEARNERS = [k for k in KINDS if k != "baseline"]
 #: Vowpal Wabbit's learning tests use ε-greedy with VW's default learning rate (the
 #: default arguments, Azure Personalizer's, learn at -l 0.001: far too slowly for a test).
@@ -35,6 +35,8 @@ ACTION_DIM = 16
 def _needs_vw(kind: str) -> None:
     if kind == "vw":
         pytest.importorskip("vowpalwabbit", reason="the optional extra vw is not installed")
+    if kind == "neural":
+        pytest.importorskip("torch", reason="the optional extra train is not installed")
 
 
 def policy(
@@ -314,6 +316,13 @@ def test_vw_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "auie.decide.policies.vw", raising=False)
     with pytest.raises(InvalidRequest, match=r"auie\[vw\]"):
         make_policy({"type": "vw"}, context_dim=8)
+
+
+def test_neural_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "auie.decide.policies.neural", raising=False)
+    with pytest.raises(InvalidRequest, match=r"auie\[train\]"):
+        make_policy({"type": "neural"}, context_dim=8)
 
 
 def test_unknown_policy_types_list_the_known_ones() -> None:

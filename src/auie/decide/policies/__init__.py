@@ -1,8 +1,9 @@
 """Native, vectorised contextual-bandit policies sharing one contract (see :mod:`.base`).
 
 ``make_policy({"type": ...})`` builds one from its configuration; :func:`load_policy`
-restores a saved one. Type ``vw`` (:mod:`.vw`, Vowpal Wabbit) is imported only when used:
-it needs the optional extra ``vw``.
+restores a saved one. Types ``vw`` (:mod:`.vw`, Vowpal Wabbit) and ``neural``
+(:mod:`.neural`, an MLP reward model in PyTorch) are imported only when used: they need
+the optional extras ``vw`` and ``train``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 #: Types whose module is imported on first use, with the extra that provides it.
-OPTIONAL: dict[str, str] = {"vw": "vw"}
+OPTIONAL: dict[str, str] = {"vw": "vw", "neural": "train"}
 
 __all__ = [
     "OPTIONAL",
@@ -57,6 +58,16 @@ def policy_class(kind: object) -> type[Policy]:
                 code="invalid_policy",
             ) from None
         return VowpalWabbit
+    if kind == "neural":
+        try:
+            from auie.decide.policies.neural import NeuralReward
+        except ImportError:
+            raise InvalidRequest(
+                "policy type 'neural' needs PyTorch: install the optional extra "
+                "with pip install 'auie[train]'",
+                code="invalid_policy",
+            ) from None
+        return NeuralReward
     known = ", ".join(sorted([*POLICIES, *OPTIONAL]))
     raise InvalidRequest(f"unknown policy type {kind!r}; known: {known}", code="invalid_policy")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +40,8 @@ from auie.decide.features import Featurized
 from auie.decide.model import HybridRidge
 
 Array = npt.NDArray[np.float64]
+#: One logged decision to learn from: (decision, chosen index, reward, propensity).
+Example = tuple[Featurized, int, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,13 @@ class Policy(ABC):
             raise ValueError(f"propensity must be in (0, 1], got {propensity}")
         self.steps += 1
         self._learn(decision, index, float(reward), weight, float(propensity))
+
+    def fit(self, examples: Sequence[Example]) -> None:
+        """Learn from logged decisions at once (offline training, ``auie train``). The
+        default learns them one by one in order, exactly as :meth:`update` would online;
+        a policy with a batch learner (the neural one) overrides it."""
+        for decision, index, reward, propensity in examples:
+            self.update(decision, index, reward, propensity)
 
     def scores(self, decision: Featurized) -> Array:
         """The model's expected reward of every candidate (no exploration)."""
