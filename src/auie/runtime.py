@@ -140,6 +140,8 @@ class Runtime:
             memory_limit=config.memory_limit,
             threads=config.threads,
             default_timeout=config.query_timeout_seconds,
+            pseudonyms=self.privacy.pseudonyms.pseudonym,
+            pii_fields=self.settings.privacy.pii_fields,
         )
 
     @cached_property

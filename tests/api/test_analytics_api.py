@@ -21,6 +21,7 @@ from auie.analytics.persons import Scope
 from auie.analytics.retention import retention
 from auie.analytics.trends import trends
 from auie.api.app import create_app
+from auie.errors import InvalidRequest
 from auie.runtime import Runtime
 from conftest import App
 from helpers import basic, bearer, get_token, make_settings
@@ -358,6 +359,57 @@ def test_sql_reads_the_workspace_lake(setup: Setup) -> None:
         assert sql(setup, f"SELECT * FROM {table} LIMIT 1").status_code == 200
 
 
+def test_sql_without_pii_read_sees_keyed_hashes(setup: Setup) -> None:
+    """analytics:read alone: every identifier is the workspace's keyed hash (the same value
+    in every table, so joins and distinct counts still work), PII fields and IPs are gone;
+    with pii:read the same query sees the raw values."""
+    boot_client = setup.runtime.clients.create(setup.a.id, "pii", ["analytics:read", "pii:read"])
+    raw = bearer(get_token(setup.client, boot_client.client.id, boot_client.secret))
+    users = {e["userId"] for e in setup.a.data.events if e.get("userId")}
+    anonymous = {e["anonymousId"] for e in setup.a.data.events if e.get("anonymousId")}
+    pseudonyms = setup.runtime.privacy.pseudonyms
+    ws = setup.a.id
+
+    def query(text: str, headers: dict[str, str]) -> list[list[Any]]:
+        reply = setup.client.post("/v1/sql", json={"query": text}, headers=headers)
+        assert reply.status_code == 200, reply.text
+        rows: list[list[Any]] = reply.json()["rows"]
+        return rows
+
+    ids = "SELECT DISTINCT user_id FROM events WHERE user_id IS NOT NULL"
+    assert {r[0] for r in query(ids, raw)} == users
+    hashed = {r[0] for r in query(ids, setup.a.headers)}
+    assert hashed == {pseudonyms.pseudonym(ws, f"user_id:{u}") for u in users}
+    anon = "SELECT DISTINCT anonymous_id FROM events WHERE anonymous_id IS NOT NULL"
+    assert {r[0] for r in query(anon, setup.a.headers)} == {
+        pseudonyms.pseudonym(ws, f"anonymous_id:{a}") for a in anonymous
+    }
+    # Hashes join across tables exactly as raw ids do.
+    join = (
+        "SELECT count(*) FROM events e JOIN identities i"
+        " ON i.id_type = 'user_id' AND i.id_value = e.user_id"
+    )
+    assert query(join, setup.a.headers) == query(join, raw) != [[0]]
+    # Nothing raw in any column of any table, as text.
+    for table in ("events", "identities", "profiles", "dead_letters", "decisions"):
+        text = query(
+            f"SELECT coalesce(string_agg(t::VARCHAR, ' '), '') FROM {table} t", setup.a.headers
+        )
+        found = [value for value in users | anonymous if value in text[0][0]]
+        assert not found, f"{table} shows raw ids: {found[:3]}"
+    emails = "SELECT count(*) FROM events WHERE traits::VARCHAR LIKE '%@example.com%'"
+    assert query(emails, setup.a.headers) == [[0]]
+    assert query("SELECT count(context_ip) FROM events", setup.a.headers) == [[0]]
+    # The table listing shows the pseudonymised shape (no separate hash columns).
+    listed = setup.client.get("/v1/sql/tables", headers=setup.a.headers).json()["tables"]
+    events = next(t for t in listed if t["name"] == "events")
+    names = {c["name"] for c in events["columns"]}
+    assert "user_id" in names
+    assert "user_hash" not in names
+    listed = setup.client.get("/v1/sql/tables", headers=raw).json()["tables"]
+    assert "user_hash" in {c["name"] for t in listed if t["name"] == "events" for c in t["columns"]}
+
+
 def test_sql_values_are_json(setup: Setup) -> None:
     query = (
         "SELECT 1.50::DECIMAL(5,2) AS d, 2::DECIMAL(5,2) AS i, [1, 2] AS l,"
@@ -426,11 +478,20 @@ def test_sql_cannot_read_another_workspace_files(setup: Setup) -> None:
             assert_error(sql(setup, f"SELECT count(*) FROM {reader}('{path}')"), 400)
     escape = f"{warehouse}/{setup.a.id}/../{setup.b.id}/events/data/**/*.parquet"
     assert_error(sql(setup, f"SELECT count(*) FROM read_parquet('{escape}')"), 400)
-    # Its own files are readable.
+    # Its own files are not read by path either: that would go around the views that
+    # pseudonymise identifiers for tokens without pii:read.
     reply = sql(setup, f"SELECT count(*) > 0 FROM read_parquet('{ours[0]}')")
-    assert reply.json()["rows"] == [[True]]
+    assert_error(reply, 400, "forbidden_function")
     # And the other workspace's tables are not in its catalog.
     assert_error(sql(setup, f'SELECT * FROM "{setup.b.id}".events'), 400)
+    # Under the SQL check, the engine's own sandbox: the workspace's connection reads its
+    # own lake directory and nothing else, even for AUIE's trusted queries.
+    engine = setup.runtime.analytics
+    found = engine.query(setup.a.id, f"SELECT count(*) > 0 FROM read_parquet('{ours[0]}')")
+    assert found.rows == [(True,)]
+    for path in (theirs[0], escape):
+        with pytest.raises(InvalidRequest, match="Permission Error"):
+            engine.query(setup.a.id, f"SELECT count(*) FROM read_parquet('{path}')")
 
 
 def test_sql_row_limit_and_timeout(make_app: Callable[..., App]) -> None:

@@ -10,14 +10,20 @@ With the ``identities`` view the engine also rebuilds :data:`CURRENT_IDS`, a hid
 holding the current profile of every user and anonymous id (the latest ``identities`` row
 of each): every analysis resolves the people of its events through it, so that mapping is
 computed once per change of the table instead of once per query.
+
+Callers without the ``pii:read`` scope get a second database of the workspace whose views
+show keyed hashes instead of identifiers (:mod:`auie.analytics.pseudonymous`); untrusted
+SQL is one SELECT that calls no file-reading table function (:func:`check_untrusted`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
+from auie.analytics import pseudonymous as pseudo
 from auie.analytics.engine import QueryEngine, QueryResult
 from auie.errors import InvalidRequest, NotFound
 from auie.lake.catalog import Lake
@@ -51,6 +58,8 @@ def _local_path(uri: str) -> str:
 @dataclass(slots=True)
 class _Workspace:
     connection: duckdb.DuckDBPyConnection
+    #: Views show keyed hashes instead of identifiers (callers without ``pii:read``).
+    pseudonymous: bool = False
     #: table name → metadata location the view was built from.
     views: dict[str, str] = field(default_factory=dict)
     marts: dict[str, float] = field(default_factory=dict)
@@ -83,6 +92,8 @@ class DuckDBEngine(QueryEngine):
         threads: int = 2,
         default_timeout: float = 30.0,
         default_limit: int = 10_000,
+        pseudonyms: pseudo.Hasher | None = None,
+        pii_fields: tuple[str, ...] = (),
     ) -> None:
         self.lake = lake
         self.warehouse = _local_path(warehouse).rstrip("/")
@@ -91,7 +102,9 @@ class DuckDBEngine(QueryEngine):
         self.threads = threads
         self.default_timeout = default_timeout
         self.default_limit = default_limit
-        self._workspaces: dict[str, _Workspace] = {}
+        self.pseudonyms = pseudonyms
+        self.pii_fields = pii_fields
+        self._workspaces: dict[tuple[str, bool], _Workspace] = {}
         self._lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------
@@ -99,14 +112,16 @@ class DuckDBEngine(QueryEngine):
     def marts_dir(self, workspace: str) -> Path:
         return self.marts_root / workspace / "marts"
 
-    def _workspace(self, workspace: str) -> _Workspace:
+    def _workspace(self, workspace: str, pseudonymous: bool) -> _Workspace:
         with self._lock:
-            found = self._workspaces.get(workspace)
+            found = self._workspaces.get((workspace, pseudonymous))
             if found is None:
-                found = self._workspaces[workspace] = _Workspace(self._open(workspace))
+                connection = self._open(workspace, pseudonymous)
+                found = _Workspace(connection, pseudonymous)
+                self._workspaces[workspace, pseudonymous] = found
         return found
 
-    def _open(self, workspace: str) -> duckdb.DuckDBPyConnection:
+    def _open(self, workspace: str, pseudonymous: bool) -> duckdb.DuckDBPyConnection:
         marts = self.marts_dir(workspace)
         marts.mkdir(parents=True, exist_ok=True)
         lake_dir = f"{self.warehouse}/{workspace}/"
@@ -114,6 +129,13 @@ class DuckDBEngine(QueryEngine):
             ":memory:", config={"threads": self.threads, "memory_limit": self.memory_limit}
         )
         connection.execute("SET TimeZone = 'UTC'")
+        if pseudonymous:
+            if self.pseudonyms is None:
+                raise InvalidRequest(
+                    "pseudonymised SQL is not available: no pseudonymisation key",
+                    code="pii_read_required",
+                )
+            pseudo.register(connection, workspace, self.pseudonyms)
         # Spill files go to the workspace's own directory: DuckDB allows its temp directory
         # implicitly, and a shared one would let one workspace glob another's spills.
         spill = (self.marts_root / workspace / "tmp").resolve()
@@ -126,8 +148,8 @@ class DuckDBEngine(QueryEngine):
 
     # -- views ------------------------------------------------------------------------------
 
-    def _refresh(self, workspace: str) -> _Workspace:
-        state = self._workspace(workspace)
+    def _refresh(self, workspace: str, pseudonymous: bool = False) -> _Workspace:
+        state = self._workspace(workspace, pseudonymous)
         with state.lock:
             for name, definition in TABLES.items():
                 self._refresh_table(workspace, state, name, definition.arrow)
@@ -162,9 +184,11 @@ class DuckDBEngine(QueryEngine):
                 " UNION ALL BY NAME SELECT * FROM "
                 f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
             )
+        if state.pseudonymous:
+            body = pseudo.view_sql(f"({body})", schema.names, self.pii_fields)
         _drop(conn, name, ("TABLE",))
         conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
-        if name == IDENTITIES:
+        if name == IDENTITIES and not state.pseudonymous:
             conn.execute(f'CREATE OR REPLACE TABLE "{CURRENT_IDS}" AS {_CURRENT_IDS_SQL}')
         state.views[name] = location
 
@@ -178,9 +202,11 @@ class DuckDBEngine(QueryEngine):
             if name in TABLES or state.marts.get(name) == mtime:
                 continue
             quoted = str((directory / f"{name}{_MARTS_SUFFIX}").resolve()).replace("'", "''")
-            conn.execute(
-                f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{quoted}')"
-            )
+            body = f"SELECT * FROM read_parquet('{quoted}')"
+            if state.pseudonymous:
+                columns = [row[0] for row in conn.execute(f"DESCRIBE {body}").fetchall()]
+                body = pseudo.view_sql(f"read_parquet('{quoted}')", columns, self.pii_fields)
+            conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
             state.marts[name] = mtime
         for name in set(state.marts) - present.keys():
             conn.execute(f'DROP VIEW IF EXISTS "{name}"')
@@ -197,10 +223,11 @@ class DuckDBEngine(QueryEngine):
         limit: int | None = None,
         timeout: float | None = None,
         untrusted: bool = False,
+        pseudonymous: bool = False,
     ) -> QueryResult:
         if untrusted:
-            _check_read_only(sql)
-        state = self._refresh(workspace)
+            check_untrusted(sql)
+        state = self._refresh(workspace, pseudonymous)
         cursor = state.connection.cursor()
         limit = self.default_limit if limit is None else limit
         timer = threading.Timer(timeout or self.default_timeout, cursor.interrupt)
@@ -231,8 +258,10 @@ class DuckDBEngine(QueryEngine):
             cursor.close()
         return QueryResult(columns, rows[:limit], len(rows) > limit, time.perf_counter() - started)
 
-    def tables(self, workspace: str) -> dict[str, list[tuple[str, str]]]:
-        state = self._refresh(workspace)
+    def tables(
+        self, workspace: str, *, pseudonymous: bool = False
+    ) -> dict[str, list[tuple[str, str]]]:
+        state = self._refresh(workspace, pseudonymous)
         cursor = state.connection.cursor()
         try:
             rows = cursor.execute(
@@ -258,8 +287,17 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:500]
 
 
-def _check_read_only(sql: str) -> None:
-    """One SELECT statement, nothing else (no COPY, ATTACH, CREATE, SET, PRAGMA...)."""
+#: Table functions untrusted SQL may call: generators, nothing that reads files or runs SQL.
+SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+_SAFE_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
+_FILE_LIKE = re.compile(r"[./\\:*?]")
+
+
+def check_untrusted(sql: str) -> None:
+    """One SELECT statement (no COPY, ATTACH, CREATE, SET, PRAGMA...) that reads only the
+    workspace's views: no table functions but generators (``read_parquet``, ``query``,
+    ``glob``... would reach files or raw data behind the views), no file paths as tables
+    (DuckDB's replacement scans), no hidden ``__`` tables."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -268,3 +306,50 @@ def _check_read_only(sql: str) -> None:
         raise InvalidRequest("send exactly one SQL statement", code="invalid_query")
     if statements[0].type != duckdb.StatementType.SELECT:
         raise InvalidRequest("only read-only SELECT queries are allowed", code="read_only")
+    with duckdb.connect(":memory:") as parser:
+        found = parser.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+    tree = json.loads(found[0]) if found else {"error": True}
+    if tree.get("error"):
+        message = str(tree.get("error_message") or "the query could not be parsed")
+        raise InvalidRequest(message[:500], code="invalid_query")
+    for node in _nodes(tree):
+        kind = node.get("type")
+        if kind == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            name = str(function.get("function_name", "")).lower()
+            if (
+                name not in SAFE_TABLE_FUNCTIONS
+                or function.get("schema")
+                or function.get("catalog")
+            ):
+                raise InvalidRequest(
+                    f"table function {name}() is not allowed here; query the workspace's"
+                    " tables and marts by name (GET /v1/sql/tables)",
+                    code="forbidden_function",
+                )
+        elif kind == "BASE_TABLE":
+            table = str(node.get("table_name", ""))
+            schema = str(node.get("schema_name", "")).lower()
+            catalog = str(node.get("catalog_name", "")).lower()
+            if (
+                _FILE_LIKE.search(table)
+                or table.startswith("__")
+                or schema not in _SAFE_SCHEMAS
+                or catalog not in {"", "memory"}
+            ):
+                raise InvalidRequest(
+                    f"{table!r} is not a table of this workspace (GET /v1/sql/tables)",
+                    code="unknown_table",
+                )
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object of a serialized statement, depth first."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

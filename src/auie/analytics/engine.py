@@ -39,11 +39,16 @@ class QueryEngine(ABC):
         limit: int | None = None,
         timeout: float | None = None,
         untrusted: bool = False,
+        pseudonymous: bool = False,
     ) -> QueryResult:
-        """Run one query; ``untrusted`` SQL must be a single read-only SELECT."""
+        """Run one query; ``untrusted`` SQL must be a single read-only SELECT that reads the
+        workspace's tables by name; ``pseudonymous`` queries see keyed hashes instead of
+        identifiers (callers without ``pii:read``)."""
 
     @abstractmethod
-    def tables(self, workspace: str) -> dict[str, list[tuple[str, str]]]:
+    def tables(
+        self, workspace: str, *, pseudonymous: bool = False
+    ) -> dict[str, list[tuple[str, str]]]:
         """Every table and mart the workspace's queries can read, with column types."""
 
     @abstractmethod

@@ -16,9 +16,17 @@ if TYPE_CHECKING:
     from auie.runtime import Runtime
 
 
-def run_sql(runtime: Runtime, workspace: str, query: str, limit: int | None = None) -> SqlOut:
+def run_sql(
+    runtime: Runtime,
+    workspace: str,
+    query: str,
+    limit: int | None = None,
+    *,
+    pseudonymous: bool = False,
+) -> SqlOut:
     """Run untrusted SQL on the workspace's tables with the row limit and timeout of
-    ``[analytics]``; refused or failing statements raise :class:`InvalidRequest` (400)."""
+    ``[analytics]``; refused or failing statements raise :class:`InvalidRequest` (400).
+    ``pseudonymous``: identifiers appear as keyed hashes (callers without ``pii:read``)."""
     config = runtime.settings.analytics
     try:
         result = runtime.analytics.query(
@@ -27,6 +35,7 @@ def run_sql(runtime: Runtime, workspace: str, query: str, limit: int | None = No
             limit=limit or config.sql_row_limit,
             timeout=config.query_timeout_seconds,
             untrusted=True,
+            pseudonymous=pseudonymous,
         )
     except NotFound as exc:  # an unknown table is the query's fault, not a missing resource
         raise InvalidRequest(exc.message, code=exc.code) from None

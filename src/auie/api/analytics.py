@@ -31,7 +31,7 @@ from auie.analytics.sql import run_sql
 from auie.analytics.trends import trends
 from auie.api.schemas import Error
 from auie.api.security import scope
-from auie.auth.scopes import ANALYTICS_READ
+from auie.auth.scopes import ANALYTICS_READ, PII_READ
 from auie.auth.tokens import Principal
 from auie.runtime import Runtime
 
@@ -167,14 +167,19 @@ def segment_members(
 
 @router.post("/v1/sql", response_model=SqlOut, operation_id="sql_query")
 def post_sql(body: SqlIn, request: Request, who: Principal = _reader) -> Any:
-    """One read-only SELECT over the workspace's lake tables and marts (docs/analytics.md)."""
-    return run_sql(_runtime(request), who.workspace_id, body.query)
+    """One read-only SELECT over the workspace's lake tables and marts (docs/analytics.md).
+    Identifiers are keyed hashes unless the token also has the ``pii:read`` scope."""
+    return run_sql(
+        _runtime(request), who.workspace_id, body.query, pseudonymous=PII_READ not in who.scopes
+    )
 
 
 @router.get("/v1/sql/tables", response_model=SqlTablesOut, operation_id="sql_tables")
 def sql_tables(request: Request, who: Principal = _reader) -> Any:
     """The tables and marts ``POST /v1/sql`` can read, with their columns."""
-    found = _runtime(request).analytics.tables(who.workspace_id)
+    found = _runtime(request).analytics.tables(
+        who.workspace_id, pseudonymous=PII_READ not in who.scopes
+    )
     return SqlTablesOut(
         tables=[
             SqlTable(name=name, columns=[TableColumn(name=col, type=kind) for col, kind in columns])

@@ -13,8 +13,18 @@ DECIDE = "decide"
 ANALYTICS_READ = "analytics:read"
 PRIVACY_ADMIN = "privacy:admin"
 ADMIN = "admin"
+#: Raw identifiers in SQL results (``POST /v1/sql``); without it SQL sees keyed hashes.
+PII_READ = "pii:read"
 
-ALL_SCOPES: tuple[str, ...] = (INGEST, PROFILES_READ, DECIDE, ANALYTICS_READ, PRIVACY_ADMIN, ADMIN)
+ALL_SCOPES: tuple[str, ...] = (
+    INGEST,
+    PROFILES_READ,
+    DECIDE,
+    ANALYTICS_READ,
+    PRIVACY_ADMIN,
+    ADMIN,
+    PII_READ,
+)
 
 
 def parse_scopes(value: str | Iterable[str]) -> frozenset[str]:

@@ -103,7 +103,7 @@ class Pseudonymizer:
         return hashlib.blake2b(data, key=self._key, digest_size=16).hexdigest()
 
     def pseudonym(self, workspace: str, value: str | None) -> str | None:
-        """``p_<hash>`` for an identifier (None stays None)."""
+        """``h_<hash>`` for an identifier (None stays None)."""
         return None if value is None else "h_" + self.digest(workspace, value)[:20]
 
 

@@ -1,0 +1,135 @@
+"""What SQL callers without the ``pii:read`` scope see: keyed hashes instead of identifiers.
+
+``POST /v1/sql`` from a token without ``pii:read`` runs on a separate DuckDB database of the
+workspace whose views wrap the lake tables and marts:
+
+* identifier columns (``user_id``, ``anonymous_id``, ``group_id``, ``previous_id``,
+  ``id_value``, ``email``) hold the keyed hash AUIE stores beside them (``h_…``, the same
+  value the lake's ``user_hash`` / ``anonymous_hash`` / ``id_hash`` columns hold, so hashes
+  join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
+  keep profile ids and hash the ``anon:``/``user:`` fallbacks;
+* ``context_ip`` is NULL; the configured PII fields are removed from ``traits`` and
+  ``properties`` JSON, ``ip`` and ``traits`` from ``context``;
+* raw copies are not reachable: ``dead_letters.payload`` and ``profiles.identities`` are
+  NULL, the engine's own hidden tables of raw ids do not exist in that database, and
+  untrusted SQL may not call file-reading table functions (see
+  :func:`auie.analytics.duckdb_engine.check_untrusted`).
+
+The hash is :meth:`auie.privacy.crypto.Pseudonymizer.pseudonym` of ``"<id type>:<value>"``
+with the workspace's key: stable, so counts and joins work; useless without the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+from duckdb.func import PythonUDFType
+
+#: Column name → the identifier type its values are hashed as.
+ID_COLUMNS: dict[str, str] = {
+    "user_id": "user_id",
+    "anonymous_id": "anonymous_id",
+    "group_id": "group_id",
+    "previous_id": "previous_id",
+    "email": "email",
+}
+#: Mart columns holding a person: a profile id, or ``anon:<anonymous id>`` /
+#: ``user:<user id>`` for people the identity graph has not resolved (yet).
+PERSON_COLUMNS = frozenset({"person_id", "previous_person_id"})
+#: Lake columns that already hold the stored hash of another column.
+_STORED_HASH = {"user_id": "user_hash", "anonymous_id": "anonymous_hash", "id_value": "id_hash"}
+#: Columns whose content is raw personal data as a whole.
+_BLANKED = frozenset({"context_ip", "payload", "identities"})
+_JSON_FIELDS = frozenset({"traits", "properties"})
+_PREFIXES = {"anon:": "anonymous_id", "user:": "user_id"}
+
+HASH_FUNCTION = "auie_pseudonym"
+PERSON_FUNCTION = "auie_person"
+
+Hasher = Callable[[str, str], str | None]
+
+
+def register(connection: duckdb.DuckDBPyConnection, workspace: str, pseudonym: Hasher) -> None:
+    """Give ``connection`` the hash functions, bound to ``workspace``'s key."""
+
+    def hash_ids(kinds: pa.Array, values: pa.Array) -> pa.Array:
+        return pa.array(
+            [
+                None if v is None else pseudonym(workspace, f"{k}:{v}")
+                for k, v in zip(kinds.to_pylist(), values.to_pylist(), strict=True)
+            ],
+            pa.string(),
+        )
+
+    def hash_people(values: pa.Array) -> pa.Array:
+        out: list[str | None] = []
+        for value in values.to_pylist():
+            kind = (
+                None if value is None else next((k for k in _PREFIXES if value.startswith(k)), None)
+            )
+            out.append(
+                value
+                if kind is None
+                else kind + str(pseudonym(workspace, f"{_PREFIXES[kind]}:{value[len(kind) :]}"))
+            )
+        return pa.array(out, pa.string())
+
+    arrow = PythonUDFType.ARROW
+    connection.create_function(
+        HASH_FUNCTION, hash_ids, ["varchar", "varchar"], "varchar", type=arrow, side_effects=False
+    )
+    connection.create_function(
+        PERSON_FUNCTION, hash_people, ["varchar"], "varchar", type=arrow, side_effects=False
+    )
+
+
+def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> str:
+    """A SELECT over ``source`` (a FROM item) that shows ``columns`` pseudonymised."""
+    present = set(columns)
+    replace: list[str] = []
+    exclude = [hashed for hashed in _STORED_HASH.values() if hashed in present]
+    strip = _patch(dict.fromkeys(pii_fields))
+    for column in columns:
+        quoted = f'"{column}"'
+        if column in _STORED_HASH.values():
+            continue
+        kind = ID_COLUMNS.get(column)
+        if column == "id_value":
+            # identities: the hash of "<id_type>:<value>", the id_hash column when stored
+            computed = f"{HASH_FUNCTION}(id_type, id_value)"
+            expression = f"coalesce(id_hash, {computed})" if "id_hash" in present else computed
+        elif kind is not None:
+            computed = f"{HASH_FUNCTION}('{kind}', {quoted})"
+            stored = _STORED_HASH.get(column)
+            expression = (
+                f"coalesce({stored}, {computed})"
+                if stored is not None and stored in present
+                else computed
+            )
+        elif column in PERSON_COLUMNS:
+            expression = f"{PERSON_FUNCTION}({quoted})"
+        elif column in _BLANKED:
+            expression = "NULL::VARCHAR"
+        elif column in _JSON_FIELDS:
+            expression = f"json_merge_patch({quoted}, {strip})::VARCHAR"
+        elif column == "context":
+            expression = (
+                f"json_merge_patch({quoted}, {_patch({'ip': None, 'traits': None})})::VARCHAR"
+            )
+        else:
+            continue
+        replace.append(f"{expression} AS {quoted}")
+    star = "*"
+    if exclude:
+        star += " EXCLUDE (" + ", ".join(f'"{c}"' for c in exclude) + ")"
+    if replace:
+        star += " REPLACE (" + ", ".join(replace) + ")"
+    return f"SELECT {star} FROM {source}"
+
+
+def _patch(fields: dict[str, None]) -> str:
+    """A JSON merge patch removing ``fields``, as a SQL string literal."""
+    return "'" + json.dumps(fields).replace("'", "''") + "'"

@@ -1,0 +1,103 @@
+"""The pseudonymising views and the untrusted-SQL check, on a real DuckDB."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from auie.analytics import pseudonymous
+from auie.analytics.duckdb_engine import check_untrusted
+from auie.errors import InvalidRequest
+from auie.privacy.crypto import Pseudonymizer
+
+KEY = Pseudonymizer(b"k" * 32)
+
+
+@pytest.fixture
+def conn() -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(":memory:")
+    pseudonymous.register(connection, "ws1", KEY.pseudonym)
+    return connection
+
+
+def test_mart_people_keep_profile_ids_and_hash_unresolved_ids(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute(
+        "CREATE TABLE user_features AS SELECT * FROM (VALUES"
+        " ('p_123', 'anon:a-1', 'u-9', 3), ('user:u-7', NULL, NULL, 1)"
+        ") t(person_id, previous_person_id, user_id, events)"
+    )
+    columns = ["person_id", "previous_person_id", "user_id", "events"]
+    rows = conn.execute(pseudonymous.view_sql("user_features", columns, [])).fetchall()
+    assert rows == [
+        (
+            "p_123",
+            "anon:" + KEY.pseudonym("ws1", "anonymous_id:a-1"),
+            KEY.pseudonym("ws1", "user_id:u-9"),
+            3,
+        ),
+        ("user:" + KEY.pseudonym("ws1", "user_id:u-7"), None, None, 1),
+    ]
+
+
+def test_identities_and_json_fields(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        "CREATE TABLE identities AS SELECT * FROM (VALUES"
+        " ('email', 'x@example.com', 'p_1', NULL),"
+        " ('user_id', 'u-1', 'p_1', 'h_stored')) t(id_type, id_value, profile_id, id_hash)"
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("identities", ["id_type", "id_value", "profile_id", "id_hash"], [])
+    ).fetchall()
+    # A stored hash wins; otherwise the same function computes it.
+    assert rows == [
+        ("email", KEY.pseudonym("ws1", "email:x@example.com"), "p_1"),
+        ("user_id", "h_stored", "p_1"),
+    ]
+    conn.execute(
+        """CREATE TABLE events AS SELECT '{"email": "x@y.z", "plan": "pro"}' AS traits,"""
+        """ '{"ip": "10.0.0.1", "traits": {"name": "X"}, "locale": "fr"}' AS context,"""
+        " '10.0.0.1' AS context_ip"
+    )
+    row = conn.execute(
+        pseudonymous.view_sql("events", ["traits", "context", "context_ip"], ["email"])
+    ).fetchone()
+    assert row == ('{"plan":"pro"}', '{"locale":"fr"}', None)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM events",
+        "SELECT count(*) FROM events e JOIN identities i ON i.id_value = e.user_id",
+        "WITH t AS (SELECT 1 AS x) SELECT * FROM t, range(3)",
+        "SELECT * FROM generate_series(1, 3)",
+        "SELECT table_name FROM information_schema.tables",
+    ],
+)
+def test_untrusted_sql_allowed(query: str) -> None:
+    check_untrusted(query)
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("SELECT * FROM read_parquet('lake/ws/events/data/x.parquet')", "forbidden_function"),
+        ("SELECT * FROM events WHERE 1 IN (SELECT 1 FROM glob('*'))", "forbidden_function"),
+        ("SELECT * FROM query('SELECT * FROM __current_ids')", "forbidden_function"),
+        ("SELECT * FROM query_table('events')", "forbidden_function"),
+        ("SELECT * FROM duckdb_settings()", "forbidden_function"),
+        ("SELECT * FROM 'lake/ws/events/data/x.parquet'", "unknown_table"),
+        ('SELECT * FROM "/etc/passwd"', "unknown_table"),
+        ("SELECT * FROM __current_ids", "unknown_table"),
+        ("SELECT * FROM __shape_events", "unknown_table"),
+        ("SELECT * FROM system.main.duckdb_tables", "unknown_table"),
+        ("COPY events TO 'x.csv'", "read_only"),
+        ("SELECT 1; SELECT 2", "invalid_query"),
+    ],
+)
+def test_untrusted_sql_refused(query: str, code: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_untrusted(query)
+    assert caught.value.code == code
