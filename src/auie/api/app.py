@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 _MAINTENANCE_SECONDS = 600.0
 _DECISION_TICK_SECONDS = 0.2
 _SNAPSHOT_SECONDS = 60.0
+_REFRESH_SECONDS = 1.0
 
 
 class MetricsMiddleware:
@@ -87,8 +88,9 @@ async def _maintenance(runtime: Runtime) -> None:
 
 
 async def _close_decisions(service: DecisionService) -> None:
-    """Learn from decisions whose reward wait is over; snapshot policies now and then."""
-    last_snapshot = time.monotonic()
+    """Learn from decisions whose reward wait is over; snapshot policies now and then;
+    reload decision points whose active version another process changed (auie train)."""
+    last_snapshot = last_refresh = time.monotonic()
     while True:
         await asyncio.sleep(_DECISION_TICK_SECONDS)
         try:
@@ -96,6 +98,9 @@ async def _close_decisions(service: DecisionService) -> None:
             if time.monotonic() - last_snapshot > _SNAPSHOT_SECONDS:
                 await asyncio.to_thread(service.snapshot_all)
                 last_snapshot = time.monotonic()
+            if time.monotonic() - last_refresh > _REFRESH_SECONDS:
+                await asyncio.to_thread(service.refresh)
+                last_refresh = time.monotonic()
         except Exception:
             logger.exception("closing decisions failed; will retry")
 

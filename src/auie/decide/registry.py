@@ -4,7 +4,11 @@ A decision point's configuration lives in the metadata database. Policy snapshot
 versioned: each is a ``.npz`` file (the policy's whole state) and a ``.json`` file (the
 featurizer's vocabulary) under ``<data_dir>/lake/models/<workspace>/<decision point>/``,
 with one row per version in ``policy_versions``. The decision point's ``active_version``
-is what a restarted server resumes from; rolling back points it at an older version.
+is what a restarted server resumes from; rolling back points it at an older version, and
+``auie train`` promotes a version it saved. A running server notices such changes made by
+another process (:meth:`DecisionStore.active_versions`), and its own snapshots only take
+over when the active version is still the one it serves (``if_active``), so a periodic
+snapshot never undoes a promotion.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, func, insert, select, update
 
 from auie import db
 from auie.decide.config import DecisionPointConfig
 from auie.decide.tables import decision_points, policy_versions
-from auie.errors import InvalidRequest, NotFound
+from auie.errors import Conflict, InvalidRequest, NotFound
 from auie.ids import utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,6 +40,12 @@ def check_name(name: str) -> str:
             code="invalid_decision_point",
         )
     return name
+
+
+class ActiveVersionChanged(Conflict):
+    """Another process activated a version since the caller loaded its own."""
+
+    code = "active_version_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,15 @@ class DecisionStore:
                 .values(active_version=version, updated_at=utcnow())
             )
 
+    def active_versions(self, workspaces: set[str]) -> dict[tuple[str, str], int | None]:
+        """(workspace, decision point) → active version, for every point of ``workspaces``."""
+        c = decision_points.c
+        query = select(c.workspace_id, c.name, c.active_version).where(
+            c.workspace_id.in_(sorted(workspaces))
+        )
+        with self.engine.connect() as conn:
+            return {(row[0], row[1]): row[2] for row in conn.execute(query)}
+
     # -- versions ---------------------------------------------------------------------------
 
     def _dir(self, workspace: str, name: str) -> Path:
@@ -148,8 +167,13 @@ class DecisionStore:
         source: str = "online",
         note: str = "",
         activate: bool = True,
+        if_active: int | Literal["any"] | None = "any",
     ) -> int:
-        """Store a snapshot as the next version; returns its number."""
+        """Store a snapshot as the next version; returns its number.
+
+        A main-arm snapshot (``arm`` "") with ``activate`` becomes the active version; with
+        ``if_active`` only if the active version is still that one (None: none yet), else
+        nothing is stored and :class:`ActiveVersionChanged` is raised."""
         c = policy_versions.c
         directory = self._dir(workspace, name)
         directory.mkdir(parents=True, exist_ok=True)
@@ -160,6 +184,22 @@ class DecisionStore:
                 )
             ).scalar()
             version = int(latest or 0) + 1
+            if activate and not arm:
+                point = decision_points.c
+                where = [point.workspace_id == workspace, point.name == name]
+                if if_active != "any":
+                    where.append(
+                        point.active_version.is_(None)
+                        if if_active is None
+                        else point.active_version == if_active
+                    )
+                changed = conn.execute(
+                    update(decision_points).where(*where).values(active_version=version)
+                )
+                if if_active != "any" and changed.rowcount == 0:
+                    raise ActiveVersionChanged(
+                        f"decision point {name!r}: the active version is no longer {if_active}"
+                    )
             stem = f"{arm or 'main'}-v{version:06d}"
             _write_atomic(directory / f"{stem}.npz", blob)
             _write_atomic(directory / f"{stem}.json", json.dumps(featurizer).encode())
@@ -177,15 +217,6 @@ class DecisionStore:
                     created_at=utcnow(),
                 )
             )
-            if activate and not arm:
-                conn.execute(
-                    update(decision_points)
-                    .where(
-                        decision_points.c.workspace_id == workspace,
-                        decision_points.c.name == name,
-                    )
-                    .values(active_version=version)
-                )
         return version
 
     def versions(self, workspace: str, name: str) -> list[PolicyVersion]:

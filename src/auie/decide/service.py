@@ -12,6 +12,10 @@ Learning modes: ``online`` serves and learns; ``apprentice`` serves the baseline
 from it and reports how often the policy would have agreed; ``frozen`` serves, never learns.
 Open decisions live in memory: a restart forgets them (the decision log keeps them for
 offline training).
+
+Versions activated by another process (``auie train`` promoting a policy, another server's
+rollback) are picked up by :meth:`DecisionService.refresh`, which the server calls every
+second: the decision point is reloaded from its new active version, as after a rollback.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from auie.decide.context import PersonContext
 from auie.decide.features import Featurized, Featurizer
 from auie.decide.policies import Policy, load_policy, make_policy
 from auie.decide.policies.baseline import Baseline
-from auie.decide.registry import DecisionStore, check_name
+from auie.decide.registry import ActiveVersionChanged, DecisionStore, check_name
 from auie.errors import Conflict, InvalidRequest, NotFound
 from auie.eventlog import DECISIONS_TOPIC, REWARDS_TOPIC, LogRecord
 from auie.events import format_time
@@ -150,6 +154,8 @@ class _Point:
     policies: dict[str, Policy]
     baseline: Baseline
     version: int | None
+    #: The registry's active version this state follows (changes elsewhere reload it).
+    active: int | None = None
     updates_since_snapshot: int = 0
     stats: dict[str, ArmStats] = field(default_factory=dict)
     agreement: list[int] = field(default_factory=lambda: [0, 0])
@@ -235,6 +241,7 @@ class DecisionService:
             policies,
             baseline,
             version,
+            active=version,
             stats={arm: ArmStats() for arm in [*policies, HOLDOUT_ARM]},
         )
 
@@ -256,6 +263,28 @@ class DecisionService:
         self.store.activate(workspace, name, version)
         with self._lock:
             self._points.pop((workspace, name), None)
+
+    def refresh(self) -> int:
+        """Reload the decision points whose active version another process changed (a
+        promotion by ``auie train``, a rollback elsewhere); returns how many. Their online
+        updates since the last snapshot are dropped, as with a rollback."""
+        with self._lock:
+            loaded = {key: point.active for key, point in self._points.items()}
+        if not loaded:
+            return 0
+        active = self.store.active_versions({workspace for workspace, _ in loaded})
+        stale = [key for key, version in loaded.items() if key in active and active[key] != version]
+        with self._lock:
+            for key in stale:
+                point = self._points.get(key)
+                if point is not None and point.active == loaded[key]:
+                    del self._points[key]
+                    logger.info(
+                        "decision point %s/%s: version %s activated elsewhere; reloading",
+                        *key,
+                        active[key],
+                    )
+        return len(stale)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -512,20 +541,31 @@ class DecisionService:
         if point is None:
             return None
         version = None
-        with point.lock:
-            for arm, policy in point.policies.items():
-                version = self.store.save(
-                    workspace,
-                    name,
-                    arm=arm,
-                    blob=policy.save(),
-                    featurizer=point.featurizer.state(),
-                    kind=policy.kind,
-                    updates=policy.steps,
-                    note=note,
-                )
-                point.version = version
-            point.updates_since_snapshot = 0
+        try:
+            with point.lock:
+                for arm, policy in point.policies.items():
+                    version = self.store.save(
+                        workspace,
+                        name,
+                        arm=arm,
+                        blob=policy.save(),
+                        featurizer=point.featurizer.state(),
+                        kind=policy.kind,
+                        updates=policy.steps,
+                        note=note,
+                        if_active=point.active if arm == MAIN_ARM else "any",
+                    )
+                    point.version = version
+                    if arm == MAIN_ARM:
+                        point.active = version
+                point.updates_since_snapshot = 0
+        except ActiveVersionChanged:
+            # A promotion or rollback by another process wins over this state: reload.
+            with self._lock:
+                if self._points.get((workspace, name)) is point:
+                    del self._points[(workspace, name)]
+            logger.info("decision point %s/%s: active version changed elsewhere", workspace, name)
+            return None
         return version
 
     def snapshot_all(self) -> None:
