@@ -179,6 +179,7 @@ class Runtime:
             ),
             poll_max_records=config.poll_max_records,
             plan_refresh_seconds=config.plan_refresh_seconds,
+            profile_snapshot_seconds=lake.profile_snapshot_seconds,
         )
         if lake.maintenance_minutes > 0:
             processor.maintenance = LakeMaintenance(

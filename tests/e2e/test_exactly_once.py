@@ -374,11 +374,6 @@ def test_events_appended_during_the_chaos_are_not_lost(
     assert_exactly_once(settings, runtime, boot, everything)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: identity changes buffered for the lake's identities table are lost "
-    "when the processor dies after the profile store write and before the lake flush",
-)
 def test_identity_changes_reach_the_lake_after_a_crash(tmp_path: Path) -> None:
     """In process and deterministic: one step (the profile store absorbs the batch, the
     lake rows wait in the buffer), a "crash" (no flush), a new processor to the end."""

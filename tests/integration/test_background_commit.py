@@ -16,7 +16,7 @@ import pytest
 
 from auie.eventlog import EVENTS_TOPIC
 from auie.lake.catalog import committed_offsets
-from auie.lake.tables import EVENTS, IDENTITIES
+from auie.lake.tables import EVENTS, IDENTITIES, PROFILES
 from auie.process.processor import GROUP, Processor
 from auie.runtime import Bootstrap, Runtime
 from helpers import make_settings
@@ -112,8 +112,8 @@ def test_the_log_moves_only_after_the_lake_commit(setup: tuple[Runtime, Bootstra
     table = runtime.lake.refresh(boot.workspace, EVENTS)
     assert committed_offsets(table)[EVENTS_TOPIC] == taken
 
-    rest = processor.flush()
-    assert sum(f.rows for f in rest) == 20
+    rest = processor.flush()  # the last flush also snapshots the 7 changed profiles
+    assert [(f.table, f.rows) for f in rest] == [(EVENTS, 20), (PROFILES, 7)]
     assert log.committed(GROUP, EVENTS_TOPIC) == processor.positions[EVENTS_TOPIC]
     assert lake_ids(runtime, boot) == [f"m-{i:04d}" for i in range(70)]
 
@@ -139,7 +139,7 @@ def test_a_failed_background_commit_raises_and_its_rows_are_committed_later(
     with pytest.raises(RuntimeError, match="catalog unavailable"):
         processor.step()
     assert runtime.eventlog.committed(GROUP, EVENTS_TOPIC) == {}
-    assert processor.writer.pending == 60 + 7  # the events and 7 new anonymous ids
+    assert processor.writer.pending == 60  # identities are exported from the profile store
 
     processor.flush()
     assert lake_ids(runtime, boot) == [f"m-{i:04d}" for i in range(60)]

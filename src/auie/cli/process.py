@@ -71,7 +71,7 @@ def _process(once: bool, settings: Settings) -> None:
             rate = processed / max(1e-9, time.monotonic() - started)
             if lag >= 0 or report.events:
                 live.update(_status(processed, dead, flushed, max(lag, 0), rate))
-            if report.events == 0 and report.dead_letters == 0:
+            if report.idle:
                 if once:
                     break
                 stop.wait(0.05)

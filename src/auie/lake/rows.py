@@ -9,7 +9,7 @@ ISO-8601 strings of the event until Arrow parses a whole column at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -250,3 +250,65 @@ def add_event(
             offset=offset,
         )
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _record_time(value: Any, timestamp_ms: int) -> datetime:
+    """The record's own time (ISO-8601; ValueError if it is not), else the time the log
+    received it. Parsed here: a value Arrow could not read would fail the whole flush."""
+    if value is None:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def decision_row(
+    value: Mapping[str, Any], partition: int, offset: int, timestamp_ms: int
+) -> dict[str, Any]:
+    """The ``decisions`` row of a record of the ``decisions`` topic (see
+    ``auie.decide.service``); KeyError, TypeError or ValueError if it is not one."""
+    actions = value["actions"]
+    ids = [str(action["id"]) for action in actions]
+    probabilities = [float(p) for p in value["probabilities"]]
+    chosen = str(value["chosenAction"])
+    return {
+        "event_id": str(value["eventId"]),
+        "decision_point": str(value["decisionPoint"]),
+        "user_id": _text(value.get("userId")),
+        "anonymous_id": _text(value.get("anonymousId")),
+        "profile_id": _text(value.get("profileId")),
+        "context": as_text(value.get("context")),
+        "actions": as_text(actions),
+        "excluded_actions": as_text(value.get("excludedActions")),
+        "probabilities": as_text(probabilities),
+        "chosen_action": chosen,
+        "chosen_probability": probabilities[ids.index(chosen)],
+        "policy_version": _text(value.get("policyVersion")),
+        "arm": _text(value.get("arm")),
+        "learn": _flag(value.get("learn")),
+        "deferred": _flag(value.get("deferActivation")),
+        "timestamp": _record_time(value.get("timestamp"), timestamp_ms),
+        "log_partition": partition,
+        "log_offset": offset,
+    }
+
+
+def reward_row(
+    value: Mapping[str, Any], partition: int, offset: int, timestamp_ms: int
+) -> dict[str, Any]:
+    """The ``rewards`` row of a record of the ``rewards`` topic."""
+    return {
+        "event_id": str(value["eventId"]),
+        "decision_point": str(value["decisionPoint"]),
+        "value": float(value["value"]),
+        "timestamp": _record_time(value.get("timestamp"), timestamp_ms),
+        "log_partition": partition,
+        "log_offset": offset,
+    }

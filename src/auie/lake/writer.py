@@ -13,6 +13,11 @@ the buffered rows out together with the offsets of that moment, and rows added m
 buffer for the next flush. :meth:`LakeWriter.end_flush` waits for it; if it failed, the
 rows it did not commit are buffered again, in front. The caller moves the log's committed
 offsets only after ``end_flush`` returned, to the offsets the flush recorded.
+
+A flush may carry more work for the same thread, run after its tables are committed
+(``after``): the processor exports the profile store's changes there
+(:mod:`auie.process.exports`), so that they, too, are in the lake before the log's committed
+offsets move.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 Offsets = dict[str, dict[int, int]]
 _Key = tuple[str, str]
+#: Work a flush runs after its tables are committed; returns reports of its commits.
+After = Callable[[], "list[FlushReport]"]
 
 
 @dataclass(slots=True)
@@ -60,9 +67,21 @@ class PendingFlush:
     #: Tables not committed yet: (workspace, table) → (rows, when the oldest was added).
     tables: dict[_Key, tuple[Columns, float]] = field(default_factory=dict)
     future: Future[list[FlushReport]] | None = None
+    after: After | None = None
 
     def done(self) -> bool:
         return self.future is None or self.future.done()
+
+
+def append(lake: Lake, workspace: str, name: str, data: pa.Table, offsets: Offsets) -> None:
+    """Append rows to a table in one commit whose snapshot records ``offsets``."""
+    table = lake.table(workspace, name)
+    try:
+        table.append(data, snapshot_properties=offsets_property(offsets))
+    except CommitFailedException:
+        # Someone else committed (maintenance, erasure): reload and retry once.
+        table = lake.refresh(workspace, name)
+        table.append(data, snapshot_properties=offsets_property(offsets))
 
 
 class LakeWriter:
@@ -138,19 +157,24 @@ class LakeWriter:
 
     # -- flushing ---------------------------------------------------------------------------
 
-    def flush(self, positions: Mapping[str, Mapping[int, int]]) -> list[FlushReport]:
-        """Commit every buffer, each recording ``positions`` as the offsets it covers."""
-        pending = self._take(positions)
+    def flush(
+        self, positions: Mapping[str, Mapping[int, int]], *, after: After | None = None
+    ) -> list[FlushReport]:
+        """Commit every buffer, each recording ``positions`` as the offsets it covers, then
+        run ``after``."""
+        pending = self._take(positions, after)
         try:
             return self._commit(pending)
         except BaseException:
             self._give_back(pending)
             raise
 
-    def begin_flush(self, positions: Mapping[str, Mapping[int, int]]) -> PendingFlush:
+    def begin_flush(
+        self, positions: Mapping[str, Mapping[int, int]], *, after: After | None = None
+    ) -> PendingFlush:
         """Like :meth:`flush`, in a background thread; finish it with :meth:`end_flush`."""
-        pending = self._take(positions)
-        if pending.tables:
+        pending = self._take(positions, after)
+        if pending.tables or pending.after is not None:
             future: Future[list[FlushReport]] = Future()
             pending.future = future
             threading.Thread(
@@ -169,8 +193,10 @@ class LakeWriter:
             self._give_back(pending)
             raise
 
-    def _take(self, positions: Mapping[str, Mapping[int, int]]) -> PendingFlush:
-        pending = PendingFlush({t: dict(p) for t, p in positions.items()})
+    def _take(
+        self, positions: Mapping[str, Mapping[int, int]], after: After | None = None
+    ) -> PendingFlush:
+        pending = PendingFlush({t: dict(p) for t, p in positions.items()}, after=after)
         for key, buffer in self._buffers.items():
             if buffer.columns:
                 pending.tables[key] = (buffer.columns, buffer.since)
@@ -195,17 +221,13 @@ class LakeWriter:
             reports.append(FlushReport(*key, len(columns), time.perf_counter() - started))
             self._committed[key] = pending.offsets
             del pending.tables[key]
+        after, pending.after = pending.after, None
+        if after is not None:
+            reports.extend(after())
         return reports
 
     def _append(self, key: _Key, data: pa.Table, offsets: Offsets) -> None:
-        workspace, name = key
-        table = self.lake.table(workspace, name)
-        try:
-            table.append(data, snapshot_properties=offsets_property(offsets))
-        except CommitFailedException:
-            # Someone else committed (maintenance, another writer): reload and retry once.
-            table = self.lake.refresh(workspace, name)
-            table.append(data, snapshot_properties=offsets_property(offsets))
+        append(self.lake, *key, data, offsets)
 
     def _give_back(self, pending: PendingFlush) -> None:
         for key, (columns, since) in pending.tables.items():

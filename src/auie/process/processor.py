@@ -4,6 +4,8 @@ through the stages, in order:
     tracking-plan check → enrichment → identity resolution → profile update → lake write
 
 An event a stage cannot handle goes to the dead-letter store with the stage and reason.
+The decision service's ``decisions`` and ``rewards`` topics go to the lake tables of the
+same names (no stage but the privacy stage's suppression list applies to them).
 
 Exactly once, without distributed transactions: each sink keeps its own record of the log
 offsets it has absorbed, written atomically with its data. The profile store writes the
@@ -16,6 +18,10 @@ The lake commit of a micro-batch runs in a background thread while the next batc
 processed (:meth:`~auie.lake.writer.LakeWriter.begin_flush`). It records the offsets
 consumed when its rows were taken, and the log's committed offsets move to exactly those
 once it has succeeded; lake maintenance runs only between commits.
+
+Rows of the lake's ``identities`` and ``profiles`` tables are not computed here but exported
+from the profile store, by its own change sequence (:mod:`auie.process.exports`), in the lake
+commit's thread after the tables of the micro-batch.
 """
 
 from __future__ import annotations
@@ -31,14 +37,22 @@ from typing import Any, Protocol
 
 import msgspec
 
-from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, EventLog, StoredRecord
-from auie.lake.rows import as_text
-from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
+from auie.eventlog import (
+    DEAD_LETTERS_TOPIC,
+    DECISIONS_TOPIC,
+    EVENTS_TOPIC,
+    REWARDS_TOPIC,
+    EventLog,
+    StoredRecord,
+)
+from auie.lake.rows import as_text, decision_row, reward_row
+from auie.lake.tables import DEAD_LETTERS, DECISIONS, EVENTS, REWARDS
 from auie.lake.writer import FlushReport, LakeWriter, PendingFlush
 from auie.process.enrich import Enricher
+from auie.process.exports import ProfileExports
 from auie.process.plan import PlanStore, TrackingPlan, Verdict
 from auie.process.privacy_gate import PrivacyGate
-from auie.profiles.identity import EventIdentity, event_identity, split
+from auie.profiles.identity import EventIdentity, event_identity
 from auie.profiles.service import Item, ProfileService
 from auie.profiles.state import CONSENT_TYPE
 from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
@@ -48,7 +62,11 @@ logger = logging.getLogger(__name__)
 GROUP = "processor"
 #: Name under which the profile store records the offsets it has applied.
 PROFILES_CONSUMER = "profiles"
-TOPICS = (EVENTS_TOPIC, DEAD_LETTERS_TOPIC)
+#: Topics the profile store absorbs (it records their offsets).
+PROFILE_TOPICS = (EVENTS_TOPIC, DEAD_LETTERS_TOPIC)
+#: Topics that only go to the lake: topic → table.
+LAKE_TOPICS = {DECISIONS_TOPIC: DECISIONS, REWARDS_TOPIC: REWARDS}
+TOPICS = (*PROFILE_TOPICS, *LAKE_TOPICS)
 _decode = msgspec.json.Decoder()
 
 
@@ -82,7 +100,14 @@ def dead_letter_id(topic: str, partition: int, offset: int) -> str:
 class StepReport:
     events: int = 0
     dead_letters: int = 0
+    #: Records of the ``decisions`` and ``rewards`` topics.
+    decisions: int = 0
     flushes: list[FlushReport] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was read from the log."""
+        return not (self.events or self.dead_letters or self.decisions)
 
 
 @dataclass(slots=True)
@@ -129,6 +154,7 @@ class Processor:
         gate: PrivacyGate | None = None,
         poll_max_records: int = 5000,
         plan_refresh_seconds: float = 5.0,
+        profile_snapshot_seconds: float = 60.0,
     ) -> None:
         self.log = log
         self.store = store
@@ -141,15 +167,22 @@ class Processor:
         self.plan_refresh_seconds = plan_refresh_seconds
         self._plans: dict[str, tuple[TrackingPlan | None, float]] = {}
         self.positions = {topic: self._start(topic) for topic in TOPICS}
-        self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in TOPICS}
+        self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in PROFILE_TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
         #: Lake maintenance, called after steps, never while a lake commit is in flight;
         #: it runs when due.
         self.maintenance: Callable[[], object] | None = None
         #: The lake commit running in the background, if any.
         self._flushing: PendingFlush | None = None
-        #: Profiles changed since the last snapshot to the lake's ``profiles`` table.
-        self.changed_profiles: set[tuple[str, str]] = set()
+        #: Identity changes and profile snapshots, from the profile store to the lake.
+        self.exports = ProfileExports(
+            store,
+            profiles,
+            writer.lake,
+            snapshot_seconds=profile_snapshot_seconds,
+            pseudonym=gate.pseudonyms.pseudonym if gate is not None else None,
+            suppressed=gate.suppressions.is_suppressed if gate is not None else None,
+        )
 
     def _start(self, topic: str) -> dict[int, int]:
         begins = self.log.begin_offsets(topic)
@@ -162,7 +195,7 @@ class Processor:
         """Process until ``stop`` is set, then flush what is buffered."""
         while not stop.is_set():
             report = self.step()
-            if report.events == 0 and report.dead_letters == 0:
+            if report.idle:
                 stop.wait(idle_sleep)
         self.flush()
 
@@ -172,8 +205,9 @@ class Processor:
         with collector_paused():
             events = self._poll(EVENTS_TOPIC, self.poll_max_records)
             dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
-            if events or dead:
-                self._apply(events, dead, report)
+            lake_only = [r for t in LAKE_TOPICS for r in self._poll(t, self.poll_max_records)]
+            if events or dead or lake_only:
+                self._apply(events, dead, lake_only, report)
         report.flushes = self._commit_lake()
         return report
 
@@ -189,8 +223,8 @@ class Processor:
         if self._flushing is None:
             if self.maintenance is not None:
                 self.maintenance()
-            if self.writer.due():
-                self._flushing = self.writer.begin_flush(self.positions)
+            if self.writer.due() or self.exports.due(self.writer.max_seconds):
+                self._flushing = self.writer.begin_flush(self.positions, after=self.exports.run)
         return reports
 
     def _end_flush(self, flushing: PendingFlush) -> list[FlushReport]:
@@ -208,16 +242,26 @@ class Processor:
                 self.log.commit(GROUP, topic, positions[topic])
 
     def _apply(
-        self, events: list[StoredRecord], dead: list[StoredRecord], report: StepReport
+        self,
+        events: list[StoredRecord],
+        dead: list[StoredRecord],
+        lake_only: list[StoredRecord],
+        report: StepReport,
     ) -> None:
         """Run one polled batch through the stages; write the profile store's changes and
         the offsets they cover in one transaction."""
         change = ProfileWrite()
         report.events = self._events(events, change)
         report.dead_letters = self._collector_dead_letters(dead, change)
+        report.decisions = self._lake_records(lake_only, change)
         self._advance(events, change, EVENTS_TOPIC)
         self._advance(dead, change, DEAD_LETTERS_TOPIC)
+        for record in lake_only:
+            positions = self.positions[record.topic]
+            positions[record.partition] = max(positions[record.partition], record.offset + 1)
         self.store.write(change)
+        if change.nodes or change.reassign:
+            self.exports.touch()
         for topic, offsets in change.offsets.items():
             self.applied[topic[1]].update(offsets)
 
@@ -225,7 +269,7 @@ class Processor:
         """Commit buffered lake rows (after a background commit in progress), then move the
         log group's committed offsets."""
         earlier = self._end_flush(self._flushing) if self._flushing is not None else []
-        reports = self.writer.flush(self.positions) if self.writer.pending else []
+        reports = self.writer.flush(self.positions, after=lambda: self.exports.run(snapshot=True))
         self._commit_log(self.positions)
         if reports and self.on_flush is not None:
             self.on_flush(reports)
@@ -280,8 +324,6 @@ class Processor:
                 self._dead_letter(item.record, error, change, item.fresh)
                 continue
             self._lake_event(item)
-        self._identity_changes(resolution.moved)
-        self.changed_profiles |= resolution.changed
         return len(records)
 
     def _check_and_enrich(
@@ -382,23 +424,29 @@ class Processor:
             offset=record.offset,
         )
 
-    def _identity_changes(self, moved: list[tuple[str, str, str]]) -> None:
-        now = datetime.now(UTC)
-        for workspace, key, pid in moved:
-            id_type, value = split(key)
-            self.writer.add(
-                workspace,
-                IDENTITIES,
-                {
-                    "id_type": id_type,
-                    "id_value": value,
-                    "profile_id": pid,
-                    "changed_at": now,
-                    "id_hash": self.gate.pseudonyms.pseudonym(workspace, key)
-                    if self.gate is not None
-                    else None,
-                },
-            )
+    def _lake_records(self, records: list[StoredRecord], change: ProfileWrite) -> int:
+        """Rows of the ``decisions`` and ``rewards`` tables (records the lake does not hold
+        yet); a record that is not a decision or reward becomes a dead letter."""
+        for record in records:
+            workspace = record.headers.get("workspaceId", "")
+            table = LAKE_TOPICS[record.topic]
+            try:
+                value = _decode.decode(record.value)
+                make = decision_row if table == DECISIONS else reward_row
+                row = make(value, record.partition, record.offset, record.timestamp_ms)
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                error = StageError("decode", "undecodable", f"not a {table[:-1]} record: {exc!r}")
+                self._dead_letter(record, error, change, True)  # stored once: id by position
+                continue
+            if (
+                workspace
+                and self.writer.accepts(
+                    workspace, table, record.topic, record.partition, record.offset
+                )
+                and not (self.gate is not None and self.gate.suppressed(workspace, value))
+            ):
+                self.writer.add(workspace, table, row)
+        return len(records)
 
     def _plan(self, workspace: str) -> TrackingPlan | None:
         cached = self._plans.get(workspace)

@@ -97,6 +97,18 @@ class Profile:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StoredProfile:
+    """A profile as the profile store holds it: encrypted trait values stay encrypted."""
+
+    profile_id: str
+    identities: list[dict[str, str]]
+    traits: dict[str, Any]
+    computed_traits: dict[str, Any]
+    first_seen: int | None
+    last_seen: int | None
+
+
 def _iso(ms: int) -> str:
     return format_time(datetime.fromtimestamp(ms / 1000, UTC))
 
@@ -318,10 +330,8 @@ class ProfileService:
             raise NotFound(f"no profile has {id_type} {id_value!r}")
         return self.profile_by_id(workspace, found.profile_id)
 
-    def profile_by_id(self, workspace: str, pid: str) -> Profile:
-        members = self.store.profile_nodes(workspace, pid)
-        if not members:
-            raise NotFound(f"profile {pid!r} does not exist")
+    def _merged(self, members: Sequence[StoredNode]) -> tuple[NodeState, list[dict[str, str]]]:
+        """The merged state of a profile's nodes, and its identities as the API shows them."""
         merged = NodeState()
         identities = []
         for member in members:
@@ -330,6 +340,30 @@ class ProfileService:
             id_type, value = split(member.node)
             if member.evidenced or id_type == ANONYMOUS_ID:
                 identities.append({"type": id_type, "value": value})
+        return merged, identities
+
+    def stored_profiles(self, workspace: str, profile_ids: Iterable[str]) -> list[StoredProfile]:
+        """The profiles that still exist among ``profile_ids``, traits as stored."""
+        found = []
+        for pid, members in sorted(self.store.profiles_nodes(workspace, profile_ids).items()):
+            merged, identities = self._merged(members)
+            found.append(
+                StoredProfile(
+                    pid,
+                    identities,
+                    self.folder.traits(merged),
+                    self.folder.computed_traits(merged),
+                    merged.first_seen,
+                    merged.last_seen,
+                )
+            )
+        return found
+
+    def profile_by_id(self, workspace: str, pid: str) -> Profile:
+        members = self.store.profile_nodes(workspace, pid)
+        if not members:
+            raise NotFound(f"profile {pid!r} does not exist")
+        merged, identities = self._merged(members)
         traits = self.folder.traits(merged)
         if self.decrypt is not None:
             traits = {name: self.decrypt(workspace, value) for name, value in traits.items()}

@@ -27,6 +27,18 @@ class StoredNode:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeChange:
+    """A node as a change export sees it (see :meth:`ProfileStore.moved_nodes`)."""
+
+    workspace_id: str
+    node: str
+    profile_id: str
+    #: Change sequence value of the write that last moved (or created) the node.
+    moved_seq: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRow:
     """A node to insert or replace."""
 
@@ -121,6 +133,31 @@ class ProfileStore(ABC):
     @abstractmethod
     def write(self, change: ProfileWrite) -> None:
         """Apply every change atomically."""
+
+    @abstractmethod
+    def change_sequence(self) -> int:
+        """The change sequence's last value: every :meth:`write` that writes nodes takes
+        the next one, and a reader seeing value n sees every such write numbered <= n."""
+
+    @abstractmethod
+    def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
+        """Nodes of every workspace whose last move (a new profile, or creation) was by a
+        write numbered in ``(after, upto]``, in that order."""
+
+    @abstractmethod
+    def changed_profiles(self, after: int, upto: int) -> dict[tuple[str, str], int]:
+        """(workspace, profile id) of the nodes last written by a write numbered in
+        ``(after, upto]``, each with the highest such number."""
+
+    @abstractmethod
+    def workspaces(self) -> list[str]:
+        """Workspaces that have identity nodes."""
+
+    @abstractmethod
+    def profiles_nodes(
+        self, workspace: str, profile_ids: Iterable[str]
+    ) -> dict[str, list[StoredNode]]:
+        """Every node of each of the profiles (profiles without nodes are absent)."""
 
     @abstractmethod
     def profile_ids(self, workspace: str) -> list[str]:

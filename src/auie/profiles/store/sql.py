@@ -17,7 +17,9 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Table,
+    and_,
     bindparam,
+    case,
     delete,
     func,
     select,
@@ -34,12 +36,14 @@ from auie.profiles.identity import Edge, Merge, split
 from auie.profiles.state import NodeState
 from auie.profiles.store.base import (
     DeadLetter,
+    NodeChange,
     ProfileStore,
     ProfileWrite,
     StoredNode,
     ViolationCount,
 )
 from auie.profiles.store.tables import (
+    change_sequence,
     consumer_offsets,
     dead_letters,
     identity_edges,
@@ -102,7 +106,11 @@ _NODE_COLUMNS = (
     "evidenced",
     "state",
     "updated_at",
+    "moved_seq",
+    "changed_seq",
 )
+#: The change sequence's counter of node writes.
+_NODES_SEQUENCE = "nodes"
 
 
 class _DriverStatement:
@@ -152,18 +160,30 @@ class SqlProfileStore(ProfileStore):
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._node_upsert = _DriverStatement(
-            self._upsert(
-                identity_nodes,
-                ("workspace_id", "node"),
-                ("profile_id", "evidenced", "state", "updated_at"),
-            ),
-            engine.dialect,
-            [identity_nodes.c[name] for name in _NODE_COLUMNS],
+            self._node_upsert_statement(), engine.dialect, [_n[name] for name in _NODE_COLUMNS]
         )
 
     @classmethod
     def open(cls, url: str) -> SqlProfileStore:
         return cls(db.open_database(url, migrations=MIGRATIONS))
+
+    def _node_upsert_statement(self) -> Any:
+        """Insert or replace a node; ``moved_seq`` changes only if its profile does."""
+        stmt = self._insert(identity_nodes)
+        new = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "node"],
+            set_={
+                "profile_id": new.profile_id,
+                "evidenced": new.evidenced,
+                "state": new.state,
+                "updated_at": new.updated_at,
+                "changed_seq": new.changed_seq,
+                "moved_seq": case(
+                    (_n.profile_id == new.profile_id, _n.moved_seq), else_=new.moved_seq
+                ),
+            },
+        )
 
     def _upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Any:
         stmt = self._insert(table)
@@ -235,6 +255,59 @@ class SqlProfileStore(ProfileStore):
         )
         with self.engine.connect() as conn:
             return [Merge(f, i, m, int(t), k) for f, i, m, t, k in conn.execute(query)]
+
+    def change_sequence(self) -> int:
+        c = change_sequence.c
+        with self.engine.connect() as conn:
+            value = conn.execute(select(c.value).where(c.name == _NODES_SEQUENCE)).scalar()
+        return int(value or 0)
+
+    def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
+        # Led by the changed_seq index: a node's last write is never older than its last move.
+        query = (
+            select(_n.workspace_id, _n.node, _n.profile_id, _n.moved_seq, _n.updated_at)
+            .where(
+                _n.changed_seq > after,
+                and_(_n.moved_seq > after, _n.moved_seq <= upto),
+            )
+            .order_by(_n.moved_seq)
+        )
+        with self.engine.connect() as conn:
+            return [
+                NodeChange(ws, key, pid, int(seq), at)
+                for ws, key, pid, seq, at in conn.execute(query)
+            ]
+
+    def changed_profiles(self, after: int, upto: int) -> dict[tuple[str, str], int]:
+        query = (
+            select(_n.workspace_id, _n.profile_id, func.max(_n.changed_seq))
+            .where(_n.changed_seq > after, _n.changed_seq <= upto)
+            .group_by(_n.workspace_id, _n.profile_id)
+        )
+        with self.engine.connect() as conn:
+            return {(str(ws), str(pid)): int(seq) for ws, pid, seq in conn.execute(query)}
+
+    def workspaces(self) -> list[str]:
+        query = select(_n.workspace_id).distinct().order_by(_n.workspace_id)
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def profiles_nodes(
+        self, workspace: str, profile_ids: Iterable[str]
+    ) -> dict[str, list[StoredNode]]:
+        found: dict[str, list[StoredNode]] = {}
+        query = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
+            _n.workspace_id == workspace, _n.profile_id.in_(bindparam("pids", expanding=True))
+        )
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(profile_ids))):
+                for key, pid, evidenced, state in conn.execute(query, {"pids": chunk}):
+                    found.setdefault(pid, []).append(
+                        StoredNode(key, pid, bool(evidenced), _state(state))
+                    )
+        for nodes in found.values():
+            nodes.sort(key=lambda n: n.node)
+        return found
 
     def profile_ids(self, workspace: str) -> list[str]:
         c = identity_nodes.c
@@ -319,8 +392,19 @@ class SqlProfileStore(ProfileStore):
             ],
         )
 
+    def _next_sequence(self, conn: Connection) -> int:
+        """Take the change sequence's next value; its row stays locked until commit."""
+        insert = self._insert(change_sequence).values(name=_NODES_SEQUENCE, value=1)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["name"], set_={"value": change_sequence.c.value + 1}
+        ).returning(change_sequence.c.value)
+        return int(conn.execute(stmt).scalar_one())
+
     def _write_nodes(self, conn: Connection, change: ProfileWrite) -> None:
+        if not change.nodes and not change.reassign:
+            return
         now = utcnow()
+        seq = self._next_sequence(conn)
         if change.nodes:
             self._node_upsert.execute(
                 conn,
@@ -333,6 +417,8 @@ class SqlProfileStore(ProfileStore):
                         row.evidenced,
                         _dump(row.state),
                         now,
+                        seq,
+                        seq,
                     )
                     for row in change.nodes
                 ],
@@ -342,7 +428,9 @@ class SqlProfileStore(ProfileStore):
             conn.execute(
                 update(identity_nodes)
                 .where(c.workspace_id == bindparam("ws"), c.node == bindparam("key"))
-                .values(profile_id=bindparam("pid"), updated_at=now),
+                .values(
+                    profile_id=bindparam("pid"), updated_at=now, moved_seq=seq, changed_seq=seq
+                ),
                 [{"ws": ws, "key": key, "pid": pid} for ws, key, pid in change.reassign],
             )
 

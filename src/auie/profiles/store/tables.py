@@ -29,7 +29,24 @@ identity_nodes = Table(
     #: The node's mergeable state (auie.profiles.state.NodeState) as JSON; NULL if none.
     Column("state", Text, nullable=True),
     Column("updated_at", UtcDateTime, nullable=False),
+    #: Value of the change sequence (``change_sequence``) when the node last got a new
+    #: profile (or was created): the lake's ``identities`` export picks rows above its mark.
+    Column("moved_seq", BigInteger, nullable=False, server_default="0"),
+    #: Value of the change sequence when the node was last written in any way: the lake's
+    #: ``profiles`` snapshots pick the profiles of rows above their mark.
+    Column("changed_seq", BigInteger, nullable=False, server_default="0"),
     Index("ix_identity_nodes_profile", "workspace_id", "profile_id"),
+    Index("ix_identity_nodes_changed", "changed_seq"),
+)
+
+#: Counters incremented inside a write transaction; ``nodes`` numbers the batches that
+#: write identity nodes. The row stays locked until the write commits, so the values
+#: become visible in increasing order (a reader that sees value n sees every write <= n).
+change_sequence = Table(
+    "change_sequence",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 identity_edges = Table(

@@ -1,0 +1,219 @@
+"""Identity changes and profile snapshots: from the profile store to the lake, exactly once.
+
+The profile store numbers every write that changes identity nodes (its change sequence,
+:meth:`~auie.profiles.store.base.ProfileStore.change_sequence`) and keeps on each node the
+number of the write that last moved it to a profile (or created it) and that last wrote it.
+An export reads the nodes changed after the *mark* of its lake table and appends them in one
+commit whose ``auie.log-offsets`` record the new mark as the pseudo-topic
+:data:`~auie.lake.catalog.PROFILE_CHANGES` (its "next offset"). After a crash the next
+export reads again from the mark: whatever the profile store absorbed before the crash
+reaches the lake, and nothing twice.
+
+* ``identities`` — one row per identifier that is new or moved to another profile, at
+  every lake flush of the processor (before the log's committed offsets move);
+* ``profiles`` — one row per changed profile every ``lake.profile_snapshot_seconds`` and
+  when the processor stops: identities, traits as stored (values that field encryption
+  encrypted stay encrypted), computed traits, first and last seen.
+
+Marks are per workspace (one lake namespace each); the sequence is global, so a round reads
+from the lowest mark and skips the rows a workspace already holds. Identifiers on the
+suppression list (erased people) are never exported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from auie.lake.catalog import PROFILE_CHANGES, Lake, committed_offsets
+from auie.lake.rows import Columns, as_text
+from auie.lake.tables import IDENTITIES, PROFILES
+from auie.lake.writer import FlushReport, append
+from auie.profiles.identity import node, split
+from auie.profiles.service import ProfileService, StoredProfile
+from auie.profiles.store.base import NodeChange, ProfileStore
+
+#: (workspace, node) → keyed hash of the identifier.
+Pseudonym = Callable[[str, str], str | None]
+#: (workspace, id type, id value) → whether the identifier was erased.
+Suppressed = Callable[[str, str, str], bool]
+_CHUNK = 10_000
+
+
+class ProfileExports:
+    """See the module docstring. Rounds run in the lake writer's thread (one at a time);
+    :meth:`touch` and :meth:`due` are called by the processor's thread."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        profiles: ProfileService,
+        lake: Lake,
+        *,
+        snapshot_seconds: float,
+        pseudonym: Pseudonym | None = None,
+        suppressed: Suppressed | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.profiles = profiles
+        self.lake = lake
+        self.snapshot_seconds = snapshot_seconds
+        self.pseudonym = pseudonym
+        self.suppressed = suppressed
+        self.clock = clock
+        #: Per table: the sequence value every workspace's table holds (None: not read yet).
+        self._low: dict[str, int | None] = {IDENTITIES: None, PROFILES: None}
+        self._marks: dict[tuple[str, str], int] = {}
+        #: Since when identity changes may wait for export (at start: a crash may have left
+        #: some behind).
+        self._dirty_since: float | None = clock()
+        self._snapshot_at = clock()
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Note that the profile store has just written identity changes."""
+        if self._dirty_since is None:
+            self._dirty_since = self.clock()
+
+    def due(self, max_seconds: float) -> bool:
+        """Whether a flush should run for the exports alone: identity changes waiting for
+        ``max_seconds``, or a profile snapshot due."""
+        now = self.clock()
+        dirty = self._dirty_since
+        return (dirty is not None and now - dirty >= max_seconds) or (
+            now - self._snapshot_at >= self.snapshot_seconds
+        )
+
+    def run(self, *, snapshot: bool = False) -> list[FlushReport]:
+        """Export identity changes, and profiles if a snapshot is due (or ``snapshot``)."""
+        reports = self.identities()
+        if snapshot or self.clock() - self._snapshot_at >= self.snapshot_seconds:
+            reports += self.snapshot()
+        return reports
+
+    # -- marks -------------------------------------------------------------------------------
+
+    def mark(self, workspace: str, table: str) -> int:
+        """The last sequence value the workspace's table holds the changes of."""
+        key = (workspace, table)
+        mark = self._marks.get(key)
+        if mark is None:
+            offsets = (
+                committed_offsets(self.lake.table(workspace, table))
+                if self.lake.exists(workspace, table)
+                else {}
+            )
+            mark = self._marks[key] = offsets.get(PROFILE_CHANGES, {}).get(0, 1) - 1
+        return mark
+
+    def _low_mark(self, table: str, upto: int) -> int:
+        low = self._low[table]
+        if low is None:
+            low = min((self.mark(ws, table) for ws in self.store.workspaces()), default=upto)
+            self._low[table] = low
+        return low
+
+    def _commit(
+        self, workspace: str, table: str, rows: list[dict[str, Any]], upto: int
+    ) -> FlushReport:
+        started = time.perf_counter()
+        columns = Columns(table)
+        for row in rows:
+            columns.add(row)
+        append(self.lake, workspace, table, columns.to_arrow(), {PROFILE_CHANGES: {0: upto + 1}})
+        self._marks[(workspace, table)] = upto
+        return FlushReport(workspace, table, len(rows), time.perf_counter() - started)
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def identities(self) -> list[FlushReport]:
+        """Append the identifiers moved since each workspace's mark to ``identities``."""
+        self._dirty_since = None  # before reading: a write after this touches again
+        upto = self.store.change_sequence()
+        low = self._low_mark(IDENTITIES, upto)
+        if upto <= low:
+            return []
+        by_workspace: dict[str, list[NodeChange]] = {}
+        for change in self.store.moved_nodes(low, upto):
+            by_workspace.setdefault(change.workspace_id, []).append(change)
+        reports = []
+        for workspace, changes in sorted(by_workspace.items()):
+            mark = self.mark(workspace, IDENTITIES)
+            rows = [
+                self._identity_row(change)
+                for change in changes
+                if change.moved_seq > mark and not self._erased(workspace, [change.node])
+            ]
+            if rows:
+                reports.append(self._commit(workspace, IDENTITIES, rows, upto))
+        self._low[IDENTITIES] = upto
+        return reports
+
+    def _identity_row(self, change: NodeChange) -> dict[str, Any]:
+        id_type, value = split(change.node)
+        return {
+            "id_type": id_type,
+            "id_value": value,
+            "profile_id": change.profile_id,
+            "changed_at": change.updated_at,
+            "id_hash": self.pseudonym(change.workspace_id, change.node)
+            if self.pseudonym is not None
+            else None,
+        }
+
+    def _erased(self, workspace: str, nodes: Iterable[str]) -> bool:
+        if self.suppressed is None:
+            return False
+        return any(self.suppressed(workspace, *split(key)) for key in nodes)
+
+    # -- profiles ------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[FlushReport]:
+        """Append a row for every profile changed since each workspace's mark to
+        ``profiles``."""
+        self._snapshot_at = self.clock()
+        upto = self.store.change_sequence()
+        low = self._low_mark(PROFILES, upto)
+        if upto <= low:
+            return []
+        by_workspace: dict[str, list[str]] = {}
+        for (workspace, pid), seq in self.store.changed_profiles(low, upto).items():
+            if seq > self.mark(workspace, PROFILES):
+                by_workspace.setdefault(workspace, []).append(pid)
+        reports = []
+        now = datetime.now(UTC)
+        for workspace, pids in sorted(by_workspace.items()):
+            pids.sort()
+            rows = []
+            for start in range(0, len(pids), _CHUNK):
+                for profile in self.profiles.stored_profiles(
+                    workspace, pids[start : start + _CHUNK]
+                ):
+                    if not self._erased(
+                        workspace, [node(i["type"], i["value"]) for i in profile.identities]
+                    ):
+                        rows.append(_profile_row(profile, now))
+            if rows:
+                reports.append(self._commit(workspace, PROFILES, rows, upto))
+        self._low[PROFILES] = upto
+        return reports
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _profile_row(profile: StoredProfile, now: datetime) -> dict[str, Any]:
+    return {
+        "profile_id": profile.profile_id,
+        "identities": as_text(profile.identities),
+        "traits": as_text(profile.traits),
+        "computed_traits": as_text(profile.computed_traits),
+        "first_seen": _time(profile.first_seen),
+        "last_seen": _time(profile.last_seen),
+        "snapshot_at": now,
+    }
