@@ -38,8 +38,8 @@ def drain(processor: Processor, max_steps: int = 1_000_000) -> int:
     processed = 0
     for _ in range(max_steps):
         report = processor.step()
-        processed += report.events + report.dead_letters
-        if report.events == 0 and report.dead_letters == 0:
+        processed += report.events + report.dead_letters + report.decisions
+        if report.idle:
             break
     processor.flush()
     return processed

@@ -316,4 +316,5 @@ async def evaluate_policies(
         body.decision_point,
         candidates,
         options=options,
+        lake=runtime.lake,
     )

@@ -1,9 +1,10 @@
 """Evaluating candidate policies of a decision point on its decision log.
 
-:func:`logged_decisions` reads what the decision service logged (the ``decisions`` and
-``rewards`` topics of the event log; see :mod:`auie.decide.service`) and joins each
-decision with its rewards. Every evaluation reads through it, so switching to the lake's
-``decisions`` and ``rewards`` tables is a change of that one function.
+:func:`logged_decisions` reads what the decision service logged and joins each decision
+with its rewards: the lake's ``decisions`` and ``rewards`` tables (the processor copies the
+``decisions`` and ``rewards`` topics of the event log there; see :mod:`auie.decide.service`),
+plus the log's records past the offsets those tables hold, so a decision made a moment ago
+counts, and none counts twice. Every evaluation reads through it.
 
 :func:`evaluate_decision_point` then featurizes the decisions as the decision point does,
 replays the current policy configuration and every candidate on them
@@ -15,11 +16,11 @@ and each candidate's difference from the current configuration
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ from auie.decide.policies import Policy, make_policy
 from auie.decide.registry import DecisionStore
 from auie.errors import InvalidRequest
 from auie.eventlog import DECISIONS_TOPIC, REWARDS_TOPIC, EventLog, StoredRecord
+from auie.lake.catalog import Lake
+from auie.lake.query import decision_point_rows
+from auie.lake.tables import DECISIONS, REWARDS
 
 CURRENT = "current"
 LOGGING = "logging"
@@ -56,68 +60,221 @@ class LoggedDecision:
     rewards: list[float] = field(default_factory=list)
 
 
-def _records(log: EventLog, topic: str) -> Iterator[StoredRecord]:
-    """Every record of a topic, merged across partitions in append-time order."""
+#: Where a logged record sorts: (decision or reward time in µs, log partition, log offset),
+#: the same whether it is read from the lake or from the log.
+_Key = tuple[int, int, int]
+_DECISION_COLUMNS = (
+    "event_id",
+    "context",
+    "actions",
+    "excluded_actions",
+    "probabilities",
+    "chosen_action",
+    "arm",
+    "learn",
+    "deferred",
+    "timestamp",
+    "log_partition",
+    "log_offset",
+)
+_REWARD_COLUMNS = ("event_id", "value", "timestamp", "log_partition", "log_offset")
 
-    def partition(part: int, start: int) -> Iterator[StoredRecord]:
-        offset = start
+
+def _records(
+    log: EventLog, topic: str, start: Mapping[int, int] | None = None
+) -> Iterator[StoredRecord]:
+    """Every record of a topic (from ``start``'s offsets where given), partition by
+    partition."""
+    for part, begin in log.begin_offsets(topic).items():
+        offset = max(begin, (start or {}).get(part, begin))
         while True:
             batch = log.read(topic, part, offset, _CHUNK)
             yield from batch
             if len(batch) < _CHUNK:
-                return
+                break
             offset = batch[-1].offset + 1
 
-    streams = [partition(p, start) for p, start in log.begin_offsets(topic).items()]
-    return heapq.merge(*streams, key=lambda r: (r.timestamp_ms, r.partition, r.offset))
+
+def _micros(moment: datetime) -> int:
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _record_key(record: StoredRecord, value: Mapping[str, Any]) -> _Key:
+    stamp = value.get("timestamp")
+    micros = (
+        _micros(datetime.fromisoformat(stamp))
+        if isinstance(stamp, str)
+        else record.timestamp_ms * 1000
+    )
+    return (micros, record.partition, record.offset)
+
+
+def _row_key(row: Mapping[str, Any]) -> _Key:
+    return (_micros(row["timestamp"]), int(row["log_partition"]), int(row["log_offset"]))
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _decision(
+    key: _Key,
+    *,
+    event_id: Any,
+    context: Any,
+    actions: Any,
+    excluded: Any,
+    probabilities: Any,
+    chosen: Any,
+    arm: Any,
+    learn: Any,
+    deferred: Any,
+) -> LoggedDecision:
+    return LoggedDecision(
+        event_id=str(event_id),
+        timestamp_ms=key[0] // 1000,
+        context=dict(context or {}),
+        actions=[(str(a["id"]), dict(a.get("features") or {})) for a in actions],
+        excluded=frozenset(excluded or ()),
+        probabilities=[float(p) for p in probabilities],
+        chosen_action=str(chosen),
+        arm=str(arm or ""),
+        learn=True if learn is None else bool(learn),
+        deferred=bool(deferred),
+    )
+
+
+def _log_decisions(
+    log: EventLog, workspace: str, decision_point: str, start: Mapping[int, int] | None
+) -> list[tuple[_Key, LoggedDecision]]:
+    found = []
+    for record in _records(log, DECISIONS_TOPIC, start):
+        if record.headers.get("workspaceId") != workspace:
+            continue
+        value = json.loads(record.value)
+        if value.get("decisionPoint") != decision_point:
+            continue
+        key = _record_key(record, value)
+        found.append(
+            (
+                key,
+                _decision(
+                    key,
+                    event_id=value["eventId"],
+                    context=value.get("context"),
+                    actions=value["actions"],
+                    excluded=value.get("excludedActions"),
+                    probabilities=value["probabilities"],
+                    chosen=value["chosenAction"],
+                    arm=value.get("arm"),
+                    learn=value.get("learn"),
+                    deferred=value.get("deferActivation"),
+                ),
+            )
+        )
+    return found
+
+
+def _log_rewards(
+    log: EventLog, workspace: str, start: Mapping[int, int] | None
+) -> list[tuple[_Key, str, float]]:
+    found = []
+    for record in _records(log, REWARDS_TOPIC, start):
+        if record.headers.get("workspaceId") != workspace:
+            continue
+        value = json.loads(record.value)
+        found.append((_record_key(record, value), str(value.get("eventId")), float(value["value"])))
+    return found
+
+
+def _joined(
+    decisions: list[tuple[_Key, LoggedDecision]],
+    rewards: list[tuple[_Key, str, float]],
+    limit: int | None,
+) -> list[LoggedDecision]:
+    """The decisions (the latest ``limit``) oldest first, each with its rewards in order."""
+    ordered = [d for _, d in sorted(decisions, key=lambda item: item[0])]
+    if limit is not None:
+        ordered = ordered[-limit:] if limit > 0 else []
+    wanted = {d.event_id: d for d in ordered}
+    for _, event_id, value in sorted(rewards, key=lambda item: item[0]):
+        found = wanted.get(event_id)
+        if found is not None:
+            found.rewards.append(value)
+    return ordered
 
 
 def read_event_log(
     log: EventLog, workspace: str, decision_point: str, *, limit: int | None = None
 ) -> list[LoggedDecision]:
     """The decision point's decisions (the latest ``limit``), oldest first, with their
-    rewards, from the event log's ``decisions`` and ``rewards`` topics."""
-    decisions: list[LoggedDecision] = []
-    for record in _records(log, DECISIONS_TOPIC):
-        if record.headers.get("workspaceId") != workspace:
-            continue
-        value = json.loads(record.value)
-        if value.get("decisionPoint") != decision_point:
-            continue
-        actions = [(str(a["id"]), dict(a.get("features") or {})) for a in value["actions"]]
-        decisions.append(
-            LoggedDecision(
-                event_id=str(value["eventId"]),
-                timestamp_ms=record.timestamp_ms,
-                context=dict(value.get("context") or {}),
-                actions=actions,
-                excluded=frozenset(value.get("excludedActions") or ()),
-                probabilities=[float(p) for p in value["probabilities"]],
-                chosen_action=str(value["chosenAction"]),
-                arm=str(value.get("arm") or ""),
-                learn=bool(value.get("learn", True)),
-                deferred=bool(value.get("deferActivation", False)),
-            )
+    rewards, from the event log's ``decisions`` and ``rewards`` topics alone."""
+    return _joined(
+        _log_decisions(log, workspace, decision_point, None),
+        _log_rewards(log, workspace, None),
+        limit,
+    )
+
+
+def read_lake(
+    lake: Lake, log: EventLog, workspace: str, decision_point: str, *, limit: int | None = None
+) -> list[LoggedDecision]:
+    """Like :func:`read_event_log`, from the lake's ``decisions`` and ``rewards`` tables and
+    the log's records past the offsets each table holds (records the log no longer keeps
+    are still in the lake)."""
+    stored = decision_point_rows(
+        lake,
+        workspace,
+        DECISIONS,
+        topic=DECISIONS_TOPIC,
+        decision_point=decision_point,
+        columns=_DECISION_COLUMNS,
+    )
+    paid = decision_point_rows(
+        lake,
+        workspace,
+        REWARDS,
+        topic=REWARDS_TOPIC,
+        decision_point=decision_point,
+        columns=_REWARD_COLUMNS,
+    )
+    decisions = _log_decisions(log, workspace, decision_point, stored.offsets)
+    for row in stored.rows:
+        key = _row_key(row)
+        decision = _decision(
+            key,
+            event_id=row["event_id"],
+            context=_json(row["context"]),
+            actions=_json(row["actions"]),
+            excluded=_json(row["excluded_actions"]),
+            probabilities=_json(row["probabilities"]),
+            chosen=row["chosen_action"],
+            arm=row["arm"],
+            learn=row["learn"],
+            deferred=row["deferred"],
         )
-    if limit is not None:
-        decisions = decisions[-limit:] if limit > 0 else []
-    wanted = {d.event_id: d for d in decisions}
-    for record in _records(log, REWARDS_TOPIC):
-        if record.headers.get("workspaceId") != workspace:
-            continue
-        value = json.loads(record.value)
-        found = wanted.get(str(value.get("eventId")))
-        if found is not None:
-            found.rewards.append(float(value["value"]))
-    return decisions
+        decisions.append((key, decision))
+    rewards = _log_rewards(log, workspace, paid.offsets)
+    rewards += [(_row_key(r), str(r["event_id"]), float(r["value"])) for r in paid.rows]
+    return _joined(decisions, rewards, limit)
 
 
 def logged_decisions(
-    eventlog: EventLog, workspace: str, decision_point: str, *, limit: int | None = None
+    eventlog: EventLog,
+    workspace: str,
+    decision_point: str,
+    *,
+    limit: int | None = None,
+    lake: Lake | None = None,
 ) -> list[LoggedDecision]:
-    """Where evaluation reads the decision log from: the event log today; the lake's
-    ``decisions`` and ``rewards`` tables once they land (only this function changes)."""
-    return read_event_log(eventlog, workspace, decision_point, limit=limit)
+    """Where evaluation reads the decision log from: the lake's ``decisions`` and
+    ``rewards`` tables and the log's records they do not hold yet (:func:`read_lake`), or
+    the event log alone without a lake."""
+    if lake is None:
+        return read_event_log(eventlog, workspace, decision_point, limit=limit)
+    return read_lake(lake, eventlog, workspace, decision_point, limit=limit)
 
 
 def aggregate_reward(decision: LoggedDecision, spec: RewardSpec) -> float | None:
@@ -285,9 +442,11 @@ def evaluate_decision_point(
     candidates: Sequence[Candidate],
     *,
     options: EvaluationOptions = EvaluationOptions(),
+    lake: Lake | None = None,
 ) -> dict[str, Any]:
     """Evaluate the logging policy, the current configuration and ``candidates`` on the
-    decision point's log; a JSON-ready report (see docs/decide.md, "Evaluation")."""
+    decision point's log (from ``lake`` and the log, or the log alone; see
+    :func:`logged_decisions`); a JSON-ready report (see docs/decide.md, "Evaluation")."""
     point = store.require(workspace, name)
     config = point.config
     configs = {c.name: dict(config.policy) if c.policy is None else c.policy for c in candidates}
@@ -295,7 +454,7 @@ def evaluate_decision_point(
     configs = {CURRENT: configs.pop(CURRENT), **configs}
     for policy in configs.values():
         _policy(config, policy, options.seed)  # invalid configurations fail before any work
-    decisions = logged_decisions(eventlog, workspace, name, limit=options.limit)
+    decisions = logged_decisions(eventlog, workspace, name, limit=options.limit, lake=lake)
     featurized = featurize(config, decisions)
     rounds = featurized.rounds
     if not rounds:

@@ -1,16 +1,20 @@
-"""Small lake reads for the API: a person's recent events."""
+"""Small lake reads for the API: a person's recent events; a decision point's decisions and
+rewards (for off-policy evaluation)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pyiceberg.expressions import BooleanExpression, In, Or
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
 
 from auie.events import format_time
+from auie.lake.catalog import Lake, committed_offsets
 
 _JSON_COLUMNS = {
     "properties": "properties",
@@ -72,3 +76,38 @@ def person_events(
                 event[key] = json.loads(row[column])
         events.append(event)
     return events
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRows:
+    """Rows of a table, and the log offsets of the topic they come from that the same
+    snapshot covers: the log's records at or past them are exactly those it lacks."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: partition → next offset.
+    offsets: dict[int, int] = field(default_factory=dict)
+
+
+def decision_point_rows(
+    lake: Lake,
+    workspace: str,
+    table: str,
+    *,
+    topic: str,
+    decision_point: str,
+    columns: Sequence[str],
+) -> TopicRows:
+    """The rows of ``decisions`` or ``rewards`` of one decision point, as of the table's
+    current snapshot (loaded afresh: the processor commits from another process)."""
+    try:
+        loaded = lake.catalog.load_table((workspace, table))
+    except NoSuchTableError:
+        return TopicRows()
+    offsets = committed_offsets(loaded).get(topic, {})
+    if loaded.current_snapshot() is None:
+        return TopicRows(offsets=offsets)
+    data = loaded.scan(
+        row_filter=EqualTo(term="decision_point", value=decision_point),
+        selected_fields=tuple(columns),
+    ).to_arrow()
+    return TopicRows(data.to_pylist(), offsets)

@@ -46,7 +46,7 @@ from sqlalchemy import select, update
 
 from auie.config import Settings
 from auie.errors import NotFound
-from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
+from auie.eventlog import DEAD_LETTERS_TOPIC, DECISIONS_TOPIC, EVENTS_TOPIC, REWARDS_TOPIC
 from auie.privacy import lakeops, logops, profileops
 from auie.privacy.context import PrivacyContext, Progress, StepTimer, no_progress
 from auie.privacy.person import Person, Subject
@@ -80,7 +80,8 @@ def wait_for_processor(ctx: PrivacyContext, timeout: float) -> str:
         return "not running"
     log = ctx.eventlog
     targets: dict[str, dict[int, int]] = {}
-    for topic in (EVENTS_TOPIC, DEAD_LETTERS_TOPIC):
+    # decisions and rewards too: the processor copies them to the lake
+    for topic in (EVENTS_TOPIC, DEAD_LETTERS_TOPIC, DECISIONS_TOPIC, REWARDS_TOPIC):
         try:
             targets[topic] = log.end_offsets(topic)
         except NotFound:
