@@ -1,7 +1,8 @@
 """The decision API with every policy type, through the real in-process app: decisions and
 rewards, registry snapshots, and a restart that resumes from the saved version — for the
-native policies and for the Vowpal Wabbit backend (whose state is VW's model file inside the
-same ``.npz``), with feature-less actions and with action features."""
+native policies, for the Vowpal Wabbit backend (whose state is VW's model file inside the
+same ``.npz``) and for the neural policy (torch state dicts inside it), with feature-less
+actions and with action features."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ POLICIES = [
     {"type": "squarecb"},
     {"type": "epsilon_greedy"},
     {"type": "vw", "args": "--cb_explore_adf --squarecb -q sa"},
+    {"type": "neural", "hidden": 16},
 ]
 
 
@@ -73,6 +75,8 @@ def test_serve_learn_snapshot_and_resume(
 ) -> None:
     if policy["type"] == "vw":
         pytest.importorskip("vowpalwabbit")
+    if policy["type"] == "neural":
+        pytest.importorskip("torch")
     app = make_app("server")
     admin, decide = _headers(app, "admin"), _headers(app, "decide")
     config = {"actions": actions, "policy": policy, "snapshotEvery": 25}

@@ -13,6 +13,7 @@ from auie.cli.common import fail
 from auie.cli.decide import decisions
 from auie.cli.demo import demo
 from auie.cli.privacy import privacy
+from auie.cli.train import train
 from auie.errors import AuieError
 
 
@@ -44,6 +45,7 @@ for group in (
     cli.add_command(group)
 cli.add_command(log.log)
 cli.add_command(decisions)
+cli.add_command(train)
 cli.add_command(demo)
 cli.add_command(lake.lake)
 for command in (
