@@ -47,6 +47,14 @@ DECISION_POINT = {
         ]
     },
 }
+#: The candidates the Decisions page compares with the current policy (name → type).
+EVALUATED = {
+    "linucb": "linucb",
+    "thompson": "thompson",
+    "squarecb": "squarecb",
+    "epsilon-greedy": "epsilon_greedy",
+    "baseline": "baseline",
+}
 
 
 class Api:
@@ -558,6 +566,42 @@ def check_decisions(web: Browser, api: Api) -> None:
             assert rows[arm][4] == f"{low:.3f} to {high:.3f}"
     assert report["arms"]["ucb"]["ci95"] is not None
     web.screenshot("decisions")
+    # The off-policy comparison, on request: the values the API gives for the same request.
+    web.find("[data-evaluate=home-banner]").click()
+    web.wait_for("[data-chart=evaluation] canvas[data-ready]", timeout=120)
+    expected = api.call(
+        "POST",
+        "/v1/decisions/evaluate",
+        {
+            "decisionPoint": "home-banner",
+            "candidates": [
+                "current",
+                *({"name": n, "policy": {"type": t}} for n, t in EVALUATED.items()),
+            ],
+            "bootstrapRounds": 200,
+            "importanceTop": 0,
+        },
+    )
+    shown = {
+        (e.get_attribute("data-policy"), e.get_attribute("data-estimator")): json.loads(
+            e.get_attribute("data-value") or ""
+        )
+        for e in web.find_all(".evaluation [data-estimator]")
+    }
+    assert shown == pytest.approx(
+        {
+            (p["name"], estimator): value["value"]
+            for p in expected["policies"]
+            for estimator, value in p["estimates"].items()
+        }
+    )
+    verdicts = {
+        e.get_attribute("data-policy"): e.get_attribute("data-verdict")
+        for e in web.find_all(".evaluation [data-verdict]")
+    }
+    assert verdicts == {c["name"]: c["verdict"] for c in expected["comparisons"]}
+    assert set(EVALUATED) <= set(verdicts)
+    web.screenshot("decisions-evaluation")
 
 
 # -- a token without the scope ---------------------------------------------------------------

@@ -110,7 +110,7 @@ export function barChart(canvas, labels, series, { horizontal = false, yTitle, t
  * Means with confidence intervals: a floating bar from the interval's low to high end per
  * label, and a marker at the mean. rows: [{label, mean, low, high}] (low/high may be null).
  */
-export function intervalChart(canvas, rows, { yTitle } = {}) {
+export function intervalChart(canvas, rows, { yTitle, markerLabel = "mean reward" } = {}) {
   return make(canvas, {
     type: "bar",
     data: {
@@ -128,7 +128,7 @@ export function intervalChart(canvas, rows, { yTitle } = {}) {
         },
         {
           type: "line",
-          label: "mean reward",
+          label: markerLabel,
           data: rows.map((r) => r.mean),
           showLine: false,
           pointStyle: "rectRot",

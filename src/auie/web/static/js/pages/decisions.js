@@ -1,9 +1,10 @@
-// Decisions: each decision point's per-arm mean reward with its 95% confidence interval.
+// Decisions: each decision point's per-arm mean reward with its 95% confidence interval,
+// its learning curve, and on request an off-policy comparison of candidate policies.
 
 import { DECIDE } from "../scopes.js";
 import { api } from "../api.js";
 import { chartBox, intervalChart, lineChart } from "../charts.js";
-import { card, formatNumber, formatPercent, h, table } from "../ui.js";
+import { card, formatNumber, formatPercent, h, notice, table } from "../ui.js";
 
 const fixed = (value, digits = 3) =>
   value === null || value === undefined ? "—" : Number(value).toFixed(digits);
@@ -43,6 +44,96 @@ function armRows(report) {
     .sort((a, b) => a.label.localeCompare(b.label));
 }
 
+/** The candidates the dashboard compares with the decision point's current policy. */
+const CANDIDATES = [
+  { name: "linucb", policy: { type: "linucb" } },
+  { name: "thompson", policy: { type: "thompson" } },
+  { name: "squarecb", policy: { type: "squarecb" } },
+  { name: "epsilon-greedy", policy: { type: "epsilon_greedy" } },
+  { name: "baseline", policy: { type: "baseline" } },
+];
+const ESTIMATORS = ["dr", "snips", "ips", "dm"];
+const VERDICT = { better: "better", worse: "worse", inconclusive: "inconclusive" };
+
+/** POST /v1/decisions/evaluate, then a DR chart with intervals and the full table. */
+async function evaluate(point, out, button) {
+  button.disabled = true;
+  out.replaceChildren(h("p", { class: "muted", role: "status" }, "Evaluating on the decision log…"));
+  let result;
+  try {
+    result = await api("/v1/decisions/evaluate", {
+      method: "POST",
+      body: {
+        decisionPoint: point,
+        candidates: ["current", ...CANDIDATES],
+        bootstrapRounds: 200,
+        importanceTop: 0,
+      },
+    });
+  } catch (error) {
+    out.replaceChildren(notice(error.message || String(error), "error"));
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  const verdicts = new Map(result.comparisons.map((c) => [c.name, c]));
+  const rows = result.policies.map((p) => ({
+    label: p.name,
+    mean: p.estimates.dr.value,
+    low: p.estimates.dr.lower,
+    high: p.estimates.dr.upper,
+    policy: p,
+    comparison: verdicts.get(p.name),
+  }));
+  const chart = chartBox(
+    `Doubly robust value of each policy on ${point}: ` +
+      rows.map((r) => `${r.label} ${fixed(r.mean)}`).join(", "),
+    "evaluation",
+  );
+  chart.box.dataset.point = point;
+  const pct = Math.round(result.confidence * 100);
+  out.replaceChildren(
+    h(
+      "p",
+      { class: "muted" },
+      `${formatNumber(result.decisions)} logged decisions; each policy replayed over them ` +
+        `(progressive validation), ${pct}% bootstrap intervals; "logging" is what served.`,
+    ),
+    chart.box,
+    table(
+      [
+        { label: "Policy", value: (r) => r.label, header: true },
+        ...ESTIMATORS.map((e) => ({
+          label: e.toUpperCase(),
+          value: (r) => {
+            const est = r.policy.estimates[e];
+            return h(
+              "span",
+              { dataset: { policy: r.label, estimator: e, value: String(est.value) } },
+              est.lower === null ? fixed(est.value) : `${fixed(est.value)} [${fixed(est.lower)}, ${fixed(est.upper)}]`,
+            );
+          },
+          num: true,
+        })),
+        { label: "ESS", value: (r) => formatNumber(Math.round(r.policy.ess ?? 0)), num: true },
+        {
+          label: "vs current (DR)",
+          value: (r) =>
+            r.comparison
+              ? h("span", { dataset: { verdict: r.comparison.verdict, policy: r.label } }, VERDICT[r.comparison.verdict] ?? r.comparison.verdict)
+              : "—",
+        },
+      ],
+      rows,
+      { caption: `Off-policy estimates for ${point}` },
+    ),
+  );
+  intervalChart(chart.canvas, rows, {
+    yTitle: "estimated reward per decision",
+    markerLabel: "doubly robust estimate",
+  });
+}
+
 async function render(body) {
   const points = await api("/v1/decision-points");
   if (!points.length) {
@@ -77,6 +168,9 @@ async function render(body) {
       "learning",
     );
     curveChart.box.dataset.point = point.name;
+    const evaluation = h("div", { class: "evaluation", dataset: { point: point.name } });
+    const button = h("button", { type: "button", dataset: { evaluate: point.name } }, "Compare policies off-policy");
+    button.addEventListener("click", () => evaluate(point.name, evaluation, button));
     body.append(
       card(
         point.name,
@@ -115,6 +209,16 @@ async function render(body) {
           rows,
           { caption: `Arms of ${point.name}`, empty: "No decisions since the server started." },
         ),
+        h("h3", {}, "Off-policy comparison"),
+        h(
+          "p",
+          { class: "muted" },
+          "What would other policies have earned on the logged decisions? Estimated with " +
+            "IPS, SNIPS, the direct method and doubly robust (DR); a policy is better than " +
+            "the current one only when its whole DR difference interval is above zero.",
+        ),
+        button,
+        evaluation,
       ),
     );
     if (rows.length) intervalChart(chart.canvas, rows, { yTitle: "mean reward" });
