@@ -337,6 +337,8 @@ def _json_mentions(data: pa.Table, column: str, person: Person) -> np.ndarray:
     if column not in data.column_names or data.num_rows == 0:
         return mask
     values = data[column]
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return mask  # e.g. the rewards table's numeric ``value``: no text to mention anyone
     candidates = np.zeros(data.num_rows, dtype=bool)
     for needle, insensitive in person.needles():
         found = pc.match_substring(
