@@ -126,6 +126,8 @@ def test_a_contextual_policy_is_promoted_and_served(
     version = result["version"]
     assert version > previous
     assert result["previousVersion"] == previous
+    (promoted,) = app.runtime.audit.entries(app.boot.workspace, action="decision_point.promoted")
+    assert (promoted.target, promoted.actor) == (POINT, "cli")
 
     # The running app loads the promoted version and serves it.
     assert _served_version(app, decide, ACTIONS, version) == f"{version}.0"
@@ -140,13 +142,35 @@ def test_a_contextual_policy_is_promoted_and_served(
     mobile = _decide(app, decide, {"device": "mobile", "plan": "free"}, ACTIONS)
     assert mobile["ranking"][0]["id"] == "b"
 
-    # The existing rollback undoes the promotion.
-    admin = _headers(app, "admin")
-    back = app.client.post(
-        f"/v1/decision-points/{POINT}/rollback", json={"version": previous}, headers=admin
+    # The registry as the CLI shows it, and its rollback: the running app switches back.
+    data_dir = str(tmp_path / "logged")
+    shown = CliRunner().invoke(
+        cli, ["decisions", "versions", POINT, "--json", "--data-dir", data_dir]
     )
-    assert back.status_code == 200, back.text
-    assert _decide(app, decide, {}, ACTIONS)["policyVersion"] == f"{previous}.0"
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)
+    assert [r["version"] for r in rows if r["active"]] == [version]
+    assert {previous, version} <= {r["version"] for r in rows}
+    back = CliRunner().invoke(
+        cli, ["decisions", "rollback", POINT, str(previous), "--data-dir", data_dir]
+    )
+    assert back.exit_code == 0, back.output
+    assert f"version {previous} is served (was {version})" in back.output
+    assert _served_version(app, decide, ACTIONS, previous) == f"{previous}.0"
+    (entry,) = app.runtime.audit.entries(app.boot.workspace, action="decision_point.rolled_back")
+    assert entry.target == POINT
+    # And the API's rollback brings the promotion back.
+    admin = _headers(app, "admin")
+    again = app.client.post(
+        f"/v1/decision-points/{POINT}/rollback", json={"version": version}, headers=admin
+    )
+    assert again.status_code == 200, again.text
+    assert _served_version(app, decide, ACTIONS, version) == f"{version}.0"
+    missing = CliRunner().invoke(
+        cli, ["decisions", "rollback", POINT, "999", "--data-dir", data_dir]
+    )
+    assert missing.exit_code != 0
+    assert "no version 999" in missing.output
 
 
 def test_a_candidate_that_is_not_better_is_not_promoted(

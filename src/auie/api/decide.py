@@ -205,7 +205,16 @@ async def put_point(
     except ValueError as exc:
         raise InvalidRequest(str(exc).replace("\n", " ")[:1000], code="invalid_config") from None
     _service(request).configure(who.workspace_id, name, config)
-    return await run_in_threadpool(_point_out, _runtime(request), who.workspace_id, name)
+    runtime = _runtime(request)
+    await run_in_threadpool(
+        runtime.audit.record,
+        "decision_point.configured",
+        actor=who.client_id,
+        workspace=who.workspace_id,
+        target=name,
+        details={"policy": config.policy.get("type"), "mode": config.mode},
+    )
+    return await run_in_threadpool(_point_out, runtime, who.workspace_id, name)
 
 
 @router.get(
@@ -239,8 +248,17 @@ def versions(name: str, request: Request, who: Principal = _decider) -> Any:
 )
 def rollback(name: str, body: RollbackIn, request: Request, who: Principal = _admin) -> Any:
     """Serve an earlier policy version."""
+    runtime = _runtime(request)
+    before = runtime.decision_store.require(who.workspace_id, name).active_version
     _service(request).rollback(who.workspace_id, name, body.version)
-    return _point_out(_runtime(request), who.workspace_id, name)
+    runtime.audit.record(
+        "decision_point.rolled_back",
+        actor=who.client_id,
+        workspace=who.workspace_id,
+        target=name,
+        details={"from": before, "to": body.version},
+    )
+    return _point_out(runtime, who.workspace_id, name)
 
 
 @router.get(

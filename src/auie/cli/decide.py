@@ -1,5 +1,6 @@
 """``auie decisions evaluate``: off-policy evaluation of candidate policies on the decision
-log (see docs/decide.md, "Evaluation")."""
+log (see docs/decide.md, "Evaluation"); ``auie decisions versions`` and ``rollback``: the
+model registry's policy versions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from auie.cli.common import console, open_runtime, settings_options, workspace_id, workspace_option
+from auie.cli.common import (
+    console,
+    json_option,
+    open_runtime,
+    settings_options,
+    workspace_id,
+    workspace_option,
+)
 from auie.config import Settings
 from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, parse_candidates
 from auie.decide.ope import ESTIMATORS
@@ -125,6 +133,7 @@ def evaluate(
             decision_point,
             parse_candidates([_candidate(c) for c in candidates]),
             options=options,
+            lake=runtime.lake,
         )
     finally:
         runtime.close()
@@ -239,3 +248,82 @@ def _chart(result: dict[str, Any], estimator: str) -> Table:
     scale = f"{low:.4g}".ljust(_BAR_WIDTH // 2) + f"{high:.4g}".rjust(_BAR_WIDTH - _BAR_WIDTH // 2)
     chart.add_row("", Text(scale, style="dim"), "")
     return chart
+
+
+# -- policy versions --------------------------------------------------------------------------
+
+
+@decisions.command("versions")
+@click.argument("decision_point")
+@workspace_option
+@json_option
+@settings_options()
+def versions_command(
+    decision_point: str, workspace: str | None, as_json: bool, settings: Settings
+) -> None:
+    """The policy versions of DECISION_POINT in the model registry (* = served)."""
+    runtime = open_runtime(settings)
+    try:
+        ws = workspace_id(runtime, workspace)
+        point = runtime.decision_store.require(ws, decision_point)
+        rows: list[dict[str, Any]] = [
+            {
+                "version": v.version,
+                "active": v.version == point.active_version,
+                "arm": v.arm or "main",
+                "kind": v.kind,
+                "updates": v.updates,
+                "source": v.source,
+                "note": v.note,
+                "createdAt": v.created_at.isoformat(),
+            }
+            for v in runtime.decision_store.versions(ws, decision_point)
+        ]
+    finally:
+        runtime.close()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title=f"Policy versions of {decision_point}")
+    for column in ("", "version", "arm", "kind", "updates", "source", "created", "note"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            "*" if row["active"] else "",
+            str(row["version"]),
+            row["arm"],
+            row["kind"],
+            str(row["updates"]),
+            row["source"],
+            row["createdAt"][:19],
+            row["note"] or "",
+        )
+    console.print(table)
+
+
+@decisions.command("rollback")
+@click.argument("decision_point")
+@click.argument("version", type=click.IntRange(1))
+@workspace_option
+@settings_options()
+def rollback_command(
+    decision_point: str, version: int, workspace: str | None, settings: Settings
+) -> None:
+    """Serve VERSION of DECISION_POINT again (running servers switch within seconds).
+
+    The same as POST /v1/decision-points/{name}/rollback; recorded in the audit log."""
+    runtime = open_runtime(settings)
+    try:
+        ws = workspace_id(runtime, workspace)
+        before = runtime.decision_store.require(ws, decision_point).active_version
+        runtime.decision_store.activate(ws, decision_point, version)
+        runtime.audit.record(
+            "decision_point.rolled_back",
+            actor="cli",
+            workspace=ws,
+            target=decision_point,
+            details={"from": before, "to": version},
+        )
+    finally:
+        runtime.close()
+    click.echo(f"{decision_point}: version {version} is served (was {before})")

@@ -165,6 +165,19 @@ def train(
                 candidates,
                 options=options,
                 progress=report,
+                lake=runtime.lake,
+            )
+        if result["promoted"]:
+            runtime.audit.record(
+                "decision_point.promoted",
+                actor="cli",
+                workspace=ws,
+                target=decision_point,
+                details={
+                    "winner": result["winner"],
+                    "version": result["version"],
+                    "previous": result["previousVersion"],
+                },
             )
     finally:
         runtime.close()

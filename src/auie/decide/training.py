@@ -59,6 +59,7 @@ from auie.decide.policies import Policy, make_policy
 from auie.decide.registry import DecisionPoint, DecisionStore
 from auie.errors import InvalidRequest
 from auie.eventlog import EventLog
+from auie.lake.catalog import Lake
 
 MAIN_ARM = ""
 #: Candidates when none are given: the native policy types with their defaults.
@@ -136,10 +137,17 @@ def _round(
 
 
 def training_data(
-    store: DecisionStore, eventlog: EventLog, point: DecisionPoint, options: TrainOptions
+    store: DecisionStore,
+    eventlog: EventLog,
+    point: DecisionPoint,
+    options: TrainOptions,
+    lake: Lake | None = None,
 ) -> TrainingData:
-    """Steps 1-3 of the module docstring."""
-    decisions = logged_decisions(eventlog, point.workspace_id, point.name, limit=options.limit)
+    """Steps 1-3 of the module docstring (decisions from the lake and the log's tail, or
+    the log alone without a lake)."""
+    decisions = logged_decisions(
+        eventlog, point.workspace_id, point.name, limit=options.limit, lake=lake
+    )
     featurizer = _featurizer(store, point)
     rounds: list[ope.LoggedRound] = []
     not_learned = skipped = 0
@@ -253,11 +261,12 @@ def train_decision_point(
     *,
     options: TrainOptions = TrainOptions(),
     progress: Progress | None = None,
+    lake: Lake | None = None,
 ) -> dict[str, Any]:
     """Fit, judge and (maybe) promote; a JSON-ready report (see the module docstring)."""
     point = store.require(workspace, name)
     _check(point, candidates, options)
-    data = training_data(store, eventlog, point, options)
+    data = training_data(store, eventlog, point, options, lake)
     configs = {CURRENT: dict(point.config.policy)}
     configs.update({c.name: dict(c.policy or point.config.policy) for c in candidates})
     log = ope.logged_bandit(data.holdout)
