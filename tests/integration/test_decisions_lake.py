@@ -7,7 +7,9 @@ in-process app making the decisions, the real processor, Iceberg lake and event 
 * evaluation reads the lake plus the log's records past the lake's offsets: the same
   decisions and rewards as the whole log, none counted twice, and still everything once the
   log's retention has deleted the records;
-* a decision record that is not one becomes a dead letter.
+* a decision record that is not one becomes a dead letter;
+* the dbt mart ``decision_training`` (one row per decision, its rewards aggregated) and the
+  ``decisions`` and ``rewards`` tables are queryable with ``POST /v1/sql``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from auie.lake.catalog import committed_offsets
 from auie.lake.tables import DEAD_LETTERS, DECISIONS, REWARDS
 from auie.process.processor import GROUP
 from auie.runtime import Bootstrap
+from auie.transform.runner import TransformRunner
 from conftest import App
 from decide_sim import ACTIONS, drive
 from helpers import bearer, get_token, stored_events
@@ -34,11 +37,15 @@ POINT = "home-hero"
 SETTINGS = {"lake.flush_max_seconds": 3600, "lake.maintenance_minutes": 0}
 
 
-def configure(app: App, boot: Bootstrap) -> None:
+def configure(app: App, boot: Bootstrap, aggregation: str = "earliest") -> None:
     admin = bearer(get_token(app.client, boot.client_id, boot.client_secret, "admin"))
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",
-        json={"actions": ACTIONS, "policy": {"type": "epsilon_greedy", "epsilon": 0.5}},
+        json={
+            "actions": ACTIONS,
+            "policy": {"type": "epsilon_greedy", "epsilon": 0.5},
+            "reward": {"aggregation": aggregation},
+        },
         headers=admin,
     )
     assert reply.status_code == 200, reply.text
@@ -175,3 +182,57 @@ def test_a_record_that_is_not_a_decision_becomes_a_dead_letter(
     ]
     assert [d.id for d in app.runtime.profile_store.dead_letters(ws)] == [letters[0]["id"]]
     assert stored_events(app.runtime, DECISIONS_TOPIC)  # the log keeps the record
+
+
+def test_the_training_mart_and_the_tables_answer_sql(make_app: Callable[..., App]) -> None:
+    app = make_app(**SETTINGS)
+    configure(app, app.boot, aggregation="sum")
+    runtime, ws = app.runtime, app.boot.workspace
+    drive(app.client, app.boot, POINT, 40, seed=6)
+    decisions = logged(app, DECISIONS_TOPIC, ws)
+    first = decisions[0]["eventId"]
+    # every scope of the bootstrap client: decide (rewards) and SQL
+    admin = bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret))
+    for value in (0.25, 2.0):  # a decision rewarded twice more: sum, count, earliest
+        reply = app.client.post(
+            f"/v1/decisions/{first}/reward", json={"value": value}, headers=admin
+        )
+        assert reply.status_code == 200, reply.text
+    rewards = logged(app, REWARDS_TOPIC, ws)
+    drain(runtime.processor())
+
+    result = TransformRunner(runtime.settings, runtime.lake).run(ws)
+    assert result.success, result.error
+    assert "decision_training" in result.exported
+    tests = [n for n in result.nodes if n.resource_type == "test"]
+    assert any("decision_training" in n.name for n in tests)
+    assert {n.status for n in tests} == {"pass"}
+
+    def sql(query: str) -> list[list[Any]]:
+        reply = app.client.post("/v1/sql", json={"query": query}, headers=admin)
+        assert reply.status_code == 200, reply.text
+        return list(reply.json()["rows"])
+
+    assert sql("SELECT count(*) FROM decisions") == [[len(decisions)]]
+    assert sql("SELECT count(*), sum(value) FROM rewards") == [
+        [len(rewards), sum(r["value"] for r in rewards)]
+    ]
+    rows = sql(
+        "SELECT event_id, chosen_action, reward_count, reward_sum, reward_earliest,"
+        " first_reward_at IS NOT NULL FROM decision_training ORDER BY event_id"
+    )
+    expected = []
+    for decision in sorted(decisions, key=lambda d: d["eventId"]):
+        values = [r["value"] for r in rewards if r["eventId"] == decision["eventId"]]
+        expected.append(
+            [
+                decision["eventId"],
+                decision["chosenAction"],
+                len(values),
+                sum(values) if values else None,
+                values[0] if values else None,
+                bool(values),
+            ]
+        )
+    assert rows == expected
+    assert next(r for r in rows if r[0] == first)[2] >= 2

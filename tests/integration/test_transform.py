@@ -523,7 +523,7 @@ def snapshot(world: World) -> dict[str, set[tuple[Any, ...]]]:
             found[mart] = set(
                 conn.execute(
                     f"SELECT * EXCLUDE (updated_at) FROM read_parquet('{directory}/{mart}.parquet')"
-                    if mart not in {"user_features", "dead_letters_daily"}
+                    if mart not in {"user_features", "dead_letters_daily", "decision_training"}
                     else f"SELECT * FROM read_parquet('{directory}/{mart}.parquet')"
                 ).fetchall()
             )
@@ -544,7 +544,8 @@ def test_full_refresh_gives_the_incremental_result(
     world: World, incremental: TransformResult
 ) -> None:
     before = snapshot(world)
-    assert all(before.values())
+    # this world logs no decisions (decision_training: tests/integration/test_decisions_lake.py)
+    assert all(rows for mart, rows in before.items() if mart != "decision_training")
     stamps = mart_rows(marts_dir(world.runtime.settings, world.workspace), "sessions", "updated_at")
     assert len({row[0] for row in stamps}) == 2  # the second run rebuilt only some people
     refreshed = world.build(full_refresh=True)

@@ -54,6 +54,7 @@ MARTS = (
     "event_counts_daily",
     "user_features",
     "dead_letters_daily",
+    "decision_training",
 )
 Target = Literal["duckdb", "postgres"]
 TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
