@@ -8,7 +8,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -531,7 +531,8 @@ def test_traits_come_from_the_latest_snapshot_row_else_the_store(tmp_path: Path)
         users = sorted(k for k, p in data.people.items() if p.user_id and k.startswith("user-"))
         ids = {k: runtime.profiles.profile(ws, *data.lookup(k)).profile_id for k in users}
         a, b = users[0], users[1]
-        t = datetime(2026, 11, 1, tzinfo=ad.START.tzinfo)
+        # Newer than the snapshot the processor took when it stopped.
+        t = datetime.now(UTC) + timedelta(days=1)
         snapshot = [
             (ids[a], {"plan": "enterprise"}, t),
             (ids[a], {"plan": "free"}, t - timedelta(hours=1)),
