@@ -31,3 +31,8 @@ LOG_COMMIT_RECORDS = Histogram(
     "Records per durable event log commit",
     buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
 )
+DECIDE_FAST_PATH = Counter(
+    "auie_decide_fast_path",
+    "POST /v1/decide requests answered by the fast path, or handed to the full route",
+    ["outcome"],
+)

@@ -26,6 +26,7 @@ from auie.api import (
     privacy,
     profiles,
 )
+from auie.api.fastpath import DecideFastPath
 from auie.api.web import install as install_dashboard
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
@@ -161,6 +162,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
+    app.add_middleware(DecideFastPath)  # inside the metrics: its requests are counted too
     app.add_middleware(MetricsMiddleware)
     for module in (
         health,
