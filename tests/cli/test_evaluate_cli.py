@@ -69,6 +69,13 @@ def test_evaluate_prints_a_table_a_chart_and_json(
     assert as_json["rounds"] == 250
     assert {c["name"] for c in as_json["comparisons"]} == {"logging", "always-b"}
     assert as_json["comparisons"][0]["verdict"] in ("better", "worse", "inconclusive")
+    # `auie evaluate` is the same command.
+    short = CliRunner().invoke(
+        cli,
+        ["evaluate", POINT, "-c", candidate, "--json", "--seed", "3", "--data-dir", str(data_dir)],
+    )
+    assert short.exit_code == 0, short.output
+    assert json.loads(short.output) == as_json
 
     frozen = json.loads(run(data_dir, POINT, "--frozen", "--top", "0", "--json").output)
     assert frozen["learn"] is False

@@ -10,7 +10,7 @@ import auie
 from auie.cli import admin, lake, log, process, profiles, serve, transform
 from auie.cli.analytics import analytics
 from auie.cli.common import fail
-from auie.cli.decide import decisions
+from auie.cli.decide import decisions, evaluate
 from auie.cli.demo import demo
 from auie.cli.privacy import privacy
 from auie.cli.train import train
@@ -45,6 +45,7 @@ for group in (
     cli.add_command(group)
 cli.add_command(log.log)
 cli.add_command(decisions)
+cli.add_command(evaluate, name="evaluate")  # = auie decisions evaluate (issue 5's name)
 cli.add_command(train)
 cli.add_command(demo)
 cli.add_command(lake.lake)
