@@ -4,7 +4,10 @@ lake and the decision service, suppression, PII in free text."""
 
 from __future__ import annotations
 
+import io
 import json
+import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,6 +122,29 @@ def test_without_analytics_consent_events_reach_the_lake_pseudonymised(
     consent = app.client.get("/v1/privacy/consent/user_id/no", headers=token(app)).json()
     assert consent["current"] == {"analytics": False, "marketing": True}
     assert [h["purpose"] for h in consent["history"]] == ["analytics", "marketing"]
+    # The access export carries the consent and its history.
+    admin = token(app, "privacy:admin")
+    request_id = app.client.post("/v1/privacy/export", json={"userId": "no"}, headers=admin).json()[
+        "requestId"
+    ]
+    deadline = time.monotonic() + 60
+    while (status := app.client.get(f"/v1/privacy/requests/{request_id}", headers=admin).json())[
+        "status"
+    ] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["status"] == "done", status
+    archive = app.client.get(f"/v1/privacy/requests/{request_id}/archive", headers=admin)
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
+        exported = json.loads(opened.read("consent.json"))
+    current = {(c["purpose"], c["granted"]) for c in exported if c["kind"] == "current"}
+    assert current == {("analytics", False), ("marketing", True)}
+    statements = [c for c in exported if c["kind"] == "statement"]
+    assert {(c["purpose"], c["granted"], c["source"]) for c in statements} == {
+        ("analytics", False, "event"),
+        ("marketing", True, "event"),
+    }
+    assert all(c["statedAt"].startswith("2026-01-01T00:00:00") for c in statements)
 
 
 def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:

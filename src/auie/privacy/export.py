@@ -11,7 +11,7 @@ and for every file its row count, size and SHA-256):
 ``identity_history.json``     the lake's ``identities`` rows (first seen / moved to a profile)
 ``merges.json``               merge history of the person's profiles
 ``traits.json``               every trait per identifier, decrypted, with its time and messageId
-``consent.json``              consent statements, when the profile state records them
+``consent.json``              current consent per purpose and every consent statement
 ``events.json``               every event in the lake of any of their user or anonymous ids
 ``event_log.json``            records still in the event log (``events`` and ``deadletters``)
 ``decisions.json``            decisions about them (event log topic and lake table)
@@ -130,14 +130,30 @@ def _parse_json_columns(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _consent(state: NodeState) -> list[Any]:
-    """Consent statements of a node state, whatever the state calls them (the consent
-    model adds them to the profile state)."""
-    found: list[Any] = []
-    for name in ("consent_history", "consent"):
-        value = getattr(state, name, None)
-        if value:
-            found.append({"field": name, "value": _plain(value)})
+def _consent(state: NodeState) -> list[dict[str, Any]]:
+    """An identifier's consent: its current value per purpose (``kind: current``) and every
+    statement it made (``kind: statement``, with its source: ``event`` or ``api``)."""
+    found: list[dict[str, Any]] = [
+        {
+            "kind": "current",
+            "purpose": purpose,
+            "granted": granted,
+            "statedAt": _iso_ms(ms),
+            "messageId": message_id,
+        }
+        for purpose, (granted, (ms, message_id)) in sorted(state.consent.items())
+    ]
+    for ms, message_id, purpose, granted, source in state.consent_history:
+        found.append(
+            {
+                "kind": "statement",
+                "purpose": purpose,
+                "granted": granted,
+                "statedAt": _iso_ms(ms),
+                "messageId": message_id,
+                "source": source,
+            }
+        )
     return found
 
 
