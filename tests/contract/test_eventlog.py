@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -193,3 +194,36 @@ def test_several_processes_append_safely(make_log: Factory, tmp_path: Path) -> N
         assert worker.exitcode == 0
     values = [v for vs in read_all(log).values() for v in vs]
     assert len(values) == len(set(values)) == 3 * 20 * 10
+
+
+def test_the_checkpointer_moves_the_wal_into_the_database_off_the_append_path(
+    tmp_path: Path,
+) -> None:
+    """Appends leave their pages in the WAL (the automatic checkpoint is a 64-MiB safety
+    net); the checkpointer thread copies them into the database file soon after."""
+    path = tmp_path / "ckpt.db"
+    log = SQLiteEventLog(path)
+    try:
+        log.ensure_topic("t", 2)
+        body = "x" * 2000
+        for batch in range(10):
+            log.append([rec(f"k{i}", f"{batch}:{i}:{body}") for i in range(100)])
+
+        def in_database() -> int:
+            """Bytes of the database file itself (the WAL's pages land there on checkpoint)."""
+            return path.stat().st_size
+
+        written = 10 * 100 * 2000
+        assert in_database() < written / 2
+        assert Path(f"{path}-wal").stat().st_size > written
+        log.start_checkpointer(0.05)
+        deadline = time.monotonic() + 10
+        while in_database() < written:
+            assert time.monotonic() < deadline, "the checkpointer never caught up"
+            time.sleep(0.05)
+        # Appends and reads go on while it runs; close() stops it.
+        log.append([rec("k", "after")])
+        assert "after" in [v for vs in read_all(log).values() for v in vs]
+    finally:
+        log.close()
+    assert not any(t.name == "auie-log-checkpoint" for t in threading.enumerate())

@@ -118,6 +118,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             max_backlog=settings.eventlog.max_backlog_records,
         )
         writer.start()
+        runtime.eventlog.start_checkpointer(0.5)  # WAL checkpoints off the commit path
         app.state.collector = Collector(
             settings.collect,
             WriteKeyCache(runtime.tenancy, settings.collect.write_key_cache_seconds),

@@ -167,6 +167,11 @@ class EventLog(ABC):
     def ping(self) -> None:
         """Raise :class:`~auie.errors.StorageUnavailable` if the log cannot be used."""
 
+    def start_checkpointer(self, interval_seconds: float) -> None:  # noqa: B027 (optional)
+        """Move the backend's housekeeping of written data (e.g. SQLite's WAL checkpoints)
+        off the append path, every ``interval_seconds``; stopped by :meth:`close`. Optional:
+        backends without such work do nothing."""
+
     @abstractmethod
     def close(self) -> None:
         """Release connections and files."""

@@ -11,11 +11,20 @@ writing process: the collector of ``auie serve`` is the writer of the ``events``
 
 Connections are per thread; every append is one ``BEGIN IMMEDIATE`` transaction, so
 several processes (the server, an importer) can append to one file safely.
+
+WAL checkpoints: SQLite copies the WAL back into the database file after the commit that
+crosses ``wal_autocheckpoint`` pages, in the committing thread — on the write path, where
+it stalls every request waiting for that commit. A process that appends a lot (``auie
+serve``) calls :meth:`SQLiteEventLog.start_checkpointer`: a thread with its own connection
+runs ``PRAGMA wal_checkpoint(PASSIVE)`` twice a second, in parallel with the writer
+(SQLite releases the GIL), and the automatic checkpoint stays only as a safety net at
+:data:`AUTOCHECKPOINT_PAGES` for processes that do not run the thread.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -52,6 +61,13 @@ def _table(topic: str, partition: int) -> str:
     return f"p_{topic}_{partition}"
 
 
+logger = logging.getLogger(__name__)
+
+#: Pages after which a commit checkpoints the WAL itself (64 MiB of 4-KiB pages): rarely
+#: reached when the checkpointer thread runs; bounds the WAL of processes without it.
+AUTOCHECKPOINT_PAGES = 16_384
+
+
 class SQLiteEventLog(EventLog):
     """Event log in one SQLite file; see the module docstring for the layout."""
 
@@ -72,6 +88,8 @@ class SQLiteEventLog(EventLog):
         self._partitions: dict[str, int] = {}
         self._dedupe = DedupeIndex(dedupe_window_ms)
         self._dedupe_lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._conn().executescript(_SCHEMA)
         self._upgrade_tables()
         self._load_dedupe()
@@ -88,6 +106,7 @@ class SQLiteEventLog(EventLog):
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA secure_delete = ON")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
             except sqlite3.Error as exc:
                 raise StorageUnavailable(f"cannot open event log {self.path}: {exc}") from exc
             self._local.conn = conn
@@ -341,7 +360,39 @@ class SQLiteEventLog(EventLog):
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"event log {self.path} is unreadable: {exc}") from exc
 
+    def start_checkpointer(self, interval_seconds: float = 0.5) -> None:
+        if self._checkpointer is not None:
+            return
+        self._stop_checkpoints.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(interval_seconds,),
+            name="auie-log-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval_seconds: float) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 1000")
+        except sqlite3.Error:
+            logger.exception("event log checkpointer: cannot open %s", self.path)
+            return
+        try:
+            while not self._stop_checkpoints.wait(interval_seconds):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or locked now: the next round retries
+                    logger.debug("event log checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join(timeout=5)
+            self._checkpointer = None
         with self._lock:
             for conn in self._all:
                 conn.close()
