@@ -39,6 +39,7 @@ from auie.runtime import Runtime
 logger = logging.getLogger(__name__)
 _MAINTENANCE_SECONDS = 600.0
 _DECISION_TICK_SECONDS = 0.2
+_TICK_SLICE = 50
 _SNAPSHOT_SECONDS = 60.0
 _REFRESH_SECONDS = 1.0
 
@@ -95,7 +96,12 @@ async def _close_decisions(service: DecisionService) -> None:
     while True:
         await asyncio.sleep(_DECISION_TICK_SECONDS)
         try:
-            service.tick()
+            # In slices, yielding between them: a second of decisions closing at once would
+            # otherwise hold the event loop for tens of milliseconds.
+            while service.tick(limit=_TICK_SLICE) == _TICK_SLICE:
+                await asyncio.sleep(0)
+            for workspace, name in service.take_due_snapshots():
+                await asyncio.to_thread(service.snapshot, workspace, name)
             if time.monotonic() - last_snapshot > _SNAPSHOT_SECONDS:
                 await asyncio.to_thread(service.snapshot_all)
                 last_snapshot = time.monotonic()

@@ -20,7 +20,9 @@ second: the decision point is reloaded from its new active version, as after a r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import heapq
 import logging
 import threading
 import time
@@ -181,6 +183,13 @@ class DecisionService:
         self.seed = seed
         self._points: dict[tuple[str, str], _Point] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
+        #: (when, key) of every pending decision's reward deadline (or, while a deferred
+        #: decision waits for activation, its expiry): tick() pops the due ones instead of
+        #: scanning every open decision. Entries of decisions closed earlier are skipped.
+        self._deadlines: list[tuple[float, tuple[str, str]]] = []
+        #: Decision points whose updates reached snapshotEvery, saved by the caller of
+        #: take_due_snapshots() (off the event loop).
+        self._snapshots_due: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     # -- decision points --------------------------------------------------------------------
@@ -313,6 +322,9 @@ class DecisionService:
         drawn = self._choose(point, arm, allowed, context, request=request, ids=ids)
         now = time.monotonic()
         deadline = None if request.defer_activation else now + point.config.reward.wait_seconds
+        heapq.heappush(
+            self._deadlines, (now + _DEFERRED_TTL_SECONDS if deadline is None else deadline, key)
+        )
         self._pending[key] = _Pending(
             workspace,
             request.decision_point,
@@ -476,7 +488,7 @@ class DecisionService:
         )
         pending.rewards.append(value)
         if point.config.reward.aggregation == "earliest" and pending.deadline is not None:
-            self._close((workspace, event_id))
+            await self._close_now(workspace, event_id)
         return {"eventId": event_id, "status": "recorded"}
 
     async def activate(self, workspace: str, event_id: str) -> dict[str, Any]:
@@ -486,17 +498,27 @@ class DecisionService:
         if pending.deadline is None:
             wait = self.point(workspace, pending.point).config.reward.wait_seconds
             pending.deadline = time.monotonic() + wait
+            heapq.heappush(self._deadlines, (pending.deadline, (workspace, event_id)))
             if (
                 pending.rewards
                 and self.point(workspace, pending.point).config.reward.aggregation == "earliest"
             ):
-                self._close((workspace, event_id))
+                await self._close_now(workspace, event_id)
         return {"eventId": event_id, "status": "activated"}
 
-    def _close(self, key: tuple[str, str]) -> None:
+    async def _close_now(self, workspace: str, event_id: str) -> None:
+        """Close a decision in a request; a snapshot it makes due is saved before the reply,
+        in a worker thread (registry writes stay off the event loop)."""
+        pending = self._pending.get((workspace, event_id))
+        if pending is not None and self._close((workspace, event_id)):
+            await asyncio.to_thread(self.snapshot, workspace, pending.point)
+
+    def _close(self, key: tuple[str, str]) -> bool:
+        """Learn from a decision whose wait is over; True when its decision point is due
+        for a snapshot (``snapshotEvery`` updates since the last)."""
         pending = self._pending.pop(key, None)
         if pending is None:
-            return
+            return False
         point = self.point(pending.workspace, pending.point)
         config = point.config.reward
         if not pending.rewards:
@@ -508,30 +530,36 @@ class DecisionService:
         point.stats[pending.arm].add(reward)
         policy = point.policies.get(pending.arm)
         if not pending.learn or policy is None:
-            return
+            return False
         with point.lock:
             policy.update(pending.decision, pending.index, reward, pending.probability)
             point.updates_since_snapshot += 1
-            due = point.updates_since_snapshot >= point.config.snapshot_every
-        if due:
-            self.snapshot(pending.workspace, pending.point)
+            return point.updates_since_snapshot >= point.config.snapshot_every
 
-    def tick(self) -> int:
-        """Close every decision whose reward wait is over; returns how many."""
+    def take_due_snapshots(self) -> list[tuple[str, str]]:
+        """Decision points that learned ``snapshotEvery`` updates since their last snapshot
+        (the server saves them in a worker thread, not on the event loop)."""
+        due, self._snapshots_due = sorted(self._snapshots_due), set()
+        return due
+
+    def tick(self, limit: int | None = None) -> int:
+        """Close the decisions whose reward wait is over (at most ``limit``, so the event
+        loop can serve requests between slices); returns how many were due."""
         now = time.monotonic()
-        due = [
-            key
-            for key, p in list(self._pending.items())
-            if (p.deadline is not None and p.deadline <= now)
-            or (p.deadline is None and now - p.created > _DEFERRED_TTL_SECONDS)
-        ]
-        for key in due:
+        heap = self._deadlines
+        done = 0
+        while heap and heap[0][0] <= now and (limit is None or done < limit):
+            _when, key = heapq.heappop(heap)
             pending = self._pending.get(key)
-            if pending is not None and pending.deadline is None:
-                self._pending.pop(key, None)  # never activated: not learned from
+            if pending is None:  # closed already (an earliest reward, an erasure)
                 continue
-            self._close(key)
-        return len(due)
+            done += 1
+            if pending.deadline is None:
+                self._pending.pop(key, None)  # never activated: not learned from
+            elif pending.deadline <= now and self._close(key):
+                self._snapshots_due.add((pending.workspace, pending.point))
+            # else: the expiry entry of a decision activated since; its deadline entry waits
+        return done
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -541,24 +569,31 @@ class DecisionService:
         if point is None:
             return None
         version = None
+        # The states are taken under the lock (decisions wait for it), written without it.
+        with point.lock:
+            states = [
+                (arm, policy.save(), point.featurizer.state(), policy.kind, policy.steps)
+                for arm, policy in point.policies.items()
+            ]
+            active = point.active
+            point.updates_since_snapshot = 0
         try:
-            with point.lock:
-                for arm, policy in point.policies.items():
-                    version = self.store.save(
-                        workspace,
-                        name,
-                        arm=arm,
-                        blob=policy.save(),
-                        featurizer=point.featurizer.state(),
-                        kind=policy.kind,
-                        updates=policy.steps,
-                        note=note,
-                        if_active=point.active if arm == MAIN_ARM else "any",
-                    )
+            for arm, blob, featurizer, kind, steps in states:
+                version = self.store.save(
+                    workspace,
+                    name,
+                    arm=arm,
+                    blob=blob,
+                    featurizer=featurizer,
+                    kind=kind,
+                    updates=steps,
+                    note=note,
+                    if_active=active if arm == MAIN_ARM else "any",
+                )
+                with point.lock:
                     point.version = version
                     if arm == MAIN_ARM:
-                        point.active = version
-                point.updates_since_snapshot = 0
+                        point.active = active = version
         except ActiveVersionChanged:
             # A promotion or rollback by another process wins over this state: reload.
             with self._lock:
