@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from auie.decide import ope
 from auie.decide.config import DecisionPointConfig, RewardSpec
@@ -387,6 +388,28 @@ class FeaturizedLog:
         return context_groups(self.featurizer, self.context_names, self.action_feature_names)
 
 
+def usable(
+    decision: LoggedDecision, spec: RewardSpec
+) -> tuple[float, npt.NDArray[np.float64], int] | None:
+    """(reward, probabilities, index of the chosen action) of a logged decision that can be
+    learned from and judged by: a finite aggregated reward, the chosen action among its
+    candidates, a propensity in (0, 1]; None otherwise."""
+    reward = aggregate_reward(decision, spec)
+    ids = [a for a, _ in decision.actions]
+    probabilities = np.asarray(decision.probabilities, dtype=np.float64)
+    if (
+        reward is None
+        or not math.isfinite(reward)
+        or decision.chosen_action not in ids
+        or len(probabilities) != len(ids)
+    ):
+        return None
+    chosen = ids.index(decision.chosen_action)
+    if not 0 < probabilities[chosen] <= 1:
+        return None
+    return reward, probabilities, chosen
+
+
 def featurize(config: DecisionPointConfig, decisions: Sequence[LoggedDecision]) -> FeaturizedLog:
     """See :class:`FeaturizedLog`; decisions without a usable reward or propensity are
     skipped (counted)."""
@@ -401,21 +424,11 @@ def featurize(config: DecisionPointConfig, decisions: Sequence[LoggedDecision]) 
     )
     out = FeaturizedLog([], featurizer, 0)
     for decision in decisions:
-        reward = aggregate_reward(decision, config.reward)
-        ids = [a for a, _ in decision.actions]
-        probabilities = np.asarray(decision.probabilities, dtype=np.float64)
-        if (
-            reward is None
-            or not math.isfinite(reward)
-            or decision.chosen_action not in ids
-            or len(probabilities) != len(ids)
-        ):
+        found = usable(decision, config.reward)
+        if found is None:
             out.skipped += 1
             continue
-        chosen = ids.index(decision.chosen_action)
-        if not 0 < probabilities[chosen] <= 1:
-            out.skipped += 1
-            continue
+        reward, probabilities, chosen = found
         out.context_names.update(name for name, _ in flatten(decision.context))
         for _, features in decision.actions:
             out.action_feature_names.update(name for name, _ in flatten(features))

@@ -51,8 +51,8 @@ from auie.decide.evaluation import (
     LOGGING,
     Candidate,
     LoggedDecision,
-    aggregate_reward,
     logged_decisions,
+    usable,
 )
 from auie.decide.features import Featurizer
 from auie.decide.policies import Policy, make_policy
@@ -119,19 +119,10 @@ def _featurizer(store: DecisionStore, point: DecisionPoint) -> Featurizer:
 def _round(
     config: DecisionPointConfig, decision: LoggedDecision, featurizer: Featurizer
 ) -> ope.LoggedRound | None:
-    reward = aggregate_reward(decision, config.reward)
-    ids = [a for a, _ in decision.actions]
-    probabilities = np.asarray(decision.probabilities, dtype=np.float64)
-    if (
-        reward is None
-        or not math.isfinite(reward)
-        or decision.chosen_action not in ids
-        or len(probabilities) != len(ids)
-    ):
+    found = usable(decision, config.reward)
+    if found is None:
         return None
-    chosen = ids.index(decision.chosen_action)
-    if not 0 < probabilities[chosen] <= 1:
-        return None
+    reward, probabilities, chosen = found
     vectors = featurizer(decision.context, decision.actions)
     return ope.LoggedRound(vectors, probabilities, chosen, reward, decision.excluded)
 
