@@ -113,22 +113,25 @@ def _runtime(request: Request) -> Runtime:
 )
 async def decide(body: DecideIn, request: Request, who: Principal = _decider) -> Any:
     """Rank the actions for this person and moment; the first is the one to show."""
+    return await _service(request).decide(who.workspace_id, decide_request(body))
+
+
+def decide_request(body: DecideIn) -> DecideRequest:
+    """The service's request for a body the model accepted, after the checks the model
+    cannot make (an identity, a valid decision point name); also used by the fast path."""
     if not body.user_id and not body.anonymous_id:
         raise InvalidRequest("userId or anonymousId is required", code="missing_identity")
     check_name(body.decision_point)
-    return await _service(request).decide(
-        who.workspace_id,
-        DecideRequest(
-            decision_point=body.decision_point,
-            actions=[a.model_dump() for a in body.actions],
-            user_id=body.user_id,
-            anonymous_id=body.anonymous_id,
-            context=body.context,
-            excluded=body.excluded_actions,
-            event_id=body.event_id,
-            defer_activation=body.defer_activation,
-            slots=body.slots,
-        ),
+    return DecideRequest(
+        decision_point=body.decision_point,
+        actions=[a.model_dump() for a in body.actions],
+        user_id=body.user_id,
+        anonymous_id=body.anonymous_id,
+        context=body.context,
+        excluded=body.excluded_actions,
+        event_id=body.event_id,
+        defer_activation=body.defer_activation,
+        slots=body.slots,
     )
 
 

@@ -23,10 +23,9 @@ import msgspec
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auie.api.decide import DecideIn
+from auie.api.decide import DecideIn, decide_request
 from auie.api.errors import error_response
 from auie.auth.scopes import DECIDE
-from auie.decide.registry import check_name
 from auie.decide.service import DecideRequest, DecisionService
 from auie.errors import AuieError, Overloaded
 from auie.metrics import DECIDE_FAST_PATH
@@ -109,23 +108,9 @@ class DecideFastPath:
             who = scope["app"].state.runtime.tokens.verify(token.decode("latin-1").strip())
             if DECIDE not in who.scopes:
                 return None
-            body_in = DecideIn.model_validate_json(body)
-            if not body_in.user_id and not body_in.anonymous_id:
-                return None
-            check_name(body_in.decision_point)
+            return who.workspace_id, decide_request(DecideIn.model_validate_json(body))
         except (AuieError, ValidationError, UnicodeDecodeError):
             return None
-        return who.workspace_id, DecideRequest(
-            decision_point=body_in.decision_point,
-            actions=[a.model_dump() for a in body_in.actions],
-            user_id=body_in.user_id,
-            anonymous_id=body_in.anonymous_id,
-            context=body_in.context,
-            excluded=body_in.excluded_actions,
-            event_id=body_in.event_id,
-            defer_activation=body_in.defer_activation,
-            slots=body_in.slots,
-        )
 
     def _metrics_route(self, scope: Scope) -> Any:
         """The app's route of ``POST /v1/decide`` (the metrics label its requests by it)."""
