@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +25,20 @@ from auie.runtime import Runtime
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
+
+
+def progress_bar(quiet: bool) -> Progress:
+    """The CLI's progress display for long work: description, bar, done/total, elapsed time,
+    on stderr, gone when finished; ``quiet`` (``--json``) hides it."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
+    )
 
 
 def _parse_set(values: Sequence[str]) -> dict[str, Any]:

@@ -143,14 +143,16 @@ def evaluate(
     _print(result)
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def format_number(value: float | None, digits: int = 4) -> str:
+    """A figure of an evaluation table (``–`` when undefined)."""
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _estimate(entry: dict[str, Any]) -> str:
-    text = _number(entry["value"])
+def format_estimate(entry: dict[str, Any]) -> str:
+    """An estimate and, on a second line, its interval."""
+    text = format_number(entry["value"])
     if entry.get("lower") is not None:
-        text += f"\n[{_number(entry['lower'])}, {_number(entry['upper'])}]"
+        text += f"\n[{format_number(entry['lower'])}, {format_number(entry['upper'])}]"
     return text
 
 
@@ -159,7 +161,7 @@ def _print(result: dict[str, Any]) -> None:
     console.print(
         Text(
             f"{result['decisionPoint']}: {result['rounds']} logged decisions evaluated "
-            f"({result['skipped']} skipped), mean reward {_number(result['meanReward'])}; "
+            f"({result['skipped']} skipped), mean reward {format_number(result['meanReward'])}; "
             f"{'progressive validation' if result['learn'] else 'frozen policies'}, "
             f"{level}% bootstrap intervals ({result['bootstrapRounds']} resamples)"
         )
@@ -176,14 +178,14 @@ def _print(result: dict[str, Any]) -> None:
         compared = comparisons.get(policy["name"])
         difference = verdict = ""
         if compared is not None:
-            difference = _estimate(compared["differences"][compared["estimator"]])
+            difference = format_estimate(compared["differences"][compared["estimator"]])
             verdict = compared["verdict"]
         elif policy["name"] == result["baseline"]:
             verdict = "baseline"
         table.add_row(
             Text(policy["name"]),
-            *(_estimate(policy["estimates"][e]) for e in ESTIMATORS),
-            _number(policy["ess"], 1),
+            *(format_estimate(policy["estimates"][e]) for e in ESTIMATORS),
+            format_number(policy["ess"], 1),
             difference,
             Text(verdict, style={"better": "green", "worse": "red"}.get(verdict, "")),
         )
@@ -196,7 +198,9 @@ def _print(result: dict[str, Any]) -> None:
         features.add_column("MSE increase", justify="right")
         for row in result["featureImportance"]:
             features.add_row(
-                Text(row["feature"]), _number(row["score"], 5), _number(row["mseIncrease"], 5)
+                Text(row["feature"]),
+                format_number(row["score"], 5),
+                format_number(row["mseIncrease"], 5),
             )
         console.print(features)
 
@@ -244,7 +248,7 @@ def _chart(result: dict[str, Any], estimator: str) -> Table:
                 line.append("─", "bold")
             else:
                 line.append(" ")
-        chart.add_row(Text(name), line, _number(value))
+        chart.add_row(Text(name), line, format_number(value))
     scale = f"{low:.4g}".ljust(_BAR_WIDTH // 2) + f"{high:.4g}".rjust(_BAR_WIDTH - _BAR_WIDTH // 2)
     chart.add_row("", Text(scale, style="dim"), "")
     return chart

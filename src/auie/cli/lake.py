@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 from pyiceberg.table import Table
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from auie.cli.common import (
     console,
     emit,
-    err_console,
     json_option,
     open_runtime,
+    progress_bar,
     settings_options,
     workspace_id,
     workspace_option,
@@ -73,21 +70,6 @@ def _targets(
     return pairs
 
 
-@contextmanager
-def _progress(quiet: bool) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=quiet,
-    )
-    with progress:
-        yield progress
-
-
 def _load(lake_: Lake, workspace: str, name: str) -> Table:
     return lake_.refresh(workspace, name)
 
@@ -118,7 +100,7 @@ def compact(
     try:
         targets = _targets(runtime, workspace, table_name, every_workspace=True)
         reports = []
-        with _progress(as_json) as progress:
+        with progress_bar(as_json) as progress:
             task = progress.add_task("compacting", total=len(targets))
             for space, name in targets:
                 progress.update(task, description=f"compacting {space}.{name}")
@@ -185,7 +167,7 @@ def expire(
     try:
         targets = _targets(runtime, workspace, table_name, every_workspace=True)
         reports = []
-        with _progress(as_json) as progress:
+        with progress_bar(as_json) as progress:
             task = progress.add_task("expiring", total=len(targets))
             for space, name in targets:
                 progress.update(task, description=f"expiring {space}.{name}")

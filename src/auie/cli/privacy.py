@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from auie.cli.common import (
     console,
@@ -20,6 +19,7 @@ from auie.cli.common import (
     err_console,
     json_option,
     open_runtime,
+    progress_bar,
     settings_options,
     workspace_id,
     workspace_option,
@@ -67,15 +67,7 @@ def _subject(
 
 @contextmanager
 def _bar(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=quiet,
-    )
+    progress = progress_bar(quiet)
     with progress:
         task = progress.add_task("starting", total=None)
 

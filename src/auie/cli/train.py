@@ -5,24 +5,23 @@ the best only when off-policy evaluation says it beats the current one with conf
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from auie.cli.common import (
     console,
-    err_console,
     open_runtime,
+    progress_bar,
     settings_options,
     workspace_id,
     workspace_option,
 )
+from auie.cli.decide import format_estimate
 from auie.config import Settings
 from auie.decide.evaluation import CURRENT, LOGGING, Candidate, parse_candidates
 from auie.decide.ope import ESTIMATORS
@@ -53,15 +52,7 @@ def _candidates(policies: tuple[str, ...], neural: bool) -> list[Candidate]:
 
 @contextmanager
 def _bar(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=quiet,
-    )
+    progress = progress_bar(quiet)
     with progress:
         tasks: dict[str, Any] = {}
 
@@ -187,17 +178,6 @@ def train(
     _print(result)
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _interval(entry: dict[str, Any]) -> str:
-    text = _number(entry["value"])
-    if entry.get("lower") is not None:
-        text += f"\n[{_number(entry['lower'])}, {_number(entry['upper'])}]"
-    return text
-
-
 def _print(result: dict[str, Any]) -> None:
     level = 100 * result["confidence"]
     console.print(
@@ -221,15 +201,15 @@ def _print(result: dict[str, Any]) -> None:
         entry = judged.get(policy["name"])
         verdict, difference = "", ""
         if entry is not None:
-            difference = _interval(entry["difference"])
+            difference = format_estimate(entry["difference"])
             verdict = "yes" if entry["beatsCurrent"] else "no"
         elif policy["name"] in (CURRENT, LOGGING):
             verdict = policy["name"]
         estimates = policy["estimates"]
         table.add_row(
             Text(policy["name"] + (" ★" if policy["name"] == result["winner"] else "")),
-            _interval(estimates["dr"]),
-            *(_interval(estimates[e]) for e in ESTIMATORS if e != "dr"),
+            format_estimate(estimates["dr"]),
+            *(format_estimate(estimates[e]) for e in ESTIMATORS if e != "dr"),
             "–" if policy["ess"] is None else f"{policy['ess']:.1f}",
             difference,
             Text(verdict, style={"yes": "green", "no": "red"}.get(verdict, "")),
