@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,19 @@ from auie.profiles.store.sql import SqlProfileStore
 from auie.runtime import Bootstrap, Runtime
 from helpers import Server, make_settings, start_server
 from stores import BACKENDS, database_url
+
+
+@pytest.fixture
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AUIE_* variable of the caller and no ./auie.toml reach the code under test: the
+    environment is cleared of them and the working directory is an empty one (use with
+    ``pytestmark = pytest.mark.usefixtures("clean_environment")``)."""
+    for name in list(os.environ):
+        if name.startswith("AUIE_"):
+            monkeypatch.delenv(name)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ segments from the command line, errors as one line."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,9 @@ from auie.cli.main import cli
 from auie.runtime import Runtime
 from helpers import make_settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_environment")]
 RANGE = ["--from", ad.START.isoformat(), "--to", ad.END.isoformat()]
 BODY_RANGE = {"from": ad.START.isoformat(), "to": ad.END.isoformat()}
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,10 @@ from auie.runtime import Runtime
 from conftest import App
 from helpers import AUIE, basic, make_settings
 
+#: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AUIE_* variable of the caller and no ./auie.toml reach the commands."""
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 @pytest.fixture

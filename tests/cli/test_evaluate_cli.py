@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,18 +14,10 @@ from conftest import App
 from decide_sim import ACTIONS, drive
 from helpers import bearer, get_token
 
+#: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
 POINT = "checkout-offer"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AUIE_* variable of the caller and no ./auie.toml reach the commands."""
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 def run(data_dir: Path, *args: str, status: int = 0) -> Result:

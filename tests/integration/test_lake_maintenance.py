@@ -34,17 +34,11 @@ from auie.lake.tables import EVENTS, TABLES
 from auie.runtime import Runtime
 from helpers import make_settings
 
+#: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
 WS = "ws-test"
 DAYS = (datetime(2024, 3, 1, 12, tzinfo=UTC), datetime(2024, 3, 2, 12, tzinfo=UTC))
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
 
 
 @pytest.fixture

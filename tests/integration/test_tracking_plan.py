@@ -5,9 +5,7 @@ invalid plans, replay after fixing the plan (CLI and API), and enrichment column
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +17,9 @@ from auie.process.enrich import Enricher
 from conftest import App
 from helpers import basic, bearer, get_token
 from pipeline import drain, lake_table
+
+#: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 ORDER_SCHEMA = {
     "type": "object",
@@ -55,17 +56,6 @@ FIXED: dict[str, Any] = {
         },
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AUIE_* variable and no ./auie.toml reach the CLI."""
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,20 +31,12 @@ from conftest import App
 from decide_sim import ACTIONS, drive
 from helpers import bearer, get_token
 
+#: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
+pytestmark = pytest.mark.usefixtures("clean_environment")
+
 POINT = "checkout-offer"
 RANDOM = {"type": "epsilon_greedy", "epsilon": 1.0}
 XOR_ACTIONS = [{"id": "x"}, {"id": "y"}]
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AUIE_* variable of the caller and no ./auie.toml reach the commands."""
-    for name in list(os.environ):
-        if name.startswith("AUIE_"):
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 def run(data_dir: Path, *args: str, status: int = 0) -> Result:
