@@ -60,6 +60,8 @@ from auie.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
 _KINDS = {"property": "property", "trait": "trait", "computedTrait": "computedTrait"}
 _KINDS |= {"computed_trait": "computedTrait", "field": "field"}
 _PALETTE = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta"]
@@ -173,6 +175,26 @@ def _scope(settings: Settings, workspace: str | None) -> tuple[Runtime, Scope]:
     return runtime, Scope.of(runtime, workspace_id(runtime, workspace))
 
 
+def _analyse(
+    settings: Settings,
+    workspace: str | None,
+    analysis: Callable[[Scope, In], Out],
+    request: In,
+    show: Callable[[Out], None],
+    as_json: bool,
+) -> None:
+    """Run one analysis on the workspace's lake and print it: JSON, or ``show``'s chart."""
+    runtime, scope = _scope(settings, workspace)
+    try:
+        out = analysis(scope, request)
+    finally:
+        runtime.close()
+    if as_json:
+        _print_json(out)
+    else:
+        show(out)
+
+
 @click.group()
 def analytics() -> None:
     """Trends, funnels, retention, segments and SQL over the lake."""
@@ -217,16 +239,7 @@ def trends_command(
         "breakdownLimit": breakdown_limit,
         **_range(start, end, last),
     }
-    request = _validate(TrendsIn, body)
-    runtime, scope = _scope(settings, workspace)
-    try:
-        out = trends(scope, request)
-    finally:
-        runtime.close()
-    if as_json:
-        _print_json(out)
-    else:
-        print_trends(out)
+    _analyse(settings, workspace, trends, _validate(TrendsIn, body), print_trends, as_json)
 
 
 def print_trends(out: TrendsOut, height: int = 8) -> None:
@@ -328,16 +341,7 @@ def funnel_command(
             "breakdownLimit": breakdown_limit,
             **_range(start, end, last),
         }
-    request = _validate(FunnelsIn, body)
-    runtime, scope = _scope(settings, workspace)
-    try:
-        out = funnels(scope, request)
-    finally:
-        runtime.close()
-    if as_json:
-        _print_json(out)
-    else:
-        print_funnel(out)
+    _analyse(settings, workspace, funnels, _validate(FunnelsIn, body), print_funnel, as_json)
 
 
 def print_funnel(out: FunnelsOut) -> None:
@@ -434,16 +438,7 @@ def retention_command(
         "periods": periods,
         **_range(start, end, last),
     }
-    request = _validate(RetentionIn, body)
-    runtime, scope = _scope(settings, workspace)
-    try:
-        out = retention(scope, request)
-    finally:
-        runtime.close()
-    if as_json:
-        _print_json(out)
-    else:
-        print_retention(out)
+    _analyse(settings, workspace, retention, _validate(RetentionIn, body), print_retention, as_json)
 
 
 def heat(rate: float) -> Style:
