@@ -93,6 +93,38 @@ def client_loop(url: str, key: str, ids: Iterable[int], load: Load, stop: thread
                     load.anomalies.append(f"batch {batch_id}: {reply.status_code} {body}")
 
 
+def slow_client(
+    url: str,
+    key: str,
+    batch_id: int,
+    load: Load,
+    *,
+    halfway: threading.Event,
+    stop: threading.Event,
+) -> None:
+    """Send one batch whose body stops half-way (``halfway`` is set) until ``stop`` (set
+    once the server is dead)."""
+    body = json.dumps({"batch": batch(batch_id)}).encode()
+
+    def chunks() -> Iterable[bytes]:
+        yield body[: len(body) // 2]
+        halfway.set()
+        stop.wait(15)  # the server is killed meanwhile
+        yield body[len(body) // 2 :]
+
+    with load.lock:
+        load.attempted.add(batch_id)
+    with httpx.Client(base_url=url, auth=(key, ""), timeout=30) as client:
+        try:
+            reply = client.post(
+                "/v1/batch", content=chunks(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TransportError:
+            return  # cut off, as intended
+    with load.lock:
+        load.anomalies.append(f"slow batch {batch_id} was answered: {reply.status_code}")
+
+
 def run_load_and_kill(server: Server, delay: float) -> Load:
     """Load the server from several clients; ``delay`` seconds into it, ``kill -9`` it."""
     load = Load()
@@ -118,8 +150,22 @@ def run_load_and_kill(server: Server, delay: float) -> Load:
     # machine can take longer than the shortest delay just to get the first request out.
     assert load.flowing.wait(30), f"no batch was acknowledged: {load.anomalies}"
     time.sleep(delay)
+    # One more client is half-way through sending its batch when the server dies, so at
+    # least one request is surely cut off (the fast clients' requests may all have been
+    # answered at the instant of the kill).
+    with lock:
+        slow_id = next(counter)
+    halfway = threading.Event()
+    slow = threading.Thread(
+        target=slow_client,
+        args=(server.url, server.credentials["writeKey"], slow_id, load),
+        kwargs={"halfway": halfway, "stop": stop},
+    )
+    slow.start()
+    assert halfway.wait(10), "the slow client could not start its request"
     server.kill()  # SIGKILL: no shutdown hooks, no final commit
     stop.set()
+    threads.append(slow)
     for thread in threads:
         thread.join(30)
         assert not thread.is_alive()
