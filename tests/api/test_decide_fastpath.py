@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from auie.api.app import create_app
-from auie.api.fastpath import MAX_FAST_BODY, DecideFastPath
+from auie.api.fastpath import MAX_FAST_BODY
 from auie.metrics import DECIDE_FAST_PATH
 from auie.runtime import Runtime
 from helpers import bearer, get_token, make_settings, stored_events
@@ -39,9 +39,7 @@ def _side(path: Path, fast: bool) -> Iterator[Side]:
     runtime = Runtime(make_settings(path))
     boot = runtime.bootstrap()
     assert boot is not None
-    app = create_app(runtime)
-    if not fast:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not DecideFastPath]
+    app = create_app(runtime, fast_paths=fast)
     with TestClient(app) as client:
         decide = bearer(get_token(client, boot.client_id, boot.client_secret, "decide"))
         admin = bearer(get_token(client, boot.client_id, boot.client_secret, "admin"))
@@ -94,6 +92,14 @@ CASES: dict[str, dict[str, Any]] = {
         "extra_headers": {"Content-Encoding": "gzip"},
     },
     "oversized": {"json": {**GOOD, "context": {"blob": "x" * (MAX_FAST_BODY + 10)}}},
+    # The fast path decodes strictly; what the route's model accepts by being lax (field
+    # names in snake_case, numbers and booleans as strings) goes the full way.
+    "snake_case field names": {
+        "json": {"decision_point": "home", "user_id": "u2", "actions": ACTIONS}
+    },
+    "slots as a string": {"json": {**GOOD, "userId": "u3", "slots": "2"}},
+    "deferActivation as a string": {"json": {**GOOD, "userId": "u4", "deferActivation": "no"}},
+    "null features": {"json": {**GOOD, "actions": [{"id": "a", "features": None}]}},
 }
 
 
@@ -118,6 +124,24 @@ def test_fast_and_full_paths_answer_alike(fast: Side, full: Side, name: str) -> 
         assert set(mine.json()) == {"code", "message"}
         for header in ("www-authenticate", "retry-after"):
             assert mine.headers.get(header) == theirs.headers.get(header)
+
+
+def test_an_unexpected_error_in_the_fast_path_is_a_500_with_the_error_shape(
+    fast: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    service = fast.client.app.state.decisions  # type: ignore[attr-defined]
+    monkeypatch.setattr(service, "decide", broken)
+    reply = _post(fast, {"json": GOOD})
+    assert reply.status_code == 500
+    assert reply.json() == {
+        "code": "internal_error",
+        "message": "internal error; the server log has details",
+    }
+    metrics = fast.client.get("/metrics").text
+    assert 'auie_http_requests_total{method="POST",route="/v1/decide",status="500"}' in metrics
 
 
 def test_a_fast_decision_is_logged_once_and_counted(fast: Side) -> None:

@@ -77,6 +77,33 @@ def test_outcomes_give_the_offsets_that_read_returns(make_log: Factory) -> None:
         assert record.headers == {"workspaceId": "ws"}
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 511, 512, 513, 1_537])
+def test_appends_of_any_size_store_every_record_in_order(make_log: Factory, size: int) -> None:
+    # The SQLite backend inserts in multi-row statements of several sizes; none may drop,
+    # repeat or reorder a record, and the offsets must continue the earlier appends.
+    log = make_log()
+    log.ensure_topic("t", 2)
+    keys = [
+        next(f"k{n}" for n in range(100) if partition_for(f"k{n}".encode(), 2) == p) for p in (0, 1)
+    ]
+    log.append([rec(keys[0], "before-0"), rec(keys[1], "before-1")])
+    records = [rec(keys[i % 2], f"v{i}", dedupe=f"m{i}") for i in range(size)]
+    outcomes = log.append([*records, rec(keys[0], "v0-again", dedupe="m0")])
+    assert outcomes[-1].duplicate
+    stored = {
+        (outcome.partition, outcome.offset): record.value.decode()
+        for outcome, record in zip(outcomes[:-1], records, strict=True)
+    }
+    assert len(stored) == size
+    for part in (0, 1):
+        rows = log.read("t", part, 0, 10_000)
+        assert [r.offset for r in rows] == list(range(1, len(rows) + 1))
+        assert rows[0].value.decode().startswith("before-")
+        assert {(part, r.offset): r.value.decode() for r in rows[1:]} == {
+            k: v for k, v in stored.items() if k[0] == part
+        }
+
+
 def test_offsets_only_grow_and_are_never_reused(make_log: Factory) -> None:
     log = make_log()
     log.ensure_topic("t", 1)

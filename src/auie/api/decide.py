@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -50,6 +51,32 @@ class DecideIn(_Camel):
     event_id: str | None = Field(None, min_length=1, max_length=200)
     defer_activation: bool = False
     slots: int = Field(1, ge=1, le=100)
+
+
+class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """One action, as :class:`ActionIn` (same limits)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    features: dict[str, Any] = {}
+
+
+class DecideBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """``POST /v1/decide``'s body as :class:`DecideIn` (same fields and
+    limits) but strict: camelCase names only, no type coercion. A body this refuses is
+    not necessarily wrong; it goes to the route, whose model decides."""
+
+    decision_point: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    actions: Annotated[list[ActionBody], msgspec.Meta(min_length=1, max_length=1000)]
+    user_id: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    anonymous_id: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    context: dict[str, Any] = {}
+    excluded_actions: list[str] = []
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    defer_activation: bool = False
+    slots: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+
+
+DECIDE_BODY = msgspec.json.Decoder(DecideBody)
 
 
 class RankedAction(BaseModel):
@@ -116,7 +143,7 @@ async def decide(body: DecideIn, request: Request, who: Principal = _decider) ->
     return await _service(request).decide(who.workspace_id, decide_request(body))
 
 
-def decide_request(body: DecideIn) -> DecideRequest:
+def decide_request(body: DecideIn | DecideBody) -> DecideRequest:
     """The service's request for a body the model accepted, after the checks the model
     cannot make (an identity, a valid decision point name); also used by the fast path."""
     if not body.user_id and not body.anonymous_id:
@@ -124,7 +151,7 @@ def decide_request(body: DecideIn) -> DecideRequest:
     check_name(body.decision_point)
     return DecideRequest(
         decision_point=body.decision_point,
-        actions=[a.model_dump() for a in body.actions],
+        actions=[{"id": a.id, "features": a.features} for a in body.actions],
         user_id=body.user_id,
         anonymous_id=body.anonymous_id,
         context=body.context,

@@ -17,34 +17,41 @@ The OpenAPI document keeps describing the route, which stays registered.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
 
 import msgspec
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auie.api.decide import DecideIn, decide_request
+from auie.api.decide import DECIDE_BODY, decide_request
 from auie.api.errors import error_response
 from auie.auth.scopes import DECIDE
 from auie.decide.service import DecideRequest, DecisionService
 from auie.errors import AuieError, Overloaded
-from auie.metrics import DECIDE_FAST_PATH
+from auie.metrics import DECIDE_FAST_PATH, HTTP_REQUESTS, HTTP_SECONDS
 
+logger = logging.getLogger(__name__)
 PATH = "/v1/decide"
 #: Bodies above this go the full way (where the limits and their errors live).
 MAX_FAST_BODY = 256 * 1024
 _ENCODER = msgspec.json.Encoder()
+_SERVED = DECIDE_FAST_PATH.labels("served")
+_DELEGATED = DECIDE_FAST_PATH.labels("delegated")
+_SECONDS = HTTP_SECONDS.labels(PATH)
 
 
 class DecideFastPath:
-    """See the module docstring."""
+    """See the module docstring. ``app`` is the full application, for everything else."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._route: Any = None
+
+    @staticmethod
+    def handles(scope: Scope) -> bool:
+        return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if not self.handles(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -56,22 +63,33 @@ class DecideFastPath:
             or not headers.get(b"content-type", b"").startswith(b"application/json")
             or b"content-encoding" in headers
         ):
-            DECIDE_FAST_PATH.labels("delegated").inc()
+            _DELEGATED.inc()
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         body, more = await _read(receive)
         if more:  # more than announced, or a disconnect: the full path decides
-            DECIDE_FAST_PATH.labels("delegated").inc()
+            _DELEGATED.inc()
             await self.app(scope, _replay(body, receive, more=True), send)
             return
         parsed = self._parse(scope, headers, body)
         if parsed is None:
-            DECIDE_FAST_PATH.labels("delegated").inc()
+            _DELEGATED.inc()
             await self.app(scope, _replay(body, receive, more=False), send)
             return
-        DECIDE_FAST_PATH.labels("served").inc()
-        workspace, request = parsed
-        scope["route"] = self._metrics_route(scope)
+        _SERVED.inc()
+        status = 500
+        try:
+            status = await self._answer(scope, receive, send, *parsed)
+        finally:
+            HTTP_REQUESTS.labels("POST", PATH, str(status)).inc()
+            _SECONDS.observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _answer(
+        scope: Scope, receive: Receive, send: Send, workspace: str, request: DecideRequest
+    ) -> int:
+        """Decide and reply; the status sent."""
         service: DecisionService = scope["app"].state.decisions
         try:
             answer = await service.decide(workspace, request)
@@ -80,20 +98,27 @@ class DecideFastPath:
             if isinstance(exc, Overloaded):
                 extra = {"Retry-After": str(int(exc.retry_after))}
             reply = error_response(exc.http_status, exc.code, exc.message, extra)
-            await reply(scope, receive, send)
-            return
-        payload = _ENCODER.encode({k: v for k, v in answer.items() if v is not None})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        except Exception:
+            logger.exception("unhandled error on POST %s", PATH)
+            reply = error_response(
+                500, "internal_error", "internal error; the server log has details"
+            )
+        else:
+            payload = _ENCODER.encode({k: v for k, v in answer.items() if v is not None})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return 200
+        await reply(scope, receive, send)
+        return reply.status_code
 
     @staticmethod
     def _parse(
@@ -108,17 +133,9 @@ class DecideFastPath:
             who = scope["app"].state.runtime.tokens.verify(token.decode("latin-1").strip())
             if DECIDE not in who.scopes:
                 return None
-            return who.workspace_id, decide_request(DecideIn.model_validate_json(body))
-        except (AuieError, ValidationError, UnicodeDecodeError):
+            return who.workspace_id, decide_request(DECIDE_BODY.decode(body))
+        except (AuieError, msgspec.DecodeError, UnicodeDecodeError):
             return None
-
-    def _metrics_route(self, scope: Scope) -> Any:
-        """The app's route of ``POST /v1/decide`` (the metrics label its requests by it)."""
-        if self._route is None:
-            self._route = next(
-                (r for r in scope["app"].routes if getattr(r, "path", None) == PATH), None
-            )
-        return self._route
 
 
 async def _read(receive: Receive) -> tuple[bytes, bool]:

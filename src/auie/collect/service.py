@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -196,8 +197,8 @@ class Collector:
         )
         outcomes = await self.writer.append(records)
         duplicates = sum(1 for outcome in outcomes[: len(types)] if outcome.duplicate)
-        for kind in types:
-            EVENTS_ACCEPTED.labels(kind).inc()
+        for kind, count in Counter(types).items():
+            EVENTS_ACCEPTED.labels(kind).inc(count)
         if duplicates:
             EVENTS_DUPLICATE.inc(duplicates)
         return IngestResult(len(types), duplicates, rejected)

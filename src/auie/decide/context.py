@@ -4,6 +4,7 @@ segments and the ``user_features`` mart, joined into the context under ``user``.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,7 +18,11 @@ logger = logging.getLogger(__name__)
 
 SegmentsOf = Callable[[str, str], list[str]]
 FeaturesOf = Callable[[str, str], Mapping[str, Any] | None]
+#: A cached person is reloaded after 15 to 30 s: the spread keeps the people first seen
+#: together (a burst of traffic, a restart) from all expiring in the same second, which
+#: would put thousands of profile reads on the event loop at once.
 _TTL_SECONDS = 30.0
+_TTL_MIN_SHARE = 0.5
 _CACHE_LIMIT = 50_000
 
 
@@ -27,6 +32,10 @@ def _pick(values: Mapping[str, Any], wanted: bool | list[str]) -> dict[str, Any]
     if wanted is False:
         return {}
     return {k: values[k] for k in wanted if k in values}
+
+
+def _expiry(now: float) -> float:
+    return now + _TTL_SECONDS * random.uniform(_TTL_MIN_SHARE, 1.0)  # noqa: S311 (not secret)
 
 
 class PersonContext:
@@ -54,8 +63,8 @@ class PersonContext:
         key = (workspace, id_type, value)
         now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is None or now - cached[0] > _TTL_SECONDS:
-            cached = (now, *self._load(workspace, id_type, value))
+        if cached is None or now > cached[0]:  # cached[0]: when the entry expires
+            cached = (_expiry(now), *self._load(workspace, id_type, value))
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = cached
@@ -99,7 +108,7 @@ class PersonContext:
         if not value:
             return not require_explicit
         cached = self._cache.get((workspace, id_type, value))
-        if cached is None or time.monotonic() - cached[0] > _TTL_SECONDS:
+        if cached is None or time.monotonic() > cached[0]:
             self.lookup(workspace, user_id, anonymous_id, JoinSpec())
             cached = self._cache[(workspace, id_type, value)]
         current = cached[2].get("consent", {})

@@ -19,6 +19,15 @@ serve``) calls :meth:`SQLiteEventLog.start_checkpointer`: a thread with its own 
 runs ``PRAGMA wal_checkpoint(PASSIVE)`` twice a second, in parallel with the writer
 (SQLite releases the GIL), and the automatic checkpoint stays only as a safety net at
 :data:`AUTOCHECKPOINT_PAGES` for processes that do not run the thread.
+
+Few SQLite steps per append: Python's sqlite3 releases the GIL around every
+``sqlite3_step`` and must take it back afterwards. In ``auie serve`` the writer thread shares
+the GIL with the busy event loop, and taking it back can wait a whole switch interval
+(5 ms), so an ``executemany`` of 500 rows could take a second. An append therefore inserts
+a partition's rows with multi-row ``INSERT`` statements (:func:`_insert_sql`, at most
+:data:`_ROWS_PER_INSERT` rows each, sizes that are powers of two so the statements are
+cached) and reads every partition's next offset in one row; a commit is a handful of steps
+whatever its size (ADR 12).
 """
 
 from __future__ import annotations
@@ -63,6 +72,26 @@ def _table(topic: str, partition: int) -> str:
 
 logger = logging.getLogger(__name__)
 
+#: Rows per multi-row INSERT (6 parameters each; far below SQLite's variable limit).
+_ROWS_PER_INSERT = 512
+_COLUMNS = "(offset, key, value, ts, headers, dedupe)"
+
+
+def _insert_sql(table: str, rows: int) -> str:
+    return f"INSERT INTO {table} {_COLUMNS} VALUES " + ",".join(["(?,?,?,?,?,?)"] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, rows: list[tuple[object, ...]]) -> None:
+    """Insert in a few statements: chunks of :data:`_ROWS_PER_INSERT`, then the rest split
+    into powers of two (so at most ten distinct statements per table, all cached)."""
+    start = 0
+    while start < len(rows):
+        size = min(_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        conn.execute(_insert_sql(table, size), [value for row in chunk for value in row])
+        start += size
+
+
 #: Pages after which a commit checkpoints the WAL itself (64 MiB of 4-KiB pages): rarely
 #: reached when the checkpointer thread runs; bounds the WAL of processes without it.
 AUTOCHECKPOINT_PAGES = 16_384
@@ -100,7 +129,12 @@ class SQLiteEventLog(EventLog):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=1024,  # multi-row INSERTs: ten sizes per partition
+                )
                 conn.execute("PRAGMA busy_timeout = 10000")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
@@ -183,11 +217,7 @@ class SQLiteEventLog(EventLog):
             with self._write() as conn:
                 outcomes, rows, fresh = self._plan(conn, records, keys, known)
                 for table, table_rows in rows.items():
-                    conn.executemany(
-                        f"INSERT INTO {table} (offset, key, value, ts, headers, dedupe)"
-                        " VALUES (?,?,?,?,?,?)",
-                        table_rows,
-                    )
+                    _insert_rows(conn, table, table_rows)
             self._dedupe.add(fresh, now_ms)
         return outcomes
 
@@ -225,11 +255,13 @@ class SQLiteEventLog(EventLog):
 
     @staticmethod
     def _next_offsets(conn: sqlite3.Connection) -> dict[str, int]:
-        try:
-            rows = conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+        try:  # one row, so one step (see the module docstring)
+            row = conn.execute(
+                "SELECT json_group_object(name, seq) FROM sqlite_sequence"
+            ).fetchone()
         except sqlite3.OperationalError:  # no AUTOINCREMENT table created yet
             return {}
-        return {name: int(seq) + 1 for name, seq in rows}
+        return {name: int(seq) + 1 for name, seq in json.loads(row[0]).items()}
 
     # -- read ---------------------------------------------------------------------
 
@@ -374,7 +406,12 @@ class SQLiteEventLog(EventLog):
 
     def _checkpoint_loop(self, interval_seconds: float) -> None:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=1024,  # multi-row INSERTs: ten sizes per partition
+            )
             conn.execute("PRAGMA busy_timeout = 1000")
         except sqlite3.Error:
             logger.exception("event log checkpointer: cannot open %s", self.path)

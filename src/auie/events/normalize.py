@@ -20,6 +20,7 @@ Rules (each violation raises :class:`~auie.errors.InvalidEvent` with a precise c
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -56,11 +57,23 @@ _MANAGED = frozenset(
 )
 
 
+#: The exact text :func:`format_time` writes; a timestamp sent like this is kept as sent.
+_CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a ``Z``, the format every AUIE event uses."""
     # isoformat, unlike strftime("%Y"), pads years before 1000 to four digits
-    utc = value.astimezone(UTC).isoformat(timespec="milliseconds")
-    return utc.removesuffix("+00:00") + "Z"
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+
+
+def _formatted(raw: object, parsed: datetime) -> str:
+    """``format_time(parsed)`` for a value parsed from ``raw``: the text itself when it is
+    already in that form (most SDKs send exactly this), so it is not formatted again."""
+    if isinstance(raw, str) and _CANONICAL_TIME.fullmatch(raw):
+        return raw
+    return format_time(parsed)
 
 
 def parse_time(value: object, field: str) -> datetime:
@@ -80,6 +93,8 @@ def parse_time(value: object, field: str) -> datetime:
 
 def _identifier(message: Mapping[str, Any], field: str) -> str | None:
     value = message.get(field)
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:  # the common case, first
+        return value
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -144,7 +159,7 @@ class Normalizer:
         self._received = received_at
         # Formatted and parsed once per request, not once per event.
         self._received_text = format_time(received_at)
-        self._sent_cache: tuple[object, datetime] | None = None
+        self._sent_cache: tuple[object, datetime, str] | None = None
         self._ip = peer_ip
         self._batch_context = batch_context or None
         self._batch_integrations = batch_integrations or None
@@ -260,26 +275,28 @@ class Normalizer:
         original = parse_time(original_raw, "timestamp") if original_raw is not None else None
         sent = self._sent(sent_raw) if sent_raw is not None else None
         try:
+            original_text = None if original is None else _formatted(original_raw, original)
             if original is not None and sent is not None:
-                event["timestamp"] = format_time(received - (sent - original))
-            elif original is not None:
-                event["timestamp"] = format_time(original)
+                event["timestamp"] = format_time(received - (sent[0] - original))
+            elif original_text is not None:
+                event["timestamp"] = original_text
             else:
                 event["timestamp"] = self._received_text
-            if original is not None:
-                event["originalTimestamp"] = format_time(original)
+            if original_text is not None:
+                event["originalTimestamp"] = original_text
             if sent is not None:
-                event["sentAt"] = format_time(sent)
+                event["sentAt"] = sent[1]
         except (OverflowError, ValueError):
             raise InvalidEvent(
                 "timestamp is out of range (after clock-skew correction)", code="invalid_timestamp"
             ) from None
         event["receivedAt"] = self._received_text
 
-    def _sent(self, raw: object) -> datetime:
+    def _sent(self, raw: object) -> tuple[datetime, str]:
+        """``sentAt`` parsed and formatted, once per request for a batch's shared value."""
         cached = self._sent_cache
         if cached is not None and cached[0] == raw:
-            return cached[1]
+            return cached[1], cached[2]
         parsed = parse_time(raw, "sentAt")
-        self._sent_cache = (raw, parsed)
-        return parsed
+        self._sent_cache = (raw, parsed, _formatted(raw, parsed))
+        return parsed, self._sent_cache[2]

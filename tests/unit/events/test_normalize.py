@@ -99,6 +99,26 @@ def test_timestamp_without_sent_at_is_kept() -> None:
 
 
 @pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("2020-01-01T02:00:00.5+02:00", "2020-01-01T00:00:00.500Z"),
+        ("2020-01-01T00:00:00.123456Z", "2020-01-01T00:00:00.123Z"),
+        ("2020-01-01 00:00:00.123", "2020-01-01T00:00:00.123Z"),
+        ("2020-01-01T00:00:00.123Z", "2020-01-01T00:00:00.123Z"),
+    ],
+)
+def test_every_timestamp_is_stored_in_one_form(sent: str, stored: str) -> None:
+    # Offsets, microseconds and a space separator are rewritten; the canonical form is
+    # kept as sent (the collector skips formatting it again).
+    event = normalize(
+        {"type": "track", "userId": "u", "event": "E", "timestamp": sent}, batch_sent_at=sent
+    )
+    assert event["originalTimestamp"] == stored
+    assert event["sentAt"] == stored
+    assert event["timestamp"] == format_time(RECEIVED)
+
+
+@pytest.mark.parametrize(
     "timestamp",
     ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", 12345, "2020-13-01T00:00:00Z"],
 )
