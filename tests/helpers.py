@@ -22,7 +22,10 @@ AUIE = str(REPO / ".venv" / "bin" / "auie") if (REPO / ".venv/bin/auie").exists(
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return load_settings({"data_dir": data_dir, **overrides}, environ={})
+    # In-process test apps commit in a thread: a writer process per app would cost each a
+    # second. Servers started with start_server() use the default, the writer process.
+    eventlog = {"writer": "thread", **overrides.pop("eventlog", {})}
+    return load_settings({"data_dir": data_dir, "eventlog": eventlog, **overrides}, environ={})
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -91,8 +94,16 @@ class Server:
         raise TimeoutError(f"auie serve not ready: {self.log_path.read_text()}")
 
     def kill(self) -> None:
+        """SIGKILL the server; its children (log writer, processor) must exit by themselves."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
         self.process.kill()
         self.process.wait(10)
+        deadline = time.monotonic() + 20
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+            time.sleep(0.05)
+        assert not pids, f"children {pids} outlived the killed server"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -101,6 +112,13 @@ class Server:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def start_server(data_dir: Path, port: int | None = None, *args: str) -> Server:

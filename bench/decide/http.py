@@ -41,6 +41,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
+def _writer_cpu_seconds(url: str) -> float:
+    """CPU so far of the server's log writer process (``/metrics``; 0 with a thread writer)."""
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("auie_log_writer_cpu_seconds "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def _token(url: str, credentials: dict[str, str]) -> str:
     reply = httpx.post(
         f"{url}/oauth/token",
@@ -81,7 +89,7 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
             "start_at": time.time() + 1.5,
             "output": str(output),
         }
-        cpu_before = _cpu_seconds(server.process.pid)
+        cpu_before = _cpu_seconds(server.process.pid) + _writer_cpu_seconds(server.url)
         load_before = _load()
         subprocess.run(
             [sys.executable, "-m", "bench.decide.loadgen"],
@@ -90,7 +98,8 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
             cwd=REPO,
         )
         load_after = _load()
-        cpu = _cpu_seconds(server.process.pid) - cpu_before
+        # The server process and its log writer process (ADR 13), not the processor.
+        cpu = _cpu_seconds(server.process.pid) + _writer_cpu_seconds(server.url) - cpu_before
         result = json.loads(output.read_text())
         report = httpx.get(
             f"{server.url}/v1/decision-points/{POINT}/report",

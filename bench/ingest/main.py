@@ -150,6 +150,8 @@ class Runner:
         commits = {k: v - commits_from[k] for k, v in server.commit_metrics().items()}
         samples["server_cpu"] = (cpu_to[0] - cpu_from[0]) / args.duration
         samples["server_main_cpu"] = (cpu_to[1] - cpu_from[1]) / args.duration
+        # The log writer is a child process by default (ADR 13): its CPU, from /metrics.
+        samples["writer_cpu"] = commits["writer_cpu_seconds"] / args.duration
         samples["pressure"] = pressure()
         count = commits["commits"] or float("nan")
         samples["commits"] = {
@@ -213,6 +215,7 @@ class Runner:
             "accepted_total": total["accepted_total"],
             "server_cpu": samples["server_cpu"],
             "server_main_cpu": samples["server_main_cpu"],
+            "writer_cpu": samples["writer_cpu"],
             **samples["commits"],
             "cpu_pressure": samples["pressure"]["cpu"],
             "io_pressure": samples["pressure"]["io"],
@@ -389,7 +392,8 @@ def _brief(r: dict[str, Any]) -> str:
     return (
         f"{r['requests_per_s']:,.0f} req/s, {r['events_per_s']:,.0f} events/s, "
         f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}, "
-        f"server CPU {r['server_cpu']:.0%} (main thread {r['server_main_cpu']:.0%}), "
+        f"server CPU {r['server_cpu']:.0%} (main thread {r['server_main_cpu']:.0%}, "
+        f"log writer process {r['writer_cpu']:.0%}), "
         f"load {r['load'][0]:.2f}, CPU pressure {r['cpu_pressure']:.0f}%; "
         f"{r['commits_per_s']:.0f} commits/s of {r['records_per_commit']:.0f} records, "
         f"{r['mean_commit_ms']:.1f} ms each (writer busy {r['writer_busy']:.0%})"
@@ -455,7 +459,7 @@ def render(result: dict[str, Any]) -> str:
         "p99 ms",
         "max ms",
         "errors",
-        "srv CPU (main)",
+        "srv CPU (main) +writer",
         "gen CPU",
         "peak RSS MiB",
         "load 1m",
@@ -489,6 +493,7 @@ def render(result: dict[str, Any]) -> str:
                     _fmt(run["errors"]) if http else "-",
                     (
                         f"{run['server_cpu']:.0%} ({run['server_main_cpu']:.0%})"
+                        f" +{run['writer_cpu']:.0%}"
                         if http
                         else f"{run['cpu_s'] / run['seconds']:.0%}"
                     ),
@@ -501,7 +506,8 @@ def render(result: dict[str, Any]) -> str:
             )
     out = [_table(headers, rows)]
     out.append(
-        "srv CPU: server process, all threads (main thread = event loop) in % of one core; "
+        "srv CPU: server process, all threads (main thread = event loop) in % of one core, "
+        "+ its log writer process; "
         "gen CPU: load generators; CPU psi: % of time some task waited for a CPU (avg10)"
     )
     if result["ratios"]:

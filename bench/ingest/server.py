@@ -158,6 +158,7 @@ class AuieServer:
             "auie_log_append_seconds_sum": "commit_seconds",
             "auie_log_append_seconds_count": "commits",
             "auie_log_commit_records_sum": "committed_records",
+            "auie_log_writer_cpu_seconds": "writer_cpu_seconds",
         }
         url = f"http://127.0.0.1:{self.port}/metrics"
         try:

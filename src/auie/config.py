@@ -92,6 +92,10 @@ class EventLogConfig(_Section):
     #: Above this many records waiting to be committed, ingestion answers 503 with
     #: Retry-After instead of queueing more (the server stays responsive under overload).
     max_backlog_records: int = Field(100_000, gt=0)
+    #: Where ``auie serve`` commits: ``process``, a child process of its own (the event
+    #: loop never waits for the GIL behind SQLite; ADR 13), or ``thread``, a thread of the
+    #: server process (one process fewer; what in-process test apps use).
+    writer: Literal["process", "thread"] = "process"
 
 
 class DatabaseConfig(_Section):

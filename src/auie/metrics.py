@@ -1,6 +1,6 @@
 """Prometheus metrics, exposed at ``GET /metrics``."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "auie_http_requests", "HTTP requests answered", ["method", "route", "status"]
@@ -25,6 +25,10 @@ LOG_APPEND_SECONDS = Histogram(
     "auie_log_append_seconds",
     "Time of one durable event log commit (group commit)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+LOG_WRITER_CPU = Gauge(
+    "auie_log_writer_cpu_seconds",
+    "CPU seconds used so far by the event log writer process (eventlog.writer = process)",
 )
 LOG_COMMIT_RECORDS = Histogram(
     "auie_log_commit_records",

@@ -26,10 +26,11 @@ from auie.api import (
     privacy,
     profiles,
 )
-from auie.api.fastpath import DecideFastPath
+from auie.api.fastpath import CollectFastPath, DecideFastPath
 from auie.api.web import install as install_dashboard
 from auie.collect.service import Collector, WriteKeyCache
 from auie.collect.writer import GroupCommitWriter
+from auie.collect.writer_process import ProcessLogWriter
 from auie.decide.context import PersonContext
 from auie.decide.service import DecisionService
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
@@ -73,20 +74,24 @@ class MetricsMiddleware:
 
 
 class AuieAPI(FastAPI):
-    """The FastAPI application, with ``POST /v1/decide`` answered by
-    :class:`~auie.api.fastpath.DecideFastPath` before Starlette's and FastAPI's middleware
-    layers (a fifth of the request's CPU at 1,000 decisions/s); everything else, and every
-    decide request the fast path does not take, goes through the full stack."""
+    """The FastAPI application, with ``POST /v1/decide`` and the collect routes answered
+    by :mod:`auie.api.fastpath` before Starlette's and FastAPI's middleware layers (a fifth
+    of a decision's CPU, half of a single event's); everything else, and every decide
+    request the fast path does not take, goes through the full stack."""
 
     def __init__(self, *args: Any, fast_paths: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_decide = DecideFastPath(self._full) if fast_paths else None
+        self.fast_collect = CollectFastPath() if fast_paths else None
 
     async def _full(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_decide is not None and DecideFastPath.handles(scope):
+        if self.fast_collect is not None and CollectFastPath.handles(scope):
+            scope["app"] = self
+            await self.fast_collect(scope, receive, send)
+        elif self.fast_decide is not None and DecideFastPath.handles(scope):
             scope["app"] = self
             await self.fast_decide(scope, receive, send)
         else:
@@ -133,6 +138,25 @@ async def _close_decisions(service: DecisionService) -> None:
             logger.exception("closing decisions failed; will retry")
 
 
+async def _start_writer(runtime: Runtime) -> GroupCommitWriter | ProcessLogWriter:
+    """The log's group-commit writer (``eventlog.writer``), started."""
+    config = runtime.settings.eventlog
+    limits = {
+        "max_records": config.group_commit_max_records,
+        "max_backlog": config.max_backlog_records,
+    }
+    if config.writer == "process":
+        runtime.eventlog  # noqa: B018  (topics exist before the child opens the log)
+        child = ProcessLogWriter(runtime.settings, **limits)
+        child.start()  # its own log, dedupe index and WAL checkpointer
+        await child.connect()
+        return child
+    writer = GroupCommitWriter(runtime.eventlog, **limits)
+    writer.start()
+    runtime.eventlog.start_checkpointer(0.5)  # WAL checkpoints off the commit path
+    return writer
+
+
 def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
     """The AUIE API over an opened :class:`Runtime` (``fast_paths=False``: without
     :class:`AuieAPI`'s fast path, for the tests that compare both)."""
@@ -140,13 +164,7 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        writer = GroupCommitWriter(
-            runtime.eventlog,
-            max_records=settings.eventlog.group_commit_max_records,
-            max_backlog=settings.eventlog.max_backlog_records,
-        )
-        writer.start()
-        runtime.eventlog.start_checkpointer(0.5)  # WAL checkpoints off the commit path
+        writer = app.state.log_writer = await _start_writer(runtime)
         app.state.collector = Collector(
             settings.collect,
             WriteKeyCache(runtime.tenancy, settings.collect.write_key_cache_seconds),

@@ -113,5 +113,10 @@ for _long, _short, _type, _schema in _ENDPOINTS:
             openapi_extra=_openapi(_schema),
         )
 
+#: Message type (None: a batch) of every collect path, long and short forms.
+COLLECT_ROUTES: dict[str, str | None] = {
+    f"/v1/{path}": kind for long, short, kind, _ in _ENDPOINTS for path in (long, short) if path
+}
+
 #: Models referenced only from ``openapi_extra``; the app adds them to components.
 REQUEST_SCHEMAS: tuple[type[BaseModel], ...] = tuple({s for *_, s in _ENDPOINTS})

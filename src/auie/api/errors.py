@@ -36,7 +36,8 @@ def error_response(
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-async def _auie_error(request: Request, exc: Exception) -> JSONResponse:
+async def auie_error(request: Request, exc: Exception) -> JSONResponse:
+    """The response to an :class:`AuieError` (also used by the collect fast path)."""
     assert isinstance(exc, AuieError)
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited | Overloaded):
@@ -140,7 +141,8 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """The response to any other exception: logged, and a 500 that says nothing more."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error; the server log has details")
 
@@ -169,7 +171,7 @@ def document(schema: dict[str, Any]) -> None:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(AuieError, _auie_error)
+    app.add_exception_handler(AuieError, auie_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, unexpected_error)

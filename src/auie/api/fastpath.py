@@ -1,4 +1,4 @@
-"""``POST /v1/decide`` without FastAPI's routing and dependency injection.
+"""``POST /v1/decide`` and the collect routes without FastAPI's routing and layers.
 
 A decision is the one request AUIE serves at a fixed high rate with a latency budget
 (p99 under 10 ms at 1,000/s), and most of its CPU went to the framework: matching the
@@ -21,13 +21,19 @@ import logging
 import time
 
 import msgspec
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from auie.api.collect import COLLECT_ROUTES
 from auie.api.decide import DECIDE_BODY, decide_request
-from auie.api.errors import error_response
+from auie.api.errors import auie_error, error_response, unexpected_error
 from auie.auth.scopes import DECIDE
+from auie.collect.body import check_content_type, decompress
+from auie.collect.service import Collector, RequestMeta
 from auie.decide.service import DecideRequest, DecisionService
-from auie.errors import AuieError, Overloaded
+from auie.errors import AuieError, Overloaded, PayloadTooLarge
 from auie.metrics import DECIDE_FAST_PATH, HTTP_REQUESTS, HTTP_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -167,3 +173,77 @@ def _replay(body: bytes, receive: Receive, *, more: bool) -> Receive:
         return await receive()
 
     return replay
+
+
+class CollectFastPath:
+    """The Segment collect routes (``/v1/track`` ... ``/v1/b``) as plain ASGI.
+
+    The route handler (:func:`auie.api.collect._endpoint`) never needed FastAPI: it reads
+    the raw body and hands it to the collector. Through the framework's middleware layers
+    and routing among ~80 routes, that plumbing cost about half of a single-event
+    request's CPU. This class does the same steps in the same order (content type, body
+    limit, decompression, the collector) and renders errors with the application's own
+    handlers (:func:`auie.api.errors.auie_error`: ``WWW-Authenticate``, ``Retry-After``,
+    the audit of failed write keys, the rejection counter), so both ways answer alike;
+    ``tests/api/test_collect_fastpath.py`` holds them to it. The FastAPI routes stay
+    registered: they describe the API in the OpenAPI document and serve apps built with
+    ``fast_paths=False``.
+    """
+
+    @staticmethod
+    def handles(scope: Scope) -> bool:
+        return bool(
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in COLLECT_ROUTES
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path = scope["path"]
+        try:
+            response = await _ingest(scope, receive, COLLECT_ROUTES[path])
+        except ClientDisconnect:
+            return  # nobody to answer; nothing was stored
+        except AuieError as exc:
+            response = await auie_error(Request(scope, receive), exc)
+        except Exception as exc:
+            response = await unexpected_error(Request(scope, receive), exc)
+        try:
+            await response(scope, receive, send)
+        finally:
+            HTTP_REQUESTS.labels("POST", path, str(response.status_code)).inc()
+            HTTP_SECONDS.labels(path).observe(time.perf_counter() - started)
+
+
+async def _ingest(scope: Scope, receive: Receive, message_type: str | None) -> Response:
+    """What :func:`auie.api.collect._endpoint`'s handler does, from the raw ASGI scope."""
+    headers = Headers(scope=scope)
+    collector: Collector = scope["app"].state.collector
+    limit = collector.config.max_request_bytes
+    check_content_type(headers.get("content-type"))
+    declared = headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = decompress(b"".join(chunks), headers.get("content-encoding"), limit)
+    client = scope.get("client")
+    meta = RequestMeta(
+        authorization=headers.get("authorization"),
+        peer_ip=client[0] if client else None,
+        forwarded_for=headers.get("x-forwarded-for"),
+    )
+    result = await collector.ingest(body, meta, message_type)
+    return Response(_ENCODER.encode(result.to_dict()), media_type="application/json")

@@ -28,7 +28,7 @@ import msgspec
 
 from auie.collect.body import decode_json
 from auie.collect.ratelimit import RateLimiter
-from auie.collect.writer import GroupCommitWriter
+from auie.collect.writer import LogWriter
 from auie.config import CollectConfig
 from auie.errors import AuthenticationFailed, InvalidEvent, InvalidRequest, Overloaded
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, LogRecord
@@ -152,7 +152,7 @@ class Collector:
         self,
         config: CollectConfig,
         keys: WriteKeyCache,
-        writer: GroupCommitWriter,
+        writer: LogWriter,
         trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.config = config

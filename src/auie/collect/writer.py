@@ -17,12 +17,22 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from auie.eventlog import AppendOutcome, EventLog, LogRecord
 from auie.metrics import LOG_APPEND_SECONDS, LOG_COMMIT_RECORDS
 
 logger = logging.getLogger(__name__)
+
+
+class LogWriter(Protocol):
+    """What the collector and the decision service append through: this module's thread
+    writer or :class:`auie.collect.writer_process.ProcessLogWriter`."""
+
+    @property
+    def overloaded(self) -> bool: ...
+
+    async def append(self, records: Sequence[LogRecord]) -> list[AppendOutcome]: ...
 
 
 @dataclass(slots=True)
@@ -65,6 +75,7 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         if self._thread is None:
+            self.log.prepare_appends()
             self._thread = threading.Thread(target=self._run, name="auie-log-writer", daemon=True)
             self._thread.start()
 

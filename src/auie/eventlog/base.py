@@ -167,6 +167,10 @@ class EventLog(ABC):
     def ping(self) -> None:
         """Raise :class:`~auie.errors.StorageUnavailable` if the log cannot be used."""
 
+    def prepare_appends(self) -> None:  # noqa: B027 (optional)
+        """Load now what appends need (e.g. the dedupe index) instead of at the first
+        append; processes that only read never load it. Optional."""
+
     def start_checkpointer(self, interval_seconds: float) -> None:  # noqa: B027 (optional)
         """Move the backend's housekeeping of written data (e.g. SQLite's WAL checkpoints)
         off the append path, every ``interval_seconds``; stopped by :meth:`close`. Optional:

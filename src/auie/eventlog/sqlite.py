@@ -116,12 +116,12 @@ class SQLiteEventLog(EventLog):
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}
         self._dedupe = DedupeIndex(dedupe_window_ms)
+        self._dedupe_loaded = False  # on the first append: readers never need it
         self._dedupe_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._conn().executescript(_SCHEMA)
         self._upgrade_tables()
-        self._load_dedupe()
 
     # -- connections -------------------------------------------------------------
 
@@ -208,6 +208,8 @@ class SQLiteEventLog(EventLog):
         now_ms = int(time.time() * 1000)
         keys = [dedupe_digest(r.dedupe_key) if r.dedupe_key is not None else None for r in records]
         with self._dedupe_lock:
+            if not self._dedupe_loaded:
+                self._load_dedupe()
             present = [k for k in keys if k is not None]
             known = {
                 k
@@ -354,8 +356,14 @@ class SQLiteEventLog(EventLog):
                 conn.execute(f"ALTER TABLE {name} ADD COLUMN dedupe INTEGER")
         conn.execute("DROP TABLE IF EXISTS dedupe")
 
+    def prepare_appends(self) -> None:
+        with self._dedupe_lock:
+            if not self._dedupe_loaded:
+                self._load_dedupe()
+
     def _load_dedupe(self) -> None:
-        """Rebuild the in-memory dedupe index from the rows of the window."""
+        """Rebuild the in-memory dedupe index from the rows of the window (everything
+        committed so far, by any process)."""
         now_ms = int(time.time() * 1000)
         cutoff = now_ms - self.dedupe_window_ms
         conn = self._conn()
@@ -371,6 +379,7 @@ class SQLiteEventLog(EventLog):
                 )
         rows.sort()
         self._dedupe.load(rows, now_ms)
+        self._dedupe_loaded = True
 
     def stats(self, topic: str) -> TopicStats:
         conn = self._conn()
