@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auie.errors import InvalidEvent
@@ -61,11 +61,25 @@ _MANAGED = frozenset(
 _CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+#: "YYYY-MM-DDTHH:MM:SS" by whole second since the epoch: the events of a request mostly
+#: fall in a few seconds, and isoformat was a sixth of the collector's time per event.
+_SECOND_TEXT: dict[int, str] = {}
+_SECOND_TEXT_LIMIT = 4096
+
+
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a ``Z``, the format every AUIE event uses."""
-    # isoformat, unlike strftime("%Y"), pads years before 1000 to four digits
     utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-    return utc.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    second = (utc - _EPOCH) // _SECOND
+    text = _SECOND_TEXT.get(second)
+    if text is None:
+        if len(_SECOND_TEXT) >= _SECOND_TEXT_LIMIT:
+            _SECOND_TEXT.clear()
+        # isoformat, unlike strftime("%Y"), pads years before 1000 to four digits
+        text = _SECOND_TEXT[second] = utc.isoformat(timespec="seconds")[:19]
+    return f"{text}.{utc.microsecond // 1000:03d}Z"
 
 
 def _formatted(raw: object, parsed: datetime) -> str:

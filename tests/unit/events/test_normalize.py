@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from auie.errors import InvalidEvent
 from auie.events import Normalizer, format_time, parse_time
@@ -134,3 +136,19 @@ def test_out_of_range_timestamps_are_rejected(timestamp: object) -> None:
             }
         )
     assert info.value.code == "invalid_timestamp"
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=9, minutes=30))]
+        ),
+    )
+)
+def test_format_time_is_isoformat_in_utc_with_milliseconds(moment: datetime) -> None:
+    # format_time caches the text of each whole second; it must say what isoformat says.
+    expected = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    assert format_time(moment) == expected.removesuffix("+00:00") + "Z"
+    assert format_time(moment) == format_time(moment)  # from the cache, the same
