@@ -153,6 +153,10 @@ class ProcessConfig(_Section):
 
     #: Run the processor inside ``auie serve`` (as a child process).
     enabled: bool = True
+    #: That child lowers its CPU priority by this much (``nice``): when the machine is
+    #: busy, acknowledging events and answering decisions come before processing them (the
+    #: log holds what waits). 0 keeps the server's priority.
+    nice: int = Field(5, ge=0, le=19)
     poll_max_records: int = Field(5000, gt=0)
     #: Truncate ``context.ip`` before storing: ``none``, or keep a /24 (IPv4) and /48 (IPv6).
     ip_truncation: Literal["none", "network"] = "none"

@@ -284,3 +284,30 @@ def test_acknowledged_events_survive_kill_9_and_resends_are_deduplicated(
     expected = {message_id(b, i) for b in load.attempted for i in range(BATCH_SIZE)}
     assert set(final) == expected
     assert [m for m, n in final.items() if n != 1] == []
+
+
+def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
+    server: Server,
+) -> None:
+    # process.nice (default 5): under load, acknowledging events comes before processing.
+    pid = server.process.pid
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def nice(of: int) -> int:
+        return int(Path(f"/proc/{of}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    def role(of: int) -> str:
+        open_files = {
+            os.path.basename(os.readlink(f"/proc/{of}/fd/{fd}"))
+            for fd in os.listdir(f"/proc/{of}/fd")
+            if os.path.islink(f"/proc/{of}/fd/{fd}")
+        }
+        return "processor" if "processor.lock" in open_files else "other"
+
+    deadline = time.monotonic() + 30
+    while not any(role(c) == "processor" for c in children):
+        assert time.monotonic() < deadline, "no processor child"
+        time.sleep(0.2)
+    niceness = {c: (role(c), nice(c)) for c in children}
+    assert {n for r, n in niceness.values() if r == "processor"} == {nice(pid) + 5}, niceness
+    assert {n for r, n in niceness.values() if r == "other"} == {nice(pid)}, niceness

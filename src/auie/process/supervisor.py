@@ -39,6 +39,8 @@ class _StopWhenOrphaned:
 def run_child(settings: Settings, stop: ProcessEvent, parent: int) -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if settings.process.nice:
+        os.nice(settings.process.nice)  # serving first, processing with what is left
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[processor]: %(message)s",
