@@ -19,11 +19,14 @@ which they arrive:
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
+
+import msgspec
 
 from auie.events import format_time
 from auie.privacy.consent import PURPOSES
@@ -115,6 +118,77 @@ class NodeState:
             consent={p: (bool(g), (st[0], st[1])) for p, (g, st) in data.get("k", {}).items()},
             consent_history=[list(h) for h in data.get("h", [])],
         )
+
+    def encode(self) -> bytes:
+        """``to_json()`` as JSON text, byte for byte, without building it: msgspec writes
+        the (value, stamp) tuples as the arrays ``to_json`` makes of them."""
+        data: dict[str, Any] = {
+            "t": self.traits,
+            "f": self.first_seen,
+            "l": self.last_seen,
+            "c": self.counts,
+            "s": self.sessions,
+            "p": self.last_page,
+            "x": self.computed,
+        }
+        if self.consent or self.consent_history:
+            data["k"] = self.consent
+            data["h"] = self.consent_history
+        return _encode(data)
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> NodeState:
+        """``from_json`` of JSON text, decoded by msgspec straight into the state's tuples
+        (faster: the profile store reads a state per event). Text of
+        another shape (an older writer, NaN from ``json.dumps``) takes ``from_json``."""
+        try:
+            stored = _decode_stored(text)
+        except msgspec.DecodeError:  # json.dumps also writes NaN and Infinity
+            return cls.from_json(json.loads(text))
+        except msgspec.ValidationError:
+            return cls.from_json(msgspec.json.decode(text))
+        return cls(  # positional: faster, and in field order
+            stored.traits,
+            stored.first_seen,
+            stored.last_seen,
+            stored.counts,
+            stored.sessions,
+            stored.last_page or None,
+            stored.computed,
+            stored.consent,
+            stored.consent_history,
+        )
+
+
+class _Stored(
+    msgspec.Struct,
+    rename={
+        "traits": "t",
+        "first_seen": "f",
+        "last_seen": "l",
+        "counts": "c",
+        "sessions": "s",
+        "last_page": "p",
+        "computed": "x",
+        "consent": "k",
+        "consent_history": "h",
+    },
+):
+    """The JSON form of a :class:`NodeState` (see ``to_json``), typed for msgspec."""
+
+    traits: dict[str, tuple[Any, tuple[Any, Any]]] = {}
+    first_seen: Any = None
+    last_seen: Any = None
+    counts: dict[str, Any] = {}
+    sessions: list[list[Any]] = []
+    last_page: tuple[Any, tuple[Any, Any]] | None = None
+    computed: dict[str, Any] = {}
+    consent: dict[str, tuple[bool, tuple[Any, Any]]] = {}
+    consent_history: list[list[Any]] = []
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_stored = msgspec.json.Decoder(_Stored).decode
 
 
 def _later(a: Stamp, b: Stamp) -> bool:

@@ -4,11 +4,13 @@ node states fold and merge (:class:`StateFolder`), with hypothesis for the order
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -540,6 +542,31 @@ def test_state_survives_json() -> None:
     again = NodeState.from_json(state.to_json())
     assert again == state
     assert folder.computed_traits(again) == folder.computed_traits(state)
+
+
+@settings(PROPS, max_examples=100)
+@given(st.data())
+def test_state_text_is_to_json_and_reads_back_as_from_json(data: st.DataObject) -> None:
+    """The store's fast codec writes exactly ``to_json`` and reads exactly ``from_json``."""
+    folder = StateFolder(GAP, COMPUTED, {"C0002": "analytics"})
+    folded = [*data.draw(events("a")), *data.draw(events("b"))]
+    state = fold(folder, folded)
+    if data.draw(st.booleans()):
+        consent = {"type": "consent", "messageId": "c1", "consent": {"analytics": True}}
+        folder.apply(state, consent, data.draw(st.integers(0, 10 * GAP)))
+    text = msgspec.json.encode(state.to_json())
+    assert state.encode() == text
+    assert NodeState.decode(text) == NodeState.from_json(json.loads(text)) == state
+    assert NodeState.decode(text.decode()) == state
+
+
+def test_state_text_of_another_shape_is_read_as_from_json_reads_it() -> None:
+    longer_stamp = '{"t": {"plan": ["pro", [5, "m1", "extra"]]}, "k": {"analytics": [1, [5, "m"]]}}'
+    assert NodeState.decode(longer_stamp) == NodeState.from_json(json.loads(longer_stamp))
+    assert NodeState.decode(longer_stamp).consent == {"analytics": (True, (5, "m"))}
+    not_a_number = '{"t": {"score": [NaN, [5, "m1"]]}, "c": {"page": 1}}'
+    assert NodeState.decode(not_a_number).counts == {"page": 1}
+    assert NodeState.decode("{}") == NodeState()
 
 
 # -- merge laws ---------------------------------------------------------------------------
