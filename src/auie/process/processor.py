@@ -79,16 +79,30 @@ def collector_paused() -> Iterator[None]:
     ends. With the collector on, those allocations trigger a collection every few hundred
     objects, and a full one, which walks every object of the process (imported libraries
     included), every few thousand events: a third of the processor's CPU. Paused, it runs
-    between batches instead, on what survived them.
+    between batches instead, on what survived them; and the first batch moves what the
+    process holds by then (modules, engines, catalogs) out of its reach for good
+    (:func:`gc.freeze`), so the collections between batches walk only newer objects.
     """
     if not gc.isenabled():
         yield
         return
+    _freeze_start_up()
     gc.disable()
     try:
         yield
     finally:
         gc.enable()
+
+
+_start_up_frozen: list[bool] = []
+
+
+def _freeze_start_up() -> None:
+    """Once per process: collect, then freeze the survivors (see :func:`collector_paused`)."""
+    if not _start_up_frozen:
+        _start_up_frozen.append(True)
+        gc.collect()
+        gc.freeze()
 
 
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:
