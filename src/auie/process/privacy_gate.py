@@ -96,8 +96,16 @@ class PrivacyGate:
             self._pii_keys(holder) for holder in self._holders(event)
         )
 
-    def protect(self, workspace: str, event: dict[str, Any], primary: str | None) -> Protected:
-        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns."""
+    def protect(
+        self,
+        workspace: str,
+        event: dict[str, Any],
+        primary: str | None,
+        *,
+        has_pii_fields: bool = True,
+    ) -> Protected:
+        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns.
+        ``has_pii_fields=False`` (what :meth:`needs_key` said) skips looking for fields."""
         flags: set[str] = set()
         if self.config.pii_in_text != "keep":
             properties = event.get("properties")
@@ -105,7 +113,7 @@ class PrivacyGate:
                 cleaned, found = scan(properties, self.config.pii_in_text, self._skip(properties))
                 event["properties"] = cleaned
                 flags |= found
-        if self.config.encrypt_pii and primary is not None:
+        if self.config.encrypt_pii and primary is not None and has_pii_fields:
             for holder in self._holders(event):
                 for key in self._pii_keys(holder):
                     holder[key] = self.cipher.encrypt(workspace, primary, holder[key])

@@ -377,16 +377,21 @@ class Processor:
             return accepted
         kept = [a for a in accepted if not gate.suppressed(a.workspace, a.event)]
         needing: dict[str, set[str]] = {}
+        keyed: list[bool] = []
         for item in kept:
             item.identity = event_identity(item.event, item.ts, self.profiles.rules)
             primary = item.identity.primary
-            if primary is not None and gate.needs_key(item.event):
+            needs = primary is not None and gate.needs_key(item.event)
+            keyed.append(needs)
+            if needs and primary is not None:
                 needing.setdefault(item.workspace, set()).add(primary)
         for workspace, nodes in needing.items():
             gate.prepare_keys(workspace, nodes)
-        for item in kept:
+        for item, needs in zip(kept, keyed, strict=True):
             assert item.identity is not None
-            item.columns = gate.protect(item.workspace, item.event, item.identity.primary).columns
+            primary = item.identity.primary
+            protected = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
+            item.columns = protected.columns
         return kept
 
     def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:

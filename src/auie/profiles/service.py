@@ -165,8 +165,8 @@ class ProfileService:
                 profiles=profiles,
                 result=result,
             )
-        for key in keys:
-            profiles.setdefault(key, profile_id(ws, key))
+        for key in keys - profiles.keys():
+            profiles[key] = profile_id(ws, key)
         states = self._fold(items, idents, stored)
         self._node_rows(
             ws,
