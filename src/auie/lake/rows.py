@@ -146,7 +146,11 @@ def _event_values(
     event's strings (None for anything else)."""
     get = event.get
     context = get("context") or {}
-    extra = {k: v for k, v in event.items() if k not in _TOP_LEVEL}
+    extra = (
+        None
+        if event.keys() <= _TOP_LEVEL
+        else {k: v for k, v in event.items() if k not in _TOP_LEVEL}
+    )
     values = [
         event["messageId"],
         event["type"],
