@@ -19,6 +19,7 @@ which they arrive:
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -360,6 +361,21 @@ class StateFolder:
             into.consent_history.extend(h for h in other.consent_history if tuple(h) not in seen)
             into.consent_history.sort(key=lambda h: (h[0], h[1], h[2]))
             del into.consent_history[:-_CONSENT_HISTORY]
+
+    def is_merged(self, state: NodeState) -> bool:
+        """Whether ``state`` is what merging it into an empty state gives (for the facts
+        the presentation reads): its sessions are sorted and further apart than the gap
+        (they are unless the gap setting changed since they were written), and its
+        consent history is in order and within its bound."""
+        sessions, gap = state.sessions, self.gap
+        if any(s[0] > s[1] for s in sessions) or any(
+            later[0] - earlier[1] <= gap for earlier, later in itertools.pairwise(sessions)
+        ):
+            return False
+        history = state.consent_history
+        return len(history) <= _CONSENT_HISTORY and all(
+            (a[0], a[1], a[2]) <= (b[0], b[1], b[2]) for a, b in itertools.pairwise(history)
+        )
 
     def consent(self, state: NodeState) -> dict[str, Any]:
         """Current consent ({purpose: bool}) and its history, for the API."""

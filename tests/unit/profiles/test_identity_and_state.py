@@ -637,3 +637,26 @@ def test_merge_is_commutative_and_associative(
     empty = NodeState()
     folder.merge(empty, merged(a, b, c))
     assert view(folder, empty) == all_at_once
+
+
+@settings(PROPS, max_examples=100)
+@given(events("a"), st.sampled_from([GAP, GAP // 2, 3 * GAP]))
+def test_a_state_is_merged_exactly_when_merging_it_into_nothing_changes_nothing(
+    folded: list[tuple[dict[str, Any], int]], gap_now: int
+) -> None:
+    """Profiles of one node skip the merge (``StateFolder.is_merged``); a state written
+    under another session gap, or with its consent history out of order, does not."""
+    state = fold(StateFolder(GAP, COMPUTED), folded)
+    state.consent_history = [
+        [5, "m2", "analytics", True, "api"],
+        [1, "m1", "analytics", False, "api"],
+    ][: len(folded) % 3]
+    folder = StateFolder(gap_now, COMPUTED)
+    merged = NodeState()
+    folder.merge(merged, state)
+    if folder.is_merged(state):
+        assert view(folder, state) == view(folder, merged)
+        assert folder.consent(state) == folder.consent(merged)
+        assert (state.first_seen, state.last_seen) == (merged.first_seen, merged.last_seen)
+    else:
+        assert state.sessions != merged.sessions or state.consent_history != merged.consent_history
