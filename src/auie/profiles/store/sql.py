@@ -194,6 +194,12 @@ class SqlProfileStore(ProfileStore):
         self._node_upsert = _DriverStatement(
             self._node_upsert_statement(), engine.dialect, [_n[name] for name in _NODE_COLUMNS]
         )
+        self._edge_upsert = _DriverStatement(
+            self._edge_upsert_statement(), engine.dialect, list(identity_edges.c)
+        )
+        self._merge_insert = _DriverStatement(
+            profile_merges.insert(), engine.dialect, list(profile_merges.c)
+        )
         self._nodes = _DriverQuery(_NODES, engine.dialect)
         self._edges_from = _DriverQuery(_EDGES_FROM, engine.dialect)
         self._edges_to = _DriverQuery(_EDGES_TO, engine.dialect)
@@ -219,6 +225,18 @@ class SqlProfileStore(ProfileStore):
                     (_n.profile_id == new.profile_id, _n.moved_seq), else_=new.moved_seq
                 ),
             },
+        )
+
+    def _edge_upsert_statement(self) -> Any:
+        """Insert an edge, or move a stored one to an earlier event."""
+        stmt = self._insert(identity_edges)
+        earlier = tuple_(stmt.excluded.ts_ms, stmt.excluded.message_id) < tuple_(
+            identity_edges.c.ts_ms, identity_edges.c.message_id
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "a", "b", "kind"],
+            set_={"ts_ms": stmt.excluded.ts_ms, "message_id": stmt.excluded.message_id},
+            where=earlier,
         )
 
     def _upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Any:
@@ -396,30 +414,8 @@ class SqlProfileStore(ProfileStore):
             raise StorageUnavailable(f"profile store write failed: {exc}") from exc
 
     def _write_edges(self, conn: Connection, change: ProfileWrite) -> None:
-        if not change.edges:
-            return
-        stmt = self._insert(identity_edges)
-        earlier = tuple_(stmt.excluded.ts_ms, stmt.excluded.message_id) < tuple_(
-            identity_edges.c.ts_ms, identity_edges.c.message_id
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "a", "b", "kind"],
-            set_={"ts_ms": stmt.excluded.ts_ms, "message_id": stmt.excluded.message_id},
-            where=earlier,
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "workspace_id": ws,
-                    "a": e.a,
-                    "b": e.b,
-                    "kind": e.kind,
-                    "ts_ms": e.ts,
-                    "message_id": e.message_id,
-                }
-                for ws, e in change.edges
-            ],
+        self._edge_upsert.execute(
+            conn, [(ws, e.a, e.b, e.kind, e.ts, e.message_id) for ws, e in change.edges]
         )
 
     def _next_sequence(self, conn: Connection) -> int:
@@ -476,22 +472,14 @@ class SqlProfileStore(ProfileStore):
             ),
             [{"ws": ws, "pid": profile} for ws, profile in change.merges],
         )
-        rows = [
-            {
-                "workspace_id": ws,
-                "profile_id": profile,
-                "seq": seq,
-                "from_profile": m.from_profile,
-                "into_profile": m.into_profile,
-                "message_id": m.message_id,
-                "ts_ms": m.ts,
-                "kind": m.kind,
-            }
-            for (ws, profile), merges in change.merges.items()
-            for seq, m in enumerate(merges)
-        ]
-        if rows:
-            conn.execute(profile_merges.insert(), rows)
+        self._merge_insert.execute(
+            conn,
+            [
+                (ws, profile, seq, m.from_profile, m.into_profile, m.message_id, m.ts, m.kind)
+                for (ws, profile), merges in change.merges.items()
+                for seq, m in enumerate(merges)
+            ],
+        )
 
     def _write_offsets(self, conn: Connection, change: ProfileWrite) -> None:
         rows = [
