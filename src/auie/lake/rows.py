@@ -90,6 +90,8 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def _scalar(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value[:4096]
     if value is None or isinstance(value, dict | list):
         return None
     return str(value)[:4096]
@@ -108,16 +110,22 @@ def _context_values(context: Any) -> list[str | None]:
     get = context.get
     library, page = _part(context, "library"), _part(context, "page")
     app, os = _part(context, "app"), _part(context, "os")
-    return [
-        _scalar(get("ip")),
-        _scalar(get("userAgent")),
-        _scalar(get("locale")),
-        _scalar(get("timezone")),
-        *(_scalar(library.get(k)) if library else None for k in ("name", "version")),
-        *(_scalar(page.get(k)) if page else None for k in ("url", "path", "referrer", "title")),
-        *(_scalar(app.get(k)) if app else None for k in ("name", "version")),
-        _scalar(os.get("name")) if os else None,
-    ]
+    values = [_scalar(get("ip")), _scalar(get("userAgent")), _scalar(get("locale"))]
+    values.append(_scalar(get("timezone")))
+    if library:
+        values += [_scalar(library.get("name")), _scalar(library.get("version"))]
+    else:
+        values += [None, None]
+    if page:
+        values += [_scalar(page.get(k)) for k in ("url", "path", "referrer", "title")]
+    else:
+        values += [None, None, None, None]
+    if app:
+        values += [_scalar(app.get("name")), _scalar(app.get("version"))]
+    else:
+        values += [None, None]
+    values.append(_scalar(os.get("name")) if os else None)
+    return values
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -138,7 +146,11 @@ def _event_values(
     event's strings (None for anything else)."""
     get = event.get
     context = get("context") or {}
-    extra = {k: v for k, v in event.items() if k not in _TOP_LEVEL}
+    extra = (
+        None
+        if event.keys() <= _TOP_LEVEL
+        else {k: v for k, v in event.items() if k not in _TOP_LEVEL}
+    )
     values = [
         event["messageId"],
         event["type"],

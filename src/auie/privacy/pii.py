@@ -17,6 +17,14 @@ _CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 _PHONE = re.compile(r"(?<![\w.])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\w.])")
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
 _MAX_DEPTH = 8
+#: Strings up to this long found free of PII are remembered (at most ``_CLEAN_MAX`` of
+#: them): property values repeat (paths, product ids, search terms), and three regular
+#: expression passes cost more than a set lookup. Strings with findings are not kept.
+_CACHED_LENGTH = 256
+_CLEAN_MAX = 50_000
+_clean: set[str] = set()
+#: What :func:`scan` looks into; any other JSON value is kept as it is.
+_CONTAINERS = (str, Mapping, list)
 
 
 def _luhn(digits: str) -> bool:
@@ -61,6 +69,19 @@ def scan_text(text: str, mode: str) -> tuple[str, set[str]]:
     return (masked if mode == "mask" else text), found
 
 
+def _scan_string(text: str, mode: str) -> tuple[str, set[str]]:
+    """:func:`scan_text`, skipped for a string already found clean (the findings do not
+    depend on the mode, and without findings the text is unchanged)."""
+    if text in _clean:
+        return text, set()
+    masked, found = scan_text(text, mode)
+    if not found and len(text) <= _CACHED_LENGTH:
+        if len(_clean) >= _CLEAN_MAX:
+            _clean.clear()
+        _clean.add(text)
+    return masked, found
+
+
 def scan(
     value: Any, mode: str, skip: frozenset[str] = frozenset(), depth: int = 0
 ) -> tuple[Any, set[str]]:
@@ -68,22 +89,27 @@ def scan(
     if mode == "keep" or depth > _MAX_DEPTH:
         return value, set()
     if isinstance(value, str):
-        return scan_text(value, mode)
+        return _scan_string(value, mode)
     found: set[str] = set()
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, inner in value.items():
-            if key in skip:
-                out[key] = inner
+            if key in skip or not isinstance(inner, _CONTAINERS):
+                out[key] = inner  # numbers, booleans and null hold no text
                 continue
             out[key], kinds = scan(inner, mode, skip, depth + 1)
-            found |= kinds
+            if kinds:
+                found |= kinds
         return out, found
     if isinstance(value, list):
         items = []
         for inner in value:
+            if not isinstance(inner, _CONTAINERS):
+                items.append(inner)
+                continue
             item, kinds = scan(inner, mode, skip, depth + 1)
             items.append(item)
-            found |= kinds
+            if kinds:
+                found |= kinds
         return items, found
     return value, found

@@ -64,18 +64,23 @@ def truncate_ip(value: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
-def _url_parts(url: str) -> dict[str, str | None]:
+@functools.lru_cache(maxsize=20_000)
+def _url_parts(url: str) -> tuple[tuple[str, str | None], ...]:
+    """(column, value) pairs for one page URL (cached: pages and campaigns repeat)."""
     try:
         parts = urlsplit(url)
         query = parse_qs(parts.query, keep_blank_values=False)
     except ValueError:
-        return {}
-    found: dict[str, str | None] = {"page_host": parts.hostname, "page_path": parts.path or None}
+        return ()
+    found: list[tuple[str, str | None]] = [
+        ("page_host", parts.hostname),
+        ("page_path", parts.path or None),
+    ]
     for name in _UTM:
         values = query.get(name)
         if values:
-            found[name] = values[0][:500]
-    return found
+            found.append((name, values[0][:500]))
+    return tuple(found)
 
 
 class Enricher:

@@ -32,6 +32,8 @@ from auie.privacy.pii import scan
 from auie.privacy.suppression import SuppressionList
 
 _OBJECT_FIELDS = ("traits", "properties")
+#: Entries of each per-identifier cache before it is emptied (a bound, not a tuning knob).
+_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,12 @@ class PrivacyGate:
         self.cipher = cipher
         self.pseudonyms = pseudonyms
         self.pii_fields = frozenset(f.lower() for f in config.pii_fields)
+        #: Keyed hashes of ids already computed: (workspace, id type, value) → pseudonym.
+        self._pseudonyms: dict[tuple[str, str, str], str | None] = {}
+        #: Identifiers whose data keys were loaded or created: (workspace, node).
+        self._keyed: set[tuple[str, str]] = set()
+        #: Field name → whether it is a PII field.
+        self._pii_names: dict[str, bool] = {}
 
     # -- before identity resolution --------------------------------------------------------
 
@@ -69,17 +77,35 @@ class PrivacyGate:
         return True
 
     def prepare_keys(self, workspace: str, nodes: Iterable[str]) -> None:
-        """Create the data keys a batch will need in one transaction."""
-        if self.config.encrypt_pii:
-            self.cipher.ensure_keys(workspace, nodes)
+        """Create the data keys a batch will need in one transaction. Identifiers prepared
+        before are skipped: the cipher keeps their keys (and would create a shredded one
+        again on its own when encrypting)."""
+        if not self.config.encrypt_pii:
+            return
+        keyed = self._keyed
+        wanted = [n for n in nodes if (workspace, n) not in keyed]
+        if not wanted:
+            return
+        self.cipher.ensure_keys(workspace, wanted)
+        if len(keyed) + len(wanted) > _CACHE_MAX:
+            keyed.clear()
+        keyed.update((workspace, n) for n in wanted)
 
     def needs_key(self, event: Mapping[str, Any]) -> bool:
         return self.config.encrypt_pii and any(
             self._pii_keys(holder) for holder in self._holders(event)
         )
 
-    def protect(self, workspace: str, event: dict[str, Any], primary: str | None) -> Protected:
-        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns."""
+    def protect(
+        self,
+        workspace: str,
+        event: dict[str, Any],
+        primary: str | None,
+        *,
+        has_pii_fields: bool = True,
+    ) -> Protected:
+        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns.
+        ``has_pii_fields=False`` (what :meth:`needs_key` said) skips looking for fields."""
         flags: set[str] = set()
         if self.config.pii_in_text != "keep":
             properties = event.get("properties")
@@ -87,7 +113,7 @@ class PrivacyGate:
                 cleaned, found = scan(properties, self.config.pii_in_text, self._skip(properties))
                 event["properties"] = cleaned
                 flags |= found
-        if self.config.encrypt_pii and primary is not None:
+        if self.config.encrypt_pii and primary is not None and has_pii_fields:
             for holder in self._holders(event):
                 for key in self._pii_keys(holder):
                     holder[key] = self.cipher.encrypt(workspace, primary, holder[key])
@@ -100,15 +126,36 @@ class PrivacyGate:
         return Protected(columns)
 
     def _hash(self, workspace: str, id_type: str, value: Any) -> str | None:
+        """The id's keyed hash (remembered: the same people send event after event)."""
         if not isinstance(value, str) or not value:
             return None
-        return self.pseudonyms.pseudonym(workspace, f"{id_type}:{value}")
+        key = (workspace, id_type, value)
+        cache = self._pseudonyms
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            found = cache[key] = self.pseudonyms.pseudonym(workspace, f"{id_type}:{value}")
+        return found
 
     def _skip(self, values: Mapping[str, Any]) -> frozenset[str]:
-        return frozenset(k for k in values if k.lower() in self.pii_fields)
+        if not self.pii_fields:
+            return frozenset()
+        return frozenset(k for k in values if self._is_pii(k))
 
     def _pii_keys(self, holder: Mapping[str, Any]) -> list[str]:
-        return [k for k, v in holder.items() if k.lower() in self.pii_fields and v is not None]
+        if not self.pii_fields:
+            return []
+        return [k for k, v in holder.items() if v is not None and self._is_pii(k)]
+
+    def _is_pii(self, key: str) -> bool:
+        """Whether a field name is a configured PII field (remembered per name)."""
+        known = self._pii_names.get(key)
+        if known is None:
+            if len(self._pii_names) >= _CACHE_MAX:
+                self._pii_names.clear()
+            known = self._pii_names[key] = key.lower() in self.pii_fields
+        return known
 
     @staticmethod
     def _holders(event: Mapping[str, Any]) -> list[dict[str, Any]]:

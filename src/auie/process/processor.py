@@ -79,16 +79,30 @@ def collector_paused() -> Iterator[None]:
     ends. With the collector on, those allocations trigger a collection every few hundred
     objects, and a full one, which walks every object of the process (imported libraries
     included), every few thousand events: a third of the processor's CPU. Paused, it runs
-    between batches instead, on what survived them.
+    between batches instead, on what survived them; and the first batch moves what the
+    process holds by then (modules, engines, catalogs) out of its reach for good
+    (:func:`gc.freeze`), so the collections between batches walk only newer objects.
     """
     if not gc.isenabled():
         yield
         return
+    _freeze_start_up()
     gc.disable()
     try:
         yield
     finally:
         gc.enable()
+
+
+_start_up_frozen: list[bool] = []
+
+
+def _freeze_start_up() -> None:
+    """Once per process: collect, then freeze the survivors (see :func:`collector_paused`)."""
+    if not _start_up_frozen:
+        _start_up_frozen.append(True)
+        gc.collect()
+        gc.freeze()
 
 
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:
@@ -363,16 +377,21 @@ class Processor:
             return accepted
         kept = [a for a in accepted if not gate.suppressed(a.workspace, a.event)]
         needing: dict[str, set[str]] = {}
+        keyed: list[bool] = []
         for item in kept:
             item.identity = event_identity(item.event, item.ts, self.profiles.rules)
             primary = item.identity.primary
-            if primary is not None and gate.needs_key(item.event):
+            needs = primary is not None and gate.needs_key(item.event)
+            keyed.append(needs)
+            if needs and primary is not None:
                 needing.setdefault(item.workspace, set()).add(primary)
         for workspace, nodes in needing.items():
             gate.prepare_keys(workspace, nodes)
-        for item in kept:
+        for item, needs in zip(kept, keyed, strict=True):
             assert item.identity is not None
-            item.columns = gate.protect(item.workspace, item.event, item.identity.primary).columns
+            primary = item.identity.primary
+            protected = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
+            item.columns = protected.columns
         return kept
 
     def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:

@@ -165,8 +165,8 @@ class ProfileService:
                 profiles=profiles,
                 result=result,
             )
-        for key in keys:
-            profiles.setdefault(key, profile_id(ws, key))
+        for key in keys - profiles.keys():
+            profiles[key] = profile_id(ws, key)
         states = self._fold(items, idents, stored)
         self._node_rows(
             ws,
@@ -331,12 +331,17 @@ class ProfileService:
         return self.profile_by_id(workspace, found.profile_id)
 
     def _merged(self, members: Sequence[StoredNode]) -> tuple[NodeState, list[dict[str, str]]]:
-        """The merged state of a profile's nodes, and its identities as the API shows them."""
-        merged = NodeState()
+        """The merged state of a profile's nodes (to read, not to change), and its
+        identities as the API shows them."""
+        states = [m.state for m in members if m.state is not None]
+        if len(states) == 1 and self.folder.is_merged(states[0]):
+            merged = states[0]  # most profiles: one node holds every fact
+        else:
+            merged = NodeState()
+            for state in states:
+                self.folder.merge(merged, state)
         identities = []
         for member in members:
-            if member.state is not None:
-                self.folder.merge(merged, member.state)
             id_type, value = split(member.node)
             if member.evidenced or id_type == ANONYMOUS_ID:
                 identities.append({"type": id_type, "value": value})

@@ -4,11 +4,13 @@ node states fold and merge (:class:`StateFolder`), with hypothesis for the order
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -542,6 +544,31 @@ def test_state_survives_json() -> None:
     assert folder.computed_traits(again) == folder.computed_traits(state)
 
 
+@settings(PROPS, max_examples=100)
+@given(st.data())
+def test_state_text_is_to_json_and_reads_back_as_from_json(data: st.DataObject) -> None:
+    """The store's fast codec writes exactly ``to_json`` and reads exactly ``from_json``."""
+    folder = StateFolder(GAP, COMPUTED, {"C0002": "analytics"})
+    folded = [*data.draw(events("a")), *data.draw(events("b"))]
+    state = fold(folder, folded)
+    if data.draw(st.booleans()):
+        consent = {"type": "consent", "messageId": "c1", "consent": {"analytics": True}}
+        folder.apply(state, consent, data.draw(st.integers(0, 10 * GAP)))
+    text = msgspec.json.encode(state.to_json())
+    assert state.encode() == text
+    assert NodeState.decode(text) == NodeState.from_json(json.loads(text)) == state
+    assert NodeState.decode(text.decode()) == state
+
+
+def test_state_text_of_another_shape_is_read_as_from_json_reads_it() -> None:
+    longer_stamp = '{"t": {"plan": ["pro", [5, "m1", "extra"]]}, "k": {"analytics": [1, [5, "m"]]}}'
+    assert NodeState.decode(longer_stamp) == NodeState.from_json(json.loads(longer_stamp))
+    assert NodeState.decode(longer_stamp).consent == {"analytics": (True, (5, "m"))}
+    not_a_number = '{"t": {"score": [NaN, [5, "m1"]]}, "c": {"page": 1}}'
+    assert NodeState.decode(not_a_number).counts == {"page": 1}
+    assert NodeState.decode("{}") == NodeState()
+
+
 # -- merge laws ---------------------------------------------------------------------------
 
 _values = st.one_of(
@@ -610,3 +637,26 @@ def test_merge_is_commutative_and_associative(
     empty = NodeState()
     folder.merge(empty, merged(a, b, c))
     assert view(folder, empty) == all_at_once
+
+
+@settings(PROPS, max_examples=100)
+@given(events("a"), st.sampled_from([GAP, GAP // 2, 3 * GAP]))
+def test_a_state_is_merged_exactly_when_merging_it_into_nothing_changes_nothing(
+    folded: list[tuple[dict[str, Any], int]], gap_now: int
+) -> None:
+    """Profiles of one node skip the merge (``StateFolder.is_merged``); a state written
+    under another session gap, or with its consent history out of order, does not."""
+    state = fold(StateFolder(GAP, COMPUTED), folded)
+    state.consent_history = [
+        [5, "m2", "analytics", True, "api"],
+        [1, "m1", "analytics", False, "api"],
+    ][: len(folded) % 3]
+    folder = StateFolder(gap_now, COMPUTED)
+    merged = NodeState()
+    folder.merge(merged, state)
+    if folder.is_merged(state):
+        assert view(folder, state) == view(folder, merged)
+        assert folder.consent(state) == folder.consent(merged)
+        assert (state.first_seen, state.last_seen) == (merged.first_seen, merged.last_seen)
+    else:
+        assert state.sessions != merged.sessions or state.consent_history != merged.consent_history

@@ -4,13 +4,11 @@ own version table. Upserts use each dialect's ``INSERT ... ON CONFLICT``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 from sqlalchemy import (
     Column,
     Connection,
@@ -63,26 +61,18 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 
 
 def _state(text: str | None) -> NodeState | None:
-    if text is None:
-        return None
-    try:
-        data = _decode_json(text)
-    except msgspec.DecodeError:  # written by json.dumps, which also writes NaN and Infinity
-        data = json.loads(text)
-    return NodeState.from_json(data)
+    return None if text is None else NodeState.decode(text)
 
 
 def _dump(state: NodeState | None) -> str | None:
     # Events are decoded by msgspec, which refuses NaN, infinities and lone surrogates, so
     # a state holds nothing msgspec would write differently from json.dumps.
-    return None if state is None else _encode_json(state.to_json()).decode()
+    return None if state is None else state.encode().decode()
 
 
-_decode_json = msgspec.json.Decoder().decode
-_encode_json = msgspec.json.Encoder().encode
 _n, _e = identity_nodes.c, identity_edges.c
-#: Reads by key lists: one statement each, compiled once, the list bound as an expanding
-#: parameter (building an IN clause of literal values per call costs more than the query).
+#: Reads by key lists: one statement each, run by :class:`_DriverQuery` (compiled once per
+#: list length; building an IN clause per call costs more than the query).
 #: Each is a plain ``IN`` on the leading columns of an index: SQLite answers a row-value
 #: ``(a, b, kind) IN (...)`` or an ``a IN (...) OR b IN (...)`` by scanning every edge of
 #: the workspace.
@@ -94,6 +84,9 @@ _EDGES_FROM = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
 )
 _EDGES_TO = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
     _e.workspace_id == bindparam("ws"), _e.b.in_(bindparam("keys", expanding=True))
+)
+_PROFILES_NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
+    _n.workspace_id == bindparam("ws"), _n.profile_id.in_(bindparam("keys", expanding=True))
 )
 
 
@@ -153,6 +146,45 @@ class _DriverStatement:
         conn.exec_driver_sql(self.sql, params)
 
 
+class _DriverQuery:
+    """A read by key list (one of the statements above: a ``ws`` parameter and an expanding
+    ``keys`` one), compiled by SQLAlchemy once per list length and run on the DB-API cursor.
+
+    The processor reads thousands of nodes and edges per batch; SQLAlchemy's per-call
+    compilation of the expanded IN list and its per-row result processing cost more than
+    the database's own work. The rows are the driver's tuples (SQLite gives booleans as
+    0 and 1).
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        self.statement = statement
+        self.dialect = dialect
+        self._compiled: dict[int, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _sql(self, size: int) -> tuple[str, tuple[str, ...] | None]:
+        compiled = self._compiled.get(size)
+        if compiled is None:
+            keys = [f"k{i}" for i in range(size)]
+            form = self.statement.params(ws="", keys=keys).compile(
+                dialect=self.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            order = tuple(form.positiontup or ()) if form.positional else None
+            compiled = self._compiled[size] = (form.string, order)
+        return compiled
+
+    def rows(self, conn: Connection, workspace: str, keys: Sequence[str]) -> list[Any]:
+        """The rows for ``keys`` (at most ``_CHUNK`` of them)."""
+        sql, order = self._sql(len(keys))
+        named = {"ws": workspace, **{f"keys_{i + 1}": k for i, k in enumerate(keys)}}
+        params: Any = tuple(named[name] for name in order) if order is not None else named
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
 class SqlProfileStore(ProfileStore):
     """See the module docstring."""
 
@@ -162,6 +194,16 @@ class SqlProfileStore(ProfileStore):
         self._node_upsert = _DriverStatement(
             self._node_upsert_statement(), engine.dialect, [_n[name] for name in _NODE_COLUMNS]
         )
+        self._edge_upsert = _DriverStatement(
+            self._edge_upsert_statement(), engine.dialect, list(identity_edges.c)
+        )
+        self._merge_insert = _DriverStatement(
+            profile_merges.insert(), engine.dialect, list(profile_merges.c)
+        )
+        self._nodes = _DriverQuery(_NODES, engine.dialect)
+        self._edges_from = _DriverQuery(_EDGES_FROM, engine.dialect)
+        self._edges_to = _DriverQuery(_EDGES_TO, engine.dialect)
+        self._profiles_nodes = _DriverQuery(_PROFILES_NODES, engine.dialect)
 
     @classmethod
     def open(cls, url: str) -> SqlProfileStore:
@@ -185,6 +227,18 @@ class SqlProfileStore(ProfileStore):
             },
         )
 
+    def _edge_upsert_statement(self) -> Any:
+        """Insert an edge, or move a stored one to an earlier event."""
+        stmt = self._insert(identity_edges)
+        earlier = tuple_(stmt.excluded.ts_ms, stmt.excluded.message_id) < tuple_(
+            identity_edges.c.ts_ms, identity_edges.c.message_id
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=["workspace_id", "a", "b", "kind"],
+            set_={"ts_ms": stmt.excluded.ts_ms, "message_id": stmt.excluded.message_id},
+            where=earlier,
+        )
+
     def _upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Any:
         stmt = self._insert(table)
         return stmt.on_conflict_do_update(
@@ -205,8 +259,7 @@ class SqlProfileStore(ProfileStore):
         found: dict[str, StoredNode] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted):
-                rows = conn.execute(_NODES, {"ws": workspace, "keys": chunk})
-                for key, profile, evidenced, state in rows:
+                for key, profile, evidenced, state in self._nodes.rows(conn, workspace, chunk):
                     found[key] = StoredNode(key, profile, bool(evidenced), _state(state))
         return found
 
@@ -218,9 +271,7 @@ class SqlProfileStore(ProfileStore):
         with self.engine.connect() as conn:
             # every edge of each pair's first node, then only the pairs asked for
             for chunk in _chunks(sorted({a for a, _b, _kind in wanted})):
-                for a, b, kind, ts, message_id in conn.execute(
-                    _EDGES_FROM, {"ws": workspace, "keys": chunk}
-                ):
+                for a, b, kind, ts, message_id in self._edges_from.rows(conn, workspace, chunk):
                     if (a, b, kind) in wanted:
                         found[(a, b, kind)] = Edge(int(ts), message_id, kind, a, b)
         return found
@@ -229,9 +280,9 @@ class SqlProfileStore(ProfileStore):
         wanted = sorted(set(keys))
         found: set[Edge] = set()
         with self.engine.connect() as conn:
-            for query in (_EDGES_FROM, _EDGES_TO):
+            for query in (self._edges_from, self._edges_to):
                 for chunk in _chunks(wanted):
-                    rows = conn.execute(query, {"ws": workspace, "keys": chunk})
+                    rows = query.rows(conn, workspace, chunk)
                     found.update(Edge(int(ts), mid, kind, a, b) for a, b, kind, ts, mid in rows)
         return sorted(found)
 
@@ -296,12 +347,9 @@ class SqlProfileStore(ProfileStore):
         self, workspace: str, profile_ids: Iterable[str]
     ) -> dict[str, list[StoredNode]]:
         found: dict[str, list[StoredNode]] = {}
-        query = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
-            _n.workspace_id == workspace, _n.profile_id.in_(bindparam("pids", expanding=True))
-        )
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted(set(profile_ids))):
-                for key, pid, evidenced, state in conn.execute(query, {"pids": chunk}):
+                for key, pid, evidenced, state in self._profiles_nodes.rows(conn, workspace, chunk):
                     found.setdefault(pid, []).append(
                         StoredNode(key, pid, bool(evidenced), _state(state))
                     )
@@ -366,30 +414,8 @@ class SqlProfileStore(ProfileStore):
             raise StorageUnavailable(f"profile store write failed: {exc}") from exc
 
     def _write_edges(self, conn: Connection, change: ProfileWrite) -> None:
-        if not change.edges:
-            return
-        stmt = self._insert(identity_edges)
-        earlier = tuple_(stmt.excluded.ts_ms, stmt.excluded.message_id) < tuple_(
-            identity_edges.c.ts_ms, identity_edges.c.message_id
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workspace_id", "a", "b", "kind"],
-            set_={"ts_ms": stmt.excluded.ts_ms, "message_id": stmt.excluded.message_id},
-            where=earlier,
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "workspace_id": ws,
-                    "a": e.a,
-                    "b": e.b,
-                    "kind": e.kind,
-                    "ts_ms": e.ts,
-                    "message_id": e.message_id,
-                }
-                for ws, e in change.edges
-            ],
+        self._edge_upsert.execute(
+            conn, [(ws, e.a, e.b, e.kind, e.ts, e.message_id) for ws, e in change.edges]
         )
 
     def _next_sequence(self, conn: Connection) -> int:
@@ -446,22 +472,14 @@ class SqlProfileStore(ProfileStore):
             ),
             [{"ws": ws, "pid": profile} for ws, profile in change.merges],
         )
-        rows = [
-            {
-                "workspace_id": ws,
-                "profile_id": profile,
-                "seq": seq,
-                "from_profile": m.from_profile,
-                "into_profile": m.into_profile,
-                "message_id": m.message_id,
-                "ts_ms": m.ts,
-                "kind": m.kind,
-            }
-            for (ws, profile), merges in change.merges.items()
-            for seq, m in enumerate(merges)
-        ]
-        if rows:
-            conn.execute(profile_merges.insert(), rows)
+        self._merge_insert.execute(
+            conn,
+            [
+                (ws, profile, seq, m.from_profile, m.into_profile, m.message_id, m.ts, m.kind)
+                for (ws, profile), merges in change.merges.items()
+                for seq, m in enumerate(merges)
+            ],
+        )
 
     def _write_offsets(self, conn: Connection, change: ProfileWrite) -> None:
         rows = [
