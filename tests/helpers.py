@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,32 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     # second. Servers started with start_server() use the default, the writer process.
     eventlog = {"writer": "thread", **overrides.pop("eventlog", {})}
     return load_settings({"data_dir": data_dir, "eventlog": eventlog, **overrides}, environ={})
+
+
+@contextlib.contextmanager
+def in_process_app(
+    data_dir: Path,
+    *,
+    fast_paths: bool = True,
+    client: tuple[str, int] | None = None,
+    **overrides: Any,
+) -> Iterator[tuple[Any, Any, Any]]:
+    """(TestClient, Runtime, Bootstrap) of an app on a fresh data directory; with
+    ``fast_paths=False`` the app without its fast paths (the equivalence tests compare)."""
+    from fastapi.testclient import TestClient
+
+    from auie.api.app import create_app
+    from auie.runtime import Runtime
+
+    runtime = Runtime(make_settings(data_dir, **overrides))
+    boot = runtime.bootstrap()
+    assert boot is not None
+    peer = {"client": client} if client else {}
+    try:
+        with TestClient(create_app(runtime, fast_paths=fast_paths), **peer) as test_client:
+            yield test_client, runtime, boot
+    finally:
+        runtime.close()
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:

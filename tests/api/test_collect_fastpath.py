@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auie.api.app import create_app
 from auie.api.fastpath import CollectFastPath
 from auie.metrics import HTTP_REQUESTS, REQUESTS_REJECTED
 from auie.runtime import Runtime
-from helpers import basic, make_settings, stored_events
+from helpers import basic, in_process_app, stored_events
 
 EVENT = {"userId": "u-1", "event": "Signed Up", "properties": {"plan": "pro"}}
 BATCH = {
@@ -39,12 +38,11 @@ class Side:
 
 
 def _side(path: Path, fast: bool) -> Iterator[Side]:
-    runtime = Runtime(make_settings(path, collect={"max_request_bytes": 20_000}))
-    boot = runtime.bootstrap()
-    assert boot is not None
-    with TestClient(create_app(runtime, fast_paths=fast), client=("203.0.113.9", 1)) as client:
+    limits = {"max_request_bytes": 20_000}
+    peer = ("203.0.113.9", 1)
+    with in_process_app(path, fast_paths=fast, client=peer, collect=limits) as app:
+        client, runtime, boot = app
         yield Side(client, runtime, boot.write_key)
-    runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from auie.api.app import create_app
 from auie.api.fastpath import MAX_FAST_BODY
 from auie.metrics import DECIDE_FAST_PATH
 from auie.runtime import Runtime
-from helpers import bearer, get_token, make_settings, stored_events
+from helpers import bearer, get_token, in_process_app, stored_events
 
 ACTIONS = [{"id": "a", "features": {"kind": "x"}}, {"id": "b"}, {"id": "c"}]
 GOOD = {"decisionPoint": "home", "userId": "u1", "context": {"d": "m"}, "actions": ACTIONS}
@@ -36,15 +35,10 @@ class Side:
 
 
 def _side(path: Path, fast: bool) -> Iterator[Side]:
-    runtime = Runtime(make_settings(path))
-    boot = runtime.bootstrap()
-    assert boot is not None
-    app = create_app(runtime, fast_paths=fast)
-    with TestClient(app) as client:
+    with in_process_app(path, fast_paths=fast) as (client, runtime, boot):
         decide = bearer(get_token(client, boot.client_id, boot.client_secret, "decide"))
         admin = bearer(get_token(client, boot.client_id, boot.client_secret, "admin"))
         yield Side(client, runtime, decide, admin)
-    runtime.close()
 
 
 @pytest.fixture(scope="module")

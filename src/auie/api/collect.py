@@ -68,22 +68,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _endpoint(message_type: str | None) -> Callable[[Request], Awaitable[Response]]:
-    async def ingest(request: Request) -> Response:
-        collector: Collector = request.app.state.collector
-        limit = collector.config.max_request_bytes
-        check_content_type(request.headers.get("content-type"))
-        raw = await read_body(request, limit)
-        body = decompress(raw, request.headers.get("content-encoding"), limit)
-        meta = RequestMeta(
-            authorization=request.headers.get("authorization"),
-            peer_ip=request.client.host if request.client else None,
-            forwarded_for=request.headers.get("x-forwarded-for"),
-        )
-        result = await collector.ingest(body, meta, message_type)
-        return Response(_encoder.encode(result.to_dict()), media_type="application/json")
+async def ingest(request: Request, message_type: str | None) -> Response:
+    """One collect request, start to reply: the routes' handler and the fast path's
+    (:class:`auie.api.fastpath.CollectFastPath`)."""
+    collector: Collector = request.app.state.collector
+    limit = collector.config.max_request_bytes
+    check_content_type(request.headers.get("content-type"))
+    raw = await read_body(request, limit)
+    body = decompress(raw, request.headers.get("content-encoding"), limit)
+    meta = RequestMeta(
+        authorization=request.headers.get("authorization"),
+        peer_ip=request.client.host if request.client else None,
+        forwarded_for=request.headers.get("x-forwarded-for"),
+    )
+    result = await collector.ingest(body, meta, message_type)
+    return Response(_encoder.encode(result.to_dict()), media_type="application/json")
 
-    return ingest
+
+def _endpoint(message_type: str | None) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        return await ingest(request, message_type)
+
+    return route
 
 
 def _openapi(schema: type[BaseModel]) -> dict[str, Any]:

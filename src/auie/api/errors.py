@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from auie.api.collect import COLLECT_ROUTES
 from auie.api.schemas import Error
 from auie.errors import AuieError, AuthenticationFailed, Overloaded, RateLimited
 from auie.metrics import REQUESTS_REJECTED
@@ -104,26 +105,7 @@ def _challenge(path: str) -> str:
 
 _OAUTH_ENDPOINT = "/oauth/token"
 #: Exact paths (not prefixes: "/v1/a" is a prefix of "/v1/admin/...").
-_COLLECT_PATHS = frozenset(
-    f"/v1/{name}"
-    for name in (
-        "track",
-        "identify",
-        "page",
-        "screen",
-        "group",
-        "alias",
-        "batch",
-        "import",
-        "t",
-        "i",
-        "p",
-        "s",
-        "g",
-        "a",
-        "b",
-    )
-)
+_COLLECT_PATHS = frozenset(COLLECT_ROUTES)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

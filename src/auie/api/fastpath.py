@@ -17,26 +17,20 @@ The OpenAPI document keeps describing the route, which stays registered.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import msgspec
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auie.api.collect import COLLECT_ROUTES
+from auie.api.collect import COLLECT_ROUTES, ingest
 from auie.api.decide import DECIDE_BODY, decide_request
 from auie.api.errors import auie_error, error_response, unexpected_error
 from auie.auth.scopes import DECIDE
-from auie.collect.body import check_content_type, decompress
-from auie.collect.service import Collector, RequestMeta
 from auie.decide.service import DecideRequest, DecisionService
-from auie.errors import AuieError, Overloaded, PayloadTooLarge
+from auie.errors import AuieError, Overloaded
 from auie.metrics import DECIDE_FAST_PATH, HTTP_REQUESTS, HTTP_SECONDS
 
-logger = logging.getLogger(__name__)
 PATH = "/v1/decide"
 #: Bodies above this go the full way (where the limits and their errors live).
 MAX_FAST_BODY = 256 * 1024
@@ -104,11 +98,8 @@ class DecideFastPath:
             if isinstance(exc, Overloaded):
                 extra = {"Retry-After": str(int(exc.retry_after))}
             reply = error_response(exc.http_status, exc.code, exc.message, extra)
-        except Exception:
-            logger.exception("unhandled error on POST %s", PATH)
-            reply = error_response(
-                500, "internal_error", "internal error; the server log has details"
-            )
+        except Exception as exc:
+            reply = await unexpected_error(Request(scope, receive), exc)
         else:
             payload = _ENCODER.encode({k: v for k, v in answer.items() if v is not None})
             await send(
@@ -178,16 +169,15 @@ def _replay(body: bytes, receive: Receive, *, more: bool) -> Receive:
 class CollectFastPath:
     """The Segment collect routes (``/v1/track`` ... ``/v1/b``) as plain ASGI.
 
-    The route handler (:func:`auie.api.collect._endpoint`) never needed FastAPI: it reads
+    The routes' handler (:func:`auie.api.collect.ingest`) never needed FastAPI: it reads
     the raw body and hands it to the collector. Through the framework's middleware layers
     and routing among ~80 routes, that plumbing cost about half of a single-event
-    request's CPU. This class does the same steps in the same order (content type, body
-    limit, decompression, the collector) and renders errors with the application's own
-    handlers (:func:`auie.api.errors.auie_error`: ``WWW-Authenticate``, ``Retry-After``,
-    the audit of failed write keys, the rejection counter), so both ways answer alike;
-    ``tests/api/test_collect_fastpath.py`` holds them to it. The FastAPI routes stay
-    registered: they describe the API in the OpenAPI document and serve apps built with
-    ``fast_paths=False``.
+    request's CPU. This class calls the same handler directly and renders errors with the
+    application's own handlers (:func:`auie.api.errors.auie_error`: ``WWW-Authenticate``,
+    ``Retry-After``, the audit of failed write keys, the rejection counter), so both ways
+    answer alike; ``tests/api/test_collect_fastpath.py`` holds them to it. The FastAPI
+    routes stay registered: they describe the API in the OpenAPI document and serve apps
+    built with ``fast_paths=False``.
     """
 
     @staticmethod
@@ -202,7 +192,7 @@ class CollectFastPath:
         started = time.perf_counter()
         path = scope["path"]
         try:
-            response = await _ingest(scope, receive, COLLECT_ROUTES[path])
+            response = await ingest(Request(scope, receive), COLLECT_ROUTES[path])
         except ClientDisconnect:
             return  # nobody to answer; nothing was stored
         except AuieError as exc:
@@ -214,36 +204,3 @@ class CollectFastPath:
         finally:
             HTTP_REQUESTS.labels("POST", path, str(response.status_code)).inc()
             HTTP_SECONDS.labels(path).observe(time.perf_counter() - started)
-
-
-async def _ingest(scope: Scope, receive: Receive, message_type: str | None) -> Response:
-    """What :func:`auie.api.collect._endpoint`'s handler does, from the raw ASGI scope."""
-    headers = Headers(scope=scope)
-    collector: Collector = scope["app"].state.collector
-    limit = collector.config.max_request_bytes
-    check_content_type(headers.get("content-type"))
-    declared = headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = decompress(b"".join(chunks), headers.get("content-encoding"), limit)
-    client = scope.get("client")
-    meta = RequestMeta(
-        authorization=headers.get("authorization"),
-        peer_ip=client[0] if client else None,
-        forwarded_for=headers.get("x-forwarded-for"),
-    )
-    result = await collector.ingest(body, meta, message_type)
-    return Response(_ENCODER.encode(result.to_dict()), media_type="application/json")

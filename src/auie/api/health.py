@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from auie import db
 from auie.api.schemas import Error, Status
+from auie.collect.writer import LogWriter
 from auie.errors import StorageUnavailable
 from auie.runtime import Runtime
 
@@ -30,9 +31,9 @@ async def readyz(request: Request) -> dict[str, str]:
     """The metadata database, the event log and the profile store answer."""
     runtime: Runtime = request.app.state.runtime
 
-    writer = getattr(request.app.state, "log_writer", None)
-    if writer is not None and not getattr(writer, "alive", True):
-        raise StorageUnavailable("the event log writer process is not running")
+    writer: LogWriter | None = getattr(request.app.state, "log_writer", None)
+    if writer is not None and not writer.alive:
+        raise StorageUnavailable("the event log writer is not running")
 
     def check() -> None:
         db.ping(runtime.engine)

@@ -32,6 +32,9 @@ class LogWriter(Protocol):
     @property
     def overloaded(self) -> bool: ...
 
+    @property
+    def alive(self) -> bool: ...
+
     async def append(self, records: Sequence[LogRecord]) -> list[AppendOutcome]: ...
 
 
@@ -90,6 +93,11 @@ class GroupCommitWriter:
     def overloaded(self) -> bool:
         """More records wait for their commit than ``max_backlog``."""
         return self.backlog > self.max_backlog
+
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     async def append(self, records: Sequence[LogRecord]) -> list[AppendOutcome]:
         """Append durably (shared commit); returns when the records are on disk."""

@@ -16,11 +16,10 @@ body: the server sends ``[id, [[topic, key, value, timestamp_ms, headers, dedupe
 transaction, and answers each with ``[id, [[partition, offset or None], ...], None,
 stats]`` or ``[id, None, error message, None]`` (``stats``: the commit's seconds and
 records and the child's CPU seconds so far, on its first reply only, for the server's
-metrics). ``[0, None]`` asks it to
-finish and exit. The child exits by itself when the server's end of the socket closes
-(the server died), after finishing the commit in progress: records of an unanswered
-request may be stored, never lost once answered, and a client retrying them is
-deduplicated by ``messageId``.
+metrics). ``[0, None]`` asks it to finish and exit. The child exits by itself when the
+server's end of the socket closes (the server died), after finishing the commit in
+progress: records of an unanswered request may be stored, never lost once answered, and a
+client retrying them is deduplicated by ``messageId``.
 """
 
 from __future__ import annotations
