@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", action="store_true", help="sample the server with py-spy (perturbs figures)"
     )
+    parser.add_argument(
+        "--writer",
+        choices=["process", "thread"],
+        default="process",
+        help="the server's eventlog.writer [process, the default of auie serve]",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data dirs")
     return parser
@@ -228,7 +234,7 @@ class Runner:
         }
 
     def scenario(self, name: str, spec: dict[str, Any]) -> None:
-        server = AuieServer(keep=self.args.keep_data)
+        server = AuieServer({"eventlog.writer": self.args.writer}, keep=self.args.keep_data)
         try:
             server.start()
             runs: list[dict[str, Any]] = []
