@@ -49,6 +49,17 @@ def _writer_cpu_seconds(url: str) -> float:
     return 0.0
 
 
+def _by_second(latencies: np.ndarray, sent_at: np.ndarray, duration: float) -> list[float]:
+    """p99 of the requests scheduled in each second of the window (where the tail sits in
+    time: a steady tail and a few stalls look alike in one overall p99)."""
+    seconds = np.floor(sent_at).astype(np.int64)
+    out = []
+    for second in range(int(duration)):
+        chosen = latencies[seconds == second]
+        out.append(round(float(np.percentile(chosen, 99)), 2) if len(chosen) else float("inf"))
+    return out
+
+
 def _token(url: str, credentials: dict[str, str]) -> str:
     reply = httpx.post(
         f"{url}/oauth/token",
@@ -109,6 +120,7 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
     finally:
         server.stop()
     answered = np.asarray(result.pop("latencies_ms"), dtype=np.float64)
+    sent_at = np.asarray(result.pop("sent_at_s"), dtype=np.float64)
     # Requests scheduled in the window but never answered (cancelled 30 s after the last
     # send) count as infinitely late, so a saturated server cannot look better than it is.
     unanswered = max(0, round(rate * duration) - len(answered) - int(result["errors"]))
@@ -131,6 +143,7 @@ def measure(*, rate: float, duration: float, warmup: float, users: int) -> dict[
         "server_cpu_share": cpu / (duration + warmup + 1.5),
         "server_cpu_ms_per_request": 1000 * cpu / max(1, result["requests_total"]),
         "load_1m": (load_before + load_after) / 2,
+        "p99_ms_by_second": _by_second(answered, sent_at, duration),
         "decisions_learned": (report.get("arms", {}).get("main", {}) or {}).get("rewarded"),
         **result,
     }

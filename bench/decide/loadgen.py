@@ -65,6 +65,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     tasks: set[asyncio.Task[None]] = set()
     max_late = 0.0
     statuses: dict[int, int] = {}
+    sent_at: list[float] = []  # each measured request's scheduled time, from the window's start
 
     async def one(intended: float, data: bytes) -> None:
         conn = await pool.acquire()
@@ -85,6 +86,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         elif stats.measure_from <= intended < stats.measure_to:
             stats.requests_in_window += 1
             stats.latencies.append(done - intended)
+            sent_at.append(intended - stats.measure_from)
 
     delay = t0 - clock()
     if delay > 0:
@@ -109,6 +111,7 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
     pool.close()
     return {
         "latencies_ms": [round(x * 1000, 4) for x in stats.latencies],
+        "sent_at_s": [round(x, 4) for x in sent_at],
         "requests_in_window": stats.requests_in_window,
         "requests_total": stats.requests_total,
         "statuses": {str(k): v for k, v in statuses.items()},

@@ -157,6 +157,11 @@ class ProcessConfig(_Section):
     #: busy, acknowledging events and answering decisions come before processing them (the
     #: log holds what waits). 0 keeps the server's priority.
     nice: int = Field(5, ge=0, le=19)
+    #: The child's CPU scheduling class (Linux). ``idle`` (SCHED_IDLE): it runs only on CPU
+    #: time nothing else wants, so a busy server's requests are never queued behind it
+    #: (``nice`` alone still gives it a quarter of a contended CPU); ``normal``: the usual
+    #: class at ``nice``. A saturated machine lets the backlog grow in the log either way.
+    scheduler: Literal["normal", "idle"] = "idle"
     poll_max_records: int = Field(5000, gt=0)
     #: Truncate ``context.ip`` before storing: ``none``, or keep a /24 (IPv4) and /48 (IPv6).
     ip_truncation: Literal["none", "network"] = "none"

@@ -289,7 +289,8 @@ def test_acknowledged_events_survive_kill_9_and_resends_are_deduplicated(
 def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
     server: Server,
 ) -> None:
-    # process.nice (default 5): under load, acknowledging events comes before processing.
+    # process.nice (default 5) and process.scheduler (default idle): under load,
+    # acknowledging events comes before processing.
     pid = server.process.pid
     children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -311,3 +312,6 @@ def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
     niceness = {c: (role(c), nice(c)) for c in children}
     assert {n for r, n in niceness.values() if r == "processor"} == {nice(pid) + 5}, niceness
     assert {n for r, n in niceness.values() if r == "other"} == {nice(pid)}, niceness
+    policies = {c: (role(c), os.sched_getscheduler(c)) for c in children}
+    assert {p for r, p in policies.values() if r == "processor"} == {os.SCHED_IDLE}, policies
+    assert {p for r, p in policies.values() if r == "other"} == {os.SCHED_OTHER}, policies

@@ -22,13 +22,16 @@ POINT = "wait-point"
 ACTIONS = [{"id": "a"}, {"id": "b"}]
 
 
-def _service(app: App, wait: float, aggregation: str, default: float = 0.0) -> DecisionService:
+def _service(
+    app: App, wait: float, aggregation: str, default: float = 0.0, **extra: Any
+) -> DecisionService:
     config = DecisionPointConfig.model_validate(
         {
             "actions": ACTIONS,
             "policy": {"type": "epsilon_greedy", "epsilon": 0.5},
             "reward": {"waitSeconds": wait, "aggregation": aggregation, "default": default},
             "snapshotEvery": 3,
+            **extra,
         }
     )
     app.runtime.decision_store.put(app.boot.workspace, POINT, config)
@@ -108,3 +111,61 @@ def test_closing_runs_in_slices_and_snapshots_are_handed_out(
     assert version is not None
     listed = app.runtime.decision_store.versions(app.boot.workspace, POINT)
     assert listed[-1].updates == 7
+
+
+def test_snapshots_due_by_count_wait_for_the_time_floor(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    service = _service(app, wait=0.0, aggregation="sum", default=1.0, snapshotMinSeconds=3600)
+    ws = app.boot.workspace
+    for i in range(3):
+        _decide(service, app, f"u{i}")
+    service.tick()
+    # The first is due at once (none yet since the state was loaded) ...
+    assert service.take_due_snapshots() == [(ws, POINT)]
+    service.snapshot(ws, POINT)
+    for i in range(6):
+        _decide(service, app, f"v{i}")
+    service.tick()
+    # ... the next 6 updates (twice snapshotEvery) wait for the hour's floor.
+    assert service.take_due_snapshots() == []
+    assert len(app.runtime.decision_store.versions(ws, POINT)) == 1
+    service.snapshot_all()  # what the server does every minute and at shutdown
+    assert [v.updates for v in app.runtime.decision_store.versions(ws, POINT)] == [3, 9]
+
+
+def test_old_online_versions_are_pruned_but_the_served_and_trained_ones_stay(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    service = _service(app, wait=0.0, aggregation="sum", default=1.0, snapshotKeep=2)
+    store = app.runtime.decision_store
+    ws = app.boot.workspace
+    made = []
+    for i in range(4):  # the service prunes after each snapshot: the newest 2 stay
+        _decide(service, app, f"u{i}")
+        service.tick()
+        made.append(service.snapshot(ws, POINT))
+    assert [v.version for v in store.versions(ws, POINT)] == made[-2:]
+    blob, featurizer = store.load(ws, POINT, arm="")[1:]  # type: ignore[index]
+
+    def save(source: str) -> int:
+        return store.save(
+            ws,
+            POINT,
+            arm="",
+            blob=blob,
+            featurizer=featurizer,
+            kind="epsilon_greedy",
+            updates=1,
+            source=source,
+            activate=False,
+        )
+
+    trained = save("offline")
+    newer = [save("online") for _ in range(3)]
+    store.activate(ws, POINT, made[-2])  # a rollback to an old online version
+    assert store.prune(ws, POINT, arm="", keep=2) == 2
+    kept = [v.version for v in store.versions(ws, POINT)]
+    assert kept == [made[-2], trained, *newer[-2:]]
+    files = sorted(p.name for p in (store.root / ws / POINT).iterdir())
+    assert files == sorted(f"main-v{v:06d}.{suffix}" for v in kept for suffix in ("npz", "json"))

@@ -75,8 +75,14 @@ class DecisionPointConfig(_Model):
     join: JoinSpec = Field(default_factory=JoinSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     experiment: ExperimentSpec | None = None
-    #: A new registry version every this many online updates.
+    #: A new registry version every this many online updates ...
     snapshot_every: int = Field(1000, ge=1)
+    #: ... but at most one per this many seconds (a busy point would otherwise write a
+    #: version every second); the minute's snapshot and shutdown save the rest.
+    snapshot_min_seconds: float = Field(10.0, ge=0)
+    #: Online versions kept per arm; older ones are deleted (never the served version, nor
+    #: versions trained offline or promoted).
+    snapshot_keep: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> DecisionPointConfig:

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from auie import db
 from auie.decide.config import DecisionPointConfig
@@ -218,6 +218,36 @@ class DecisionStore:
                 )
             )
         return version
+
+    def prune(self, workspace: str, name: str, *, arm: str, keep: int) -> int:
+        """Delete the arm's online versions but the ``keep`` newest (never the active
+        version, nor a version trained offline); returns how many were deleted."""
+        c = policy_versions.c
+        point = decision_points.c
+        active = (
+            select(point.active_version)
+            .where(point.workspace_id == workspace, point.name == name)
+            .scalar_subquery()
+        )
+        mine = [c.workspace_id == workspace, c.decision_point == name, c.arm == arm]
+        with self.engine.begin() as conn:
+            newest = select(c.version).where(*mine, c.source == "online")
+            newest = newest.order_by(c.version.desc()).limit(keep)
+            old = conn.execute(
+                select(c.version, c.path).where(
+                    *mine,
+                    c.source == "online",
+                    c.version.not_in(newest.scalar_subquery()),
+                    func.coalesce(active, -1) != c.version,
+                )
+            ).all()
+            if not old:
+                return 0
+            conn.execute(delete(policy_versions).where(*mine, c.version.in_([v for v, _ in old])))
+        for _, path in old:  # after the commit: a crash leaves files, never rows without them
+            for suffix in (".npz", ".json"):
+                (self.root / f"{path}{suffix}").unlink(missing_ok=True)
+        return len(old)
 
     def versions(self, workspace: str, name: str) -> list[PolicyVersion]:
         c = policy_versions.c

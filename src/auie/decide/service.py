@@ -159,6 +159,8 @@ class _Point:
     #: The registry's active version this state follows (changes elsewhere reload it).
     active: int | None = None
     updates_since_snapshot: int = 0
+    #: time.monotonic() of the last snapshot (None: none since this state was loaded).
+    snapshot_at: float | None = None
     stats: dict[str, ArmStats] = field(default_factory=dict)
     agreement: list[int] = field(default_factory=lambda: [0, 0])
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -534,7 +536,10 @@ class DecisionService:
         with point.lock:
             policy.update(pending.decision, pending.index, reward, pending.probability)
             point.updates_since_snapshot += 1
-            return point.updates_since_snapshot >= point.config.snapshot_every
+            return point.updates_since_snapshot >= point.config.snapshot_every and (
+                point.snapshot_at is None
+                or time.monotonic() - point.snapshot_at >= point.config.snapshot_min_seconds
+            )
 
     def take_due_snapshots(self) -> list[tuple[str, str]]:
         """Decision points that learned ``snapshotEvery`` updates since their last snapshot
@@ -577,6 +582,7 @@ class DecisionService:
             ]
             active = point.active
             point.updates_since_snapshot = 0
+            point.snapshot_at = time.monotonic()
         try:
             for arm, blob, featurizer, kind, steps in states:
                 version = self.store.save(
@@ -594,6 +600,7 @@ class DecisionService:
                     point.version = version
                     if arm == MAIN_ARM:
                         point.active = active = version
+                self.store.prune(workspace, name, arm=arm, keep=point.config.snapshot_keep)
         except ActiveVersionChanged:
             # A promotion or rollback by another process wins over this state: reload.
             with self._lock:

@@ -36,15 +36,25 @@ class _StopWhenOrphaned:
         return self.is_set()
 
 
+def _lower_priority(settings: Settings) -> None:
+    """Serving first, processing with what is left (``process.nice``, ``process.scheduler``)."""
+    if settings.process.nice:
+        os.nice(settings.process.nice)
+    if settings.process.scheduler == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # a sandbox that forbids it: stay at nice
+            logger.warning("processor: cannot use SCHED_IDLE (%s); running at nice", exc)
+
+
 def run_child(settings: Settings, stop: ProcessEvent, parent: int) -> None:
     """Entry point of the child process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if settings.process.nice:
-        os.nice(settings.process.nice)  # serving first, processing with what is left
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[processor]: %(message)s",
     )
+    _lower_priority(settings)
     from auie.process.lock import ProcessorLock
     from auie.runtime import Runtime
 
