@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
         default="process",
         help="the server's eventlog.writer [process, the default of auie serve]",
     )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another server setting, as auie serve --set takes it (repeatable), e.g. "
+        "process.scheduler=normal",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep-data", action="store_true", help="keep the servers' data dirs")
     return parser
@@ -234,7 +243,14 @@ class Runner:
         }
 
     def scenario(self, name: str, spec: dict[str, Any]) -> None:
-        server = AuieServer({"eventlog.writer": self.args.writer}, keep=self.args.keep_data)
+        settings: dict[str, object] = {"eventlog.writer": self.args.writer}
+        for item in self.args.settings:
+            key, _, value = item.partition("=")
+            try:
+                settings[key] = json.loads(value)
+            except ValueError:  # a bare word: a string
+                settings[key] = value
+        server = AuieServer(settings, keep=self.args.keep_data)
         try:
             server.start()
             runs: list[dict[str, Any]] = []
