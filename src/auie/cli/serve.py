@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import ssl
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import click
 import uvicorn
 from rich.panel import Panel
 
+from auie import gcpolicy
 from auie.api.app import create_app
 from auie.cli.common import configure_logging, console, settings_options
 from auie.config import ServerConfig, Settings
@@ -113,8 +113,7 @@ def serve(settings: Settings) -> None:
         runtime.privacy.scheduler.start()  # privacy.retention_interval_minutes; 0: off
         # Everything loaded so far lives as long as the server: keep it out of the cyclic
         # collector's full passes, which otherwise stall requests for hundreds of ms.
-        gc.collect()
-        gc.freeze()
+        gcpolicy.settle()
         uvicorn.Server(config).run()
     finally:
         transforms.stop()

@@ -241,11 +241,13 @@ def _child(sock: socket.socket, settings: Settings, max_records: int) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[log-writer]: %(message)s",
     )
+    from auie import gcpolicy
     from auie.eventlog import open_event_log
 
     log = open_event_log(settings)
     log.prepare_appends()  # the dedupe index, before the server is told it may send
     log.start_checkpointer(0.5)  # WAL checkpoints off the commit path
+    gcpolicy.settle()
     sock.sendall(_READY)
     try:
         _serve(sock, log, max_records)

@@ -121,6 +121,19 @@ def _identifier(message: Mapping[str, Any], field: str) -> str | None:
     return text
 
 
+def _identities(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``userId`` and ``anonymousId``; at least one is required."""
+    user_id = message.get("userId")
+    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_LENGTH:
+        user_id = _identifier(message, "userId")
+    anonymous_id = message.get("anonymousId")
+    if type(anonymous_id) is not str or not 0 < len(anonymous_id) <= MAX_ID_LENGTH:
+        anonymous_id = _identifier(message, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise InvalidEvent("userId or anonymousId is required", code="missing_identity")
+    return user_id, anonymous_id
+
+
 def _name(message: Mapping[str, Any], field: str, *, required: bool) -> str | None:
     value = message.get(field)
     if value is None or value == "":
@@ -188,10 +201,7 @@ class Normalizer:
             raise InvalidEvent(
                 f"type must be one of {', '.join(sorted(EVENT_TYPES))}", code="invalid_type"
             )
-        user_id = _identifier(message, "userId")
-        anonymous_id = _identifier(message, "anonymousId")
-        if user_id is None and anonymous_id is None:
-            raise InvalidEvent("userId or anonymousId is required", code="missing_identity")
+        user_id, anonymous_id = _identities(message)
         for field in _OBJECT_FIELDS:
             value = message.get(field)
             if value is not None and not isinstance(value, dict):
@@ -212,9 +222,10 @@ class Normalizer:
         if integrations:
             event["integrations"] = integrations
         self._timestamps(message, event)
-        for key, value in message.items():
-            if key not in _MANAGED:
-                event[key] = value
+        if not _MANAGED.issuperset(message):  # unknown fields pass through, in order
+            for key, value in message.items():
+                if key not in _MANAGED:
+                    event[key] = value
         return event
 
     @staticmethod
