@@ -79,7 +79,7 @@ def test_serve_learn_snapshot_and_resume(
         pytest.importorskip("torch")
     app = make_app("server")
     admin, decide = _headers(app, "admin"), _headers(app, "decide")
-    config = {"actions": actions, "policy": policy, "snapshotEvery": 25}
+    config = {"actions": actions, "policy": policy, "snapshotEvery": 25, "snapshotMinSeconds": 0}
     reply = app.client.put(f"/v1/decision-points/{POINT}", json=config, headers=admin)
     assert reply.status_code == 200, reply.text
     versions = _drive(app, decide, actions, 60)

@@ -52,7 +52,7 @@ def _headers(app: App, scope: str) -> dict[str, str]:
 
 
 def _configure(app: App, actions: list[dict[str, Any]]) -> None:
-    config = {"actions": actions, "policy": RANDOM, "snapshotEvery": 100}
+    config = {"actions": actions, "policy": RANDOM, "snapshotEvery": 100, "snapshotMinSeconds": 0}
     reply = app.client.put(
         f"/v1/decision-points/{POINT}", json=config, headers=_headers(app, "admin")
     )

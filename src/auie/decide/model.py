@@ -133,7 +133,7 @@ class HybridRidge:
     def _extent(self, x: Array) -> int:
         """``active`` widened to cover the non-zero slots of ``x``."""
         h = self.active
-        if h < self.d and x[h:].any():
+        if h < self.d and np.count_nonzero(x[h:]):  # count_nonzero: a third of any()'s cost
             h = int(np.flatnonzero(x)[-1]) + 1
         return h
 
@@ -186,14 +186,17 @@ class HybridRidge:
         theta = self._thetas()
         h = self.active
         xh = x[:h]
-        tail = float(x[h:] @ x[h:]) / self.l2 if h < self.d and x[h:].any() else 0.0
+        beyond = h < self.d and np.count_nonzero(x[h:])
+        tail = float(x[h:] @ x[h:]) / self.l2 if beyond else 0.0
         if found.prefix or (found.dense and found.all_known):
             m = len(found.slots) if found.prefix else len(self.index)
             means = theta[:m, :h] @ xh
-            widths = (self.a_inv[:m, :h, :h] @ xh) @ xh + tail
+            widths = (self.a_inv[:m, :h, :h] @ xh) @ xh
+            if tail:
+                widths += tail
             if not found.prefix:
                 means, widths = means[found.slots], widths[found.slots]
-            return np.asarray(means, dtype=np.float64), np.maximum(widths, 0.0)
+            return means, np.maximum(widths, 0.0, out=widths)
         means = np.zeros(len(found.slots))
         widths = np.full(len(found.slots), float(x @ x) / self.l2)
         if len(found.rows):
@@ -213,9 +216,11 @@ class HybridRidge:
             theta = self._thetas()
             h = self.active = self._extent(x)
             block = self.a_inv[i, :h, :h]
-            u = block @ wx[:h]
-            block -= np.outer(u, u / (1.0 + wx[:h] @ u))
-            self.b_vec[i] += weight * reward * x
+            xh = wx[:h]
+            u = block @ xh
+            block -= u[:, None] * (u / (1.0 + float(xh @ u)))  # Sherman-Morrison
+            if reward:
+                self.b_vec[i] += (weight * reward) * x
             self.pulls[i] += 1
             theta[i, :h] = block @ self.b_vec[i, :h]
             self.updates += 1
