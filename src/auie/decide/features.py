@@ -50,6 +50,8 @@ _MAX_LIST = 50
 _MAX_VALUE = 1e6
 _CACHE_LIMIT = 100_000
 _NONE: Pairs = []
+_FLOATS = {float}
+_PLAN_LIMIT = 256
 
 
 def flatten(value: Any, prefix: str = "", depth: int = 0) -> Pairs:
@@ -127,6 +129,9 @@ class FeatureSpace:
         self._capacity = max(1, int((self.dim - 1) * (1 - self.hashed_fraction)))
         self._hashed_start = 1 + self._capacity
         self._hash_cache: dict[str, tuple[int, float]] = {}
+        #: Names of a flat object of numbers whose slots are 1..n in their order → n: such
+        #: a context (a fixed schema of numeric features) is vectorised by one slice.
+        self._plans: dict[tuple[Any, ...], int] = {}
 
     def slot(self, name: str) -> tuple[int, float]:
         """(index, sign) of a feature name."""
@@ -160,6 +165,18 @@ class FeatureSpace:
         object of numbers, every name already in the cache)."""
         if self.dim == 0:
             return flatten(mapping), np.zeros(0)
+        keys = tuple(mapping)
+        width = self._plans.get(keys)
+        if width is not None:  # these names fill slots 1..width, in order: one slice
+            values = list(mapping.values())
+            if set(map(type, values)) == _FLOATS:
+                total = sum(values)  # NaN if any value is NaN (or +inf and -inf)
+                lowest, highest = min(values), max(values)
+                if not math.isnan(total) and lowest >= -_MAX_VALUE and highest <= _MAX_VALUE:
+                    x = np.zeros(self.dim)
+                    x[0] = 1.0
+                    x[1 : width + 1] = values
+                    return list(zip(keys, values, strict=True)), x
         cache = self._hash_cache
         pairs: Pairs = []
         indices = [0]
@@ -180,6 +197,14 @@ class FeatureSpace:
                     continue
             pairs = flatten(mapping)  # anything else: the general path
             return pairs, self.vector(pairs)
+        width = len(pairs)
+        if (
+            width == len(keys)
+            and width <= self._capacity  # vocabulary slots only: no hashing, no signs
+            and indices == list(range(width + 1))
+            and len(self._plans) < _PLAN_LIMIT
+        ):
+            self._plans[keys] = width
         return pairs, cast(Vector, np.bincount(indices, values, minlength=self.dim))
 
     def _slots(self, features: Iterable[tuple[str, float]]) -> tuple[list[int], list[float]]:
