@@ -277,16 +277,14 @@ class Featurizer:
         self, context: Mapping[str, Any], actions: Iterable[tuple[str, Mapping[str, Any]]]
     ) -> Featurized:
         shared, x = self.context.flatten_vector(context)
-        ids: list[str] = []
-        owns: list[Pairs] = []
-        featured = False
-        for action_id, features in actions:
-            ids.append(action_id)
-            if features:
-                owns.append(flatten(features))
-                featured = True
-            else:
-                owns.append(_NONE)
+        actions = actions if isinstance(actions, list | tuple) else list(actions)
+        ids = [action_id for action_id, _ in actions]
+        featured = any(features for _, features in actions)
+        owns: list[Pairs] = (
+            [flatten(features) if features else _NONE for _, features in actions]
+            if featured
+            else []
+        )
         featured = featured and any(owns)
         k = self.actions.dim
         z: npt.NDArray[np.float64]

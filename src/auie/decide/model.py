@@ -18,6 +18,7 @@ the known arms in order reads the stacks without copying them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,11 @@ class HybridRidge:
         self.k = action_dim
         self.l2 = l2
         self.index: dict[str, int] = {}
-        self.a_inv = np.empty((0, context_dim, context_dim))
+        #: Every arm's ``A⁻¹``, over the leading ``w × w`` slots only (``w`` its width):
+        #: beyond them it is ``I/λ``. The disjoint model keeps ``w`` = ``active``, so the
+        #: blocks it reads and updates are contiguous (a slice of the full ``d × d`` stack
+        #: was strided, and twice as slow); :attr:`a_inv` gives the full stack.
+        self._inv = np.empty((0, 0, 0) if action_dim == 0 else (0, context_dim, context_dim))
         self.b_mat = np.empty((0, context_dim, action_dim))
         self.b_vec = np.empty((0, context_dim))
         self.pulls = np.empty(0)
@@ -80,6 +85,45 @@ class HybridRidge:
         self._slot_count = 0
 
     @property
+    def a_inv(self) -> Array:
+        """Every arm's full ``d × d`` inverse (a new array when the stack is compact)."""
+        inv = self._inv
+        width = inv.shape[1]
+        if width == self.d:
+            return inv
+        full = np.repeat((np.eye(self.d) / self.l2)[None], len(inv), axis=0)
+        full[:, :width, :width] = inv
+        return full
+
+    @a_inv.setter
+    def a_inv(self, value: Array) -> None:
+        self._inv = np.asarray(value, dtype=np.float64)
+
+    def _widen(self, h: int) -> Array:
+        """The stack, re-embedded to cover slots ``[0, h)`` when it is narrower (a feature
+        seen for the first time; the ``θ`` rows stay valid)."""
+        inv = self._inv
+        width = inv.shape[1]
+        if h > width:
+            valid = self._theta_of is inv
+            grown = np.repeat((np.eye(h) / self.l2)[None], len(inv), axis=0)
+            grown[:, :width, :width] = inv
+            self._inv = inv = grown
+            if valid:
+                self._theta_of = grown
+        return inv
+
+    def _compact(self) -> None:
+        """Narrow a full stack (restored, or set from outside) to the active slots."""
+        inv = self._inv
+        if not self.k and self.active < inv.shape[1]:
+            valid = self._theta_of is inv
+            h = self.active
+            self._inv = np.ascontiguousarray(inv[:, :h, :h])
+            if valid:
+                self._theta_of = self._inv
+
+    @property
     def actions(self) -> list[str]:
         return sorted(self.index, key=self.index.__getitem__)
 
@@ -89,16 +133,18 @@ class HybridRidge:
             slot = self.index[action] = len(self.index)
             if slot >= len(self.pulls):
                 grow = max(4, len(self.pulls))
-                valid = self._theta_of is self.a_inv and len(self._theta) == len(self.a_inv)
-                self.a_inv = np.concatenate(
-                    [self.a_inv, np.repeat(np.eye(self.d)[None] / self.l2, grow, axis=0)]
+                inv = self._inv
+                valid = self._theta_of is inv and len(self._theta) == len(inv)
+                width = inv.shape[1]
+                self._inv = np.concatenate(
+                    [inv, np.repeat(np.eye(width)[None] / self.l2, grow, axis=0)]
                 )
                 self.b_mat = np.concatenate([self.b_mat, np.zeros((grow, self.d, self.k))])
                 self.b_vec = np.concatenate([self.b_vec, np.zeros((grow, self.d))])
                 self.pulls = np.concatenate([self.pulls, np.zeros(grow)])
                 if valid:  # new arms have b = 0, so θ = 0
                     self._theta = np.concatenate([self._theta, np.zeros((grow, self.d))])
-                    self._theta_of = self.a_inv
+                    self._theta_of = self._inv
         return slot
 
     def _slots(self, actions: tuple[str, ...]) -> _ArmSlots:
@@ -119,15 +165,17 @@ class HybridRidge:
     def _thetas(self) -> Array:
         """Per-arm coefficients ``A_a⁻¹ b_a`` (only without the shared part), recomputed
         when the stacks were replaced (growth, or set from outside as ``fit_ridge`` does)."""
-        if self._theta_of is not self.a_inv or len(self._theta) != len(self.a_inv):
+        inv = self._inv
+        if self._theta_of is not inv or len(self._theta) != len(inv):
             if self.index and not self.active:  # stacks set from outside: assume all slots
                 self.active = self.d
-            theta = np.zeros((len(self.a_inv), self.d))
+            theta = np.zeros((len(inv), self.d))
             h = self.d if self.k else self.active
-            for i in range(min(len(self.index), len(self.a_inv))):
-                theta[i, :h] = self.a_inv[i, :h, :h] @ self.b_vec[i, :h]  # as ``update`` does
+            inv = self._widen(h)
+            for i in range(min(len(self.index), len(inv))):
+                theta[i, :h] = inv[i, :h, :h] @ self.b_vec[i, :h]  # as ``update`` does
             self._theta = theta
-            self._theta_of = self.a_inv
+            self._theta_of = inv
         return self._theta
 
     def _extent(self, x: Array) -> int:
@@ -188,10 +236,14 @@ class HybridRidge:
         xh = x[:h]
         beyond = h < self.d and np.count_nonzero(x[h:])
         tail = float(x[h:] @ x[h:]) / self.l2 if beyond else 0.0
+        inv = self._inv
         if found.prefix or (found.dense and found.all_known):
             m = len(found.slots) if found.prefix else len(self.index)
             means = theta[:m, :h] @ xh
-            widths = (self.a_inv[:m, :h, :h] @ xh) @ xh
+            if inv.shape[1] == h:  # compact: every arm's block in one matrix-vector product
+                widths = (inv[:m].reshape(m * h, h) @ xh).reshape(m, h) @ xh
+            else:
+                widths = (inv[:m, :h, :h] @ xh) @ xh
             if tail:
                 widths += tail
             if not found.prefix:
@@ -202,27 +254,33 @@ class HybridRidge:
         if len(found.rows):
             rows = found.rows
             means[found.known] = theta[rows, :h] @ xh
-            widths[found.known] = (self.a_inv[rows, :h, :h] @ xh) @ xh + tail
+            widths[found.known] = (inv[rows, :h, :h] @ xh) @ xh + tail
         return means, np.maximum(widths, 0.0)
 
     def update(
         self, action: str, x: Array, z_row: Array, reward: float, weight: float = 1.0
     ) -> None:
         """Add one observation (optionally importance-weighted)."""
-        i = self._arm(action)
-        root = 1.0 if weight == 1.0 else float(np.sqrt(weight))
+        i = self.index.get(action)
+        if i is None:
+            i = self._arm(action)
+        root = 1.0 if weight == 1.0 else math.sqrt(weight)
         wx = x if weight == 1.0 else x * root
         if not self.k:
             theta = self._thetas()
             h = self.active = self._extent(x)
-            block = self.a_inv[i, :h, :h]
+            block = self._widen(h)[i, :h, :h]
             xh = wx[:h]
             u = block @ xh
-            block -= u[:, None] * (u / (1.0 + float(xh @ u)))  # Sherman-Morrison
+            v = u / (1.0 + float(xh @ u))
+            block -= u[:, None] * v  # Sherman-Morrison
             if reward:
                 self.b_vec[i] += (weight * reward) * x
             self.pulls[i] += 1
-            theta[i, :h] = block @ self.b_vec[i, :h]
+            # Recursive least squares: with v = A'⁻¹·√w·x, θ' = A'⁻¹b' = θ + √w·v·(r − x·θ)
+            # (one product and one update instead of A'⁻¹ times b').
+            row = theta[i, :h]
+            row += v * (root * (reward - float(x[:h] @ row)))
             self.updates += 1
             return
         self.active = self.d
@@ -284,5 +342,6 @@ class HybridRidge:
         model.active = int(meta.get("active", model.d))
         if "theta" in arrays:  # exactly what the saved model had computed
             model._theta = np.array(arrays["theta"], dtype=np.float64).reshape(n, model.d)
-            model._theta_of = model.a_inv
+            model._theta_of = model._inv
+        model._compact()
         return model

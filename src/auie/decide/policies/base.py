@@ -90,9 +90,20 @@ def floor_one_hot(best: int, allowed: npt.NDArray[np.bool_], floor: float) -> Ar
         one[best] = 1.0
         return one
     floor = min(floor, 1.0 / count)
-    p = np.full(len(allowed), floor) if everything else np.where(allowed, floor, 0.0)
+    if everything:
+        p = _floors.get((count, floor))
+        if p is None:
+            p = np.full(count, floor)
+            if len(_floors) < 4096:
+                _floors[(count, floor)] = p
+        p = p.copy()  # one call, where np.full is a Python function of two
+    else:
+        p = np.where(allowed, floor, 0.0)
     p[best] = 1.0 - floor * (count - 1)
     return p
+
+
+_floors: dict[tuple[int, float], Array] = {}
 
 
 def draw(probabilities: Array, rng: np.random.Generator) -> int:

@@ -23,7 +23,10 @@ class LinUCB(Policy):
 
     def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int:
         means, widths = self.model.predict(decision.action_ids, decision.x, decision.z)
-        return greedy(means + self.alpha * np.sqrt(widths), allowed, self.rng)
+        bounds = np.sqrt(widths, out=widths)  # predict's own arrays: computed in place
+        bounds *= self.alpha
+        bounds += means
+        return greedy(bounds, allowed, self.rng)
 
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
         p = np.zeros(len(decision.action_ids))
