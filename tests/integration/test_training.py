@@ -150,6 +150,9 @@ def test_a_contextual_policy_is_promoted_and_served(
     assert _served_version(app, decide, ACTIONS, previous) == f"{previous}.0"
     (entry,) = app.runtime.audit.entries(app.boot.workspace, action="decision_point.rolled_back")
     assert entry.target == POINT
+    # The configuration names the policy served again, not the promoted one.
+    point = app.client.get(f"/v1/decision-points/{POINT}", headers=decide).json()
+    assert point["config"]["policy"] == RANDOM
     # And the API's rollback brings the promotion back.
     admin = _headers(app, "admin")
     again = app.client.post(
@@ -157,6 +160,8 @@ def test_a_contextual_policy_is_promoted_and_served(
     )
     assert again.status_code == 200, again.text
     assert _served_version(app, decide, ACTIONS, version) == f"{version}.0"
+    point = app.client.get(f"/v1/decision-points/{POINT}", headers=decide).json()
+    assert point["config"]["policy"] == {"type": "linucb", "alpha": 0.3}
     missing = CliRunner().invoke(
         cli, ["decisions", "rollback", POINT, "999", "--data-dir", data_dir]
     )

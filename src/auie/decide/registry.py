@@ -25,6 +25,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from auie import db
 from auie.decide.config import DecisionPointConfig
+from auie.decide.policies import saved_config
 from auie.decide.tables import decision_points, policy_versions
 from auie.errors import Conflict, InvalidRequest, NotFound
 from auie.ids import utcnow
@@ -129,15 +130,29 @@ class DecisionStore:
         return self.require(workspace, name)
 
     def activate(self, workspace: str, name: str, version: int) -> None:
-        """Serve ``version`` (rollback or promotion)."""
-        if not any(v.version == version for v in self.versions(workspace, name)):
+        """Serve ``version`` (rollback or promotion). The configured ``policy`` and
+        ``explorationFloor`` become that version's own, in the same transaction, so the
+        configuration never names a policy other than the one served."""
+        found = [v for v in self.versions(workspace, name) if v.version == version]
+        if not found:
             raise NotFound(f"decision point {name!r} has no version {version}")
+        point = self.require(workspace, name)
+        values: dict[str, Any] = {"active_version": version, "updated_at": utcnow()}
+        if not found[0].arm:  # the main arm's policy is the configured one
+            saved = self.load(workspace, name, arm="", version=version)
+            if saved is not None:
+                policy, floor = saved_config(saved[1])
+                config = point.config.model_dump(by_alias=True)
+                config.update(policy=policy, explorationFloor=floor)
+                values["config"] = DecisionPointConfig.model_validate(config).model_dump_json(
+                    by_alias=True
+                )
         c = decision_points.c
         with self.engine.begin() as conn:
             conn.execute(
                 update(decision_points)
                 .where(c.workspace_id == workspace, c.name == name)
-                .values(active_version=version, updated_at=utcnow())
+                .values(**values)
             )
 
     def active_versions(self, workspaces: set[str]) -> dict[tuple[str, str], int | None]:
@@ -168,12 +183,14 @@ class DecisionStore:
         note: str = "",
         activate: bool = True,
         if_active: int | Literal["any"] | None = "any",
+        config: DecisionPointConfig | None = None,
     ) -> int:
         """Store a snapshot as the next version; returns its number.
 
         A main-arm snapshot (``arm`` "") with ``activate`` becomes the active version; with
         ``if_active`` only if the active version is still that one (None: none yet), else
-        nothing is stored and :class:`ActiveVersionChanged` is raised."""
+        nothing is stored and :class:`ActiveVersionChanged` is raised. ``config`` replaces
+        the decision point's configuration in the same transaction (a promotion)."""
         c = policy_versions.c
         directory = self._dir(workspace, name)
         directory.mkdir(parents=True, exist_ok=True)
@@ -200,6 +217,13 @@ class DecisionStore:
                     raise ActiveVersionChanged(
                         f"decision point {name!r}: the active version is no longer {if_active}"
                     )
+            if config is not None:
+                point = decision_points.c
+                conn.execute(
+                    update(decision_points)
+                    .where(point.workspace_id == workspace, point.name == name)
+                    .values(config=config.model_dump_json(by_alias=True), updated_at=utcnow())
+                )
             stem = f"{arm or 'main'}-v{version:06d}"
             _write_atomic(directory / f"{stem}.npz", blob)
             _write_atomic(directory / f"{stem}.json", json.dumps(featurizer).encode())

@@ -345,8 +345,7 @@ def promote(
     updated["policy"] = params
     if floor is not None:
         updated["explorationFloor"] = floor
-    store.put(point.workspace_id, point.name, DecisionPointConfig.model_validate(updated))
-    return store.save(
+    return store.save(  # the configuration and the version in one transaction
         point.workspace_id,
         point.name,
         arm=MAIN_ARM,
@@ -356,4 +355,5 @@ def promote(
         updates=policy.steps,
         source="offline",
         note=note,
+        config=DecisionPointConfig.model_validate(updated),
     )

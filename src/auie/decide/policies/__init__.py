@@ -91,6 +91,14 @@ def make_policy(
         raise InvalidRequest(f"policy {kind}: {exc}", code="invalid_policy") from None
 
 
+def saved_config(blob: bytes) -> tuple[dict[str, Any], float]:
+    """The ``{"type": ..., <parameters>}`` and exploration floor a saved policy was built
+    with (what a decision point's configuration says once that version is served)."""
+    with np.load(io.BytesIO(blob)) as data:
+        meta = json.loads(bytes(data["__meta__"]).decode())
+    return {"type": meta["kind"], **meta["params"]}, float(meta["exploration_floor"])
+
+
 def load_policy(blob: bytes) -> Policy:
     """Restore a policy saved with :meth:`Policy.save`."""
     with np.load(io.BytesIO(blob)) as data:
