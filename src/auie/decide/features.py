@@ -160,11 +160,12 @@ class FeatureSpace:
             return np.zeros(0)
         return cast(Vector, np.bincount(*self._slots(features), minlength=self.dim))
 
-    def flatten_vector(self, mapping: Mapping[Any, Any]) -> tuple[Pairs, Vector]:
-        """``flatten(mapping)`` and its :meth:`vector` in one pass (the hot path: a flat
-        object of numbers, every name already in the cache)."""
+    def flatten_vector(self, mapping: Mapping[Any, Any]) -> tuple[Pairs, Vector, int]:
+        """``flatten(mapping)``, its :meth:`vector` and the vector's extent (1 + its last
+        slot written) in one pass (the hot path: a flat object of numbers, every name
+        already in the cache)."""
         if self.dim == 0:
-            return flatten(mapping), np.zeros(0)
+            return flatten(mapping), np.zeros(0), 0
         keys = tuple(mapping)
         width = self._plans.get(keys)
         if width is not None:  # these names fill slots 1..width, in order: one slice
@@ -176,7 +177,7 @@ class FeatureSpace:
                     x = np.zeros(self.dim)
                     x[0] = 1.0
                     x[1 : width + 1] = values
-                    return list(zip(keys, values, strict=True)), x
+                    return list(zip(keys, values, strict=True)), x, width + 1
         cache = self._hash_cache
         pairs: Pairs = []
         indices = [0]
@@ -196,7 +197,9 @@ class FeatureSpace:
                     values.append(found[1] * number)
                     continue
             pairs = flatten(mapping)  # anything else: the general path
-            return pairs, self.vector(pairs)
+            indices, weights = self._slots(pairs)
+            vector = np.bincount(indices, weights, minlength=self.dim)
+            return pairs, cast(Vector, vector), max(indices) + 1
         width = len(pairs)
         if (
             width == len(keys)
@@ -205,7 +208,8 @@ class FeatureSpace:
             and len(self._plans) < _PLAN_LIMIT
         ):
             self._plans[keys] = width
-        return pairs, cast(Vector, np.bincount(indices, values, minlength=self.dim))
+        vector = np.bincount(indices, values, minlength=self.dim)
+        return pairs, cast(Vector, vector), max(indices) + 1
 
     def _slots(self, features: Iterable[tuple[str, float]]) -> tuple[list[int], list[float]]:
         """Slot indices and signed values (slot 0, the bias, first) for ``np.bincount``."""
@@ -235,14 +239,16 @@ class Featurized(NamedTuple):
     """One decision's vectors: the context ``x`` and one row of ``z`` per candidate.
 
     ``context_features`` and ``action_features`` are the flattened pairs the vectors came
-    from (empty when a decision is rebuilt from vectors alone). A named tuple: built once
-    per decision, it costs a third of a frozen dataclass."""
+    from (empty when a decision is rebuilt from vectors alone). ``extent``: ``x`` is zero
+    from this slot on (-1: not known). A named tuple: built once per decision, it costs a
+    third of a frozen dataclass."""
 
     action_ids: tuple[str, ...]
     x: Vector
     z: npt.NDArray[np.float64]
     context_features: Sequence[tuple[str, float]] = ()
     action_features: Sequence[Sequence[tuple[str, float]]] = ()
+    extent: int = -1
 
 
 @functools.lru_cache(maxsize=1024)
@@ -276,7 +282,7 @@ class Featurizer:
     def __call__(
         self, context: Mapping[str, Any], actions: Iterable[tuple[str, Mapping[str, Any]]]
     ) -> Featurized:
-        shared, x = self.context.flatten_vector(context)
+        shared, x, extent = self.context.flatten_vector(context)
         actions = actions if isinstance(actions, list | tuple) else list(actions)
         ids = [action_id for action_id, _ in actions]
         featured = any(features for _, features in actions)
@@ -304,7 +310,7 @@ class Featurizer:
         # Tuples of (str, float) tuples: the cyclic GC stops tracking them after one pass, so
         # decisions waiting for their reward cost it nothing.
         return Featurized(
-            tuple(ids), x, z, tuple(shared), tuple(map(tuple, owns)) if featured else ()
+            tuple(ids), x, z, tuple(shared), tuple(map(tuple, owns)) if featured else (), extent
         )
 
     def _action_row(self, shared: Pairs, own: Pairs) -> Vector:

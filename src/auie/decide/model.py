@@ -178,9 +178,12 @@ class HybridRidge:
             self._theta_of = inv
         return self._theta
 
-    def _extent(self, x: Array) -> int:
-        """``active`` widened to cover the non-zero slots of ``x``."""
+    def _extent(self, x: Array, extent: int = -1) -> int:
+        """``active`` widened to cover the non-zero slots of ``x`` (``extent``, when the
+        caller knows it: ``x`` is zero from that slot on)."""
         h = self.active
+        if extent >= 0:
+            return max(h, extent)
         if h < self.d and np.count_nonzero(x[h:]):  # count_nonzero: a third of any()'s cost
             h = int(np.flatnonzero(x)[-1]) + 1
         return h
@@ -200,14 +203,16 @@ class HybridRidge:
             means[found.known] = theta[found.rows] @ x
         return means
 
-    def predict(self, actions: tuple[str, ...], x: Array, z: Array) -> tuple[Array, Array]:
+    def predict(
+        self, actions: tuple[str, ...], x: Array, z: Array, extent: int = -1
+    ) -> tuple[Array, Array]:
         """Mean reward and confidence width ``s_a`` (a variance) of each action.
 
         Actions never updated have the prior: mean ``z·β``, width from the prior only.
         """
         found = self._slots(actions)
         if not self.k:
-            return self._predict_disjoint(found, x)
+            return self._predict_disjoint(found, x, extent)
         known = found.known
         means = np.zeros(len(actions))
         widths = np.full(len(actions), float(x @ x) / self.l2)
@@ -228,13 +233,15 @@ class HybridRidge:
             widths[unknown] += np.einsum("mk,kl,ml->m", zu, self.a0_inv, zu)
         return means, np.maximum(widths, 0.0)
 
-    def _predict_disjoint(self, found: _ArmSlots, x: Array) -> tuple[Array, Array]:
+    def _predict_disjoint(
+        self, found: _ArmSlots, x: Array, extent: int = -1
+    ) -> tuple[Array, Array]:
         """:meth:`predict` without the shared part: one linear model per arm, over the
         ``active`` leading slots (the rest of ``A⁻¹`` is ``I/λ``: ``tail``)."""
         theta = self._thetas()
         h = self.active
         xh = x[:h]
-        beyond = h < self.d and np.count_nonzero(x[h:])
+        beyond = extent > h if extent >= 0 else h < self.d and np.count_nonzero(x[h:])
         tail = float(x[h:] @ x[h:]) / self.l2 if beyond else 0.0
         inv = self._inv
         if found.prefix or (found.dense and found.all_known):
@@ -258,7 +265,14 @@ class HybridRidge:
         return means, np.maximum(widths, 0.0)
 
     def update(
-        self, action: str, x: Array, z_row: Array, reward: float, weight: float = 1.0
+        self,
+        action: str,
+        x: Array,
+        z_row: Array,
+        reward: float,
+        weight: float = 1.0,
+        *,
+        extent: int = -1,
     ) -> None:
         """Add one observation (optionally importance-weighted)."""
         i = self.index.get(action)
@@ -268,7 +282,7 @@ class HybridRidge:
         wx = x if weight == 1.0 else x * root
         if not self.k:
             theta = self._thetas()
-            h = self.active = self._extent(x)
+            h = self.active = self._extent(x, extent)
             block = self._widen(h)[i, :h, :h]
             xh = wx[:h]
             u = block @ xh

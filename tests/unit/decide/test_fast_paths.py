@@ -39,10 +39,11 @@ def test_one_pass_vectorising_equals_flatten_then_vector(
 ) -> None:
     fast, slow = FeatureSpace(dim), FeatureSpace(dim)
     for context in contexts * 3:  # again and again: the cached names, then the slice
-        pairs, x = fast.flatten_vector(context)
+        pairs, x, extent = fast.flatten_vector(context)
         want_pairs, want_x = _general(slow, context)
         assert pairs == want_pairs
         np.testing.assert_array_equal(x, want_x)
+        assert not x[extent:].any()  # the models skip the slots from there on
     assert fast.vocab == slow.vocab
 
 
@@ -54,7 +55,7 @@ def test_a_known_flat_schema_is_one_slice_and_bad_values_still_take_the_general_
     assert space._plans == {tuple(names): 20}
     for bad in (math.nan, math.inf, 1e300, "x", True):
         context = {**dict.fromkeys(names, 0.5), "f7": bad}
-        pairs, x = space.flatten_vector(context)
+        pairs, x, _ = space.flatten_vector(context)
         assert (pairs, x.tolist()) == (
             flatten(context),
             space.vector(flatten(context)).tolist(),

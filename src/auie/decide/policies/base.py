@@ -212,7 +212,14 @@ class Policy(ABC):
     def _learn(
         self, decision: Featurized, index: int, reward: float, weight: float, propensity: float
     ) -> None:
-        self.model.update(decision.action_ids[index], decision.x, decision.z[index], reward, weight)
+        self.model.update(
+            decision.action_ids[index],
+            decision.x,
+            decision.z[index],
+            reward,
+            weight,
+            extent=decision.extent,
+        )
 
     def params(self) -> dict[str, Any]:
         return {}

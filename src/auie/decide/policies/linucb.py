@@ -22,7 +22,9 @@ class LinUCB(Policy):
         self.alpha = alpha
 
     def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int:
-        means, widths = self.model.predict(decision.action_ids, decision.x, decision.z)
+        means, widths = self.model.predict(
+            decision.action_ids, decision.x, decision.z, decision.extent
+        )
         bounds = np.sqrt(widths, out=widths)  # predict's own arrays: computed in place
         bounds *= self.alpha
         bounds += means

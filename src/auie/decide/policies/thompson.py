@@ -33,7 +33,9 @@ class LinearThompson(Policy):
         self.samples = samples
 
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
-        means, widths = self.model.predict(decision.action_ids, decision.x, decision.z)
+        means, widths = self.model.predict(
+            decision.action_ids, decision.x, decision.z, decision.extent
+        )
         draws = self.rng.standard_normal((self.samples, len(means)))
         scores = means + self.v * np.sqrt(widths) * draws
         scores[:, ~allowed] = -np.inf
