@@ -30,6 +30,7 @@ import bisect
 import io
 import itertools
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -254,11 +255,18 @@ class Policy(ABC):
 
 def greedy(means: Array, allowed: npt.NDArray[np.bool_], rng: np.random.Generator) -> int:
     """The best allowed action, ties broken at random."""
-    masked = means if _everything(allowed) else np.where(allowed, means, -np.inf)
-    values = masked.tolist()
+    return greedy_values(means.tolist(), allowed, rng)
+
+
+def greedy_values(
+    values: list[float], allowed: npt.NDArray[np.bool_], rng: np.random.Generator
+) -> int:
+    """:func:`greedy` of scores already in a list."""
+    if not _everything(allowed):
+        values = [v if ok else -math.inf for v, ok in zip(values, allowed.tolist(), strict=True)]
     top = max(values)
     if top != top:  # NaN  # noqa: PLR0124
         raise ValueError("the model's scores are not numbers")
     if values.count(top) == 1:
         return int(values.index(top))
-    return int(rng.choice(np.flatnonzero(masked == top)))
+    return int(rng.choice(np.flatnonzero(np.asarray(values) == top)))

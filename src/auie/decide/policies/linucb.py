@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy.typing as npt
 
 from auie.decide.features import Featurized
 from auie.decide.model import HybridRidge
-from auie.decide.policies.base import Array, Policy, greedy
+from auie.decide.policies.base import Array, Policy, greedy_values
 
 
 class LinUCB(Policy):
@@ -25,10 +26,9 @@ class LinUCB(Policy):
         means, widths = self.model.predict(
             decision.action_ids, decision.x, decision.z, decision.extent
         )
-        bounds = np.sqrt(widths, out=widths)  # predict's own arrays: computed in place
-        bounds *= self.alpha
-        bounds += means
-        return greedy(bounds, allowed, self.rng)
+        alpha, sqrt = self.alpha, math.sqrt  # on Python floats: 3 numpy calls fewer
+        bounds = [m + alpha * sqrt(w) for m, w in zip(means.tolist(), widths.tolist(), strict=True)]
+        return greedy_values(bounds, allowed, self.rng)
 
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
         p = np.zeros(len(decision.action_ids))
