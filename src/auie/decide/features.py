@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ _MAX_LIST = 50
 _MAX_VALUE = 1e6
 _CACHE_LIMIT = 100_000
 _NONE: Pairs = []
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 _FLOATS = {float}
 _PLAN_LIMIT = 256
 
@@ -284,8 +287,8 @@ class Featurizer:
     ) -> Featurized:
         shared, x, extent = self.context.flatten_vector(context)
         actions = actions if isinstance(actions, list | tuple) else list(actions)
-        ids = [action_id for action_id, _ in actions]
-        featured = any(features for _, features in actions)
+        ids = list(map(_first, actions))
+        featured = any(map(_second, actions))
         owns: list[Pairs] = (
             [flatten(features) if features else _NONE for _, features in actions]
             if featured

@@ -204,15 +204,17 @@ class HybridRidge:
         return means
 
     def predict(
-        self, actions: tuple[str, ...], x: Array, z: Array, extent: int = -1
+        self, actions: tuple[str, ...], x: Array, z: Array, extent: int = -1, *, clamp: bool = True
     ) -> tuple[Array, Array]:
         """Mean reward and confidence width ``s_a`` (a variance) of each action.
 
         Actions never updated have the prior: mean ``z·β``, width from the prior only.
+        ``clamp=False``: widths that rounding made slightly negative are left so (for a
+        caller that clamps them itself).
         """
         found = self._slots(actions)
         if not self.k:
-            return self._predict_disjoint(found, x, extent)
+            return self._predict_disjoint(found, x, extent, clamp)
         known = found.known
         means = np.zeros(len(actions))
         widths = np.full(len(actions), float(x @ x) / self.l2)
@@ -234,7 +236,7 @@ class HybridRidge:
         return means, np.maximum(widths, 0.0)
 
     def _predict_disjoint(
-        self, found: _ArmSlots, x: Array, extent: int = -1
+        self, found: _ArmSlots, x: Array, extent: int = -1, clamp: bool = True
     ) -> tuple[Array, Array]:
         """:meth:`predict` without the shared part: one linear model per arm, over the
         ``active`` leading slots (the rest of ``A⁻¹`` is ``I/λ``: ``tail``)."""
@@ -255,7 +257,7 @@ class HybridRidge:
                 widths += tail
             if not found.prefix:
                 means, widths = means[found.slots], widths[found.slots]
-            return means, np.maximum(widths, 0.0, out=widths)
+            return means, np.maximum(widths, 0.0, out=widths) if clamp else widths
         means = np.zeros(len(found.slots))
         widths = np.full(len(found.slots), float(x @ x) / self.l2)
         if len(found.rows):
@@ -294,7 +296,7 @@ class HybridRidge:
             # Recursive least squares: with v = A'⁻¹·√w·x, θ' = A'⁻¹b' = θ + √w·v·(r − x·θ)
             # (one product and one update instead of A'⁻¹ times b').
             row = theta[i, :h]
-            row += v * (root * (reward - float(x[:h] @ row)))
+            row += v * (root * (reward - float(xh @ row) / root))  # xh·θ = √w·(x·θ)
             self.updates += 1
             return
         self.active = self.d

@@ -24,10 +24,13 @@ class LinUCB(Policy):
 
     def _best(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> int:
         means, widths = self.model.predict(
-            decision.action_ids, decision.x, decision.z, decision.extent
+            decision.action_ids, decision.x, decision.z, decision.extent, clamp=False
         )
-        alpha, sqrt = self.alpha, math.sqrt  # on Python floats: 3 numpy calls fewer
-        bounds = [m + alpha * sqrt(w) for m, w in zip(means.tolist(), widths.tolist(), strict=True)]
+        alpha, sqrt = self.alpha, math.sqrt  # on Python floats: 4 numpy calls fewer
+        bounds = [
+            m + alpha * sqrt(w) if w > 0.0 else m
+            for m, w in zip(means.tolist(), widths.tolist(), strict=True)
+        ]
         return greedy_values(bounds, allowed, self.rng)
 
     def _probabilities(self, decision: Featurized, allowed: npt.NDArray[np.bool_]) -> Array:
