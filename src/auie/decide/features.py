@@ -200,17 +200,17 @@ class FeatureSpace:
                     values.append(found[1] * number)
                     continue
             pairs = flatten(mapping)  # anything else: the general path
-            indices, weights = self._slots(pairs)
-            vector = np.bincount(indices, weights, minlength=self.dim)
-            return pairs, cast(Vector, vector), max(indices) + 1
-        width = len(pairs)
-        if (
-            width == len(keys)
-            and width <= self._capacity  # vocabulary slots only: no hashing, no signs
-            and indices == list(range(width + 1))
-            and len(self._plans) < _PLAN_LIMIT
-        ):
-            self._plans[keys] = width
+            indices, values = self._slots(pairs)
+            break
+        else:
+            width = len(pairs)
+            if (
+                width == len(keys)
+                and width <= self._capacity  # vocabulary slots only: no hashing, no signs
+                and indices == list(range(width + 1))
+                and len(self._plans) < _PLAN_LIMIT
+            ):
+                self._plans[keys] = width
         vector = np.bincount(indices, values, minlength=self.dim)
         return pairs, cast(Vector, vector), max(indices) + 1
 

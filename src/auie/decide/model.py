@@ -87,13 +87,7 @@ class HybridRidge:
     @property
     def a_inv(self) -> Array:
         """Every arm's full ``d × d`` inverse (a new array when the stack is compact)."""
-        inv = self._inv
-        width = inv.shape[1]
-        if width == self.d:
-            return inv
-        full = np.repeat((np.eye(self.d) / self.l2)[None], len(inv), axis=0)
-        full[:, :width, :width] = inv
-        return full
+        return self._inv if self._inv.shape[1] == self.d else self._embedded(self.d)
 
     @a_inv.setter
     def a_inv(self, value: Array) -> None:
@@ -103,15 +97,20 @@ class HybridRidge:
         """The stack, re-embedded to cover slots ``[0, h)`` when it is narrower (a feature
         seen for the first time; the ``θ`` rows stay valid)."""
         inv = self._inv
-        width = inv.shape[1]
-        if h > width:
+        if h > inv.shape[1]:
             valid = self._theta_of is inv
-            grown = np.repeat((np.eye(h) / self.l2)[None], len(inv), axis=0)
-            grown[:, :width, :width] = inv
-            self._inv = inv = grown
+            self._inv = inv = self._embedded(h)
             if valid:
-                self._theta_of = grown
+                self._theta_of = inv
         return inv
+
+    def _embedded(self, size: int) -> Array:
+        """The stack in the top-left corner of ``size × size`` blocks of ``I/λ``."""
+        inv = self._inv
+        width = inv.shape[1]
+        out = np.repeat((np.eye(size) / self.l2)[None], len(inv), axis=0)
+        out[:, :width, :width] = inv
+        return out
 
     def _compact(self) -> None:
         """Narrow a full stack (restored, or set from outside) to the active slots."""
@@ -296,7 +295,7 @@ class HybridRidge:
             # Recursive least squares: with v = A'⁻¹·√w·x, θ' = A'⁻¹b' = θ + √w·v·(r − x·θ)
             # (one product and one update instead of A'⁻¹ times b').
             row = theta[i, :h]
-            row += v * (root * (reward - float(xh @ row) / root))  # xh·θ = √w·(x·θ)
+            row += v * (root * reward - float(xh @ row))  # xh·θ = √w·(x·θ)
             self.updates += 1
             return
         self.active = self.d

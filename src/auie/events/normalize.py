@@ -123,12 +123,8 @@ def _identifier(message: Mapping[str, Any], field: str) -> str | None:
 
 def _identities(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """``userId`` and ``anonymousId``; at least one is required."""
-    user_id = message.get("userId")
-    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_LENGTH:
-        user_id = _identifier(message, "userId")
-    anonymous_id = message.get("anonymousId")
-    if type(anonymous_id) is not str or not 0 < len(anonymous_id) <= MAX_ID_LENGTH:
-        anonymous_id = _identifier(message, "anonymousId")
+    user_id = _identifier(message, "userId")
+    anonymous_id = _identifier(message, "anonymousId")
     if user_id is None and anonymous_id is None:
         raise InvalidEvent("userId or anonymousId is required", code="missing_identity")
     return user_id, anonymous_id
