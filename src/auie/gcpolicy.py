@@ -4,10 +4,9 @@ A young collection runs when the *net* count of new container objects (allocatio
 frees) passes a threshold, 700 by default. A request holding a 100-event batch (a few
 thousand dicts, alive until its commit), or a few hundred open decisions, crosses 700
 again and again, so the collector walked the same live objects thousands of times a
-minute: 8 % of the server's CPU at 50,000 events/s, and pauses in the decision tail.
-Request garbage is freed by reference counting, not by the collector, so a higher
-threshold only delays the rare cycles (an exception and its traceback). Measured in
-docs/benchmarks.md (ingest: GC time 8 % → 1.4 % of the server's CPU).
+minute, and its full passes paused the decision tail. Request garbage is freed by
+reference counting, not by the collector, so a higher threshold only delays the rare
+cycles (an exception and its traceback). See ADR 14 and docs/benchmarks.md.
 """
 
 from __future__ import annotations
