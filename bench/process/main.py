@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import auie
+from auie.config import Settings
+from auie.process.supervisor import group_size
 from bench.ingest import profile
 from bench.ingest.main import _cpu_model, _load_text, _table
 from bench.ingest.server import load_average
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=200_000, help="events in the log [200000]")
     parser.add_argument("--people", type=int, default=30_000, help="visitors [30000]")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs [3]")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=group_size(Settings()),
+        help=f"processor processes (process.workers) [{group_size(Settings())}: one per CPU]",
+    )
     parser.add_argument(
         "--no-profile", action="store_true", help="skip the py-spy run (stage split)"
     )
@@ -115,7 +123,9 @@ class Runner:
             self.result["stream"] = stream
             runs = []
             for rep in range(args.repeat):
-                run = throughput.run(template, root / f"run-{rep}", stream["workspace"])
+                run = throughput.run(
+                    template, root / f"run-{rep}", stream["workspace"], members=args.workers
+                )
                 runs.append(run)
                 print(f"  throughput run {rep + 1}: {_brief(run)}", flush=True)
             self.result["runs"]["throughput"] = runs
@@ -136,7 +146,9 @@ class Runner:
             print("  no py-spy: no stage split (.venv/bin/pip install py-spy)", flush=True)
             return
         out = RESULTS / f"process-profile-{self.stamp}.txt"
-        run = throughput.run(template, root / "run-profile", workspace, profile_to=out)
+        run = throughput.run(
+            template, root / "run-profile", workspace, members=self.args.workers, profile_to=out
+        )
         print(f"  profiled run (py-spy): {_brief(run)}", flush=True)
         if not out.exists():
             print("  py-spy wrote no profile", flush=True)
@@ -246,6 +258,7 @@ def _goals(args: argparse.Namespace, result: dict[str, Any]) -> list[dict[str, A
 
 def _brief(run: dict[str, Any]) -> str:
     return (
+        f"{run['members']} processor(s): "
         f"{run['events_per_s']:,.0f} events/s ({run['events']:,} in {run['seconds']:.1f} s), "
         f"{run['events_per_cpu_s']:,.0f} events per CPU-s, CPU {run['cpu_s']:.1f} s "
         f"(main thread {run['main_cpu_s']:.1f} s), peak RSS {run['peak_rss_mib']:.0f} MiB, "

@@ -67,98 +67,121 @@ def _cpu() -> tuple[float, float]:
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """One measured run (in the child process)."""
+    """One member's measured run (in a child process of its own): it says ``ready`` on
+    stdout once its stores are open and starts on a line from stdin. Member 0 (the only one
+    of a group of one) drains the log with :meth:`~auie.process.processor.Processor.drain`, which
+    waits for the other members before its final flush and export, so its clock is the
+    group's; it also checks the lake and the profile store."""
     opened = time.perf_counter()
     runtime = Runtime(Settings(data_dir=Path(spec["data_dir"])))
-    processor = runtime.processor()
+    member, members = spec.get("member", 0), spec.get("members", 1)
+    processor = runtime.processor(member, members)
     open_s = time.perf_counter() - opened
-    if spec.get("wait"):
-        print("ready", flush=True)
-        sys.stdin.readline()
+    print("ready", flush=True)
+    sys.stdin.readline()
     load_from = load_average()
     cpu_from = _cpu()
     started = time.perf_counter()
-    events = dead = steps = 0
-    flushes = []
-    while True:
-        report = processor.step()
-        steps += 1
-        events += report.events
-        dead += report.dead_letters
-        flushes += report.flushes
-        if report.events == 0 and report.dead_letters == 0:
-            break
-    flushes += processor.flush()
+    report = processor.drain()
     seconds = time.perf_counter() - started
     cpu_to = _cpu()
     result = {
-        "events": events,
-        "dead_letters": dead,
+        "member": member,
+        "events": report.events,
+        "dead_letters": report.dead_letters,
         "seconds": seconds,
-        "events_per_s": events / seconds,
         "cpu_s": cpu_to[0] - cpu_from[0],
         "main_cpu_s": cpu_to[1] - cpu_from[1],
-        "events_per_cpu_s": events / max(1e-9, cpu_to[0] - cpu_from[0]),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "steps": steps,
-        "lake_commits": len(flushes),
-        "commit_s": sum(f.seconds for f in flushes),
+        "lake_commits": len(report.flushes),
+        "commit_s": sum(f.seconds for f in report.flushes),
         "open_s": open_s,
         "load": load_average(),
         "load_from": load_from,
         "cpu_pressure": pressure()["cpu"],
     }
-    workspace = spec["workspace"]
-    result["lake_events"] = _lake_rows(runtime, workspace, EVENTS)
-    result["lake_identities"] = _lake_rows(runtime, workspace, IDENTITIES)
-    result["profiles"] = len(runtime.profile_store.profile_ids(workspace))
-    result["identifiers"] = runtime.profile_store.count_nodes(workspace)
+    if member == 0:
+        workspace = spec["workspace"]
+        result["lake_events"] = _lake_rows(runtime, workspace, EVENTS)
+        result["lake_identities"] = _lake_rows(runtime, workspace, IDENTITIES)
+        result["profiles"] = len(runtime.profile_store.profile_ids(workspace))
+        result["identifiers"] = runtime.profile_store.count_nodes(workspace)
     runtime.close()
     return result
 
 
+def _combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group's figures from its members': member 0's clock and checks, summed work."""
+    lead = next(r for r in results if r["member"] == 0)
+    combined = dict(lead)
+    for key in ("events", "dead_letters", "cpu_s", "main_cpu_s", "lake_commits", "commit_s"):
+        combined[key] = sum(r[key] for r in results)
+    combined["peak_rss_mib"] = sum(r["peak_rss_mib"] for r in results)
+    combined["events_per_s"] = combined["events"] / lead["seconds"]
+    combined["events_per_cpu_s"] = combined["events"] / max(1e-9, combined["cpu_s"])
+    combined["members"] = len(results)
+    combined["member_seconds"] = [round(r["seconds"], 2) for r in results]
+    return combined
+
+
 def run(
-    template: Path, work: Path, workspace: str, *, profile_to: Path | None = None
+    template: Path,
+    work: Path,
+    workspace: str,
+    *,
+    members: int = 1,
+    profile_to: Path | None = None,
 ) -> dict[str, Any]:
-    """Copy ``template`` to ``work``, process it in a child process, return its figures.
-    With ``profile_to``, py-spy samples the child into that file while it processes."""
+    """Copy ``template`` to ``work``, process it with a group of ``members`` processor
+    processes, return the group's figures. With ``profile_to``, py-spy samples member 0
+    into that file while it processes."""
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(template, work)
-    output = work.with_suffix(".json")
-    spec = {
-        "data_dir": str(work),
-        "workspace": workspace,
-        "output": str(output),
-        "wait": profile_to is not None,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.process.throughput", json.dumps(spec)],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    children = []
+    for member in range(members):
+        spec = {
+            "data_dir": str(work),
+            "workspace": workspace,
+            "output": str(work.with_suffix(f".{member}.json")),
+            "member": member,
+            "members": members,
+        }
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.process.throughput", json.dumps(spec)],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        )
     spy = None
     try:
-        if profile_to is not None:
+        for process in children:
             assert process.stdout is not None
-            assert process.stdin is not None
             if process.stdout.readline().strip() != b"ready":
-                raise RuntimeError("the throughput child did not start")
-            spy = profile.start(process.pid, 3600, profile_to)
+                raise RuntimeError("a throughput child did not start")
+        if profile_to is not None:
+            spy = profile.start(children[0].pid, 3600, profile_to)
             time.sleep(1.0)  # let py-spy attach before the clock starts
+        for process in children:
+            assert process.stdin is not None
             process.stdin.write(b"go\n")
             process.stdin.flush()
-        if process.wait() != 0:
-            raise RuntimeError(f"the throughput child failed (exit {process.returncode})")
+        for process in children:
+            if process.wait() != 0:
+                raise RuntimeError(f"a throughput child failed (exit {process.returncode})")
     finally:
-        if process.poll() is None:
-            process.kill()
+        for process in children:
+            if process.poll() is None:
+                process.kill()
         if spy is not None:
             spy.wait(timeout=120)
-    result: dict[str, Any] = json.loads(output.read_text())
+    results = [
+        json.loads(work.with_suffix(f".{member}.json").read_text()) for member in range(members)
+    ]
     shutil.rmtree(work, ignore_errors=True)
-    return result
+    return _combine(results)
 
 
 def main() -> None:

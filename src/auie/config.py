@@ -162,6 +162,9 @@ class ProcessConfig(_Section):
     #: (``nice`` alone still gives it a quarter of a contended CPU); ``normal``: the usual
     #: class at ``nice``. A saturated machine lets the backlog grow in the log either way.
     scheduler: Literal["normal", "idle"] = "idle"
+    #: Processor processes, members of one group that split the log's partitions
+    #: (``process.workers`` beyond the event topic's partitions would idle). 0: one per CPU.
+    workers: int = Field(0, ge=0, le=64)
     poll_max_records: int = Field(5000, gt=0)
     #: Truncate ``context.ip`` before storing: ``none``, or keep a /24 (IPv4) and /48 (IPv6).
     ip_truncation: Literal["none", "network"] = "none"

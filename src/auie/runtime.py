@@ -33,6 +33,7 @@ from auie.privacy.audit import AuditLog
 from auie.privacy.crypto import is_encrypted
 from auie.privacy.service import Privacy
 from auie.process.enrich import Enricher
+from auie.process.lock import SectionLock
 from auie.process.plan import PlanStore
 from auie.process.privacy_gate import PrivacyGate
 from auie.process.processor import Processor
@@ -158,11 +159,17 @@ class Runtime:
     def decision_store(self) -> DecisionStore:
         return DecisionStore(self.engine, self.settings.data_dir / "lake" / "models")
 
-    def processor(self) -> Processor:
-        """A processor over this instance's log, profile store and lake."""
+    def processor(self, member: int = 0, members: int = 1) -> Processor:
+        """A processor over this instance's log, profile store and lake: member ``member``
+        of a group of ``members`` (see :mod:`auie.process.processor`)."""
         config, lake = self.settings.process, self.settings.lake
+        group = members > 1
+        locks = self.settings.data_dir / "processor.d"
         writer = LakeWriter(
-            self.lake, max_records=lake.flush_max_records, max_seconds=lake.flush_max_seconds
+            self.lake,
+            max_records=lake.flush_max_records,
+            max_seconds=lake.flush_max_seconds,
+            shared=SectionLock(locks / "lake-commit.lock") if group else None,
         )
         processor = Processor(
             self.eventlog,
@@ -180,8 +187,11 @@ class Runtime:
             poll_max_records=config.poll_max_records,
             plan_refresh_seconds=config.plan_refresh_seconds,
             profile_snapshot_seconds=lake.profile_snapshot_seconds,
+            member=member,
+            members=members,
+            profile_lock=SectionLock(locks / "profiles.lock").held if group else None,
         )
-        if lake.maintenance_minutes > 0:
+        if lake.maintenance_minutes > 0 and member == 0:
             processor.maintenance = LakeMaintenance(
                 self.lake,
                 every_minutes=lake.maintenance_minutes,

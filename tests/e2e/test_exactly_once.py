@@ -7,7 +7,10 @@ with small micro-batches and is killed with SIGKILL at seeded random moments: wh
 starts, some time after a flush, and right after a lake commit (when the other tables of
 the flush and the log's offsets are not committed yet, so the restart must skip rows the
 lake already holds). Lake maintenance (compaction and snapshot expiry) runs every half
-second in the first test, so kills land in it too. After a last run to completion:
+second in the first test, so kills land in it too. The first test runs a group of two
+processor processes (``process.workers=2``, each on its own partitions, sharing the lake
+and the profile store), and a kill takes down the whole group; the second runs one. After
+a last run to completion:
 
 * the lake's ``events`` table holds every messageId exactly once, ``dead_letters`` every
   dead letter exactly once;
@@ -24,6 +27,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -172,9 +176,12 @@ class Chaos:
     kills: list[str] = field(default_factory=list)
     runs: int = 0
 
+    workers: int = 2
+
     def command(self, *args: str) -> list[str]:
         sets = [part for s in (*PROCESS_SETTINGS, *self.extra) for part in ("--set", s)]
-        return [AUIE, "process", "--data-dir", str(self.data_dir), *sets, *args]
+        workers = ("--workers", str(self.workers))
+        return [AUIE, "process", "--data-dir", str(self.data_dir), *workers, *sets, *args]
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         self.runs += 1
@@ -187,6 +194,7 @@ class Chaos:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.data_dir.parent,
+                start_new_session=True,  # a kill takes down every processor of the group
             )
 
     def output(self) -> str:
@@ -246,7 +254,7 @@ class Chaos:
             before_commit = self.lake_commit()
             wait_for(lambda: self.lake_commit() != before_commit)
         assert process.poll() is None, f"processor exited early:\n{self.output()}"
-        process.kill()  # SIGKILL: no signal handler, no final flush
+        os.killpg(process.pid, signal.SIGKILL)  # no signal handler, no final flush
         assert process.wait(10) == -9
         self.kills.append(f"{moment} at {time.monotonic() - started:.2f}s, lag {self.lag()}")
 
@@ -340,7 +348,7 @@ def test_events_appended_during_the_chaos_are_not_lost(
 ) -> None:
     settings, runtime, boot = instance
     written = fill(runtime.eventlog, boot, 0, 5_000, "before")
-    chaos = Chaos(settings.data_dir, runtime.eventlog)
+    chaos = Chaos(settings.data_dir, runtime.eventlog, workers=1)
     stop = threading.Event()
     during = Written()
     errors: list[BaseException] = []

@@ -6,6 +6,10 @@ tracks, junk ids, event times over ten days) is written into the event log of on
 directory in order and, shuffled, into another's; a processor runs each to completion (the
 shuffled one in many small polls and micro-batches). Both must end with identical profiles
 and identical lake contents.
+
+A third data directory gets the stream in order and is processed by a group of three
+processor processes at once (``process.workers``), each consuming its own partitions while
+identity links cross them: it, too, must end with the same profiles and lake.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from sqlalchemy import select
 
 from auie.events import Normalizer
 from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
+from auie.process.processor import GROUP
+from auie.process.supervisor import ProcessorSupervisor
 from auie.profiles.store.sql import SqlProfileStore
 from auie.profiles.store.tables import identity_nodes
 from auie.runtime import Runtime
@@ -207,18 +213,27 @@ def stream(seed: int = 20250106) -> list[dict[str, Any]]:
 PRIVACY = {"privacy.master_key": base64.b64encode(b"k" * 32).decode(), "privacy.encrypt_pii": False}
 
 
-def run(data_dir: Path, events: list[dict[str, Any]], **settings: Any) -> Runtime:
-    runtime = Runtime(
-        make_settings(data_dir, **{"profiles.computed": COMPUTED, **PRIVACY, **settings})
-    )
+def run(data_dir: Path, events: list[dict[str, Any]], members: int = 1, **settings: Any) -> Runtime:
+    """Process ``events`` in a fresh data directory: in this process, or by a group of
+    ``members`` processor processes."""
+    config = make_settings(data_dir, **{"profiles.computed": COMPUTED, **PRIVACY, **settings})
+    runtime = Runtime(config)
     log = runtime.eventlog
     for start in range(0, len(events), 5_000):
         chunk = events[start : start + 5_000]
         received = [int(datetime.fromisoformat(e["receivedAt"]).timestamp() * 1000) for e in chunk]
         log.append([log_record(e, WS, SOURCE, ms) for e, ms in zip(chunk, received, strict=True)])
-    processed = drain(runtime.processor())
-    assert processed == len(events)
-    return runtime
+    if members == 1:
+        processed = drain(runtime.processor())
+        assert processed == len(events)
+        return runtime
+    group = ProcessorSupervisor(config, members, once=True, serving=False)
+    group.start()
+    assert group.join(600) == [0] * members
+    ends, done = log.end_offsets("events"), log.committed(GROUP, "events")
+    assert done == ends
+    runtime.close()
+    return Runtime(config)
 
 
 def profiles(runtime: Runtime) -> dict[str, dict[str, Any]]:
@@ -282,6 +297,13 @@ def test_shuffled_stream_gives_identical_profiles_and_lake(tmp_path: Path) -> No
         },
     )
     second = time.monotonic()
+    grouped = run(
+        tmp_path / "group",
+        events,
+        members=3,
+        **{"process.poll_max_records": 2_000, "lake.flush_max_records": 10_000},
+    )
+    third = time.monotonic()
     try:
         # Profiles: the same ids, each with the same identities, traits, computed traits
         # and merges.
@@ -310,10 +332,22 @@ def test_shuffled_stream_gives_identical_profiles_and_lake(tmp_path: Path) -> No
         assert letters
         assert {(stage, code) for stage, code, *_ in letters} == {("identity", "no_identity")}
         assert dead_letters(mixed) == letters
+
+        # A group of three processors, each on its own partitions, at the same time.
+        got = profiles(grouped)
+        assert got.keys() == expected.keys()
+        for pid, profile in expected.items():
+            assert got[pid] == profile, pid
+        assert events_table(grouped).equals(lake_events)
+        assert store_mapping(grouped) == mapping
+        assert latest_identities(grouped) == mapping
+        assert dead_letters(grouped) == letters
     finally:
         ordered.close()
         mixed.close()
+        grouped.close()
     print(  # timings for the test log (pytest -s)
         f"generate {generated - started:.1f}s, in order {first - generated:.1f}s, "
-        f"shuffled {second - first:.1f}s, compare {time.monotonic() - second:.1f}s"
+        f"shuffled {second - first:.1f}s, group of 3 {third - second:.1f}s, "
+        f"compare {time.monotonic() - third:.1f}s"
     )

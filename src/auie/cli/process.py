@@ -25,8 +25,10 @@ from auie.cli.common import (
 from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
 from auie.process.lock import ProcessorLock
-from auie.process.processor import GROUP
+from auie.process.processor import GROUP, TOPICS
 from auie.process.replay import replay as replay_letters
+from auie.process.supervisor import ProcessorSupervisor, group_size
+from auie.runtime import Runtime
 
 
 def _status(processed: int, dead: int, flushed: int, lag: int, rate: float) -> Table:
@@ -37,19 +39,30 @@ def _status(processed: int, dead: int, flushed: int, lag: int, rate: float) -> T
     return table
 
 
+def _group_status(members: int, processed: int, lag: int, rate: float) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_row("processors", f"{members}", "lag", f"{lag:,}")
+    table.add_row("processed", f"{processed:,}", "rate", f"{rate:,.0f} events/s")
+    return table
+
+
 @click.command()
 @click.option("--once", is_flag=True, help="Process what the log holds, flush, and exit.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0, max=64),
+    default=None,
+    help="Processor processes sharing the log's partitions [process.workers; 0: one per CPU].",
+)
 @settings_options()
-def process(once: bool, settings: Settings) -> None:
+def process(once: bool, workers: int | None, settings: Settings) -> None:
     """Run the processor on its own (auie serve runs it already unless process.enabled=false)."""
     configure_logging(settings.log_level)
-    with ProcessorLock(settings.data_dir / "processor.lock"):
-        _process(once, settings)
-
-
-def _process(once: bool, settings: Settings) -> None:
-    runtime = open_runtime(settings)
-    processor = runtime.processor()
+    if workers is not None:
+        settings = settings.model_copy(
+            update={"process": settings.process.model_copy(update={"workers": workers})}
+        )
+    members = group_size(settings)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -57,6 +70,63 @@ def _process(once: bool, settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    runtime = open_runtime(settings)
+    try:
+        if members == 1:
+            with _all_partitions(runtime):
+                _process(once, runtime, stop)
+        else:
+            _process_group(once, settings, runtime, members, stop)
+    finally:
+        runtime.close()
+
+
+def _all_partitions(runtime: Runtime) -> ProcessorLock:
+    partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+    return ProcessorLock(runtime.settings.data_dir, 0, 1, partitions)
+
+
+def _process_group(
+    once: bool, settings: Settings, runtime: Runtime, members: int, stop: threading.Event
+) -> None:
+    """Run the group's members as child processes until ``stop`` (or, with ``once``, until
+    each has drained its partitions), then export the profile store's last changes."""
+    supervisor = ProcessorSupervisor(settings, members, once=once, serving=False)
+    supervisor.start()
+    started = time.monotonic()
+    first_lag = last_lag = _lag(runtime)
+    with Live(
+        _group_status(members, 0, first_lag, 0), console=console, refresh_per_second=4
+    ) as live:
+        while not stop.wait(0.5):
+            last_lag = _lag(runtime)
+            processed = max(0, first_lag - last_lag)
+            rate = processed / max(1e-9, time.monotonic() - started)
+            live.update(_group_status(members, processed, last_lag, rate))
+            if once and not any(supervisor.running()):
+                break
+            if any(supervisor.failed()):
+                break
+        supervisor.stop()
+        codes = supervisor.join()
+        last_lag = _lag(runtime)
+        processed = max(0, first_lag - last_lag)
+        rate = processed / max(1e-9, time.monotonic() - started)
+        live.update(_group_status(members, processed, last_lag, rate))
+    failed = [f"processor {m} exited with {c}" for m, c in enumerate(codes) if c]
+    if failed:
+        raise click.ClickException("; ".join(failed))
+
+
+def _lag(runtime: Runtime) -> int:
+    """Events the group has not committed yet (cheaper than the log's stats)."""
+    ends = runtime.eventlog.end_offsets(EVENTS_TOPIC)
+    done = runtime.eventlog.committed(GROUP, EVENTS_TOPIC)
+    return sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+
+
+def _process(once: bool, runtime: Runtime, stop: threading.Event) -> None:
+    processor = runtime.processor()
     processed = dead = flushed = 0
     started = time.monotonic()
     with Live(
@@ -79,7 +149,6 @@ def _process(once: bool, settings: Settings) -> None:
         live.update(
             _status(processed, dead, flushed, 0, processed / max(1e-9, time.monotonic() - started))
         )
-    runtime.close()
 
 
 @click.command()

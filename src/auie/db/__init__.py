@@ -7,7 +7,11 @@ latest revision before use, so upgrading AUIE is restarting it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import threading
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,12 +86,32 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@contextlib.contextmanager
+def _across_processes(engine: Engine) -> Iterator[None]:
+    """Serializes migrations of one SQLite file across processes (the processors of a group
+    open a fresh data directory at the same moment); PostgreSQL locks in the transaction."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with Path(database + ".migrate.lock").open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine, revision: str = "head", migrations: Path = _MIGRATIONS) -> None:
     """Upgrade the database schema to ``revision`` (idempotent) with the Alembic scripts in
-    ``migrations`` (each store has its own history and version table)."""
+    ``migrations`` (each store has its own history and version table), one process at a
+    time."""
     config = Config()
     config.set_main_option("script_location", str(migrations))
-    with _migrate_lock, engine.begin() as connection:
+    with _migrate_lock, _across_processes(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            key = zlib.crc32(str(migrations).encode()) & 0x7FFFFFFF
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

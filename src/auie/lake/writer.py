@@ -18,14 +18,20 @@ A flush may carry more work for the same thread, run after its tables are commit
 (``after``): the processor exports the profile store's changes there
 (:mod:`auie.process.exports`), so that they, too, are in the lake before the log's committed
 offsets move.
+
+The writers of a processor group (several processes, each consuming its own partitions)
+share the tables: with ``shared`` (a lock over the group), a commit holds the lock, reloads
+the table and records the table's offsets with its own partitions' offsets replaced by its
+own, so each commit's summary covers every member's partitions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +42,7 @@ from pyiceberg.exceptions import CommitFailedException
 from auie.lake.catalog import Lake, committed_offsets, offsets_property
 from auie.lake.rows import Columns, add_event
 from auie.lake.tables import EVENTS
+from auie.process.lock import SectionLock
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +94,18 @@ def append(lake: Lake, workspace: str, name: str, data: pa.Table, offsets: Offse
 class LakeWriter:
     """See the module docstring."""
 
-    def __init__(self, lake: Lake, *, max_records: int, max_seconds: float) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        max_records: int,
+        max_seconds: float,
+        shared: SectionLock | None = None,
+    ) -> None:
         self.lake = lake
         self.max_records = max_records
         self.max_seconds = max_seconds
+        self.shared = shared
         self._buffers: dict[_Key, _Buffer] = {}
         self._committed: dict[_Key, Offsets] = {}
         self._pending = 0
@@ -100,8 +115,19 @@ class LakeWriter:
         key = (workspace, table)
         offsets = self._committed.get(key)
         if offsets is None:
-            offsets = self._committed[key] = committed_offsets(self.lake.table(workspace, table))
+            with self.commit_lock():
+                offsets = committed_offsets(self.lake.table(workspace, table))
+            self._committed[key] = offsets
         return offsets
+
+    @contextlib.contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Held around a lake commit (and lake maintenance) of a shared writer."""
+        if self.shared is None:
+            yield
+            return
+        with self.shared.held():
+            yield
 
     def accepts(self, workspace: str, table: str, topic: str, partition: int, offset: int) -> bool:
         """False for a row the table already holds (read again after a crash)."""
@@ -227,7 +253,21 @@ class LakeWriter:
         return reports
 
     def _append(self, key: _Key, data: pa.Table, offsets: Offsets) -> None:
-        append(self.lake, *key, data, offsets)
+        if self.shared is None:
+            append(self.lake, *key, data, offsets)
+            return
+        with self.commit_lock():
+            for attempt in (1, 2):  # a commit outside the group (erasure): reload, retry once
+                table = self.lake.refresh(*key)
+                merged = committed_offsets(table)
+                for topic, parts in offsets.items():
+                    merged[topic] = {**merged.get(topic, {}), **parts}
+                try:
+                    table.append(data, snapshot_properties=offsets_property(merged))
+                    return
+                except CommitFailedException:
+                    if attempt == 2:
+                        raise
 
     def _give_back(self, pending: PendingFlush) -> None:
         for key, (columns, since) in pending.tables.items():

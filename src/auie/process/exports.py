@@ -71,6 +71,7 @@ class ProfileExports:
         #: some behind).
         self._dirty_since: float | None = clock()
         self._snapshot_at = clock()
+        self._watched_at = float("-inf")
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -78,6 +79,17 @@ class ProfileExports:
         """Note that the profile store has just written identity changes."""
         if self._dirty_since is None:
             self._dirty_since = self.clock()
+
+    def watch(self, every_seconds: float = 0.25) -> None:
+        """Note identity changes other processes wrote (the other members of a processor
+        group), reading the profile store's change sequence at most every ``every_seconds``."""
+        now = self.clock()
+        if now - self._watched_at < every_seconds:
+            return
+        self._watched_at = now
+        exported = self._low[IDENTITIES]
+        if exported is not None and self.store.change_sequence() > exported:
+            self.touch()
 
     def due(self, max_seconds: float) -> bool:
         """Whether a flush should run for the exports alone: identity changes waiting for

@@ -1,53 +1,100 @@
-"""One processor per data directory: an exclusive file lock.
+"""Processor locks: which processor consumes which log partitions, and the sections
+the members of a processor group take turns in.
 
-After ``kill -9`` of ``auie serve`` its processor child may live on for a few seconds until
-it notices; a new processor waits for the lock instead of consuming the same log at the
-same time (which would break exactly-once).
+A processor group has ``members`` processes; member ``i`` consumes partition ``p`` of every
+topic when ``p % members == i`` (:func:`owns`). Each member holds an exclusive ``flock`` on
+one file per partition it owns (``processor.d/<p>.lock``) for as long as it runs, and a
+shared one on ``processor.lock`` (which tells erasure that a processor is running). Two
+processors that would consume the same partition, whatever the sizes of their groups,
+therefore never run at once: after ``kill -9`` of ``auie serve`` its processor children may
+live on for a few seconds until they notice; a new member waits for their locks instead of
+consuming the same partitions at the same time (which would break exactly-once).
+
+:class:`SectionLock` is an exclusive ``flock`` for the critical sections of a group of
+more than one member: identity resolution with its profile-store write, and lake commits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 logger = logging.getLogger(__name__)
 
 
-class ProcessorLock:
-    """``with ProcessorLock(path):`` holds an exclusive ``flock`` on ``path``."""
+def owns(member: int, members: int, partition: int) -> bool:
+    """Whether member ``member`` of a group of ``members`` consumes ``partition``."""
+    return partition % members == member
 
-    def __init__(self, path: Path, wait_seconds: float = 120.0) -> None:
-        self.path = path
+
+def _lock(fd: int, path: Path, mode: int, deadline: float) -> None:
+    warned = False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"another processor holds {path}; is `auie process` running?"
+                ) from None
+            if not warned:
+                logger.warning("waiting for another processor to release %s", path)
+                warned = True
+            time.sleep(0.2)
+
+
+class ProcessorLock:
+    """``with ProcessorLock(data_dir, member, members, partitions):`` holds the locks of a
+    processor that consumes the partitions below ``partitions`` it owns (module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        member: int = 0,
+        members: int = 1,
+        partitions: int = 1,
+        wait_seconds: float = 120.0,
+    ) -> None:
+        if not 0 <= member < members:
+            raise ValueError(f"member {member} of a group of {members}")
+        self.path = data_dir / "processor.lock"
+        self.parts = [
+            data_dir / "processor.d" / f"{p}.lock"
+            for p in range(max(partitions, members))
+            if owns(member, members, p)
+        ]
         self.wait_seconds = wait_seconds
-        self._fd: int | None = None
+        self._fds: list[int] = []
 
     def __enter__(self) -> ProcessorLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + self.wait_seconds
-        warned = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TimeoutError(
-                        f"another processor holds {self.path}; is `auie process` running?"
-                    ) from None
-                if not warned:
-                    logger.warning("waiting for another processor to release %s", self.path)
-                    warned = True
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        (self.path.parent / "processor.d").mkdir(exist_ok=True)
+        try:
+            for path, mode in [(self.path, fcntl.LOCK_SH)] + [
+                (p, fcntl.LOCK_EX) for p in self.parts
+            ]:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._fds.append(fd)
+                _lock(fd, path, mode, deadline)
+        except BaseException:
+            self._release()
+            raise
         return self
+
+    def _release(self) -> None:
+        for fd in reversed(self._fds):
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._fds.clear()
 
     def __exit__(
         self,
@@ -55,7 +102,23 @@ class ProcessorLock:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._release()
+
+
+class SectionLock:
+    """An exclusive ``flock`` on ``path`` for ``with lock.held():`` sections, across the
+    processes of a group (and the threads of one: the file is opened per section)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

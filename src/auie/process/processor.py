@@ -22,6 +22,17 @@ once it has succeeded; lake maintenance runs only between commits.
 Rows of the lake's ``identities`` and ``profiles`` tables are not computed here but exported
 from the profile store, by its own change sequence (:mod:`auie.process.exports`), in the lake
 commit's thread after the tables of the micro-batch.
+
+Several processors can share the work as the members of one group (``process.workers``):
+member ``i`` of ``n`` consumes the partitions ``p`` with ``p % n == i`` of every topic
+(:func:`auie.process.lock.owns`). The log is partitioned by person, and a profile's state is
+kept per identifier, so decoding, the tracking plan, enrichment, the privacy stage, state
+folding and lake rows need nothing from the other members. What does is identity
+resolution, whose edges join identifiers of different partitions: a member resolves a batch
+and writes it to the profile store inside ``profile_lock``, reading the identity graph once
+it holds the lock, so the graph changes one batch at a time as with one processor. Lake
+commits merge each member's offsets into the table's (:class:`~auie.lake.writer.LakeWriter`
+``shared``); member 0 alone exports the profile store's changes and runs lake maintenance.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from auie.lake.tables import DEAD_LETTERS, DECISIONS, EVENTS, REWARDS
 from auie.lake.writer import FlushReport, LakeWriter, PendingFlush
 from auie.process.enrich import Enricher
 from auie.process.exports import ProfileExports
+from auie.process.lock import owns
 from auie.process.plan import PlanStore, TrackingPlan, Verdict
 from auie.process.privacy_gate import PrivacyGate
 from auie.profiles.identity import EventIdentity, event_identity
@@ -169,6 +181,9 @@ class Processor:
         poll_max_records: int = 5000,
         plan_refresh_seconds: float = 5.0,
         profile_snapshot_seconds: float = 60.0,
+        member: int = 0,
+        members: int = 1,
+        profile_lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
         self.log = log
         self.store = store
@@ -180,6 +195,11 @@ class Processor:
         self.poll_max_records = poll_max_records
         self.plan_refresh_seconds = plan_refresh_seconds
         self._plans: dict[str, tuple[TrackingPlan | None, float]] = {}
+        if not 0 <= member < members:
+            raise ValueError(f"member {member} of a group of {members}")
+        self.member, self.members = member, members
+        #: Held while a batch is resolved and written (a group of more than one member).
+        self.profile_lock = profile_lock or contextlib.nullcontext
         self.positions = {topic: self._start(topic) for topic in TOPICS}
         self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in PROFILE_TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
@@ -188,7 +208,11 @@ class Processor:
         self.maintenance: Callable[[], object] | None = None
         #: The lake commit running in the background, if any.
         self._flushing: PendingFlush | None = None
-        #: Identity changes and profile snapshots, from the profile store to the lake.
+        #: Identity changes and profile snapshots, from the profile store to the lake (by
+        #: member 0 of a group; None for the others).
+        self.exports: ProfileExports | None = None
+        if member != 0:
+            return
         self.exports = ProfileExports(
             store,
             profiles,
@@ -201,7 +225,11 @@ class Processor:
     def _start(self, topic: str) -> dict[int, int]:
         begins = self.log.begin_offsets(topic)
         committed = self.log.committed(GROUP, topic)
-        return {p: max(committed.get(p, b), b) for p, b in begins.items()}
+        return {
+            p: max(committed.get(p, b), b)
+            for p, b in begins.items()
+            if owns(self.member, self.members, p)
+        }
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -212,6 +240,39 @@ class Processor:
             if report.idle:
                 stop.wait(idle_sleep)
         self.flush()
+
+    def drain(self, stop: StopFlag | None = None) -> StepReport:
+        """Process what the log holds now, then flush (``auie process --once``); the totals.
+
+        Member 0 of a group then waits for the other members to absorb their partitions up
+        to the same point, so its final export holds their last profile changes too."""
+        ends = {topic: self.log.end_offsets(topic) for topic in PROFILE_TOPICS}
+        total = StepReport()
+        while stop is None or not stop.is_set():
+            report = self.step()
+            total.events += report.events
+            total.dead_letters += report.dead_letters
+            total.decisions += report.decisions
+            total.flushes += report.flushes
+            if report.idle:
+                break
+        while self.exports is not None and self.members > 1 and not self._absorbed(ends):
+            if stop is not None and stop.wait(0.1):
+                break
+            if stop is None:
+                time.sleep(0.1)
+            self.exports.watch()
+            total.flushes += self._commit_lake()
+        total.flushes += self.flush()
+        return total
+
+    def _absorbed(self, ends: Mapping[str, Mapping[int, int]]) -> bool:
+        """Whether the group's committed offsets have reached ``ends``."""
+        for topic, parts in ends.items():
+            done = self.log.committed(GROUP, topic)
+            if any(done.get(p, 0) < end for p, end in parts.items()):
+                return False
+        return True
 
     def step(self) -> StepReport:
         """Poll once, process what came, flush the lake when a micro-batch is due."""
@@ -236,9 +297,15 @@ class Processor:
             reports = self._end_flush(flushing)
         if self._flushing is None:
             if self.maintenance is not None:
-                self.maintenance()
-            if self.writer.due() or self.exports.due(self.writer.max_seconds):
-                self._flushing = self.writer.begin_flush(self.positions, after=self.exports.run)
+                with self.writer.commit_lock():
+                    self.maintenance()
+            exports = self.exports
+            if exports is not None and self.members > 1:
+                exports.watch()  # the other members' writes
+            if self.writer.due() or (exports is not None and exports.due(self.writer.max_seconds)):
+                self._flushing = self.writer.begin_flush(
+                    self.positions, after=exports.run if exports is not None else None
+                )
         return reports
 
     def _end_flush(self, flushing: PendingFlush) -> list[FlushReport]:
@@ -265,7 +332,8 @@ class Processor:
         """Run one polled batch through the stages; write the profile store's changes and
         the offsets they cover in one transaction."""
         change = ProfileWrite()
-        report.events = self._events(events, change)
+        accepted = self._check(events, change)
+        report.events = len(events)
         report.dead_letters = self._collector_dead_letters(dead, change)
         report.decisions = self._lake_records(lake_only, change)
         self._advance(events, change, EVENTS_TOPIC)
@@ -273,8 +341,12 @@ class Processor:
         for record in lake_only:
             positions = self.positions[record.topic]
             positions[record.partition] = max(positions[record.partition], record.offset + 1)
-        self.store.write(change)
-        if change.nodes or change.reassign:
+        with self.profile_lock():
+            resolved = self._resolve(accepted, change)
+            self.store.write(change)
+        for item in resolved:
+            self._lake_event(item)
+        if (change.nodes or change.reassign) and self.exports is not None:
             self.exports.touch()
         for topic, offsets in change.offsets.items():
             self.applied[topic[1]].update(offsets)
@@ -283,7 +355,11 @@ class Processor:
         """Commit buffered lake rows (after a background commit in progress), then move the
         log group's committed offsets."""
         earlier = self._end_flush(self._flushing) if self._flushing is not None else []
-        reports = self.writer.flush(self.positions, after=lambda: self.exports.run(snapshot=True))
+        exports = self.exports
+        reports = self.writer.flush(
+            self.positions,
+            after=(lambda: exports.run(snapshot=True)) if exports is not None else None,
+        )
         self._commit_log(self.positions)
         if reports and self.on_flush is not None:
             self.on_flush(reports)
@@ -310,7 +386,8 @@ class Processor:
 
     # -- stages ---------------------------------------------------------------------------
 
-    def _events(self, records: list[StoredRecord], change: ProfileWrite) -> int:
+    def _check(self, records: list[StoredRecord], change: ProfileWrite) -> list[_Accepted]:
+        """The stages before identity resolution: decode, tracking plan, enrichment, privacy."""
         accepted: list[_Accepted] = []
         for record in records:
             fresh = record.offset >= self.applied[EVENTS_TOPIC].get(record.partition, 0)
@@ -318,7 +395,11 @@ class Processor:
                 accepted.append(self._check_and_enrich(record, fresh, change))
             except StageError as exc:
                 self._dead_letter(record, exc, change, fresh)
-        accepted = self._privacy(accepted)
+        return self._privacy(accepted)
+
+    def _resolve(self, accepted: list[_Accepted], change: ProfileWrite) -> list[_Accepted]:
+        """Identity resolution and profile updates into ``change``; returns the events that
+        have a profile (the others become dead letters)."""
         fresh_items = [a for a in accepted if a.fresh]
         resolution = self.profiles.resolve(
             [Item(a.workspace, a.event, a.ts, a.identity) for a in fresh_items]
@@ -330,6 +411,7 @@ class Processor:
         profile_ids = dict(zip(map(id, fresh_items), resolution.profile_ids, strict=True))
         for a, pid in self._replayed_profiles([a for a in accepted if not a.fresh]).items():
             profile_ids[a] = pid
+        resolved = []
         for item in accepted:
             if profile_ids.get(id(item)) is None:
                 error = StageError(
@@ -337,8 +419,8 @@ class Processor:
                 )
                 self._dead_letter(item.record, error, change, item.fresh)
                 continue
-            self._lake_event(item)
-        return len(records)
+            resolved.append(item)
+        return resolved
 
     def _check_and_enrich(
         self, record: StoredRecord, fresh: bool, change: ProfileWrite

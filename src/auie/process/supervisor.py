@@ -1,9 +1,11 @@
-"""Runs the processor in a child process of ``auie serve`` and restarts it if it dies.
+"""Runs the processor group in child processes of ``auie serve`` (or ``auie process``) and
+restarts a child that dies.
 
-A child process, not a thread: the processor is CPU-bound Python, and in its own process
-it uses the second core instead of competing with the collector for the GIL. The child
-stops when asked, when its parent disappears, and never on the terminal's Ctrl+C (the
-parent decides).
+Child processes, not threads: the processor is CPU-bound Python, and in processes of their
+own the members of the group (``process.workers``, one per CPU by default; see
+:mod:`auie.process.processor`) use the other cores instead of competing with the collector
+for the GIL. A child stops when asked, when its parent disappears, and never on the
+terminal's Ctrl+C (the parent decides).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.synchronize import Event as ProcessEvent
 
 from auie.config import Settings
@@ -47,79 +50,161 @@ def _lower_priority(settings: Settings) -> None:
             logger.warning("processor: cannot use SCHED_IDLE (%s); running at nice", exc)
 
 
-def run_child(settings: Settings, stop: ProcessEvent, parent: int) -> None:
-    """Entry point of the child process."""
+def group_size(settings: Settings) -> int:
+    """Members of the processor group: ``process.workers``, or one per CPU; never more
+    than the event log's partitions."""
+    wanted = settings.process.workers or os.cpu_count() or 1
+    return max(1, min(wanted, settings.eventlog.partitions))
+
+
+def run_child(
+    settings: Settings,
+    stop: ProcessEvent,
+    parent: int,
+    *,
+    member: int = 0,
+    members: int = 1,
+    once: bool = False,
+    serving: bool = True,
+) -> None:
+    """Entry point of a child process: member ``member`` of the group until ``stop`` (with
+    ``once``: until its partitions are drained); beside a server (``serving``) at a lower
+    CPU priority."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[processor]: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s[processor {member}]: %(message)s",
     )
-    _lower_priority(settings)
-    from auie.process.lock import ProcessorLock
+    if serving:
+        _lower_priority(settings)
+    from auie.process.lock import ProcessorLock, SectionLock
+    from auie.process.processor import TOPICS
     from auie.runtime import Runtime
 
-    with ProcessorLock(settings.data_dir / "processor.lock"):
-        runtime = Runtime(settings)
-        try:
-            runtime.processor().run(_StopWhenOrphaned(stop, parent))
-        finally:
-            runtime.close()
+    runtime = Runtime(settings)
+    try:
+        # Members open a fresh data directory's stores (schemas, catalog) one at a time.
+        with SectionLock(settings.data_dir / "processor.d" / "open.lock").held():
+            partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+            runtime.lake.workspaces()
+        with ProcessorLock(settings.data_dir, member, members, partitions):
+            processor = runtime.processor(member, members)
+            flag = _StopWhenOrphaned(stop, parent)
+            if not once:
+                processor.run(flag)
+                return
+            processor.drain(flag)
+    finally:
+        runtime.close()
 
 
 class ProcessorSupervisor:
-    """Starts the processor child, restarts it with back-off, stops it cleanly."""
+    """Starts the processor group's children, restarts a child that dies with back-off,
+    stops them cleanly. With ``once``, the children drain the log and exit (no restarts).
+    ``serving``: the children run beside ``auie serve`` and yield the CPU to it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        members: int | None = None,
+        *,
+        once: bool = False,
+        serving: bool = True,
+    ) -> None:
         self.settings = settings
+        self.members = members or group_size(settings)
+        self.once = once
+        self.serving = serving
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._processes: list[multiprocessing.process.BaseProcess | None] = [None] * self.members
         self._watcher: threading.Thread | None = None
         self._stopping = threading.Event()
         self.restarts = 0
 
     def start(self) -> None:
-        self._spawn()
-        self._watcher = threading.Thread(
-            target=self._watch, name="auie-processor-watch", daemon=True
-        )
-        self._watcher.start()
+        for member in range(self.members):
+            self._spawn(member)
+        if not self.once:
+            self._watcher = threading.Thread(
+                target=self._watch, name="auie-processor-watch", daemon=True
+            )
+            self._watcher.start()
 
-    def _spawn(self) -> None:
-        self._process = self._context.Process(
+    def _spawn(self, member: int) -> None:
+        process = self._context.Process(
             target=run_child,
             args=(self.settings, self._stop, os.getpid()),
-            name="auie-processor",
+            kwargs={
+                "member": member,
+                "members": self.members,
+                "once": self.once,
+                "serving": self.serving,
+            },
+            name=f"auie-processor-{member}",
             daemon=False,
         )
-        self._process.start()
-        logger.info("processor started (pid %s)", self._process.pid)
+        process.start()
+        self._processes[member] = process
+        logger.info("processor %s of %s started (pid %s)", member, self.members, process.pid)
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
-            process = self._process
-            if process is not None and not process.is_alive() and not self._stopping.is_set():
+            for member, process in enumerate(self._processes):
+                if process is None or process.is_alive() or self._stopping.is_set():
+                    continue
                 delay = _RESTART_DELAYS[min(self.restarts, len(_RESTART_DELAYS) - 1)]
-                logger.error("processor exited with %s; restarting in %gs", process.exitcode, delay)
+                logger.error(
+                    "processor %s exited with %s; restarting in %gs",
+                    member,
+                    process.exitcode,
+                    delay,
+                )
                 self.restarts += 1
                 if self._stopping.wait(delay):
                     return
-                self._spawn()
+                self._spawn(member)
             self._stopping.wait(0.5)
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        """Every child runs."""
+        return all(p is not None and p.is_alive() for p in self._processes)
+
+    def failed(self) -> list[bool]:
+        """Whether each child has exited with an error."""
+        return [p is not None and bool(p.exitcode) for p in self._processes]
+
+    def running(self) -> list[bool]:
+        """Whether each child is alive."""
+        return [p is not None and p.is_alive() for p in self._processes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p is not None and p.pid is not None]
+
+    def join(self, timeout: float | None = None) -> list[int | None]:
+        """Wait for the children to exit; their exit codes. A child that fails stops the
+        others (member 0 of a draining group would wait for it for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while any(self.running()):
+            if any(self.failed()):
+                self.stop()
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return [p.exitcode if p is not None else None for p in self._processes]
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
         self._stop.set()
-        process = self._process
-        if process is not None:
-            process.join(timeout)
-            if process.is_alive():
-                logger.warning("processor did not stop in %gs; terminating", timeout)
-                process.terminate()
-                process.join(5)
+        for process in self._processes:
+            if process is not None:
+                process.join(timeout)
+                if process.is_alive():
+                    logger.warning("processor did not stop in %gs; terminating", timeout)
+                    process.terminate()
+                    process.join(5)
         if self._watcher is not None:
             self._watcher.join(2)
