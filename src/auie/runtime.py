@@ -165,6 +165,8 @@ class Runtime:
         config, lake = self.settings.process, self.settings.lake
         group = members > 1
         locks = self.settings.data_dir / "processor.d"
+        enricher = Enricher(config.ip_truncation)
+        enricher.warm_up()
         writer = LakeWriter(
             self.lake,
             max_records=lake.flush_max_records,
@@ -177,7 +179,7 @@ class Runtime:
             self.profiles,
             writer,
             self.plans,
-            enricher=Enricher(config.ip_truncation),
+            enricher=enricher,
             gate=PrivacyGate(
                 self.settings.privacy,
                 suppressions=self.privacy.suppressions,

@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 from auie.errors import InvalidRequest, NotFound, StorageUnavailable
 from auie.eventlog.base import (
@@ -274,10 +275,16 @@ class SQLiteEventLog(EventLog):
             " WHERE offset >= ? ORDER BY offset LIMIT ?",
             (offset, max_records),
         )
-        return [
-            StoredRecord(topic, partition, off, bytes(key), bytes(value), ts, json.loads(headers))
-            for off, key, value, ts, headers in rows
-        ]
+        # Records of one source carry the same headers: decode each distinct text once per
+        # read (the records share the read-only mapping).
+        headers_of: dict[str, Mapping[str, str]] = {}
+        records = []
+        for off, key, value, ts, text in rows:
+            headers = headers_of.get(text)
+            if headers is None:
+                headers = headers_of[text] = MappingProxyType(json.loads(text))
+            records.append(StoredRecord(topic, partition, off, key, value, ts, headers))
+        return records
 
     def _check_partition(self, topic: str, partition: int) -> None:
         if not 0 <= partition < self.partitions(topic):

@@ -4,6 +4,7 @@ PostgreSQL by ``lake.catalog_url``. One namespace per workspace."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 from collections.abc import Iterator
@@ -33,15 +34,27 @@ PROFILE_CHANGES = "profile-changes"
 
 
 def open_catalog(settings: Settings) -> SqlCatalog:
+    """pyiceberg's SQL catalog. Opening creates its tables on first use; on a SQLite file
+    processes opening it at the same moment (a processor group) take turns."""
     url = settings.lake_catalog_url
+    lock: Path | None = None
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".open.lock")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     warehouse = settings.lake_warehouse
     if warehouse.startswith("file://"):
         Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-    return SqlCatalog("auie", uri=url, warehouse=warehouse)
+    if lock is None:
+        return SqlCatalog("auie", uri=url, warehouse=warehouse)
+    with lock.open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            return SqlCatalog("auie", uri=url, warehouse=warehouse)
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class Lake:

@@ -356,10 +356,11 @@ class Processor:
         log group's committed offsets."""
         earlier = self._end_flush(self._flushing) if self._flushing is not None else []
         exports = self.exports
-        reports = self.writer.flush(
-            self.positions,
-            after=(lambda: exports.run(snapshot=True)) if exports is not None else None,
-        )
+        with collector_paused():  # the final profile snapshot allocates per profile
+            reports = self.writer.flush(
+                self.positions,
+                after=(lambda: exports.run(snapshot=True)) if exports is not None else None,
+            )
         self._commit_log(self.positions)
         if reports and self.on_flush is not None:
             self.on_flush(reports)
