@@ -124,10 +124,12 @@ def measure(
     warmup: float,
     interval: float,
     drain: float,
+    workers: int = 0,
     keep: bool = False,
 ) -> dict[str, Any]:
-    """One freshness run against its own ``auie serve``."""
-    server = AuieServer(keep=keep)
+    """One freshness run against its own ``auie serve`` (its processor group of
+    ``workers``; 0: the default, one per CPU)."""
+    server = AuieServer({"process.workers": workers}, keep=keep)
     try:
         server.start()
         return _measure(

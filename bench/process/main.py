@@ -173,6 +173,7 @@ class Runner:
             warmup=args.warmup,
             interval=args.interval,
             drain=args.drain,
+            workers=args.workers,
             keep=args.keep_data,
         )
         self.result["runs"]["freshness"] = [run]
