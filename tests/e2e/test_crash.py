@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -28,8 +29,10 @@ from typing import Any
 import httpx
 import pytest
 
+from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
 from auie.eventlog.sqlite import SQLiteEventLog
+from auie.process.supervisor import group_size
 from helpers import AUIE, Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -286,32 +289,81 @@ def test_acknowledged_events_survive_kill_9_and_resends_are_deduplicated(
     assert [m for m, n in final.items() if n != 1] == []
 
 
+def role(of: int) -> str:
+    """``processor`` for a process holding the processor lock, else ``other``."""
+    try:
+        open_files = {
+            os.path.basename(os.readlink(f"/proc/{of}/fd/{fd}"))
+            for fd in os.listdir(f"/proc/{of}/fd")
+            if os.path.islink(f"/proc/{of}/fd/{fd}")
+        }
+    except OSError:  # it exited meanwhile
+        return "gone"
+    return "processor" if "processor.lock" in open_files else "other"
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of every thread (the supervisor's watcher thread restarts)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def processors(server: Server) -> list[int]:
+    return [c for c in children(server.process.pid) if role(c) == "processor"]
+
+
+def test_a_killed_processor_is_restarted_and_the_group_processes_everything(
+    server: Server,
+) -> None:
+    members = group_size(Settings())
+    deadline = time.monotonic() + 60
+    while len(processors(server)) < members:
+        assert time.monotonic() < deadline, f"{processors(server)} of {members} processors"
+        time.sleep(0.2)
+    victim = processors(server)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    key = server.credentials["writeKey"]
+    with httpx.Client(base_url=server.url, auth=(key, ""), timeout=30) as client:
+        for batch_id in range(50):  # 17 people: every partition gets events
+            assert client.post("/v1/batch", json={"batch": batch(batch_id)}).status_code == 200
+    log = SQLiteEventLog(server.data_dir / "log" / "eventlog.db")
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            alive = processors(server)
+            done = log.committed("processor", EVENTS_TOPIC) == log.end_offsets(EVENTS_TOPIC)
+            if done and len(alive) == members and victim not in alive:
+                break
+            assert time.monotonic() < deadline, (alive, log.committed("processor", EVENTS_TOPIC))
+            time.sleep(0.2)
+    finally:
+        log.close()
+    assert "restarting" in server.log_path.read_text()
+
+
 def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
     server: Server,
 ) -> None:
     # process.nice (default 5) and process.scheduler (default idle): under load,
     # acknowledging events comes before processing.
     pid = server.process.pid
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def nice(of: int) -> int:
         return int(Path(f"/proc/{of}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
-    def role(of: int) -> str:
-        open_files = {
-            os.path.basename(os.readlink(f"/proc/{of}/fd/{fd}"))
-            for fd in os.listdir(f"/proc/{of}/fd")
-            if os.path.islink(f"/proc/{of}/fd/{fd}")
-        }
-        return "processor" if "processor.lock" in open_files else "other"
-
     deadline = time.monotonic() + 30
-    while not any(role(c) == "processor" for c in children):
+    while not processors(server):
         assert time.monotonic() < deadline, "no processor child"
         time.sleep(0.2)
-    niceness = {c: (role(c), nice(c)) for c in children}
+    niceness = {c: (role(c), nice(c)) for c in children(pid)}
     assert {n for r, n in niceness.values() if r == "processor"} == {nice(pid) + 5}, niceness
     assert {n for r, n in niceness.values() if r == "other"} == {nice(pid)}, niceness
-    policies = {c: (role(c), os.sched_getscheduler(c)) for c in children}
+    policies = {c: (role(c), os.sched_getscheduler(c)) for c in children(pid)}
     assert {p for r, p in policies.values() if r == "processor"} == {os.SCHED_IDLE}, policies
     assert {p for r, p in policies.values() if r == "other"} == {os.SCHED_OTHER}, policies
