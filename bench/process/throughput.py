@@ -27,6 +27,8 @@ from typing import Any
 
 from auie.config import Settings
 from auie.lake.tables import EVENTS, IDENTITIES
+from auie.process.lock import ProcessorLock, SectionLock
+from auie.process.processor import TOPICS
 from auie.runtime import Runtime
 from bench.ingest import profile
 from bench.ingest.server import load_average, pressure
@@ -73,8 +75,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     waits for the other members before its final flush and export, so its clock is the
     group's; it also checks the lake and the profile store."""
     opened = time.perf_counter()
-    runtime = Runtime(Settings(data_dir=Path(spec["data_dir"])))
+    data_dir = Path(spec["data_dir"])
     member, members = spec.get("member", 0), spec.get("members", 1)
+    with SectionLock(data_dir / "processor.d" / "open.lock").held():  # as auie serve's
+        runtime = Runtime(Settings(data_dir=data_dir))
+        partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+    with ProcessorLock(data_dir, member, members, partitions):
+        return _measure(spec, runtime, member, members, opened)
+
+
+def _measure(
+    spec: dict[str, Any], runtime: Runtime, member: int, members: int, opened: float
+) -> dict[str, Any]:
     processor = runtime.processor(member, members)
     open_s = time.perf_counter() - opened
     print("ready", flush=True)

@@ -33,10 +33,10 @@ from auie.privacy.audit import AuditLog
 from auie.privacy.crypto import is_encrypted
 from auie.privacy.service import Privacy
 from auie.process.enrich import Enricher
-from auie.process.lock import SectionLock
+from auie.process.lock import SectionLock, others_running
 from auie.process.plan import PlanStore
 from auie.process.privacy_gate import PrivacyGate
-from auie.process.processor import Processor
+from auie.process.processor import TOPICS, Processor
 from auie.profiles.identity import IdentityRules
 from auie.profiles.service import ProfileService
 from auie.profiles.state import ComputedTrait, StateFolder
@@ -193,6 +193,10 @@ class Runtime:
             members=members,
             profile_lock=SectionLock(locks / "profiles.lock").held if group else None,
         )
+        if group:
+            partitions = max(self.eventlog.partitions(topic) for topic in TOPICS)
+            data_dir = self.settings.data_dir
+            processor.others_running = lambda: others_running(data_dir, member, members, partitions)
         if lake.maintenance_minutes > 0 and member == 0:
             processor.maintenance = LakeMaintenance(
                 self.lake,

@@ -105,6 +105,25 @@ class ProcessorLock:
         self._release()
 
 
+def others_running(data_dir: Path, member: int, members: int, partitions: int) -> bool:
+    """Whether a processor holds a partition lock that member ``member`` of the group does
+    not own (another member has not exited yet)."""
+    for p in range(max(partitions, members)):
+        if owns(member, members, p):
+            continue
+        path = data_dir / "processor.d" / f"{p}.lock"
+        if not path.exists():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the probe's lock, if it got one
+    return False
+
+
 class SectionLock:
     """An exclusive ``flock`` on ``path`` for ``with lock.held():`` sections, across the
     processes of a group (and the threads of one: the file is opened per section)."""

@@ -200,6 +200,9 @@ class Processor:
         self.member, self.members = member, members
         #: Held while a batch is resolved and written (a group of more than one member).
         self.profile_lock = profile_lock or contextlib.nullcontext
+        #: Whether other members of the group still run (:meth:`drain` stops waiting for
+        #: them when they have exited); set by the runtime.
+        self.others_running: Callable[[], bool] = lambda: members > 1
         self.positions = {topic: self._start(topic) for topic in TOPICS}
         self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in PROFILE_TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
@@ -245,7 +248,8 @@ class Processor:
         """Process what the log holds now, then flush (``auie process --once``); the totals.
 
         Member 0 of a group then waits for the other members to absorb their partitions up
-        to the same point, so its final export holds their last profile changes too."""
+        to the same point (or to exit), so its final export holds their last profile
+        changes too."""
         ends = {topic: self.log.end_offsets(topic) for topic in PROFILE_TOPICS}
         total = StepReport()
         while stop is None or not stop.is_set():
@@ -256,7 +260,12 @@ class Processor:
             total.flushes += report.flushes
             if report.idle:
                 break
-        while self.exports is not None and self.members > 1 and not self._absorbed(ends):
+        while (
+            self.exports is not None
+            and self.members > 1
+            and not self._absorbed(ends)
+            and self.others_running()
+        ):
             if stop is not None and stop.wait(0.1):
                 break
             if stop is None:
@@ -267,10 +276,15 @@ class Processor:
         return total
 
     def _absorbed(self, ends: Mapping[str, Mapping[int, int]]) -> bool:
-        """Whether the group's committed offsets have reached ``ends``."""
+        """Whether the other members' committed offsets have reached ``ends`` (this
+        member's own move with its final flush)."""
         for topic, parts in ends.items():
             done = self.log.committed(GROUP, topic)
-            if any(done.get(p, 0) < end for p, end in parts.items()):
+            if any(
+                done.get(p, 0) < end
+                for p, end in parts.items()
+                if not owns(self.member, self.members, p)
+            ):
                 return False
         return True
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from auie.config import Settings
-from auie.process.lock import ProcessorLock, SectionLock, owns
+from auie.process.lock import ProcessorLock, SectionLock, others_running, owns
 from auie.process.supervisor import group_size
 
 
@@ -127,3 +127,15 @@ def test_group_size_is_one_per_cpu_capped_by_partitions(tmp_path: Path) -> None:
     assert size(3, 64) == 3
     assert size(8, 4) == 4
     assert size(1, 4) == 1
+
+
+def test_member_0_sees_whether_the_other_members_still_run(tmp_path: Path) -> None:
+    """A draining member 0 waits for the others only while they hold their partitions."""
+    with ProcessorLock(tmp_path, 0, 2, partitions=4):
+        assert not others_running(tmp_path, 0, 2, 4)
+        with ProcessorLock(tmp_path, 1, 2, partitions=4):
+            assert others_running(tmp_path, 0, 2, 4)
+            assert others_running(tmp_path, 1, 2, 4)
+        assert not others_running(tmp_path, 0, 2, 4)
+        with ProcessorLock(tmp_path, 1, 2, partitions=4):  # the probe left no lock behind
+            pass
