@@ -367,3 +367,18 @@ def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
     policies = {c: (role(c), os.sched_getscheduler(c)) for c in children(pid)}
     assert {p for r, p in policies.values() if r == "processor"} == {os.SCHED_IDLE}, policies
     assert {p for r, p in policies.values() if r == "other"} == {os.SCHED_OTHER}, policies
+
+
+def test_ctrl_c_stops_the_server_and_its_children_cleanly(server: Server) -> None:
+    deadline = time.monotonic() + 60
+    while len(processors(server)) < group_size(Settings()):
+        assert time.monotonic() < deadline, "the processors did not start"
+        time.sleep(0.2)
+    kids = children(server.process.pid)
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(60) == 0, server.log_path.read_text()[-2000:]
+    assert "Aborted" not in server.log_path.read_text()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{k}").exists() for k in kids):
+        assert time.monotonic() < deadline, f"children {kids} outlived the server"
+        time.sleep(0.1)

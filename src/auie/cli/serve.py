@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def serve(settings: Settings) -> None:
         # Everything loaded so far lives as long as the server: keep it out of the cyclic
         # collector's full passes, which otherwise stall requests for hundreds of ms.
         gcpolicy.settle()
-        uvicorn.Server(config).run()
+        with contextlib.suppress(KeyboardInterrupt):
+            # uvicorn shuts down on Ctrl+C, then raises it again: a clean stop, exit 0.
+            uvicorn.Server(config).run()
     finally:
         transforms.stop()
         if supervisor is not None:
