@@ -80,15 +80,33 @@ class PendingFlush:
         return self.future is None or self.future.done()
 
 
-def append(lake: Lake, workspace: str, name: str, data: pa.Table, offsets: Offsets) -> None:
-    """Append rows to a table in one commit whose snapshot records ``offsets``."""
-    table = lake.table(workspace, name)
-    try:
-        table.append(data, snapshot_properties=offsets_property(offsets))
-    except CommitFailedException:
-        # Someone else committed (maintenance, erasure): reload and retry once.
-        table = lake.refresh(workspace, name)
-        table.append(data, snapshot_properties=offsets_property(offsets))
+def append(
+    lake: Lake,
+    workspace: str,
+    name: str,
+    data: pa.Table,
+    offsets: Offsets,
+    *,
+    merge: bool = False,
+) -> None:
+    """Append rows to a table in one commit whose snapshot records ``offsets``; with
+    ``merge`` (a member of a processor group), the table is reloaded first and the offsets
+    recorded are the table's with those in ``offsets`` replaced."""
+    table = lake.refresh(workspace, name) if merge else lake.table(workspace, name)
+    for attempt in (1, 2):
+        recorded = offsets
+        if merge:
+            recorded = committed_offsets(table)
+            for topic, parts in offsets.items():
+                recorded[topic] = {**recorded.get(topic, {}), **parts}
+        try:
+            table.append(data, snapshot_properties=offsets_property(recorded))
+            return
+        except CommitFailedException:
+            if attempt == 2:
+                raise
+            # Someone else committed (maintenance, erasure): reload and retry once.
+            table = lake.refresh(workspace, name)
 
 
 class LakeWriter:
@@ -253,21 +271,8 @@ class LakeWriter:
         return reports
 
     def _append(self, key: _Key, data: pa.Table, offsets: Offsets) -> None:
-        if self.shared is None:
-            append(self.lake, *key, data, offsets)
-            return
         with self.commit_lock():
-            for attempt in (1, 2):  # a commit outside the group (erasure): reload, retry once
-                table = self.lake.refresh(*key)
-                merged = committed_offsets(table)
-                for topic, parts in offsets.items():
-                    merged[topic] = {**merged.get(topic, {}), **parts}
-                try:
-                    table.append(data, snapshot_properties=offsets_property(merged))
-                    return
-                except CommitFailedException:
-                    if attempt == 2:
-                        raise
+            append(self.lake, *key, data, offsets, merge=self.shared is not None)
 
     def _give_back(self, pending: PendingFlush) -> None:
         for key, (columns, since) in pending.tables.items():
