@@ -28,7 +28,7 @@ from typing import Any
 from auie.config import Settings
 from auie.lake.tables import EVENTS, IDENTITIES
 from auie.process.lock import ProcessorLock, SectionLock
-from auie.process.processor import TOPICS
+from auie.process.processor import topic_partitions
 from auie.runtime import Runtime
 from bench.ingest import profile
 from bench.ingest.server import load_average, pressure
@@ -79,7 +79,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     member, members = spec.get("member", 0), spec.get("members", 1)
     with SectionLock(data_dir / "processor.d" / "open.lock").held():  # as auie serve's
         runtime = Runtime(Settings(data_dir=data_dir))
-        partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+        partitions = topic_partitions(runtime.eventlog)
     with ProcessorLock(data_dir, member, members, partitions):
         return _measure(spec, runtime, member, members, opened)
 

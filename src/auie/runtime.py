@@ -36,7 +36,7 @@ from auie.process.enrich import Enricher
 from auie.process.lock import SectionLock, others_running
 from auie.process.plan import PlanStore
 from auie.process.privacy_gate import PrivacyGate
-from auie.process.processor import TOPICS, Processor
+from auie.process.processor import Processor, topic_partitions
 from auie.profiles.identity import IdentityRules
 from auie.profiles.service import ProfileService
 from auie.profiles.state import ComputedTrait, StateFolder
@@ -194,7 +194,7 @@ class Runtime:
             profile_lock=SectionLock(locks / "profiles.lock").held if group else None,
         )
         if group:
-            partitions = max(self.eventlog.partitions(topic) for topic in TOPICS)
+            partitions = topic_partitions(self.eventlog)
             data_dir = self.settings.data_dir
             processor.others_running = lambda: others_running(data_dir, member, members, partitions)
         if lake.maintenance_minutes > 0 and member == 0:

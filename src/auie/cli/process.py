@@ -25,7 +25,7 @@ from auie.cli.common import (
 from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
 from auie.process.lock import ProcessorLock
-from auie.process.processor import GROUP, TOPICS
+from auie.process.processor import GROUP, topic_partitions
 from auie.process.replay import replay as replay_letters
 from auie.process.supervisor import ProcessorSupervisor, group_size
 from auie.runtime import Runtime
@@ -82,7 +82,7 @@ def process(once: bool, workers: int | None, settings: Settings) -> None:
 
 
 def _all_partitions(runtime: Runtime) -> ProcessorLock:
-    partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+    partitions = topic_partitions(runtime.eventlog)
     return ProcessorLock(runtime.settings.data_dir, 0, 1, partitions)
 
 

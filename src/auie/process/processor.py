@@ -79,6 +79,13 @@ PROFILE_TOPICS = (EVENTS_TOPIC, DEAD_LETTERS_TOPIC)
 #: Topics that only go to the lake: topic → table.
 LAKE_TOPICS = {DECISIONS_TOPIC: DECISIONS, REWARDS_TOPIC: REWARDS}
 TOPICS = (*PROFILE_TOPICS, *LAKE_TOPICS)
+
+
+def topic_partitions(log: EventLog) -> int:
+    """Partitions of the processor's widest topic: the range a member's locks cover."""
+    return max(log.partitions(topic) for topic in TOPICS)
+
+
 _decode = msgspec.json.Decoder()
 
 

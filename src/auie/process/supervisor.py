@@ -78,14 +78,14 @@ def run_child(
     if serving:
         _lower_priority(settings)
     from auie.process.lock import ProcessorLock, SectionLock
-    from auie.process.processor import TOPICS
+    from auie.process.processor import topic_partitions
     from auie.runtime import Runtime
 
     runtime = Runtime(settings)
     try:
         # Members open a fresh data directory's stores (schemas, catalog) one at a time.
         with SectionLock(settings.data_dir / "processor.d" / "open.lock").held():
-            partitions = max(runtime.eventlog.partitions(topic) for topic in TOPICS)
+            partitions = topic_partitions(runtime.eventlog)
             runtime.lake.workspaces()
         with ProcessorLock(settings.data_dir, member, members, partitions):
             processor = runtime.processor(member, members)
