@@ -8,7 +8,6 @@ latest revision before use, so upgrading AUIE is restarting it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 import zlib
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from auie.errors import StorageUnavailable
+from auie.filelock import exclusive
 
 metadata = MetaData(
     naming_convention={
@@ -94,12 +94,8 @@ def _across_processes(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with Path(database + ".migrate.lock").open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with exclusive(Path(database + ".migrate.lock")):
+        yield
 
 
 def migrate(engine: Engine, revision: str = "head", migrations: Path = _MIGRATIONS) -> None:

@@ -4,7 +4,6 @@ PostgreSQL by ``lake.catalog_url``. One namespace per workspace."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.table import Table
 
 from auie.config import Settings
+from auie.filelock import exclusive
 from auie.lake.tables import TABLES
 
 logger = logging.getLogger(__name__)
@@ -49,12 +49,8 @@ def open_catalog(settings: Settings) -> SqlCatalog:
         Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     if lock is None:
         return SqlCatalog("auie", uri=url, warehouse=warehouse)
-    with lock.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            return SqlCatalog("auie", uri=url, warehouse=warehouse)
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with exclusive(lock):
+        return SqlCatalog("auie", uri=url, warehouse=warehouse)
 
 
 class Lake:

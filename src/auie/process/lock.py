@@ -21,9 +21,10 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+from auie.filelock import exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +133,5 @@ class SectionLock:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.path)
