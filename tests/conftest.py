@@ -20,6 +20,12 @@ from auie.runtime import Bootstrap, Runtime
 from helpers import Server, make_settings, start_server
 from stores import BACKENDS, database_url
 
+# The CLI's rich consoles are made at import and keep a COLUMNS they find then; pytest-xdist's
+# workers have COLUMNS=80. Without it they read COLUMNS at each use, so the width a test gives
+# CliRunner(env=...) is the width the output has.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture
 def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import sys
 from typing import Any
 
 import click
@@ -63,4 +65,21 @@ cli.add_command(privacy)
 
 
 def main() -> None:
+    _children_skip_the_cli()
     cli(prog_name="auie")
+
+
+def _children_skip_the_cli() -> None:
+    """Spare the child processes ``auie serve`` starts (log writer, processors, transform
+    schedule, erasure) the import of the whole CLI.
+
+    A ``spawn`` child re-imports its parent's ``__main__``, here the ``auie`` console
+    script, so before running its target it would load every command module and what they
+    import (the web app, DuckDB, dbt's helpers): seconds of CPU per child, at every start
+    and restart. Every target lives in a module of its own, so the children do not need
+    the script; a ``__main__`` that names a package's ``__main__`` module is one
+    :mod:`multiprocessing` leaves alone (``spawn._fixup_main_from_name``).
+    """
+    script = sys.modules.get("__main__")
+    if script is not None and getattr(script, "__spec__", None) is None:
+        script.__spec__ = importlib.machinery.ModuleSpec("auie.__main__", None)
