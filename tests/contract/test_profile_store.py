@@ -13,6 +13,7 @@ from auie.ids import utcnow
 from auie.profiles.identity import Edge, Merge
 from auie.profiles.state import NodeState
 from auie.profiles.store.base import (
+    ClosedProfile,
     DeadLetter,
     NodeRow,
     ProfileStore,
@@ -236,6 +237,25 @@ def test_merges_are_replaced_per_profile(profile_store: ProfileStore) -> None:
     assert profile_store.merges(WS, "p_2") == []
     assert profile_store.merges(OTHER, "p_1") == [m3]
     assert profile_store.merges(WS, "p_none") == []
+
+
+def test_closed_profiles_are_numbered_by_the_change_sequence(profile_store: ProfileStore) -> None:
+    before = profile_store.change_sequence()
+    write(profile_store, closed=[(WS, "p_a", "p_1"), (OTHER, "p_a", "p_2")])
+    first = profile_store.change_sequence()
+    assert first == before + 1
+    write(profile_store, closed=[(WS, "p_b", "p_1")])
+    assert profile_store.closed_profiles(before, first) == [
+        ClosedProfile(WS, "p_a", "p_1", first),
+        ClosedProfile(OTHER, "p_a", "p_2", first),
+    ]
+    assert [c.profile_id for c in profile_store.closed_profiles(first, first + 1)] == ["p_b"]
+    # Closed again (after it came back): listed once, with the latest closing.
+    write(profile_store, closed=[(WS, "p_a", "p_3")])
+    assert profile_store.closed_profiles(first + 1, first + 2) == [
+        ClosedProfile(WS, "p_a", "p_3", first + 2)
+    ]
+    assert [c.profile_id for c in profile_store.closed_profiles(before, first)] == ["p_a"]
 
 
 # -- profile ids --------------------------------------------------------------------------

@@ -8,7 +8,10 @@ Iceberg lake:
   the processor stops;
 * a processor that died after the profile store's write and before the lake flush loses
   nothing: the next one exports those identities and profiles, once;
-* the latest ``identities`` row of every identifier names its current profile.
+* the latest ``identities`` row of every identifier names its current profile;
+* a profile merged into another gets one closing row (``merged_into``), also when the
+  processor died after the merge, so the latest row per profile id lists the profiles that
+  exist.
 """
 
 from __future__ import annotations
@@ -160,3 +163,46 @@ def test_profiles_are_snapshotted_periodically_while_running(
         [pid(app, USER_ID, "u-1"), pid(app, USER_ID, "u-2")]
     )
     processor.flush()
+
+
+def test_a_merged_profile_gets_one_closing_row(
+    make_app: Callable[..., App], store_url: str
+) -> None:
+    app = make_app(**SETTINGS, **{"profiles.url": store_url})
+    send(app, track(1, anonymousId="a-5"), track(1, userId="u-6"))
+    drain(app.runtime.processor())
+    anonymous, other = pid(app, ANONYMOUS_ID, "a-5"), pid(app, USER_ID, "u-6")
+    assert {r["profile_id"] for r in snapshots(app)} == {anonymous, other}
+    assert all(r["merged_into"] is None for r in snapshots(app))
+
+    # The visitor logs in: their anonymous profile is merged into the user's. The processor
+    # dies after the profile store's write, before any lake commit.
+    send(app, {**track(2), "type": "identify", "userId": "u-5", "anonymousId": "a-5"})
+    crashed = app.runtime.processor()
+    assert crashed.step().events == 1
+    drain(app.runtime.processor())
+    user = pid(app, USER_ID, "u-5")
+    assert user != anonymous
+    assert pid(app, ANONYMOUS_ID, "a-5") == user
+    rows = snapshots(app)
+    (closing,) = [r for r in rows if r["merged_into"] is not None]
+    assert closing["profile_id"] == anonymous
+    assert closing["merged_into"] == user
+    assert (closing["identities"], closing["traits"], closing["computed_traits"]) == (
+        "[]",
+        "{}",
+        "{}",
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["snapshot_at"]):
+        latest[row["profile_id"]] = row
+    existing = {p for p, row in latest.items() if row["merged_into"] is None}
+    assert (
+        existing == {user, other} == set(app.runtime.profile_store.profile_ids(app.boot.workspace))
+    )
+
+    # The closing row is written once: more events and restarts add none.
+    send(app, track(3, userId="u-5"))
+    drain(app.runtime.processor())
+    drain(app.runtime.processor())
+    assert sum(r["merged_into"] is not None for r in snapshots(app)) == 1

@@ -119,6 +119,10 @@ _PROFILE_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("first_seen", TimestamptzType(), False),
     ("last_seen", TimestamptzType(), False),
     ("snapshot_at", TimestamptzType(), True),
+    # Added later (schema evolution appends optional columns; see docs/lake.md):
+    #: Set on a profile's closing row: the profile it was merged into (it has no
+    #: identities, traits or computed traits of its own any more).
+    ("merged_into", StringType(), False),
 )
 
 

@@ -10,6 +10,7 @@ and for every file its row count, size and SHA-256):
 ``identity_links.json``       identity graph edges touching them (with the event that stated each)
 ``identity_history.json``     the lake's ``identities`` rows (first seen / moved to a profile)
 ``merges.json``               merge history of the person's profiles
+``closed_profiles.json``      their profile ids closed by a merge, or merged into
 ``traits.json``               every trait per identifier, decrypted, with its time and messageId
 ``consent.json``              current consent per purpose and every consent statement
 ``events.json``               every event in the lake of any of their user or anonymous ids
@@ -58,6 +59,7 @@ FILES = (
     "identity_links.json",
     "identity_history.json",
     "merges.json",
+    "closed_profiles.json",
     "traits.json",
     "consent.json",
     "events.json",
@@ -226,6 +228,10 @@ class Exporter:
                 "kind": m["kind"],
             }
             for m in rows.merges
+        ]
+        files["closed_profiles.json"] = [
+            {"profileId": c["profile_id"], "mergedIntoProfileId": c["into_profile"]}
+            for c in rows.closed
         ]
         files["dead_letters.json"] = [
             {"source": "profile_store", **ctx.decrypt(ws, _parse_json_columns(_plain(d)))}

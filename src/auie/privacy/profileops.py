@@ -3,6 +3,7 @@
 * ``identity_nodes``: the person's identifiers (and anything now in their profiles);
 * ``identity_edges``: every edge touching one of them;
 * ``profile_merges``: merge histories of, from or into any of the person's profile ids;
+* ``closed_profiles``: the person's profile ids closed by a merge, or merged into;
 * ``dead_letters``: letters whose payload names the person (pre-filtered with ``LIKE`` on
   the quoted identifiers, then checked field by field);
 * ``plan_violations``: counters whose last message quotes an identifier or a PII value.
@@ -19,6 +20,7 @@ from sqlalchemy import Connection, and_, delete, func, or_, select
 from auie.privacy.person import Person
 from auie.profiles.store.sql import SqlProfileStore
 from auie.profiles.store.tables import (
+    closed_profiles,
     dead_letters,
     identity_edges,
     identity_nodes,
@@ -42,6 +44,7 @@ class StoreRows:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     edges: list[dict[str, Any]] = field(default_factory=list)
     merges: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -50,6 +53,7 @@ class StoreRows:
             "identityNodes": len(self.nodes),
             "identityEdges": len(self.edges),
             "profileMerges": len(self.merges),
+            "closedProfiles": len(self.closed),
             "deadLetters": len(self.dead_letters),
             "planViolations": len(self.violations),
         }
@@ -97,6 +101,15 @@ def find(store: SqlProfileStore, person: Person) -> StoreRows:
             for row in _rows(conn, query):
                 merges[(row["profile_id"], row["seq"])] = row
         found.merges = [merges[k] for k in sorted(merges)]
+        c = closed_profiles.c
+        closed: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(profiles):
+            query = select(closed_profiles).where(
+                c.workspace_id == ws, or_(c.profile_id.in_(chunk), c.into_profile.in_(chunk))
+            )
+            for row in _rows(conn, query):
+                closed[row["profile_id"]] = row
+        found.closed = [closed[k] for k in sorted(closed)]
         found.dead_letters = _dead_letters(conn, person)
         found.violations = [
             row
@@ -150,6 +163,12 @@ def delete_rows(store: SqlProfileStore, person: Person, rows: StoreRows) -> dict
                     m.workspace_id == ws,
                     m.profile_id == merge["profile_id"],
                     m.seq == merge["seq"],
+                )
+            ).rowcount
+        for chunk in _chunks(sorted({r["profile_id"] for r in rows.closed})):
+            counts["closedProfiles"] += conn.execute(
+                delete(closed_profiles).where(
+                    closed_profiles.c.workspace_id == ws, closed_profiles.c.profile_id.in_(chunk)
                 )
             ).rowcount
         for chunk in _chunks(sorted({r["id"] for r in rows.dead_letters})):

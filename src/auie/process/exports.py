@@ -13,7 +13,10 @@ reaches the lake, and nothing twice.
   every lake flush of the processor (before the log's committed offsets move);
 * ``profiles`` — one row per changed profile every ``lake.profile_snapshot_seconds`` and
   when the processor stops: identities, traits as stored (values that field encryption
-  encrypted stay encrypted), computed traits, first and last seen.
+  encrypted stay encrypted), computed traits, first and last seen; and a closing row for
+  each profile merged into another since the last snapshot (``merged_into`` names the
+  survivor; no identities, traits or computed traits), so the latest row of every profile
+  id tells whether it still exists.
 
 Marks are per workspace (one lake namespace each); the sequence is global, so a round reads
 from the lowest mark and skips the rows a workspace already holds. Identifiers on the
@@ -196,11 +199,16 @@ class ProfileExports:
         for (workspace, pid), seq in self.store.changed_profiles(low, upto).items():
             if seq > self.mark(workspace, PROFILES):
                 by_workspace.setdefault(workspace, []).append(pid)
+        closed: dict[str, dict[str, str]] = {}
+        for gone in self.store.closed_profiles(low, upto):
+            if gone.closed_seq > self.mark(gone.workspace_id, PROFILES):
+                closed.setdefault(gone.workspace_id, {})[gone.profile_id] = gone.into_profile
+                by_workspace.setdefault(gone.workspace_id, [])
         reports = []
         now = datetime.now(UTC)
         for workspace, pids in sorted(by_workspace.items()):
             pids.sort()
-            rows = []
+            rows = self._closing_rows(workspace, closed.get(workspace, {}), now)
             for start in range(0, len(pids), _CHUNK):
                 for profile in self.profiles.stored_profiles(
                     workspace, pids[start : start + _CHUNK]
@@ -213,6 +221,27 @@ class ProfileExports:
                 reports.append(self._commit(workspace, PROFILES, rows, upto))
         self._low[PROFILES] = upto
         return reports
+
+    def _closing_rows(
+        self, workspace: str, closed: dict[str, str], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Rows for the profiles merged into another (those that have identifiers again
+        get a snapshot row instead)."""
+        alive = self.store.profiles_nodes(workspace, closed).keys() if closed else set()
+        return [
+            {
+                "profile_id": pid,
+                "identities": "[]",
+                "traits": "{}",
+                "computed_traits": "{}",
+                "first_seen": None,
+                "last_seen": None,
+                "snapshot_at": now,
+                "merged_into": into,
+            }
+            for pid, into in sorted(closed.items())
+            if pid not in alive
+        ]
 
 
 def _time(ms: int | None) -> datetime | None:

@@ -367,7 +367,7 @@ class Processor:
             self.store.write(change)
         for item in resolved:
             self._lake_event(item)
-        if (change.nodes or change.reassign) and self.exports is not None:
+        if (change.nodes or change.reassign or change.closed) and self.exports is not None:
             self.exports.touch()
         for topic, offsets in change.offsets.items():
             self.applied[topic[1]].update(offsets)
@@ -430,6 +430,7 @@ class Processor:
             item.consent = stated
         change.edges, change.nodes = resolution.write.edges, resolution.write.nodes
         change.reassign, change.merges = resolution.write.reassign, resolution.write.merges
+        change.closed = resolution.write.closed
         profile_ids = dict(zip(map(id, fresh_items), resolution.profile_ids, strict=True))
         for a, pid in self._replayed_profiles([a for a in accepted if not a.fresh]).items():
             profile_ids[a] = pid

@@ -219,10 +219,16 @@ class ProfileService:
             stored.update(extra)
             evidenced |= {k for k, s in extra.items() if s.evidenced}
             profiles.update({k: s.profile_id for k, s in extra.items()})
-        old_profiles = {profiles[n] for n in nodes if n in profiles}
+        before = {n: profiles[n] for n in sorted(nodes) if n in profiles}
+        old_profiles = set(before.values())
         clustering = cluster(ws, evidenced & nodes, edges, self.rules.max_user_ids)
         for key, anchor in clustering.anchors.items():
             profiles[key] = profile_id(ws, anchor)
+        # Stored profiles none of whose identifiers keeps them: merged into another.
+        after = {profiles[n] for n in nodes if n in profiles}
+        for pid in sorted(old_profiles - after):
+            into = next(profiles[n] for n, was in before.items() if was == pid)
+            result.write.closed.append((ws, pid, into))
         new_profiles = {profile_id(ws, anchor): m for anchor, m in clustering.merges.items()}
         for pid in old_profiles - new_profiles.keys():
             result.write.merges[(ws, pid)] = []

@@ -39,6 +39,17 @@ class NodeChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ClosedProfile:
+    """A profile merged into another (see :meth:`ProfileStore.closed_profiles`)."""
+
+    workspace_id: str
+    profile_id: str
+    into_profile: str
+    #: Change sequence value of the write that closed it.
+    closed_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRow:
     """A node to insert or replace."""
 
@@ -95,6 +106,8 @@ class ProfileWrite:
     reassign: list[tuple[str, str, str]] = field(default_factory=list)
     #: Profiles whose merge history is replaced: (workspace, profile id) → merges.
     merges: dict[tuple[str, str], Sequence[Merge]] = field(default_factory=dict)
+    #: Profiles left without identifiers by a merge: (workspace, profile id, into profile).
+    closed: list[tuple[str, str, str]] = field(default_factory=list)
     #: (consumer, topic) → {partition: next offset}.
     offsets: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -148,6 +161,12 @@ class ProfileStore(ABC):
     def changed_profiles(self, after: int, upto: int) -> dict[tuple[str, str], int]:
         """(workspace, profile id) of the nodes last written by a write numbered in
         ``(after, upto]``, each with the highest such number."""
+
+    @abstractmethod
+    def closed_profiles(self, after: int, upto: int) -> list[ClosedProfile]:
+        """Profiles of every workspace closed (merged into another) by a write numbered in
+        ``(after, upto]``, in that order. A profile closed again after it came back is
+        listed once, with its latest closing."""
 
     @abstractmethod
     def workspaces(self) -> list[str]:

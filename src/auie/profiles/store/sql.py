@@ -33,6 +33,7 @@ from auie.ids import utcnow
 from auie.profiles.identity import Edge, Merge, split
 from auie.profiles.state import NodeState
 from auie.profiles.store.base import (
+    ClosedProfile,
     DeadLetter,
     NodeChange,
     ProfileStore,
@@ -42,6 +43,7 @@ from auie.profiles.store.base import (
 )
 from auie.profiles.store.tables import (
     change_sequence,
+    closed_profiles,
     consumer_offsets,
     dead_letters,
     identity_edges,
@@ -338,6 +340,16 @@ class SqlProfileStore(ProfileStore):
         with self.engine.connect() as conn:
             return {(str(ws), str(pid)): int(seq) for ws, pid, seq in conn.execute(query)}
 
+    def closed_profiles(self, after: int, upto: int) -> list[ClosedProfile]:
+        c = closed_profiles.c
+        query = (
+            select(c.workspace_id, c.profile_id, c.into_profile, c.closed_seq)
+            .where(c.closed_seq > after, c.closed_seq <= upto)
+            .order_by(c.closed_seq, c.workspace_id, c.profile_id)
+        )
+        with self.engine.connect() as conn:
+            return [ClosedProfile(w, p, i, int(q)) for w, p, i, q in conn.execute(query)]
+
     def workspaces(self) -> list[str]:
         query = select(_n.workspace_id).distinct().order_by(_n.workspace_id)
         with self.engine.connect() as conn:
@@ -427,10 +439,25 @@ class SqlProfileStore(ProfileStore):
         return int(conn.execute(stmt).scalar_one())
 
     def _write_nodes(self, conn: Connection, change: ProfileWrite) -> None:
-        if not change.nodes and not change.reassign:
+        if not change.nodes and not change.reassign and not change.closed:
             return
         now = utcnow()
         seq = self._next_sequence(conn)
+        if change.closed:
+            stmt = self._insert(closed_profiles)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "profile_id"],
+                    set_={
+                        "into_profile": stmt.excluded.into_profile,
+                        "closed_seq": stmt.excluded.closed_seq,
+                    },
+                ),
+                [
+                    {"workspace_id": ws, "profile_id": pid, "into_profile": into, "closed_seq": seq}
+                    for ws, pid, into in change.closed
+                ],
+            )
         if change.nodes:
             self._node_upsert.execute(
                 conn,

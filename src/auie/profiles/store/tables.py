@@ -75,6 +75,19 @@ profile_merges = Table(
     Column("kind", String(8), nullable=False),
 )
 
+#: Profiles that ceased to exist because every identifier of theirs moved into another
+#: (a merge): the lake's ``profiles`` snapshots close them with a row naming the survivor.
+closed_profiles = Table(
+    "closed_profiles",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("profile_id", String(40), primary_key=True),
+    Column("into_profile", String(40), nullable=False),
+    #: Value of the change sequence of the write that closed the profile.
+    Column("closed_seq", BigInteger, nullable=False),
+    Index("ix_closed_profiles_seq", "closed_seq"),
+)
+
 consumer_offsets = Table(
     "consumer_offsets",
     metadata,
