@@ -368,6 +368,28 @@ def app_with_events(make_app: Callable[..., App], tmp_path: Path) -> App:
     return app
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_process_once_reports_what_it_processed(
+    auie: Run, app_with_events: App, workers: str
+) -> None:
+    def counts(output: str) -> tuple[str, str]:
+        """The final status: events processed and dead letters."""
+        last = output.rsplit("processed", 1)[1]
+        processed = re.match(r"\s+([\d,]+)", last)
+        dead = re.search(r"dead letters\s+([\d,]+)", last)
+        assert processed is not None, output
+        assert dead is not None, output
+        return processed[1], dead[1]
+
+    # One processor in this process, or a group of child processes.
+    # 5 events, and the track without an event name as a dead letter.
+    assert counts(auie("process", "--once", "--workers", workers).output) == ("5", "1")
+    store = app_with_events.runtime.profile_store
+    assert store.count_nodes(app_with_events.boot.workspace) == 3  # ada, bob, anon-1
+    # Nothing is left: a second run processes nothing.
+    assert counts(auie("process", "--once", "--workers", workers).output) == ("0", "0")
+
+
 def test_log_tail_json(auie: Run, app_with_events: App) -> None:
     lines = auie("log", "tail", "--json").stdout.splitlines()
     events = [json.loads(line) for line in lines]

@@ -290,6 +290,7 @@ def test_dead_letters_are_stored_once_per_id(profile_store: ProfileStore) -> Non
     stored = profile_store.dead_letters(WS)
     assert [d.id for d in stored] == ["dl-1", "dl-2"]
     assert stored[0] == first
+    assert profile_store.count_dead_letters() == 2
     assert stored[0].created_at.tzinfo is not None
 
 

@@ -39,10 +39,11 @@ def _status(processed: int, dead: int, flushed: int, lag: int, rate: float) -> T
     return table
 
 
-def _group_status(members: int, processed: int, lag: int, rate: float) -> Table:
+def _group_status(members: int, processed: int, dead: int, lag: int, rate: float) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_row("processors", f"{members}", "lag", f"{lag:,}")
-    table.add_row("processed", f"{processed:,}", "rate", f"{rate:,.0f} events/s")
+    table.add_row("processed", f"{processed:,}", "dead letters", f"{dead:,}")
+    table.add_row("rate", f"{rate:,.0f} events/s", "", "")
     return table
 
 
@@ -94,25 +95,27 @@ def _process_group(
     supervisor = ProcessorSupervisor(settings, members, once=once, serving=False)
     supervisor.start()
     started = time.monotonic()
-    first_lag = last_lag = _lag(runtime)
-    with Live(
-        _group_status(members, 0, first_lag, 0), console=console, refresh_per_second=4
-    ) as live:
+    first_lag = _lag(runtime)
+    # The members' dead letters: what the profile store gained since the start.
+    first_dead = runtime.profile_store.count_dead_letters()
+
+    def status() -> Table:
+        lag = _lag(runtime)
+        processed = max(0, first_lag - lag)
+        dead = runtime.profile_store.count_dead_letters() - first_dead
+        rate = processed / max(1e-9, time.monotonic() - started)
+        return _group_status(members, processed, dead, lag, rate)
+
+    with Live(status(), console=console, refresh_per_second=4) as live:
         while not stop.wait(0.5):
-            last_lag = _lag(runtime)
-            processed = max(0, first_lag - last_lag)
-            rate = processed / max(1e-9, time.monotonic() - started)
-            live.update(_group_status(members, processed, last_lag, rate))
+            live.update(status())
             if once and not any(supervisor.running()):
                 break
             if any(supervisor.failed()):
                 break
         supervisor.stop()
         codes = supervisor.join()
-        last_lag = _lag(runtime)
-        processed = max(0, first_lag - last_lag)
-        rate = processed / max(1e-9, time.monotonic() - started)
-        live.update(_group_status(members, processed, last_lag, rate))
+        live.update(status())
     failed = [f"processor {m} exited with {c}" for m, c in enumerate(codes) if c]
     if failed:
         raise click.ClickException("; ".join(failed))
@@ -120,9 +123,11 @@ def _process_group(
 
 def _lag(runtime: Runtime) -> int:
     """Events the group has not committed yet (cheaper than the log's stats)."""
-    ends = runtime.eventlog.end_offsets(EVENTS_TOPIC)
-    done = runtime.eventlog.committed(GROUP, EVENTS_TOPIC)
-    return sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+    log = runtime.eventlog
+    begins = log.begin_offsets(EVENTS_TOPIC)
+    done = log.committed(GROUP, EVENTS_TOPIC)
+    ends = log.end_offsets(EVENTS_TOPIC)
+    return sum(max(0, end - done.get(p, begins.get(p, 0))) for p, end in ends.items())
 
 
 def _process(once: bool, runtime: Runtime, stop: threading.Event) -> None:

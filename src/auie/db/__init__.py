@@ -8,6 +8,7 @@ latest revision before use, so upgrading AUIE is restarting it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import zlib
 from collections.abc import Iterator
@@ -59,6 +60,17 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _migrate_lock = threading.Lock()
+
+
+def _not_alembic_chatter(record: logging.LogRecord) -> bool:
+    """Alembic says which DDL implementation it uses each time it checks a database: two
+    INFO lines per store and process at every start. Upgrades it runs are still logged."""
+    return not str(record.msg).startswith(("Context impl ", "Will assume "))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_not_alembic_chatter)
+# One INFO line per built-in plugin whenever a process first runs a migration.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -189,6 +189,10 @@ class ProfileStore(ABC):
         """Dead letters, oldest first; ``pending`` ones have not been replayed."""
 
     @abstractmethod
+    def count_dead_letters(self) -> int:
+        """Dead letters of every workspace, replayed or not."""
+
+    @abstractmethod
     def mark_replayed(self, ids: Sequence[str], at: datetime) -> None:
         """Record that dead letters were sent back through the processor."""
 

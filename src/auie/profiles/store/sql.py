@@ -560,6 +560,10 @@ class SqlProfileStore(ProfileStore):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def count_dead_letters(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(dead_letters)).scalar_one())
+
     def count_nodes(self, workspace: str) -> int:
         c = identity_nodes.c
         with self.engine.connect() as conn:
