@@ -123,8 +123,7 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL the server; its children (log writer, processor) must exit by themselves."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        pids = child_pids(self.process.pid)
         self.process.kill()
         self.process.wait(10)
         deadline = time.monotonic() + 20
@@ -140,6 +139,18 @@ class Server:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (the processor supervisor's watcher thread
+    starts the restarted ones)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
 
 
 def _zombie(pid: int) -> bool:

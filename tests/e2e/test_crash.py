@@ -33,7 +33,7 @@ from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
 from auie.eventlog.sqlite import SQLiteEventLog
 from auie.process.supervisor import group_size
-from helpers import AUIE, Server, start_server
+from helpers import AUIE, Server, child_pids, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -302,19 +302,8 @@ def role(of: int) -> str:
     return "processor" if "processor.lock" in open_files else "other"
 
 
-def children(pid: int) -> list[int]:
-    """Child processes of every thread (the supervisor's watcher thread restarts)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:  # the thread ended meanwhile
-            continue
-    return found
-
-
 def processors(server: Server) -> list[int]:
-    return [c for c in children(server.process.pid) if role(c) == "processor"]
+    return [c for c in child_pids(server.process.pid) if role(c) == "processor"]
 
 
 def test_a_killed_processor_is_restarted_and_the_group_processes_everything(
@@ -362,10 +351,10 @@ def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
     while len(processors(server)) < members:  # a member still starting is no one yet
         assert time.monotonic() < deadline, f"{processors(server)} of {members} processors"
         time.sleep(0.2)
-    niceness = {c: (role(c), nice(c)) for c in children(pid)}
+    niceness = {c: (role(c), nice(c)) for c in child_pids(pid)}
     assert {n for r, n in niceness.values() if r == "processor"} == {nice(pid) + 5}, niceness
     assert {n for r, n in niceness.values() if r == "other"} == {nice(pid)}, niceness
-    policies = {c: (role(c), os.sched_getscheduler(c)) for c in children(pid)}
+    policies = {c: (role(c), os.sched_getscheduler(c)) for c in child_pids(pid)}
     assert {p for r, p in policies.values() if r == "processor"} == {os.SCHED_IDLE}, policies
     assert {p for r, p in policies.values() if r == "other"} == {os.SCHED_OTHER}, policies
 
@@ -375,7 +364,7 @@ def test_ctrl_c_stops_the_server_and_its_children_cleanly(server: Server) -> Non
     while len(processors(server)) < group_size(Settings()):
         assert time.monotonic() < deadline, "the processors did not start"
         time.sleep(0.2)
-    kids = children(server.process.pid)
+    kids = child_pids(server.process.pid)
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(60) == 0, server.log_path.read_text()[-2000:]
     assert "Aborted" not in server.log_path.read_text()
