@@ -12,37 +12,29 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from auie import db
-from auie.analytics.duckdb_engine import DuckDBEngine
-from auie.analytics.engine import QueryEngine
-from auie.auth.clients import ClientStore
-from auie.auth.scopes import ALL_SCOPES
-from auie.auth.tokens import SigningKeyStore, TokenService
 from auie.config import Settings
-from auie.decide.registry import DecisionStore
-from auie.eventlog import EventLog, open_event_log
-from auie.lake.catalog import Lake, open_catalog
-from auie.lake.maintenance import LakeMaintenance
-from auie.lake.writer import LakeWriter
-from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
-from auie.privacy.audit import AuditLog
-from auie.privacy.crypto import is_encrypted
-from auie.privacy.service import Privacy
-from auie.process.enrich import Enricher
-from auie.process.lock import SectionLock, others_running
-from auie.process.plan import PlanStore
-from auie.process.privacy_gate import PrivacyGate
-from auie.process.processor import Processor, topic_partitions
-from auie.profiles.identity import IdentityRules
-from auie.profiles.service import ProfileService
-from auie.profiles.state import ComputedTrait, StateFolder
-from auie.profiles.store.base import ProfileStore
-from auie.profiles.store.sql import SqlProfileStore
-from auie.tenancy import TenancyStore
+
+# Each part is imported when it is first opened: a CLI command pays only for the parts it
+# uses (pyiceberg, pyarrow, DuckDB and the decision service take seconds to import).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from auie.analytics.engine import QueryEngine
+    from auie.auth.clients import ClientStore
+    from auie.auth.tokens import SigningKeyStore, TokenService
+    from auie.decide.registry import DecisionStore
+    from auie.eventlog import EventLog
+    from auie.lake.catalog import Lake
+    from auie.privacy.audit import AuditLog
+    from auie.privacy.service import Privacy
+    from auie.process.plan import PlanStore
+    from auie.process.processor import Processor
+    from auie.profiles.service import ProfileService
+    from auie.profiles.store.base import ProfileStore
+    from auie.tenancy import TenancyStore
 
 logger = logging.getLogger(__name__)
 
@@ -80,30 +72,46 @@ class Runtime:
 
     @cached_property
     def tenancy(self) -> TenancyStore:
+        from auie.tenancy import TenancyStore
+
         return TenancyStore(self.engine)
 
     @cached_property
     def clients(self) -> ClientStore:
+        from auie.auth.clients import ClientStore
+
         return ClientStore(self.engine)
 
     @cached_property
     def signing_keys(self) -> SigningKeyStore:
+        from auie.auth.tokens import SigningKeyStore
+
         return SigningKeyStore(self.engine)
 
     @cached_property
     def tokens(self) -> TokenService:
+        from auie.auth.tokens import TokenService
+
         return TokenService(self.signing_keys, self.settings.auth)
 
     @cached_property
     def eventlog(self) -> EventLog:
+        from auie.eventlog import open_event_log
+
         return open_event_log(self.settings)
 
     @cached_property
     def profile_store(self) -> ProfileStore:
+        from auie.profiles.store.sql import SqlProfileStore
+
         return SqlProfileStore.open(self.settings.profiles_url)
 
     @cached_property
     def profiles(self) -> ProfileService:
+        from auie.profiles.identity import IdentityRules
+        from auie.profiles.service import ProfileService
+        from auie.profiles.state import ComputedTrait, StateFolder
+
         config = self.settings.profiles
         rules = IdentityRules(
             max_user_ids=config.max_user_ids,
@@ -121,18 +129,26 @@ class Runtime:
 
     def _decrypt(self, workspace: str, value: Any) -> Any:
         """Field values as stored, decrypted (the key manager loads on the first ciphertext)."""
+        from auie.privacy.crypto import is_encrypted
+
         return self.privacy.cipher.decrypt(workspace, value) if is_encrypted(value) else value
 
     @cached_property
     def plans(self) -> PlanStore:
+        from auie.process.plan import PlanStore
+
         return PlanStore(self.engine)
 
     @cached_property
     def lake(self) -> Lake:
+        from auie.lake.catalog import Lake, open_catalog
+
         return Lake(open_catalog(self.settings))
 
     @cached_property
     def analytics(self) -> QueryEngine:
+        from auie.analytics.duckdb_engine import DuckDBEngine
+
         config = self.settings.analytics
         return DuckDBEngine(
             self.lake,
@@ -147,21 +163,35 @@ class Runtime:
 
     @cached_property
     def audit(self) -> AuditLog:
+        from auie.privacy.audit import MIGRATIONS as PRIVACY_MIGRATIONS
+        from auie.privacy.audit import AuditLog
+
         db.migrate(self.engine, migrations=PRIVACY_MIGRATIONS)
         return AuditLog(self.engine)
 
     @cached_property
     def privacy(self) -> Privacy:
         """Pseudonymizer, FieldCipher, suppression list, privacy requests and retention."""
+        from auie.privacy.service import Privacy
+
         return Privacy(self)
 
     @cached_property
     def decision_store(self) -> DecisionStore:
+        from auie.decide.registry import DecisionStore
+
         return DecisionStore(self.engine, self.settings.data_dir / "lake" / "models")
 
     def processor(self, member: int = 0, members: int = 1) -> Processor:
         """A processor over this instance's log, profile store and lake: member ``member``
         of a group of ``members`` (see :mod:`auie.process.processor`)."""
+        from auie.lake.maintenance import LakeMaintenance
+        from auie.lake.writer import LakeWriter
+        from auie.process.enrich import Enricher
+        from auie.process.lock import SectionLock, others_running
+        from auie.process.privacy_gate import PrivacyGate
+        from auie.process.processor import Processor, topic_partitions
+
         config, lake = self.settings.process, self.settings.lake
         group = members > 1
         locks = self.settings.data_dir / "processor.d"
@@ -208,6 +238,8 @@ class Runtime:
     def bootstrap(self) -> Bootstrap | None:
         """On an empty instance, create a default workspace, source, write key and admin
         client, write them to ``<data_dir>/bootstrap.json`` (mode 0600) and return them."""
+        from auie.auth.scopes import ALL_SCOPES
+
         if self.tenancy.list_workspaces():
             return None
         workspace = self.tenancy.create_workspace("default")

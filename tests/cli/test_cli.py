@@ -12,12 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import update
 
 from auie.auth.tables import signing_keys
-from auie.cli.main import cli
+from auie.cli.main import COMMANDS, cli
 from auie.errors import AuthenticationFailed
 from auie.ids import utcnow
 from auie.runtime import Runtime
@@ -517,9 +518,46 @@ def test_installed_script_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: auie ")
-    for command in ("serve", "workspaces", "sources", "keys", "clients", "signing-keys", "log"):
+    for command in COMMANDS:
         assert re.search(rf"^\s+{re.escape(command)}\s", result.stdout, re.MULTILINE), command
     assert result.stderr == ""
+
+
+def test_the_command_list_matches_the_commands() -> None:
+    """``auie --help`` lists the summaries of COMMANDS without loading the commands: each
+    must be its command's own."""
+    group = click.Context(cli)
+    for name, (_, _, summary) in COMMANDS.items():
+        command = cli.get_command(group, name)
+        assert command is not None, name
+        assert name in (command.name, "evaluate"), name  # evaluate = decisions evaluate
+        assert command.get_short_help_str(1000) == summary, name
+
+
+def test_help_and_light_commands_do_not_load_the_lake_or_the_web_app() -> None:
+    probe = (
+        "import sys\n"
+        "from auie.cli.main import main\n"
+        "sys.argv = ['auie', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "heavy = {'pyiceberg', 'pyarrow', 'duckdb', 'fastapi', 'torch'} & set(sys.modules)\n"
+        "print('loaded:', sorted(heavy))\n"
+    )
+    python = str(Path(AUIE).with_name("python"))
+    for args in (["--help"], ["workspaces", "--help"]):
+        result = subprocess.run(
+            [python, "-c", probe, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env_without_auie(),
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "loaded: []", args
 
 
 def test_installed_script_error_is_red(data_dir: Path) -> None:
