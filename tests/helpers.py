@@ -128,7 +128,7 @@ class Server:
         self.process.wait(10)
         deadline = time.monotonic() + 20
         while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not is_zombie(pid)]
             time.sleep(0.05)
         assert not pids, f"children {pids} outlived the killed server"
 
@@ -153,7 +153,7 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
-def _zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:

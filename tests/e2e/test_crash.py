@@ -33,7 +33,7 @@ from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
 from auie.eventlog.sqlite import SQLiteEventLog
 from auie.process.supervisor import group_size
-from helpers import AUIE, Server, child_pids, start_server
+from helpers import AUIE, Server, child_pids, is_zombie, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -372,3 +372,29 @@ def test_ctrl_c_stops_the_server_and_its_children_cleanly(server: Server) -> Non
     while any(Path(f"/proc/{k}").exists() for k in kids):
         assert time.monotonic() < deadline, f"children {kids} outlived the server"
         time.sleep(0.1)
+
+
+def test_processors_die_with_a_killed_server_even_without_cpu(server: Server) -> None:
+    # A processor notices on its own that the server is gone, but only when it runs: at
+    # idle priority on a busy machine that can take long, while it holds its partition
+    # locks. The kernel kills it with the server instead (PR_SET_PDEATHSIG). Stopped
+    # processors (SIGSTOP) cannot notice anything: they must die all the same.
+    deadline = time.monotonic() + 60
+    while len(processors(server)) < group_size(Settings()):
+        assert time.monotonic() < deadline, "the processors did not start"
+        time.sleep(0.2)
+    # A processor the watcher thread restarted dies with it too.
+    os.kill(processors(server)[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(processors(server)) < group_size(Settings()):
+        assert time.monotonic() < deadline, "the killed processor was not restarted"
+        time.sleep(0.2)
+    stopped = processors(server)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    server.process.kill()
+    server.process.wait(10)
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{p}").exists() and not is_zombie(p) for p in stopped):
+        assert time.monotonic() < deadline, f"processors {stopped} outlived the killed server"
+        time.sleep(0.05)

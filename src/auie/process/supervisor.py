@@ -18,6 +18,7 @@ import threading
 import time
 from multiprocessing.synchronize import Event as ProcessEvent
 
+from auie.childproc import die_with_parent
 from auie.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run_child(
     """Entry point of a child process: member ``member`` of the group until ``stop`` (with
     ``once``: until its partitions are drained); beside a server (``serving``) at a lower
     CPU priority."""
+    die_with_parent()  # and, if the parent was gone before that, _StopWhenOrphaned sees it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -149,9 +151,11 @@ class ProcessorSupervisor:
         logger.info("processor %s of %s started (pid %s)", member, self.members, process.pid)
 
     def _watch(self) -> None:
+        """Restart children that die. The thread ends only when :meth:`stop` has joined the
+        children: those it restarted die with it (:func:`~auie.childproc.die_with_parent`)."""
         while not self._stopping.is_set():
             for member, process in enumerate(self._processes):
-                if process is None or process.is_alive() or self._stopping.is_set():
+                if process is None or process.is_alive() or self._stop.is_set():
                     continue
                 delay = _RESTART_DELAYS[min(self.restarts, len(_RESTART_DELAYS) - 1)]
                 logger.error(
@@ -161,9 +165,8 @@ class ProcessorSupervisor:
                     delay,
                 )
                 self.restarts += 1
-                if self._stopping.wait(delay):
-                    return
-                self._spawn(member)
+                if not self._stop.wait(delay):
+                    self._spawn(member)
             self._stopping.wait(0.5)
 
     @property
@@ -197,8 +200,7 @@ class ProcessorSupervisor:
         return [p.exitcode if p is not None else None for p in self._processes]
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        self._stop.set()
+        self._stop.set()  # the children finish their batch and flush; no more restarts
         for process in self._processes:
             if process is not None:
                 process.join(timeout)
@@ -206,5 +208,6 @@ class ProcessorSupervisor:
                     logger.warning("processor did not stop in %gs; terminating", timeout)
                     process.terminate()
                     process.join(5)
+        self._stopping.set()  # only now: the watcher's children die with it
         if self._watcher is not None:
             self._watcher.join(2)
