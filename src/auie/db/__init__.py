@@ -69,8 +69,6 @@ def _not_alembic_chatter(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("alembic.runtime.migration").addFilter(_not_alembic_chatter)
-# One INFO line per built-in plugin whenever a process first runs a migration.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
