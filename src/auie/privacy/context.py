@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from auie.config import Settings
 from auie.eventlog import EventLog
+from auie.filelock import exclusive
 from auie.lake.catalog import Lake
 from auie.privacy.audit import AuditLog
 from auie.privacy.crypto import FieldCipher, Pseudonymizer, is_encrypted
@@ -105,12 +106,8 @@ class PrivacyContext:
         processes (a purge removes files another purge's commit in flight has written)."""
         path = self.settings.data_dir / "privacy" / "lake.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with exclusive(path):
+            yield
 
     def processor_running(self) -> bool:
         """Whether a processor holds this data directory's lock (it may be committing)."""
