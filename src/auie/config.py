@@ -166,6 +166,9 @@ class ProcessConfig(_Section):
     #: (``process.workers`` beyond the event topic's partitions would idle). 0: one per CPU.
     workers: int = Field(0, ge=0, le=64)
     poll_max_records: int = Field(5000, gt=0)
+    #: Identity nodes (identifier, profile, state) each processor keeps in memory between
+    #: batches instead of reading them again from the profile store; 0: none.
+    node_cache: int = Field(50_000, ge=0)
     #: Truncate ``context.ip`` before storing: ``none``, or keep a /24 (IPv4) and /48 (IPv6).
     ip_truncation: Literal["none", "network"] = "none"
     #: How often the tracking plan is re-read.

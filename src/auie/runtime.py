@@ -222,6 +222,7 @@ class Runtime:
             member=member,
             members=members,
             profile_lock=SectionLock(locks / "profiles.lock").held if group else None,
+            node_cache=config.node_cache,
         )
         if group:
             partitions = topic_partitions(self.eventlog)

@@ -10,6 +10,7 @@ from typing import Any
 from auie.privacy import profileops
 from auie.privacy.person import Subject, resolve_person
 from auie.profiles.identity import IdentityRules
+from auie.profiles.nodecache import NodeCache
 from auie.profiles.service import ProfileService
 from auie.profiles.state import StateFolder
 from auie.profiles.store.base import DeadLetter, ProfileWrite, Violation
@@ -118,7 +119,12 @@ def test_the_person_and_only_the_person_is_found_and_deleted(
         (e["a"], e["b"], e["kind"]) for e in rows.edges
     }
     bob_before = service.profile(WS, "user_id", "bob").to_dict()
+    cache = NodeCache(profile_store, 100)  # a running processor's
+    cache.check()
+    assert set(cache.nodes(WS, person.nodes)) == person.nodes
     counts = profileops.delete_rows(profile_store, person, rows)
+    cache.check()
+    assert cache.nodes(WS, person.nodes) == {}, "the processor forgets the erased nodes"
     assert counts["identityNodes"] == 6
     assert counts["deadLetters"] == 2
     assert counts["planViolations"] == 1

@@ -147,6 +147,8 @@ def delete_rows(store: SqlProfileStore, person: Person, rows: StoreRows) -> dict
     d, v = dead_letters.c, plan_violations.c
     counts = dict.fromkeys(rows.counts(), 0)
     with store.engine.begin() as conn:
+        if rows.nodes:
+            store.count_deletion(conn)
         for chunk in _chunks(sorted({r["node"] for r in rows.nodes})):
             counts["identityNodes"] += conn.execute(
                 delete(identity_nodes).where(n.workspace_id == ws, n.node.in_(chunk))

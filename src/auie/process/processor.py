@@ -65,6 +65,7 @@ from auie.process.lock import owns
 from auie.process.plan import PlanStore, TrackingPlan, Verdict
 from auie.process.privacy_gate import PrivacyGate
 from auie.profiles.identity import EventIdentity, event_identity
+from auie.profiles.nodecache import NodeCache
 from auie.profiles.service import Item, ProfileService
 from auie.profiles.state import CONSENT_TYPE
 from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
@@ -191,6 +192,7 @@ class Processor:
         member: int = 0,
         members: int = 1,
         profile_lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+        node_cache: int = 0,
     ) -> None:
         self.log = log
         self.store = store
@@ -207,6 +209,8 @@ class Processor:
         self.member, self.members = member, members
         #: Held while a batch is resolved and written (a group of more than one member).
         self.profile_lock = profile_lock or contextlib.nullcontext
+        #: Identity nodes as last read or written (``node_cache`` of them at most; 0: none).
+        self.node_cache = NodeCache(store, node_cache) if node_cache > 0 else None
         #: Whether other members of the group still run (:meth:`drain` stops waiting for
         #: them when they have exited); set by the runtime.
         self.others_running: Callable[[], bool] = lambda: members > 1
@@ -363,8 +367,7 @@ class Processor:
             positions = self.positions[record.topic]
             positions[record.partition] = max(positions[record.partition], record.offset + 1)
         with self.profile_lock():
-            resolved = self._resolve(accepted, change)
-            self.store.write(change)
+            resolved = self._write_profiles(accepted, change)
         for item in resolved:
             self._lake_event(item)
         if (change.nodes or change.reassign or change.closed) and self.exports is not None:
@@ -419,12 +422,24 @@ class Processor:
                 self._dead_letter(record, exc, change, fresh)
         return self._privacy(accepted)
 
+    def _write_profiles(self, accepted: list[_Accepted], change: ProfileWrite) -> list[_Accepted]:
+        """Resolve the batch and write ``change`` (inside the group's identity section)."""
+        cache = self.node_cache
+        if cache is None:
+            resolved = self._resolve(accepted, change)
+            self.store.write(change)
+            return resolved
+        cache.check()
+        resolved = self._resolve(accepted, change)
+        cache.write(change)
+        return resolved
+
     def _resolve(self, accepted: list[_Accepted], change: ProfileWrite) -> list[_Accepted]:
         """Identity resolution and profile updates into ``change``; returns the events that
         have a profile (the others become dead letters)."""
         fresh_items = [a for a in accepted if a.fresh]
         resolution = self.profiles.resolve(
-            [Item(a.workspace, a.event, a.ts, a.identity) for a in fresh_items]
+            [Item(a.workspace, a.event, a.ts, a.identity) for a in fresh_items], self.node_cache
         )
         for item, stated in zip(fresh_items, resolution.consent, strict=True):
             item.consent = stated

@@ -34,6 +34,7 @@ from auie.profiles.identity import (
     profile_id,
     split,
 )
+from auie.profiles.nodecache import NodeCache
 from auie.profiles.state import NodeState, StateFolder
 from auie.profiles.store.base import NodeRow, ProfileStore, ProfileWrite, StoredNode
 
@@ -132,23 +133,31 @@ class ProfileService:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def resolve(self, items: Sequence[Item]) -> Resolution:
+    def resolve(self, items: Sequence[Item], cache: NodeCache | None = None) -> Resolution:
+        """Resolve a batch; stored nodes are read through ``cache`` if there is one (the
+        caller checks it, writes the result and tells it what was written)."""
         result = Resolution([None] * len(items), ProfileWrite(), consent=[None] * len(items))
+        read = cache.nodes if cache is not None else self.store.nodes
         by_workspace: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             by_workspace.setdefault(item.workspace, []).append(index)
         for workspace, indexes in by_workspace.items():
-            self._resolve_workspace(workspace, [items[i] for i in indexes], indexes, result)
+            self._resolve_workspace(workspace, [items[i] for i in indexes], indexes, result, read)
         return result
 
     def _resolve_workspace(
-        self, ws: str, items: Sequence[Item], indexes: Sequence[int], result: Resolution
+        self,
+        ws: str,
+        items: Sequence[Item],
+        indexes: Sequence[int],
+        result: Resolution,
+        read: Callable[[str, Iterable[str]], dict[str, StoredNode]],
     ) -> None:
         idents = [
             item.identity or event_identity(item.event, item.ts, self.rules) for item in items
         ]
         keys = {k for i in idents for k in (*i.seen, *i.named)}
-        stored = self.store.nodes(ws, keys)
+        stored = read(ws, keys)
         seen_now = {k for i in idents for k in i.seen}
         changed_edges = self._changed_edges(ws, idents)
         triggers = {n for e in changed_edges for n in (e.a, e.b)}
@@ -164,6 +173,7 @@ class ProfileService:
                 evidenced=evidenced,
                 profiles=profiles,
                 result=result,
+                read=read,
             )
         for key in keys - profiles.keys():
             profiles[key] = profile_id(ws, key)
@@ -210,12 +220,13 @@ class ProfileService:
         evidenced: set[str],
         profiles: dict[str, str],
         result: Resolution,
+        read: Callable[[str, Iterable[str]], dict[str, StoredNode]],
     ) -> None:
         nodes, edges = self._component(ws, triggers, new_edges)
         mentioned = set(profiles) | set(stored)
         missing = nodes - stored.keys()
         if missing:
-            extra = self.store.nodes(ws, missing)
+            extra = read(ws, missing)
             stored.update(extra)
             evidenced |= {k for k, s in extra.items() if s.evidenced}
             profiles.update({k: s.profile_id for k, s in extra.items()})

@@ -27,6 +27,16 @@ class StoredNode:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeMarks:
+    """See :meth:`ProfileStore.node_marks`."""
+
+    #: The change sequence's last value (the last write that wrote nodes).
+    sequence: int
+    #: Transactions that deleted nodes (privacy erasure) so far.
+    deletions: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeChange:
     """A node as a change export sees it (see :meth:`ProfileStore.moved_nodes`)."""
 
@@ -144,13 +154,23 @@ class ProfileStore(ABC):
         """A profile's merge history, oldest first."""
 
     @abstractmethod
-    def write(self, change: ProfileWrite) -> None:
-        """Apply every change atomically."""
+    def write(self, change: ProfileWrite) -> int | None:
+        """Apply every change atomically; the change sequence value the write took (None
+        when it wrote no node, reassigned none and closed no profile)."""
 
     @abstractmethod
     def change_sequence(self) -> int:
         """The change sequence's last value: every :meth:`write` that writes nodes takes
         the next one, and a reader seeing value n sees every such write numbered <= n."""
+
+    @abstractmethod
+    def node_marks(self) -> NodeMarks:
+        """The change sequence's value and the count of node deletions (erasures), read
+        together: what a cache of nodes compares with what it last saw."""
+
+    @abstractmethod
+    def changed_nodes(self, after: int) -> list[tuple[str, str]]:
+        """(workspace, node) of every node written (or moved) by a write numbered > ``after``."""
 
     @abstractmethod
     def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:

@@ -36,6 +36,7 @@ from auie.profiles.store.base import (
     ClosedProfile,
     DeadLetter,
     NodeChange,
+    NodeMarks,
     ProfileStore,
     ProfileWrite,
     StoredNode,
@@ -106,6 +107,8 @@ _NODE_COLUMNS = (
 )
 #: The change sequence's counter of node writes.
 _NODES_SEQUENCE = "nodes"
+#: The counter of transactions that deleted nodes (:meth:`SqlProfileStore.count_deletion`).
+_DELETIONS = "node_deletions"
 
 
 class _DriverStatement:
@@ -315,6 +318,23 @@ class SqlProfileStore(ProfileStore):
             value = conn.execute(select(c.value).where(c.name == _NODES_SEQUENCE)).scalar()
         return int(value or 0)
 
+    def node_marks(self) -> NodeMarks:
+        c = change_sequence.c
+        query = select(c.name, c.value).where(c.name.in_((_NODES_SEQUENCE, _DELETIONS)))
+        with self.engine.connect() as conn:
+            values = {str(name): int(value) for name, value in conn.execute(query)}
+        return NodeMarks(values.get(_NODES_SEQUENCE, 0), values.get(_DELETIONS, 0))
+
+    def changed_nodes(self, after: int) -> list[tuple[str, str]]:
+        query = select(_n.workspace_id, _n.node).where(_n.changed_seq > after)
+        with self.engine.connect() as conn:
+            return [(str(ws), str(key)) for ws, key in conn.execute(query)]
+
+    def count_deletion(self, conn: Connection) -> None:
+        """Count a transaction that deletes nodes (in it): caches of nodes drop everything
+        they hold when they see the count move (:class:`~auie.profiles.nodecache.NodeCache`)."""
+        self._take(conn, _DELETIONS)
+
     def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
         # Led by the changed_seq index: a node's last write is never older than its last move.
         query = (
@@ -413,36 +433,37 @@ class SqlProfileStore(ProfileStore):
                     update(dead_letters).where(dead_letters.c.id.in_(chunk)).values(replayed_at=at)
                 )
 
-    def write(self, change: ProfileWrite) -> None:
+    def write(self, change: ProfileWrite) -> int | None:
         try:
             with self.engine.begin() as conn:
                 self._write_edges(conn, change)
-                self._write_nodes(conn, change)
+                seq = self._write_nodes(conn, change)
                 self._write_merges(conn, change)
                 self._write_offsets(conn, change)
                 self._write_dead_letters(conn, change)
                 self._write_violations(conn, change)
         except SQLAlchemyError as exc:
             raise StorageUnavailable(f"profile store write failed: {exc}") from exc
+        return seq
 
     def _write_edges(self, conn: Connection, change: ProfileWrite) -> None:
         self._edge_upsert.execute(
             conn, [(ws, e.a, e.b, e.kind, e.ts, e.message_id) for ws, e in change.edges]
         )
 
-    def _next_sequence(self, conn: Connection) -> int:
-        """Take the change sequence's next value; its row stays locked until commit."""
-        insert = self._insert(change_sequence).values(name=_NODES_SEQUENCE, value=1)
+    def _take(self, conn: Connection, name: str) -> int:
+        """Take a counter's next value; its row stays locked until commit."""
+        insert = self._insert(change_sequence).values(name=name, value=1)
         stmt = insert.on_conflict_do_update(
             index_elements=["name"], set_={"value": change_sequence.c.value + 1}
         ).returning(change_sequence.c.value)
         return int(conn.execute(stmt).scalar_one())
 
-    def _write_nodes(self, conn: Connection, change: ProfileWrite) -> None:
+    def _write_nodes(self, conn: Connection, change: ProfileWrite) -> int | None:
         if not change.nodes and not change.reassign and not change.closed:
-            return
+            return None
         now = utcnow()
-        seq = self._next_sequence(conn)
+        seq = self._take(conn, _NODES_SEQUENCE)
         if change.closed:
             stmt = self._insert(closed_profiles)
             conn.execute(
@@ -486,6 +507,7 @@ class SqlProfileStore(ProfileStore):
                 ),
                 [{"ws": ws, "key": key, "pid": pid} for ws, key, pid in change.reassign],
             )
+        return seq
 
     def _write_merges(self, conn: Connection, change: ProfileWrite) -> None:
         """Replace the merge history of every profile in ``change.merges``: one batched
