@@ -73,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(ALL_SCENARIOS),
         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} [all]",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="SETTING=VALUE",
+        default=None,
+        help="also run each throughput repeat with this setting (e.g. process.node_cache=0),"
+        " alternating with the default, and report both medians and their ratio",
+    )
+    parser.add_argument(
+        "--profile-store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the profile store of the throughput runs: the data directory's SQLite file"
+        " (the default) or a fresh database per run on the local PostgreSQL [sqlite]",
+    )
     parser.add_argument("--seed", type=int, default=None, help="stream seed [random]")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories")
@@ -92,6 +106,22 @@ def _code_version() -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD").strip() or None,
         "src_changes": [line[3:] for line in changed],
     }
+
+
+def _setting_env(assignment: str) -> dict[str, str]:
+    """``section.key=value`` as the environment variable that sets it (``AUIE_SECTION__KEY``)."""
+    name, sep, value = assignment.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise SystemExit(f"--compare wants SECTION.KEY=VALUE, not {assignment!r}")
+    return {f"AUIE_{section.upper()}__{key.upper()}": value.strip()}
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float)]
+    medians = {k: _median([float(r[k]) for r in runs]) for k in keys}
+    medians["load1"] = _median([r["load"][0] for r in runs])
+    return medians
 
 
 def _median(values: list[float]) -> float:
@@ -121,18 +151,35 @@ class Runner:
                 flush=True,
             )
             self.result["stream"] = stream
-            runs = []
+            runs, baseline = [], []
+            compare = _setting_env(args.compare) if args.compare else None
+            postgres = args.profile_store == "postgres"
             for rep in range(args.repeat):
+                if compare is not None:
+                    run = throughput.run(
+                        template,
+                        root / f"run-{rep}-compare",
+                        stream["workspace"],
+                        members=args.workers,
+                        env=compare,
+                        postgres=postgres,
+                    )
+                    baseline.append(run)
+                    print(f"  with {args.compare}, run {rep + 1}: {_brief(run)}", flush=True)
                 run = throughput.run(
-                    template, root / f"run-{rep}", stream["workspace"], members=args.workers
+                    template,
+                    root / f"run-{rep}",
+                    stream["workspace"],
+                    members=args.workers,
+                    postgres=postgres,
                 )
                 runs.append(run)
                 print(f"  throughput run {rep + 1}: {_brief(run)}", flush=True)
             self.result["runs"]["throughput"] = runs
-            keys = [k for k, v in runs[0].items() if isinstance(v, int | float)]
-            medians = {k: _median([float(r[k]) for r in runs]) for k in keys}
-            medians["load1"] = _median([r["load"][0] for r in runs])
-            self.result["medians"]["throughput"] = medians
+            self.result["medians"]["throughput"] = _medians(runs)
+            if baseline:
+                self.result["runs"]["compare"] = baseline
+                self.result["medians"]["compare"] = _medians(baseline)
             if not args.no_profile:
                 self._profile(template, root, stream["workspace"])
         finally:
@@ -290,12 +337,16 @@ def render(result: dict[str, Any]) -> str:
             "CPU psi",
         ]
         rows = []
-        med = result["medians"]["throughput"]
-        for index, run in enumerate([*runs, med]):
-            is_median = index == len(runs)
+        labelled = [(f"run {i + 1}", run, False) for i, run in enumerate(runs)]
+        labelled.append(("median", result["medians"]["throughput"], True))
+        others = result["runs"].get("compare")
+        if others:
+            labelled += [(f"compare {i + 1}", run, False) for i, run in enumerate(others)]
+            labelled.append(("compare median", result["medians"]["compare"], True))
+        for label, run, is_median in labelled:
             rows.append(
                 [
-                    "median" if is_median else f"run {index + 1}",
+                    label,
                     _fmt(run["events_per_s"]),
                     _fmt(run["events_per_cpu_s"]),
                     _fmt(run["seconds"], 1),
@@ -307,6 +358,14 @@ def render(result: dict[str, Any]) -> str:
                 ]
             )
         out.append(_table(headers, rows))
+        if others:
+            mine, theirs = result["medians"]["throughput"], result["medians"]["compare"]
+            out.append(
+                f"compare = with {result['settings']['compare']}, alternating with the runs: "
+                f"events/s {mine['events_per_s'] / theirs['events_per_s']:.2f}x, "
+                f"events per CPU-s {mine['events_per_cpu_s'] / theirs['events_per_cpu_s']:.2f}x"
+                " (medians, runs / compare)"
+            )
         stream = result["stream"]
         last = runs[-1]
         out.append(

@@ -17,6 +17,7 @@ starts on a line from stdin, so a profiler can attach first (:func:`run`).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -35,6 +36,9 @@ from bench.ingest.server import load_average, pressure
 from bench.process.stream import Stream, fill
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from stores import postgres_database  # noqa: E402
 
 
 def prepare(directory: Path, *, seed: int, events: int, people: int) -> dict[str, Any]:
@@ -143,10 +147,31 @@ def run(
     *,
     members: int = 1,
     profile_to: Path | None = None,
+    env: dict[str, str] | None = None,
+    postgres: bool = False,
 ) -> dict[str, Any]:
     """Copy ``template`` to ``work``, process it with a group of ``members`` processor
     processes, return the group's figures. With ``profile_to``, py-spy samples member 0
-    into that file while it processes."""
+    into that file while it processes; ``env`` adds settings (``AUIE_…`` variables);
+    ``postgres`` puts the profile store in a fresh database of the local PostgreSQL."""
+    if not postgres:
+        return _run(
+            template, work, workspace, members=members, profile_to=profile_to, env=env or {}
+        )
+    with postgres_database() as url:
+        env = {**(env or {}), "AUIE_PROFILES__URL": url}
+        return _run(template, work, workspace, members=members, profile_to=profile_to, env=env)
+
+
+def _run(
+    template: Path,
+    work: Path,
+    workspace: str,
+    *,
+    members: int,
+    profile_to: Path | None,
+    env: dict[str, str],
+) -> dict[str, Any]:
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(template, work)
@@ -163,6 +188,7 @@ def run(
             subprocess.Popen(
                 [sys.executable, "-m", "bench.process.throughput", json.dumps(spec)],
                 cwd=REPO,
+                env={**os.environ, **env},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )

@@ -26,11 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from auie.profiles.state import NodeState
 from auie.profiles.store.base import ProfileStore, ProfileWrite, StoredNode
 
 _Key = tuple[str, str]
+#: A cached node: profile id, evidenced, state as JSON (None: no state), or None where the
+#: store holds no node. Strings, bytes and booleans rather than ``NodeState`` objects: a
+#: batch's worth of states (a dozen containers each) would survive into the cyclic garbage
+#: collector's young generation and make each batch's first collection walk them, which
+#: cost more CPU than the reads saved; the JSON is what the write encoded anyway.
+_Entry = tuple[str, bool, bytes | None] | None
 #: What a lookup of a key the cache does not hold returns.
-_UNKNOWN = StoredNode("", "", False, None)
+_UNKNOWN: _Entry = ("", False, None)
 
 
 class NodeCache:
@@ -42,7 +49,7 @@ class NodeCache:
         self.store = store
         self.capacity = capacity
         #: (workspace, node) → the stored node, or None if the store has none. Oldest first.
-        self._nodes: dict[_Key, StoredNode | None] = {}
+        self._nodes: dict[_Key, _Entry] = {}
         #: The change sequence value and deletion count the cache is true to (None: unknown).
         self._sequence: int | None = None
         self._deletions = 0
@@ -71,8 +78,7 @@ class NodeCache:
         self._sequence, self._deletions = marks.sequence, marks.deletions
 
     def nodes(self, workspace: str, keys: Iterable[str]) -> dict[str, StoredNode]:
-        """The stored nodes among ``keys``, as :meth:`ProfileStore.nodes` returns them (a new
-        dict; the nodes and their states are shared: never change them in place)."""
+        """The stored nodes among ``keys``, as :meth:`ProfileStore.nodes` returns them."""
         found: dict[str, StoredNode] = {}
         missing: list[str] = []
         cached = self._nodes
@@ -81,13 +87,25 @@ class NodeCache:
             if hit is _UNKNOWN:
                 missing.append(key)
             elif hit is not None:
-                found[key] = hit
+                profile, evidenced, state = hit
+                found[key] = StoredNode(
+                    key, profile, evidenced, None if state is None else NodeState.decode(state)
+                )
         self.hits += len(found)
         if missing:
             self.misses += len(missing)
             loaded = self.store.nodes(workspace, missing)
             for key in missing:
-                cached[(workspace, key)] = loaded.get(key)
+                known = loaded.get(key)
+                cached[(workspace, key)] = (
+                    None
+                    if known is None
+                    else (
+                        known.profile_id,
+                        known.evidenced,
+                        None if known.state is None else known.state.encode(),
+                    )
+                )
             found.update(loaded)
             self._trim()
         return found
@@ -118,13 +136,14 @@ class NodeCache:
         for row in change.nodes:
             key = (row.workspace_id, row.node)
             cached.pop(key, None)  # to the end: most recently written
-            cached[key] = StoredNode(row.node, row.profile_id, row.evidenced, row.state)
+            state = row.encoded
+            if state is None and row.state is not None:
+                state = row.state.encode()
+            cached[key] = (row.profile_id, row.evidenced, state)
         for workspace, node, profile in change.reassign:
             known = cached.pop((workspace, node), None)
             if known is not None:
-                cached[(workspace, node)] = StoredNode(
-                    known.node, profile, known.evidenced, known.state
-                )
+                cached[(workspace, node)] = (profile, known[1], known[2])
         self._trim()
 
     def _trim(self) -> None:

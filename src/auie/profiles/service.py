@@ -331,7 +331,10 @@ class ProfileService:
                 result.moved.append((ws, key, profiles[key]))
             if key in states or known is None or known.evidenced != is_evidenced:
                 state = states.get(key) or (known.state if known else None)
-                result.write.nodes.append(NodeRow(ws, key, profiles[key], is_evidenced, state))
+                encoded = state.encode() if state is not None else None
+                result.write.nodes.append(
+                    NodeRow(ws, key, profiles[key], is_evidenced, state, encoded)
+                )
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -68,6 +68,8 @@ class NodeRow:
     profile_id: str
     evidenced: bool
     state: NodeState | None
+    #: ``state.encode()``, when the writer has it (the store encodes the state otherwise).
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

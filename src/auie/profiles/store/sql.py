@@ -489,7 +489,7 @@ class SqlProfileStore(ProfileStore):
                         *split(row.node),
                         row.profile_id,
                         row.evidenced,
-                        _dump(row.state),
+                        row.encoded.decode() if row.encoded is not None else _dump(row.state),
                         now,
                         seq,
                         seq,
