@@ -108,13 +108,12 @@ def _code_version() -> dict[str, Any]:
     }
 
 
-def _setting_env(assignment: str) -> dict[str, str]:
-    """``section.key=value`` as the environment variable that sets it (``AUIE_SECTION__KEY``)."""
+def _setting(assignment: str) -> dict[str, str]:
+    """``section.key=value`` as a dotted setting (checked by the children's settings)."""
     name, sep, value = assignment.partition("=")
-    section, dot, key = name.strip().partition(".")
-    if not sep or not dot or not section or not key:
+    if not sep or "." not in name.strip():
         raise SystemExit(f"--compare wants SECTION.KEY=VALUE, not {assignment!r}")
-    return {f"AUIE_{section.upper()}__{key.upper()}": value.strip()}
+    return {name.strip(): value.strip()}
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -152,7 +151,7 @@ class Runner:
             )
             self.result["stream"] = stream
             runs, baseline = [], []
-            compare = _setting_env(args.compare) if args.compare else None
+            compare = _setting(args.compare) if args.compare else None
             postgres = args.profile_store == "postgres"
             for rep in range(args.repeat):
                 if compare is not None:
@@ -161,7 +160,7 @@ class Runner:
                         root / f"run-{rep}-compare",
                         stream["workspace"],
                         members=args.workers,
-                        env=compare,
+                        settings=compare,
                         postgres=postgres,
                     )
                     baseline.append(run)
@@ -311,6 +310,7 @@ def _brief(run: dict[str, Any]) -> str:
         f"{run['events_per_cpu_s']:,.0f} events per CPU-s, CPU {run['cpu_s']:.1f} s "
         f"(main thread {run['main_cpu_s']:.1f} s), peak RSS {run['peak_rss_mib']:.0f} MiB, "
         f"{run['lake_commits']} lake commits, lake rows {run['lake_events']:,}, "
+        f"profile store {run['profile_store']}, node cache {run['node_cache']:,}, "
         f"load {run['load'][0]:.2f}"
     )
 

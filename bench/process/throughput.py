@@ -17,7 +17,6 @@ starts on a line from stdin, so a profiler can attach first (:func:`run`).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auie.config import Settings
+from auie.config import Settings, load_settings
 from auie.lake.tables import EVENTS, IDENTITIES
 from auie.process.lock import ProcessorLock, SectionLock
 from auie.process.processor import topic_partitions
@@ -82,7 +81,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     data_dir = Path(spec["data_dir"])
     member, members = spec.get("member", 0), spec.get("members", 1)
     with SectionLock(data_dir / "processor.d" / "open.lock").held():  # as auie serve's
-        runtime = Runtime(Settings(data_dir=data_dir))
+        runtime = Runtime(
+            load_settings({**spec.get("settings", {}), "data_dir": str(data_dir)}, environ={})
+        )
         partitions = topic_partitions(runtime.eventlog)
     with ProcessorLock(data_dir, member, members, partitions):
         return _measure(spec, runtime, member, members, opened)
@@ -115,6 +116,8 @@ def _measure(
         "load": load_average(),
         "load_from": load_from,
         "cpu_pressure": pressure()["cpu"],
+        "profile_store": runtime.profile_store.engine.dialect.name,  # type: ignore[attr-defined]
+        "node_cache": runtime.settings.process.node_cache,
     }
     if member == 0:
         workspace = spec["workspace"]
@@ -147,20 +150,28 @@ def run(
     *,
     members: int = 1,
     profile_to: Path | None = None,
-    env: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
     postgres: bool = False,
 ) -> dict[str, Any]:
     """Copy ``template`` to ``work``, process it with a group of ``members`` processor
     processes, return the group's figures. With ``profile_to``, py-spy samples member 0
-    into that file while it processes; ``env`` adds settings (``AUIE_…`` variables);
+    into that file while it processes; ``settings`` are dotted settings
+    (``{"process.node_cache": "0"}``) over the defaults;
     ``postgres`` puts the profile store in a fresh database of the local PostgreSQL."""
     if not postgres:
         return _run(
-            template, work, workspace, members=members, profile_to=profile_to, env=env or {}
+            template,
+            work,
+            workspace,
+            members=members,
+            profile_to=profile_to,
+            settings=settings or {},
         )
     with postgres_database() as url:
-        env = {**(env or {}), "AUIE_PROFILES__URL": url}
-        return _run(template, work, workspace, members=members, profile_to=profile_to, env=env)
+        settings = {**(settings or {}), "profiles.url": url}
+        return _run(
+            template, work, workspace, members=members, profile_to=profile_to, settings=settings
+        )
 
 
 def _run(
@@ -170,7 +181,7 @@ def _run(
     *,
     members: int,
     profile_to: Path | None,
-    env: dict[str, str],
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     if work.exists():
         shutil.rmtree(work)
@@ -183,12 +194,12 @@ def _run(
             "output": str(work.with_suffix(f".{member}.json")),
             "member": member,
             "members": members,
+            "settings": settings,
         }
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "bench.process.throughput", json.dumps(spec)],
                 cwd=REPO,
-                env={**os.environ, **env},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
