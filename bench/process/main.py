@@ -310,7 +310,8 @@ def _brief(run: dict[str, Any]) -> str:
         f"{run['events_per_cpu_s']:,.0f} events per CPU-s, CPU {run['cpu_s']:.1f} s "
         f"(main thread {run['main_cpu_s']:.1f} s), peak RSS {run['peak_rss_mib']:.0f} MiB, "
         f"{run['lake_commits']} lake commits, lake rows {run['lake_events']:,}, "
-        f"profile store {run['profile_store']}, node cache {run['node_cache']:,}, "
+        f"profile store {run['profile_store']}, node cache {run['node_cache']:,} "
+        f"({run['node_cache_hits']:,} hits, {run['node_cache_misses']:,} misses), "
         f"load {run['load'][0]:.2f}"
     )
 

@@ -118,6 +118,8 @@ def _measure(
         "cpu_pressure": pressure()["cpu"],
         "profile_store": runtime.profile_store.engine.dialect.name,  # type: ignore[attr-defined]
         "node_cache": runtime.settings.process.node_cache,
+        "node_cache_hits": processor.node_cache.hits if processor.node_cache else 0,
+        "node_cache_misses": processor.node_cache.misses if processor.node_cache else 0,
     }
     if member == 0:
         workspace = spec["workspace"]
@@ -133,7 +135,8 @@ def _combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The group's figures from its members': member 0's clock and checks, summed work."""
     lead = next(r for r in results if r["member"] == 0)
     combined = dict(lead)
-    for key in ("events", "dead_letters", "cpu_s", "main_cpu_s", "lake_commits", "commit_s"):
+    summed = ("events", "dead_letters", "cpu_s", "main_cpu_s", "lake_commits", "commit_s")
+    for key in (*summed, "node_cache_hits", "node_cache_misses"):
         combined[key] = sum(r[key] for r in results)
     combined["peak_rss_mib"] = sum(r["peak_rss_mib"] for r in results)
     combined["events_per_s"] = combined["events"] / lead["seconds"]
