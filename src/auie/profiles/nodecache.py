@@ -2,8 +2,9 @@
 
 Identity resolution reads the stored node of every identifier a batch mentions, and folds
 each event into its identifier's state; a person comes back every few minutes, so without a
-cache the same nodes are read (and their states decoded) batch after batch. With it, a node
-is read from the profile store once, then kept as this processor last wrote it.
+cache the same nodes are read from the store batch after batch (a round trip each batch on
+PostgreSQL). With it, a node is read from the profile store once, then kept as this
+processor last wrote it.
 
 The cache stays true to the store by the store's change sequence
 (:meth:`~auie.profiles.store.base.ProfileStore.node_marks`), checked before each batch is
@@ -48,7 +49,7 @@ class NodeCache:
             raise ValueError("a node cache needs a capacity of at least one node")
         self.store = store
         self.capacity = capacity
-        #: (workspace, node) → the stored node, or None if the store has none. Oldest first.
+        #: (workspace, node) → its entry (see ``_Entry``). Least recently written first.
         self._nodes: dict[_Key, _Entry] = {}
         #: The change sequence value and deletion count the cache is true to (None: unknown).
         self._sequence: int | None = None
