@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 from auie.decide import service as service_module
 from auie.decide.config import DecisionPointConfig
 from auie.decide.context import PersonContext
 from auie.decide.service import DecideRequest, DecisionService
+from auie.decide.tables import policy_versions
 from conftest import App
 
 POINT = "wait-point"
@@ -169,3 +171,38 @@ def test_old_online_versions_are_pruned_but_the_served_and_trained_ones_stay(
     assert kept == [made[-2], trained, *newer[-2:]]
     files = sorted(p.name for p in (store.root / ws / POINT).iterdir())
     assert files == sorted(f"main-v{v:06d}.{suffix}" for v in kept for suffix in ("npz", "json"))
+
+
+def test_a_prune_removes_the_files_an_earlier_crashed_prune_left(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app()
+    service = _service(app, wait=0.0, aggregation="sum", default=1.0, snapshotKeep=100)
+    store = app.runtime.decision_store
+    ws = app.boot.workspace
+    made = []
+    for i in range(4):
+        _decide(service, app, f"u{i}")
+        service.tick()
+        made.append(service.snapshot(ws, POINT))
+    directory = store.root / ws / POINT
+    # A prune that committed its row deletes, then died before unlinking the files.
+    with store.engine.begin() as conn:
+        conn.execute(
+            delete(policy_versions).where(
+                policy_versions.c.workspace_id == ws, policy_versions.c.version == made[0]
+            )
+        )
+    assert (directory / f"main-v{made[0]:06d}.npz").exists()
+    # Files of a version being saved: newer than every row until its row commits.
+    (directory / f"main-v{made[-1] + 1:06d}.npz").write_bytes(b"saving")
+    other_arm = directory / f"b-v{made[0]:06d}.npz"
+    other_arm.write_bytes(b"another arm's")
+    assert store.prune(ws, POINT, arm="", keep=100) == 0
+    files = sorted(p.name for p in directory.iterdir())
+    assert f"main-v{made[0]:06d}.npz" not in files
+    assert f"main-v{made[0]:06d}.json" not in files
+    assert f"main-v{made[-1] + 1:06d}.npz" in files
+    assert other_arm.name in files
+    for version in made[1:]:
+        assert store.load(ws, POINT, arm="", version=version) is not None

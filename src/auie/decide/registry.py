@@ -265,13 +265,38 @@ class DecisionStore:
                     func.coalesce(active, -1) != c.version,
                 )
             ).all()
-            if not old:
-                return 0
-            conn.execute(delete(policy_versions).where(*mine, c.version.in_([v for v, _ in old])))
+            if old:
+                conn.execute(
+                    delete(policy_versions).where(*mine, c.version.in_([v for v, _ in old]))
+                )
+            rows = conn.execute(select(c.version).where(*mine)).all()
+            stored = {int(row.version) for row in rows}
         for _, path in old:  # after the commit: a crash leaves files, never rows without them
             for suffix in (".npz", ".json"):
                 (self.root / f"{path}{suffix}").unlink(missing_ok=True)
+        self._sweep(self._dir(workspace, name), arm, stored)
         return len(old)
+
+    @staticmethod
+    def _sweep(directory: Path, arm: str, stored: set[int]) -> None:
+        """Delete the arm's files that no version row names, below its newest row: what a
+        prune that crashed between its commit and its unlinks left. (Files of a version
+        being saved are newer than every row until its row commits: they stay.)"""
+        if not stored or not directory.is_dir():
+            return
+        newest = max(stored)
+        prefix = f"{arm or 'main'}-v"
+        for path in directory.iterdir():
+            stem, suffix = path.stem, path.suffix
+            number = stem.removeprefix(prefix)
+            if (
+                suffix in (".npz", ".json")
+                and stem.startswith(prefix)
+                and number.isdigit()
+                and int(number) < newest
+                and int(number) not in stored
+            ):
+                path.unlink(missing_ok=True)
 
     def versions(self, workspace: str, name: str) -> list[PolicyVersion]:
         c = policy_versions.c
