@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from auie.config import ServerConfig, Settings
 from auie.process.supervisor import ProcessorSupervisor
 from auie.runtime import Bootstrap, Runtime
 from auie.transform.schedule import TransformScheduler
+
+
+def _not_a_forced_exit(record: logging.LogRecord) -> bool:
+    """A second Ctrl+C makes uvicorn exit without waiting for the application's shutdown,
+    which is then cancelled (AUIE's own shutdown runs all the same, in its ``finally``);
+    Starlette reports the cancellation as a traceback on ``uvicorn.error``. Not an error."""
+    text = record.getMessage()
+    return not (
+        text.startswith("Traceback") and text.rstrip().endswith("asyncio.exceptions.CancelledError")
+    )
 
 
 def _show_bootstrap(boot: Bootstrap, data_dir: Path) -> None:
@@ -78,6 +89,7 @@ def _check_tls(server: ServerConfig) -> None:
 def serve(settings: Settings) -> None:
     """Run the API, the collector and every background job."""
     configure_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(_not_a_forced_exit)
     server = settings.server
     _check_tls(server)  # before anything is created or printed
     runtime = Runtime(settings)
