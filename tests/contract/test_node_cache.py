@@ -136,3 +136,25 @@ def test_the_cache_keeps_at_most_its_capacity(profile_store: ProfileStore) -> No
     assert len(cache) <= 10
     with pytest.raises(ValueError, match="capacity"):
         NodeCache(profile_store, 0)
+
+
+def test_moves_of_nodes_it_holds_or_not_are_taken_in(profile_store: ProfileStore) -> None:
+    cache = NodeCache(profile_store, 100)
+    processor_write(
+        cache, profile_store, nodes_write(("user_id:a", "p_a", 1), ("user_id:b", "p_b", 1))
+    )
+    profile_store.write(nodes_write(("user_id:c", "p_c", 1)))  # another member's node
+    cache.check()
+    # one write: a's state changes and a moves; b and c (c never read here) move too
+    change = nodes_write(("user_id:a", "p_a", 2))
+    change.reassign += [
+        (WS, "user_id:a", "p_z"),
+        (WS, "user_id:b", "p_z"),
+        (WS, "user_id:c", "p_z"),
+    ]
+    processor_write(cache, profile_store, change)
+    keys = ["user_id:a", "user_id:b", "user_id:c"]
+    seen = cache.nodes(WS, keys)
+    assert seen == profile_store.nodes(WS, keys)
+    assert {node.profile_id for node in seen.values()} == {"p_z"}
+    assert seen["user_id:a"].state == state(2)

@@ -83,7 +83,9 @@ class NodeCache:
         found: dict[str, StoredNode] = {}
         missing: list[str] = []
         cached = self._nodes
+        asked = 0
         for key in keys:
+            asked += 1
             hit = cached.get((workspace, key), _UNKNOWN)
             if hit is _UNKNOWN:
                 missing.append(key)
@@ -92,7 +94,7 @@ class NodeCache:
                 found[key] = StoredNode(
                     key, profile, evidenced, None if state is None else NodeState.decode(state)
                 )
-        self.hits += len(found)
+        self.hits += asked - len(missing)
         if missing:
             self.misses += len(missing)
             loaded = self.store.nodes(workspace, missing)
