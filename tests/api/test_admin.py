@@ -169,6 +169,50 @@ def test_key_for_a_source_that_does_not_exist(client: TestClient, admin: dict[st
     assert_error(client.post("/v1/admin/sources/src_nope/keys", headers=admin), 404, "not_found")
 
 
+def test_a_clients_scopes_can_be_changed(
+    client: TestClient, boot: Bootstrap, admin: dict[str, str]
+) -> None:
+    new = client.post(
+        "/v1/admin/clients", json={"name": "dash", "scopes": ["profiles:read"]}, headers=admin
+    ).json()
+    reply = client.patch(
+        f"/v1/admin/clients/{new['id']}",
+        json={"scopes": ["profiles:read", "pii:read"]},
+        headers=admin,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["scopes"] == ["profiles:read", "pii:read"]
+    assert "secret" not in reply.json()
+    token = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(new["id"], new["secret"]),
+    )
+    assert token.json()["scope"] == "profiles:read pii:read"
+    audit = client.get("/v1/admin/audit", headers=admin).json()
+    assert any(
+        e["action"] == "client.scopes_changed" and e["target"] == new["id"] for e in audit
+    ), audit
+    # Unknown scope, no scope, a wrong body: refused, nothing changed.
+    for body, status, code in (
+        ({"scopes": ["profiles:read", "root"]}, 400, "invalid_scope"),
+        ({"scopes": []}, 400, "invalid_request"),
+        ({"scopes": "pii:read"}, 400, "invalid_request"),
+    ):
+        assert_error(
+            client.patch(f"/v1/admin/clients/{new['id']}", json=body, headers=admin), status, code
+        )
+    listed = {c["id"]: c for c in client.get("/v1/admin/clients", headers=admin).json()}
+    assert listed[new["id"]]["scopes"] == ["profiles:read", "pii:read"]
+    # A revoked client's scopes cannot change; an unknown one is not found.
+    client.delete(f"/v1/admin/clients/{new['id']}", headers=admin)
+    for target in (new["id"], "cl_nope"):
+        reply = client.patch(
+            f"/v1/admin/clients/{target}", json={"scopes": ["decide"]}, headers=admin
+        )
+        assert_error(reply, 404, "not_found")
+
+
 def test_clients_create_list_and_revoke(
     client: TestClient, boot: Bootstrap, admin: dict[str, str]
 ) -> None:
@@ -295,7 +339,7 @@ def test_every_admin_route_needs_an_admin_token(
     client: TestClient, boot: Bootstrap, runtime: Runtime
 ) -> None:
     routes = admin_routes(client)
-    assert len(routes) == 10  # 9 tenancy routes and the audit log
+    assert len(routes) == 11  # 10 tenancy routes and the audit log
     sdk = runtime.clients.create(boot.workspace, "sdk", ["ingest", "profiles:read"])
     ingest_token = bearer(get_token(client, sdk.client.id, sdk.secret))
     for method, path in routes:

@@ -556,6 +556,7 @@ BODIES: dict[str, Any] = {
     "POST /v1/decisions/{event_id}/reward": {"value": 1.0},
     "PUT /v1/decision-points/{name}": {"actions": [{"id": "act-{mark}-x"}]},
     "POST /v1/decision-points/{name}/rollback": {"version": 1},
+    "PATCH /v1/admin/clients/{client_id}": {"scopes": ["decide", "profiles:read"]},
     "PUT /v1/analytics/segments/{segment_id}": {
         "name": "renamed-{mark}",
         "definition": {"event": "Viewed {mark}", "atLeast": 1, "inLastDays": 3650},

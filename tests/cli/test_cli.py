@@ -211,11 +211,38 @@ def test_clients_create_list_and_revoke(auie: Run, runtime: Runtime) -> None:
     assert created["secret"] not in json.dumps(listed)
     assert_camel(listed)
 
+    changed = out_json(
+        auie(
+            "clients",
+            "scopes",
+            comma["id"],
+            "--add",
+            "profiles:read,pii:read",
+            "--remove",
+            "ingest",
+            "--json",
+        )
+    )
+    assert sorted(changed["scopes"]) == ["decide", "pii:read", "profiles:read"]
+    assert runtime.clients.authenticate(comma["id"], comma["secret"]).scopes == {
+        "decide",
+        "pii:read",
+        "profiles:read",
+    }
+    result = auie("clients", "scopes", comma["id"], "--add", "root", status=2)
+    assert_one_line_error(result, "invalid_scope", "root")
+    result = auie(
+        "clients", "scopes", comma["id"], "--remove", "decide pii:read profiles:read", status=2
+    )
+    assert_one_line_error(result, "invalid_scope")
+
     assert auie("clients", "revoke", created["id"]).stdout.strip() == f"revoked {created['id']}"
     with pytest.raises(AuthenticationFailed):
         runtime.clients.authenticate(created["id"], created["secret"])
     assert runtime.clients.authenticate(comma["id"], comma["secret"])
     assert_one_line_error(auie("clients", "revoke", created["id"], status=2), "not_found")
+    result = auie("clients", "scopes", created["id"], "--add", "decide", status=2)
+    assert_one_line_error(result, "not_found")
 
     result = auie("clients", "create", "-w", "acme", "--scopes", "ingest root", status=2)
     assert_one_line_error(result, "invalid_scope", "root")

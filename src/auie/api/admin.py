@@ -10,6 +10,7 @@ from auie.api.schemas import (
     AuditOut,
     ClientIn,
     ClientOut,
+    ClientScopesIn,
     Error,
     NewClientOut,
     NewWriteKeyOut,
@@ -139,6 +140,22 @@ def create_client(body: ClientIn, request: Request, who: Principal = _admin) -> 
     new = _runtime(request).clients.create(who.workspace_id, body.name, body.scopes)
     _audit(request, who, "client.created", new.client.id, scopes=sorted(new.client.scopes))
     return {**_client_out(new.client), "secret": new.secret}
+
+
+@router.patch(
+    "/clients/{client_id}",
+    response_model=ClientOut,
+    operation_id="admin_set_client_scopes",
+    responses={400: {"model": Error}, 404: {"model": Error}},
+)
+def set_client_scopes(
+    client_id: str, body: ClientScopesIn, request: Request, who: Principal = _admin
+) -> Any:
+    """Replace an active client's scopes. Tokens it already holds keep their scopes until
+    they expire (``auth.token_ttl_seconds``)."""
+    client = _runtime(request).clients.set_scopes(client_id, body.scopes, who.workspace_id)
+    _audit(request, who, "client.scopes_changed", client_id, scopes=sorted(client.scopes))
+    return _client_out(client)
 
 
 @router.delete(

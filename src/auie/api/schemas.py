@@ -168,6 +168,10 @@ class ClientIn(ApiModel):
     scopes: list[str] = Field(min_length=1)
 
 
+class ClientScopesIn(ApiModel):
+    scopes: list[str] = Field(min_length=1)
+
+
 class ClientOut(ApiModel):
     id: str
     workspace_id: str

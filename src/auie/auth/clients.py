@@ -86,6 +86,35 @@ class ClientStore:
         with self.engine.connect() as conn:
             return [_client(row) for row in conn.execute(query)]
 
+    def get(self, client_id: str) -> Client:
+        """A client, active or revoked; :class:`NotFound` if there is none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(clients).where(clients.c.id == client_id)).first()
+        if row is None:
+            raise NotFound(f"client {client_id!r} does not exist")
+        return _client(row)
+
+    def set_scopes(
+        self, client_id: str, scopes: Iterable[str], workspace_id: str | None = None
+    ) -> Client:
+        """Replace an active client's scopes (tokens it already holds keep theirs until they
+        expire); returns the client as it is now."""
+        allowed = parse_scopes(scopes)
+        if not allowed:
+            raise InvalidRequest("a client needs at least one scope", code="invalid_scope")
+        query = (
+            update(clients)
+            .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
+            .values(scopes=format_scopes(allowed))
+        )
+        if workspace_id is not None:
+            query = query.where(clients.c.workspace_id == workspace_id)
+        with self.engine.begin() as conn:
+            if conn.execute(query).rowcount == 0:
+                raise NotFound(f"active client {client_id!r} does not exist")
+            row = conn.execute(select(clients).where(clients.c.id == client_id)).one()
+        return _client(row)
+
     def revoke(self, client_id: str, workspace_id: str | None = None) -> None:
         query = (
             update(clients)

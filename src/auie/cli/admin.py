@@ -139,6 +139,28 @@ def clients_list(workspace: str, as_json: bool, settings: Settings) -> None:
     emit(runtime.clients.list(ws.id), as_json, ("id", "name", "scopes", "createdAt", "revokedAt"))
 
 
+@clients.command("scopes")
+@click.argument("client_id")
+@click.option(
+    "--add", "add", multiple=True, help="Scopes to grant (repeatable; space- or comma-separated)."
+)
+@click.option("--remove", "remove", multiple=True, help="Scopes to take away (repeatable).")
+@json_option
+@settings_options()
+def clients_scopes(
+    client_id: str, add: tuple[str, ...], remove: tuple[str, ...], as_json: bool, settings: Settings
+) -> None:
+    """Grant or take away scopes of an active client (issued tokens keep theirs)."""
+    runtime = open_runtime(settings)
+    current = runtime.clients.get(client_id)
+    wanted = (set(current.scopes) | _scopes(add)) - _scopes(remove)
+    emit(_dict(runtime.clients.set_scopes(client_id, wanted)), as_json)
+
+
+def _scopes(values: tuple[str, ...]) -> set[str]:
+    return {scope for value in values for scope in value.replace(",", " ").split()}
+
+
 @clients.command("revoke")
 @click.argument("client_id")
 @settings_options()
