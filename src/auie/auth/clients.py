@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from auie.auth.scopes import format_scopes, parse_scopes
 from auie.auth.tables import clients
@@ -34,6 +34,14 @@ class NewClient:
     secret: str
 
 
+def _scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Known scopes, at least one (:class:`InvalidRequest` otherwise)."""
+    allowed = parse_scopes(scopes)
+    if not allowed:
+        raise InvalidRequest("a client needs at least one scope", code="invalid_scope")
+    return allowed
+
+
 def _client(row: Any) -> Client:
     data = dict(row._mapping)
     data.pop("secret_hash", None)
@@ -48,9 +56,7 @@ class ClientStore:
         self.engine = engine
 
     def create(self, workspace_id: str, name: str, scopes: Iterable[str]) -> NewClient:
-        allowed = parse_scopes(scopes)
-        if not allowed:
-            raise InvalidRequest("a client needs at least one scope", code="invalid_scope")
+        allowed = _scopes(scopes)
         secret = new_secret()
         row: dict[str, Any] = {
             "id": new_id("cl"),
@@ -99,30 +105,28 @@ class ClientStore:
     ) -> Client:
         """Replace an active client's scopes (tokens it already holds keep theirs until they
         expire); returns the client as it is now."""
-        allowed = parse_scopes(scopes)
-        if not allowed:
-            raise InvalidRequest("a client needs at least one scope", code="invalid_scope")
-        query = (
-            update(clients)
-            .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
-            .values(scopes=format_scopes(allowed))
-        )
-        if workspace_id is not None:
-            query = query.where(clients.c.workspace_id == workspace_id)
+        allowed = format_scopes(_scopes(scopes))
         with self.engine.begin() as conn:
-            if conn.execute(query).rowcount == 0:
-                raise NotFound(f"active client {client_id!r} does not exist")
+            self._update_active(conn, client_id, workspace_id, scopes=allowed)
             row = conn.execute(select(clients).where(clients.c.id == client_id)).one()
         return _client(row)
 
     def revoke(self, client_id: str, workspace_id: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            self._update_active(conn, client_id, workspace_id, revoked_at=utcnow())
+
+    @staticmethod
+    def _update_active(
+        conn: Connection, client_id: str, workspace_id: str | None, **values: Any
+    ) -> None:
+        """Update an active client (of ``workspace_id``, if given); :class:`NotFound` if
+        there is none."""
         query = (
             update(clients)
             .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
+            .values(**values)
         )
         if workspace_id is not None:
             query = query.where(clients.c.workspace_id == workspace_id)
-        with self.engine.begin() as conn:
-            if conn.execute(query).rowcount == 0:
-                raise NotFound(f"active client {client_id!r} does not exist")
+        if conn.execute(query).rowcount == 0:
+            raise NotFound(f"active client {client_id!r} does not exist")

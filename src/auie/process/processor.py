@@ -425,13 +425,10 @@ class Processor:
     def _write_profiles(self, accepted: list[_Accepted], change: ProfileWrite) -> list[_Accepted]:
         """Resolve the batch and write ``change`` (inside the group's identity section)."""
         cache = self.node_cache
-        if cache is None:
-            resolved = self._resolve(accepted, change)
-            self.store.write(change)
-            return resolved
-        cache.check()
+        if cache is not None:
+            cache.check()
         resolved = self._resolve(accepted, change)
-        cache.write(change)
+        (self.store if cache is None else cache).write(change)
         return resolved
 
     def _resolve(self, accepted: list[_Accepted], change: ProfileWrite) -> list[_Accepted]:

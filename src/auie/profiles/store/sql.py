@@ -313,10 +313,7 @@ class SqlProfileStore(ProfileStore):
             return [Merge(f, i, m, int(t), k) for f, i, m, t, k in conn.execute(query)]
 
     def change_sequence(self) -> int:
-        c = change_sequence.c
-        with self.engine.connect() as conn:
-            value = conn.execute(select(c.value).where(c.name == _NODES_SEQUENCE)).scalar()
-        return int(value or 0)
+        return self.node_marks().sequence
 
     def node_marks(self) -> NodeMarks:
         c = change_sequence.c
@@ -465,14 +462,9 @@ class SqlProfileStore(ProfileStore):
         now = utcnow()
         seq = self._take(conn, _NODES_SEQUENCE)
         if change.closed:
-            stmt = self._insert(closed_profiles)
             conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["workspace_id", "profile_id"],
-                    set_={
-                        "into_profile": stmt.excluded.into_profile,
-                        "closed_seq": stmt.excluded.closed_seq,
-                    },
+                self._upsert(
+                    closed_profiles, ("workspace_id", "profile_id"), ("into_profile", "closed_seq")
                 ),
                 [
                     {"workspace_id": ws, "profile_id": pid, "into_profile": into, "closed_seq": seq}
