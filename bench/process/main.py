@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
         " alternating with the default, and report both medians and their ratio",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        default=None,
+        help="also run each throughput repeat with the code of this commit (a temporary git"
+        " worktree), alternating with the working tree's, and report both medians and their"
+        " ratio (not with --compare)",
+    )
+    parser.add_argument(
         "--profile-store",
         choices=("sqlite", "postgres"),
         default="sqlite",
@@ -114,6 +122,27 @@ def _setting(assignment: str) -> dict[str, str]:
     if not sep or "." not in name.strip():
         raise SystemExit(f"--compare wants SECTION.KEY=VALUE, not {assignment!r}")
     return {name.strip(): value.strip()}
+
+
+def _worktree(ref: str, where: Path) -> tuple[Path, str]:
+    """A detached git worktree of ``ref`` at ``where``, and the commit it is."""
+    done = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(where), ref],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: {done.stderr.strip()}")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return where, commit
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -152,9 +181,12 @@ class Runner:
             self.result["stream"] = stream
             runs, baseline = [], []
             compare = _setting(args.compare) if args.compare else None
+            code = _worktree(args.baseline, root / "baseline") if args.baseline else None
+            if code is not None:
+                self.result["baseline"] = code[1]
             postgres = args.profile_store == "postgres"
             for rep in range(args.repeat):
-                if compare is not None:
+                if compare is not None or code is not None:
                     run = throughput.run(
                         template,
                         root / f"run-{rep}-compare",
@@ -162,9 +194,11 @@ class Runner:
                         members=args.workers,
                         settings=compare,
                         postgres=postgres,
+                        code=code[0] if code is not None else None,
                     )
                     baseline.append(run)
-                    print(f"  with {args.compare}, run {rep + 1}: {_brief(run)}", flush=True)
+                    label = f"with {args.compare}" if compare else f"code of {args.baseline}"
+                    print(f"  {label}, run {rep + 1}: {_brief(run)}", flush=True)
                 run = throughput.run(
                     template,
                     root / f"run-{rep}",
@@ -182,6 +216,13 @@ class Runner:
             if not args.no_profile:
                 self._profile(template, root, stream["workspace"])
         finally:
+            if args.baseline:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(root / "baseline")],
+                    cwd=REPO,
+                    capture_output=True,
+                    check=False,
+                )
             if args.keep_data:
                 print(f"data kept in {root}")
             else:
@@ -361,8 +402,14 @@ def render(result: dict[str, Any]) -> str:
         out.append(_table(headers, rows))
         if others:
             mine, theirs = result["medians"]["throughput"], result["medians"]["compare"]
+            settings = result["settings"]
+            what = (
+                f"with {settings['compare']}"
+                if settings["compare"]
+                else f"the code of {settings['baseline']} ({result.get('baseline')})"
+            )
             out.append(
-                f"compare = with {result['settings']['compare']}, alternating with the runs: "
+                f"compare = {what}, alternating with the runs: "
                 f"events/s {mine['events_per_s'] / theirs['events_per_s']:.2f}x, "
                 f"events per CPU-s {mine['events_per_cpu_s'] / theirs['events_per_cpu_s']:.2f}x"
                 " (medians, runs / compare)"
@@ -425,6 +472,8 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.compare and args.baseline:
+        raise SystemExit("--compare and --baseline: one at a time")
     os.chdir(REPO)  # the child processes import bench.*
     runner = Runner(args)
     result = runner.run()

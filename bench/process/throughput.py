@@ -17,6 +17,7 @@ starts on a line from stdin, so a profiler can attach first (:func:`run`).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -155,12 +156,15 @@ def run(
     profile_to: Path | None = None,
     settings: dict[str, str] | None = None,
     postgres: bool = False,
+    code: Path | None = None,
 ) -> dict[str, Any]:
     """Copy ``template`` to ``work``, process it with a group of ``members`` processor
     processes, return the group's figures. With ``profile_to``, py-spy samples member 0
     into that file while it processes; ``settings`` are dotted settings
     (``{"process.node_cache": "0"}``) over the defaults;
-    ``postgres`` puts the profile store in a fresh database of the local PostgreSQL."""
+    ``postgres`` puts the profile store in a fresh database of the local PostgreSQL;
+    ``code`` is another checkout of the repository whose ``src`` and ``bench`` the
+    children run (a baseline), instead of this one."""
     if not postgres:
         return _run(
             template,
@@ -169,12 +173,24 @@ def run(
             members=members,
             profile_to=profile_to,
             settings=settings or {},
+            code=code,
         )
     with postgres_database() as url:
         settings = {**(settings or {}), "profiles.url": url}
         return _run(
-            template, work, workspace, members=members, profile_to=profile_to, settings=settings
+            template,
+            work,
+            workspace,
+            members=members,
+            profile_to=profile_to,
+            settings=settings,
+            code=code,
         )
+
+
+def _environment(code: Path | None) -> dict[str, str] | None:
+    """The children's environment: ``code``'s auie ahead of the virtualenv's."""
+    return None if code is None else {**os.environ, "PYTHONPATH": str(code / "src")}
 
 
 def _run(
@@ -185,7 +201,9 @@ def _run(
     members: int,
     profile_to: Path | None,
     settings: dict[str, str],
+    code: Path | None,
 ) -> dict[str, Any]:
+    env = _environment(code)
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(template, work)
@@ -202,7 +220,8 @@ def _run(
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "bench.process.throughput", json.dumps(spec)],
-                cwd=REPO,
+                cwd=code or REPO,
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
