@@ -66,7 +66,7 @@ from auie.process.plan import PlanStore, TrackingPlan, Verdict
 from auie.process.privacy_gate import PrivacyGate
 from auie.profiles.identity import EventIdentity, event_identity
 from auie.profiles.nodecache import NodeCache
-from auie.profiles.service import Item, ProfileService
+from auie.profiles.service import ProfileService
 from auie.profiles.state import CONSENT_TYPE
 from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
 
@@ -435,9 +435,7 @@ class Processor:
         """Identity resolution and profile updates into ``change``; returns the events that
         have a profile (the others become dead letters)."""
         fresh_items = [a for a in accepted if a.fresh]
-        resolution = self.profiles.resolve(
-            [Item(a.workspace, a.event, a.ts, a.identity) for a in fresh_items], self.node_cache
-        )
+        resolution = self.profiles.resolve(fresh_items, self.node_cache)
         for item, stated in zip(fresh_items, resolution.consent, strict=True):
             item.consent = stated
         change.edges, change.nodes = resolution.write.edges, resolution.write.nodes

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from auie.errors import NotFound
 from auie.events import format_time
@@ -39,6 +39,23 @@ from auie.profiles.state import NodeState, StateFolder
 from auie.profiles.store.base import NodeRow, ProfileStore, ProfileWrite, StoredNode
 
 logger = logging.getLogger(__name__)
+
+
+class Resolvable(Protocol):
+    """What :meth:`ProfileService.resolve` reads of an event: an :class:`Item`, or the
+    processor's own record of an event, which has the same attributes."""
+
+    @property
+    def workspace(self) -> str: ...
+
+    @property
+    def event(self) -> Mapping[str, Any]: ...
+
+    @property
+    def ts(self) -> int: ...
+
+    @property
+    def identity(self) -> EventIdentity | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +150,7 @@ class ProfileService:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def resolve(self, items: Sequence[Item], cache: NodeCache | None = None) -> Resolution:
+    def resolve(self, items: Sequence[Resolvable], cache: NodeCache | None = None) -> Resolution:
         """Resolve a batch; stored nodes are read through ``cache`` if there is one (the
         caller checks it, writes the result and tells it what was written)."""
         result = Resolution([None] * len(items), ProfileWrite(), consent=[None] * len(items))
@@ -148,7 +165,7 @@ class ProfileService:
     def _resolve_workspace(
         self,
         ws: str,
-        items: Sequence[Item],
+        items: Sequence[Resolvable],
         indexes: Sequence[int],
         result: Resolution,
         read: Callable[[str, Iterable[str]], dict[str, StoredNode]],
@@ -291,7 +308,7 @@ class ProfileService:
 
     def _fold(
         self,
-        items: Sequence[Item],
+        items: Sequence[Resolvable],
         idents: Sequence[EventIdentity],
         stored: Mapping[str, StoredNode],
     ) -> dict[str, NodeState]:
@@ -303,10 +320,10 @@ class ProfileService:
             state = states.get(key)
             if state is None:
                 known = stored.get(key)
+                # The store's (and the node cache's) states are new objects at each read:
+                # folded in place.
                 state = states[key] = (
-                    known.state.copy()
-                    if known is not None and known.state is not None
-                    else NodeState()
+                    known.state if known is not None and known.state is not None else NodeState()
                 )
             self.folder.apply(state, item.event, item.ts)
         return states

@@ -135,7 +135,8 @@ class ProfileStore(ABC):
 
     @abstractmethod
     def nodes(self, workspace: str, keys: Iterable[str]) -> dict[str, StoredNode]:
-        """The stored nodes among ``keys``."""
+        """The stored nodes among ``keys``; their states are new objects at every call
+        (the caller may change them)."""
 
     @abstractmethod
     def edges(
