@@ -4,6 +4,8 @@ three offers, and click probabilities that depend on both (offer ``b`` is best o
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from auie.runtime import Bootstrap
@@ -14,6 +16,10 @@ ACTIONS = [
     {"id": "b", "features": {"kind": "video"}},
     {"id": "c", "features": {"kind": "discount", "percent": 0.2}},
 ]
+#: The reward configuration of points whose log a test evaluates or trains on: a short
+#: reward wait, so that :func:`settle` can let every decision's reward become final
+#: (decisions still in their wait are left out as pending).
+SHORT_WAIT = {"waitSeconds": 1}
 DEVICES = ("mobile", "desktop")
 PLANS = ("free", "pro")
 
@@ -55,3 +61,8 @@ def drive(
             )
             assert rewarded.status_code == 200, rewarded.text
     return headers
+
+
+def settle() -> None:
+    """Wait until the decisions made so far are past a :data:`SHORT_WAIT` reward wait."""
+    time.sleep(SHORT_WAIT["waitSeconds"] + 0.1)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import App
-from decide_sim import ACTIONS, click_probability, drive
+from decide_sim import ACTIONS, SHORT_WAIT, click_probability, drive, settle
 from helpers import bearer, get_token
 
 POINT = "home-hero"
@@ -32,7 +32,7 @@ def _admin(app: App) -> dict[str, str]:
 def _configure(app: App, policy: dict[str, Any]) -> None:
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",
-        json={"actions": ACTIONS, "policy": policy, "baseline": "a"},
+        json={"actions": ACTIONS, "policy": policy, "baseline": "a", "reward": SHORT_WAIT},
         headers=_admin(app),
     )
     assert reply.status_code == 200, reply.text
@@ -45,6 +45,7 @@ def logged(make_app: Callable[..., App]) -> tuple[App, dict[str, str]]:
     app = make_app()
     _configure(app, {"type": "epsilon_greedy", "epsilon": 0.6})
     headers = drive(app.client, app.boot, POINT, DECISIONS, seed=3)
+    settle()
     _configure(app, {"type": "baseline", "action": "a"})
     return app, headers
 
@@ -166,3 +167,38 @@ def test_evaluate_errors(make_app: Callable[..., App]) -> None:
     reply = client.post(url, json=body, headers=decide)
     assert reply.status_code == 400
     assert reply.json()["code"] == "no_logged_decisions"
+
+
+def test_decisions_still_in_their_reward_wait_are_left_out(
+    make_app: Callable[..., App],
+) -> None:
+    """Right after the traffic, only the clicked decisions (rewarded at once, the earliest
+    reward counts) have a final reward: the others could still be clicked within the
+    point's 10-minute wait, so counting them as unrewarded would bias every estimate.
+    Once the wait is over (here: shortened to 1 s), every decision counts."""
+    app = make_app()
+    reply = app.client.put(
+        f"/v1/decision-points/{POINT}",
+        json={"actions": ACTIONS, "policy": {"type": "epsilon_greedy", "epsilon": 0.6}},
+        headers=_admin(app),
+    )
+    assert reply.status_code == 200, reply.text
+    headers = drive(app.client, app.boot, POINT, 120, seed=5)
+    body = {"decisionPoint": POINT, "bootstrapRounds": 50, "importanceTop": 0, "seed": 1}
+
+    reply = app.client.post("/v1/decisions/evaluate", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    early = reply.json()
+    assert early["decisions"] == 120
+    assert 0 < early["pending"] < 120
+    assert early["rounds"] == 120 - early["pending"]
+    assert early["meanReward"] == 1.0  # the clicked ones only
+
+    _configure(app, {"type": "epsilon_greedy", "epsilon": 0.6})  # with SHORT_WAIT
+    settle()
+    reply = app.client.post("/v1/decisions/evaluate", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    late = reply.json()
+    assert late["pending"] == 0
+    assert late["rounds"] == 120
+    assert late["meanReward"] == pytest.approx(early["rounds"] / 120)

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from auie.cli.main import cli
 from conftest import App
-from decide_sim import ACTIONS, drive
+from decide_sim import ACTIONS, SHORT_WAIT, drive, settle
 from helpers import bearer, get_token
 
 #: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
@@ -35,17 +35,23 @@ def test_evaluate_prints_a_table_a_chart_and_json(
     admin = bearer(get_token(app.client, app.boot.client_id, app.boot.client_secret, "admin"))
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",
-        json={"actions": ACTIONS, "policy": {"type": "epsilon_greedy", "epsilon": 0.5}},
+        json={
+            "actions": ACTIONS,
+            "policy": {"type": "epsilon_greedy", "epsilon": 0.5},
+            "reward": SHORT_WAIT,
+        },
         headers=admin,
     )
     assert reply.status_code == 200, reply.text
     drive(app.client, app.boot, POINT, 250, seed=11)
+    settle()
     data_dir = tmp_path / "logged"
     candidate = '{"name": "always-b", "policy": {"type": "baseline", "action": "b"}}'
 
     text = run(data_dir, POINT, "-c", candidate, "-c", "current", "--bootstrap-rounds", "200")
     output = text.output
-    assert f"{POINT}: 250 logged decisions evaluated (0 skipped)" in output
+    summary = f"{POINT}: 250 logged decisions evaluated (0 skipped, 0 still in their reward wait)"
+    assert summary in output
     for expected in ("IPS", "SNIPS", "DM", "DR", "ESS", "logging", "current", "always-b"):
         assert expected in output
     assert "DR with 95% interval" in output

@@ -28,7 +28,7 @@ from auie.decide.features import Featurizer
 from auie.decide.policies import load_policy
 from auie.decide.service import DecideRequest, DecisionService
 from conftest import App
-from decide_sim import ACTIONS, drive
+from decide_sim import ACTIONS, SHORT_WAIT, drive, settle
 from helpers import bearer, get_token
 
 #: No AUIE_* variable of the caller and no ./auie.toml reach the commands.
@@ -52,7 +52,13 @@ def _headers(app: App, scope: str) -> dict[str, str]:
 
 
 def _configure(app: App, actions: list[dict[str, Any]]) -> None:
-    config = {"actions": actions, "policy": RANDOM, "snapshotEvery": 100, "snapshotMinSeconds": 0}
+    config = {
+        "actions": actions,
+        "policy": RANDOM,
+        "snapshotEvery": 100,
+        "snapshotMinSeconds": 0,
+        "reward": SHORT_WAIT,
+    }
     reply = app.client.put(
         f"/v1/decision-points/{POINT}", json=config, headers=_headers(app, "admin")
     )
@@ -91,6 +97,7 @@ def test_a_contextual_policy_is_promoted_and_served(
     app = make_app("logged")
     _configure(app, ACTIONS)
     decide = drive(app.client, app.boot, POINT, 1200, seed=5)
+    settle()
     before = _decide(app, decide, {"device": "mobile", "plan": "free"}, ACTIONS)["policyVersion"]
     previous = int(before.split(".")[0])
 
@@ -175,6 +182,7 @@ def test_a_candidate_that_is_not_better_is_not_promoted(
     app = make_app("logged")
     _configure(app, ACTIONS)
     decide = drive(app.client, app.boot, POINT, 1000, seed=8)
+    settle()
     versions = _versions(app, decide)
     output = run(
         tmp_path / "logged",
@@ -276,6 +284,7 @@ def test_the_promoted_state_round_trips_through_the_registry(
     app = make_app("logged")
     _configure(app, ACTIONS)
     drive(app.client, app.boot, POINT, 400, seed=2)
+    settle()
     store = app.runtime.decision_store
     workspace = app.boot.workspace
     # Promotion needs a candidate that passes; judge a neural one (which beats random
@@ -346,6 +355,25 @@ def test_neural_without_torch_names_the_extra(
     assert "pip install 'auie[train]'" in output
     few = run(tmp_path / "logged", POINT, status=2).output
     assert "not_enough_decisions" in few
+
+
+def test_decisions_still_in_their_reward_wait_are_not_trained_on(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """With the default 10-minute wait, only the clicked decisions have a final reward right
+    after the traffic: training refuses to judge on so few and says why, instead of
+    learning the unclicked ones as failures."""
+    app = make_app("logged")
+    reply = app.client.put(
+        f"/v1/decision-points/{POINT}",
+        json={"actions": ACTIONS, "policy": RANDOM},
+        headers=_headers(app, "admin"),
+    )
+    assert reply.status_code == 200, reply.text
+    drive(app.client, app.boot, POINT, 150, seed=4)
+    output = run(tmp_path / "logged", POINT, "--dry-run", status=2).output
+    assert "not_enough_decisions" in output
+    assert "still in their reward wait" in output
 
 
 def test_serving_never_imports_torch() -> None:

@@ -161,7 +161,8 @@ def _print(result: dict[str, Any]) -> None:
     console.print(
         Text(
             f"{result['decisionPoint']}: {result['rounds']} logged decisions evaluated "
-            f"({result['skipped']} skipped), mean reward {format_number(result['meanReward'])}; "
+            f"({result['skipped']} skipped, {result['pending']} still in their reward wait), "
+            f"mean reward {format_number(result['meanReward'])}; "
             f"{'progressive validation' if result['learn'] else 'frozen policies'}, "
             f"{level}% bootstrap intervals ({result['bootstrapRounds']} resamples)"
         )

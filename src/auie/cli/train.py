@@ -183,7 +183,8 @@ def _print(result: dict[str, Any]) -> None:
     console.print(
         Text(
             f"{result['decisionPoint']}: {result['decisions']} logged decisions, "
-            f"{result['notLearned']} not learned from, {result['skipped']} skipped; "
+            f"{result['notLearned']} not learned from, {result['skipped']} skipped, "
+            f"{result['pending']} still in their reward wait; "
             f"trained on {result['trainDecisions']}, judged on the latest "
             f"{result['holdoutDecisions']} ({level:.4g}% intervals, "
             f"{result['bootstrapRounds']} resamples)"

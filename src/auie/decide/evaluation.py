@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -278,6 +279,21 @@ def logged_decisions(
     return read_lake(lake, eventlog, workspace, decision_point, limit=limit)
 
 
+def settled(decision: LoggedDecision, spec: RewardSpec, now_ms: int) -> bool:
+    """Whether the decision's reward can no longer change at ``now_ms``: its reward wait,
+    counted from the decision time, is over, or the point takes the earliest reward and it
+    has one. Until then it is *pending*: learning from it, or judging by it, would count a
+    reward that may still come as missing (``reward.default``). A deferred decision's wait
+    starts at its activation, which the log does not hold; the decision time bounds it."""
+    if spec.aggregation == "earliest" and decision.rewards:
+        return True
+    return decision.timestamp_ms + spec.wait_seconds * 1000 <= now_ms
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def aggregate_reward(decision: LoggedDecision, spec: RewardSpec) -> float | None:
     """The reward the decision service learned (or would learn) for a decision, by the
     decision point's aggregation and default; None for a deferred decision without any
@@ -381,6 +397,8 @@ class FeaturizedLog:
     rounds: list[ope.LoggedRound]
     featurizer: Featurizer
     skipped: int
+    #: Decisions still in their reward wait (:func:`settled`), left out.
+    pending: int = 0
     context_names: set[str] = field(default_factory=set)
     action_feature_names: set[str] = field(default_factory=set)
 
@@ -410,9 +428,13 @@ def usable(
     return reward, probabilities, chosen
 
 
-def featurize(config: DecisionPointConfig, decisions: Sequence[LoggedDecision]) -> FeaturizedLog:
-    """See :class:`FeaturizedLog`; decisions without a usable reward or propensity are
-    skipped (counted)."""
+def featurize(
+    config: DecisionPointConfig, decisions: Sequence[LoggedDecision], now: int | None = None
+) -> FeaturizedLog:
+    """See :class:`FeaturizedLog`; decisions still in their reward wait at ``now`` (ms;
+    default: the clock) are left out as pending, and decisions without a usable reward or
+    propensity skipped (both counted)."""
+    now = now_ms() if now is None else now
     spec = config.features
     # Feature-less actions (action dimension 0) have no action vector: the featurizer still
     # needs a minimal action space, whose (empty) columns are dropped below.
@@ -424,6 +446,9 @@ def featurize(config: DecisionPointConfig, decisions: Sequence[LoggedDecision]) 
     )
     out = FeaturizedLog([], featurizer, 0)
     for decision in decisions:
+        if not settled(decision, config.reward, now):
+            out.pending += 1
+            continue
         found = usable(decision, config.reward)
         if found is None:
             out.skipped += 1
@@ -471,8 +496,11 @@ def evaluate_decision_point(
     featurized = featurize(config, decisions)
     rounds = featurized.rounds
     if not rounds:
+        waiting = (
+            f" ({featurized.pending} are still in their reward wait)" if featurized.pending else ""
+        )
         raise InvalidRequest(
-            f"decision point {name!r} has no logged decisions to evaluate",
+            f"decision point {name!r} has no logged decisions to evaluate{waiting}",
             code="no_logged_decisions",
         )
     log = ope.logged_bandit(rounds)
@@ -519,6 +547,7 @@ def evaluate_decision_point(
         "decisionPoint": name,
         "decisions": len(decisions),
         "skipped": featurized.skipped,
+        "pending": featurized.pending,
         "meanReward": float(log.reward.mean()),
         "baseline": CURRENT,
         "learn": options.learn,

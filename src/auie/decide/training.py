@@ -6,7 +6,9 @@ registry only when it beats the current policy with confidence (see docs/decide.
 1. **Data.** :func:`~auie.decide.evaluation.logged_decisions` (the reader evaluation uses),
    rewards aggregated as the decision point does. Only decisions the service learned from
    are used (``learn``): people without ``personalization`` consent, an experiment's
-   holdout and frozen decision points are not learned from offline either.
+   holdout and frozen decision points are not learned from offline either. Decisions still
+   in their reward wait (:func:`~auie.decide.evaluation.settled`) are left out as pending:
+   a reward may still come for them.
 2. **Features.** The decision point's own featurizer: the active version's vocabulary when
    there is one (slots keep their meaning for the server), else a fresh one as configured.
 3. **Split.** By time: the oldest ``1 - holdout`` of the decisions train, the latest
@@ -52,6 +54,8 @@ from auie.decide.evaluation import (
     Candidate,
     LoggedDecision,
     logged_decisions,
+    now_ms,
+    settled,
     usable,
 )
 from auie.decide.features import Featurizer
@@ -101,6 +105,8 @@ class TrainingData:
     decisions: int
     not_learned: int
     skipped: int
+    #: Decisions still in their reward wait, left out.
+    pending: int = 0
 
 
 def _featurizer(store: DecisionStore, point: DecisionPoint) -> Featurizer:
@@ -133,18 +139,25 @@ def training_data(
     point: DecisionPoint,
     options: TrainOptions,
     lake: Lake | None = None,
+    *,
+    now: int | None = None,
 ) -> TrainingData:
     """Steps 1-3 of the module docstring (decisions from the lake and the log's tail, or
-    the log alone without a lake)."""
+    the log alone without a lake); ``now`` (ms, default: the clock) decides which decisions
+    are still in their reward wait."""
+    now = now_ms() if now is None else now
     decisions = logged_decisions(
         eventlog, point.workspace_id, point.name, limit=options.limit, lake=lake
     )
     featurizer = _featurizer(store, point)
     rounds: list[ope.LoggedRound] = []
-    not_learned = skipped = 0
+    not_learned = skipped = pending = 0
     for decision in decisions:
         if not decision.learn:
             not_learned += 1
+            continue
+        if not settled(decision, point.config.reward, now):
+            pending += 1
             continue
         found = _round(point.config, decision, featurizer)
         if found is None:
@@ -154,14 +167,16 @@ def training_data(
     held = math.ceil(len(rounds) * options.holdout)
     if held < _MIN_HOLDOUT or held >= len(rounds):
         raise InvalidRequest(
-            f"decision point {point.name!r} has {len(rounds)} usable logged decisions; "
+            f"decision point {point.name!r} has {len(rounds)} usable logged decisions"
+            + (f" ({pending} more are still in their reward wait)" if pending else "")
+            + "; "
             f"training needs at least {_MIN_HOLDOUT} to judge on (holdout "
             f"{options.holdout:g}) and some to train on",
             code="not_enough_decisions",
         )
     split = len(rounds) - held
     return TrainingData(
-        rounds[:split], rounds[split:], featurizer, len(decisions), not_learned, skipped
+        rounds[:split], rounds[split:], featurizer, len(decisions), not_learned, skipped, pending
     )
 
 
@@ -306,6 +321,7 @@ def train_decision_point(
         "decisions": data.decisions,
         "notLearned": data.not_learned,
         "skipped": data.skipped,
+        "pending": data.pending,
         "trainDecisions": len(data.train),
         "holdoutDecisions": len(data.holdout),
         "requestedConfidence": options.confidence,

@@ -96,8 +96,10 @@ async function evaluate(point, out, button) {
     h(
       "p",
       { class: "muted" },
-      `${formatNumber(result.decisions)} logged decisions; each policy replayed over them ` +
-        `(progressive validation), ${pct}% bootstrap intervals; "logging" is what served.`,
+      `${formatNumber(result.rounds)} of ${formatNumber(result.decisions)} logged decisions` +
+        (result.pending ? ` (${formatNumber(result.pending)} still in their reward wait)` : "") +
+        `; each policy replayed over them (progressive validation), ${pct}% bootstrap ` +
+        `intervals; "logging" is what served.`,
     ),
     chart.box,
     table(
