@@ -102,10 +102,12 @@ def append(
         try:
             table.append(data, snapshot_properties=offsets_property(recorded))
             return
-        except CommitFailedException:
+        except (CommitFailedException, FileNotFoundError):
             if attempt == 2:
                 raise
-            # Someone else committed (maintenance, erasure): reload and retry once.
+            # Someone else committed (maintenance, erasure): reload and retry once. An
+            # erasure also expires the snapshots before its own and deletes their files, so
+            # a table loaded before it cannot even read its current manifest list.
             table = lake.refresh(workspace, name)
 
 

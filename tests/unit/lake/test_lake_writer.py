@@ -4,7 +4,7 @@ moment; rows added meanwhile wait for the next flush; a failed flush gives its r
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,10 @@ import pyarrow as pa
 import pytest
 
 from auie.lake.catalog import Lake, committed_offsets, open_catalog
+from auie.lake.rows import Columns
 from auie.lake.tables import IDENTITIES
-from auie.lake.writer import LakeWriter
+from auie.lake.writer import LakeWriter, append
+from auie.privacy.lakeops import purge_history
 from helpers import make_settings
 
 WS = "ws_writer"
@@ -95,3 +97,24 @@ def test_a_flush_with_nothing_buffered_commits_nothing(writer: LakeWriter) -> No
     assert pending.done()
     assert writer.end_flush(pending) == []
     assert not writer.lake.exists(WS, IDENTITIES)
+
+
+def test_a_commit_after_an_erasure_purged_its_snapshot_reloads_the_table(
+    writer: LakeWriter, tmp_path: Path
+) -> None:
+    """An erasure (another process) commits, then expires the snapshots before its own and
+    deletes their files: the writer's table, loaded before, cannot read its own current
+    manifest list any more. Its next commit reloads the table and lands."""
+    writer.add(WS, IDENTITIES, row(0))
+    writer.flush({"events": {0: 1}})
+    other = Lake(open_catalog(make_settings(tmp_path / "data")))  # as another process
+    columns = Columns(IDENTITIES)
+    columns.add(row(1))
+    # an erasure's commit carries the offsets of the one before it (exactly once)
+    append(other, WS, IDENTITIES, columns.to_arrow(), {"events": {0: 1}})
+    report = purge_history(other.refresh(WS, IDENTITIES), orphan_min_age=timedelta(0))
+    assert report.snapshots_expired >= 1
+    writer.add(WS, IDENTITIES, row(2))
+    writer.flush({"events": {0: 2}})
+    assert sorted(stored(writer)) == ["u0", "u1", "u2"]
+    assert committed_offsets(writer.lake.refresh(WS, IDENTITIES)) == {"events": {0: 2}}
