@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from auie.decide.evaluation import SETTLE_MARGIN_MS
 from auie.runtime import Bootstrap
 from helpers import bearer, get_token
 
@@ -65,4 +66,4 @@ def drive(
 
 def settle() -> None:
     """Wait until the decisions made so far are past a :data:`SHORT_WAIT` reward wait."""
-    time.sleep(SHORT_WAIT["waitSeconds"] + 0.1)
+    time.sleep(SHORT_WAIT["waitSeconds"] + SETTLE_MARGIN_MS / 1000 + 0.1)

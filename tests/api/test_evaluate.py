@@ -172,10 +172,10 @@ def test_evaluate_errors(make_app: Callable[..., App]) -> None:
 def test_decisions_still_in_their_reward_wait_are_left_out(
     make_app: Callable[..., App],
 ) -> None:
-    """Right after the traffic, only the clicked decisions (rewarded at once, the earliest
-    reward counts) have a final reward: the others could still be clicked within the
-    point's 10-minute wait, so counting them as unrewarded would bias every estimate.
-    Once the wait is over (here: shortened to 1 s), every decision counts."""
+    """Right after the traffic every decision could still be clicked within the point's
+    10-minute wait: none is evaluated (counting the unclicked as misses, or only the
+    clicked, would bias every estimate). Once the wait is over (here: shortened to 1 s),
+    every decision counts."""
     app = make_app()
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",
@@ -187,12 +187,9 @@ def test_decisions_still_in_their_reward_wait_are_left_out(
     body = {"decisionPoint": POINT, "bootstrapRounds": 50, "importanceTop": 0, "seed": 1}
 
     reply = app.client.post("/v1/decisions/evaluate", json=body, headers=headers)
-    assert reply.status_code == 200, reply.text
-    early = reply.json()
-    assert early["decisions"] == 120
-    assert 0 < early["pending"] < 120
-    assert early["rounds"] == 120 - early["pending"]
-    assert early["meanReward"] == 1.0  # the clicked ones only
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "no_logged_decisions"
+    assert "(120 are still in their reward wait)" in reply.json()["message"]
 
     _configure(app, {"type": "epsilon_greedy", "epsilon": 0.6})  # with SHORT_WAIT
     settle()
@@ -201,4 +198,4 @@ def test_decisions_still_in_their_reward_wait_are_left_out(
     late = reply.json()
     assert late["pending"] == 0
     assert late["rounds"] == 120
-    assert late["meanReward"] == pytest.approx(early["rounds"] / 120)
+    assert 0 < late["meanReward"] < 1  # clicks and misses

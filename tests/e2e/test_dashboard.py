@@ -24,6 +24,7 @@ import pytest
 import browser as chromium
 import dashboard_data
 from browser import Browser
+from decide_sim import SHORT_WAIT, settle
 from helpers import Server, basic, bearer, start_server
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,7 @@ DECISION_POINT = {
         {"id": "new-arrivals", "features": {"kind": "catalog", "percent": 0}},
     ],
     "baseline": "new-arrivals",
+    "reward": SHORT_WAIT,  # rewards are final (and evaluated) a couple of seconds later
     "experiment": {
         "arms": [
             {"name": "ucb", "policy": {"type": "linucb"}, "share": 1},
@@ -139,6 +141,7 @@ def decide_and_reward(api: Api) -> None:
         report = api.call("GET", "/v1/decision-points/home-banner/report")
         arms = report["arms"].values()
         if arms and all(a["rewarded"] == a["decisions"] for a in arms):
+            settle()
             return
         assert time.monotonic() < deadline, report
         time.sleep(0.2)

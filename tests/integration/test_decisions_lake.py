@@ -29,7 +29,7 @@ from auie.process.processor import GROUP
 from auie.runtime import Bootstrap
 from auie.transform.runner import TransformRunner
 from conftest import App
-from decide_sim import ACTIONS, drive
+from decide_sim import ACTIONS, SHORT_WAIT, drive, settle
 from helpers import bearer, get_token, stored_events
 from pipeline import drain, lake_table
 
@@ -37,14 +37,16 @@ POINT = "home-hero"
 SETTINGS = {"lake.flush_max_seconds": 3600, "lake.maintenance_minutes": 0}
 
 
-def configure(app: App, boot: Bootstrap, aggregation: str = "earliest") -> None:
+def configure(
+    app: App, boot: Bootstrap, aggregation: str = "earliest", wait: dict[str, int] | None = None
+) -> None:
     admin = bearer(get_token(app.client, boot.client_id, boot.client_secret, "admin"))
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",
         json={
             "actions": ACTIONS,
             "policy": {"type": "epsilon_greedy", "epsilon": 0.5},
-            "reward": {"aggregation": aggregation},
+            "reward": {"aggregation": aggregation, **(wait or {})},
         },
         headers=admin,
     )
@@ -140,14 +142,16 @@ def test_evaluation_reads_the_lake_and_the_log_tail_without_double_counting(
     latest = logged_decisions(runtime.eventlog, ws, POINT, lake=runtime.lake, limit=30)
     assert summary(latest) == summary(whole_log[-30:])
 
-    # The API evaluates the same log.
+    # The API evaluates the same log, once its rewards are final (a 1 s wait from now on).
+    configure(app, app.boot, wait=SHORT_WAIT)
+    settle()
     reply = app.client.post(
         "/v1/decisions/evaluate",
         json={"decisionPoint": POINT, "bootstrapRounds": 0, "importanceTop": 0},
         headers=headers,
     )
     assert reply.status_code == 200, reply.text
-    assert reply.json()["decisions"] == 85
+    assert reply.json()["decisions"] == reply.json()["rounds"] == 85
 
     # The log forgets (retention); once processed, the lake still has everything.
     drain(runtime.processor())

@@ -360,9 +360,9 @@ def test_neural_without_torch_names_the_extra(
 def test_decisions_still_in_their_reward_wait_are_not_trained_on(
     make_app: Callable[..., App], tmp_path: Path
 ) -> None:
-    """With the default 10-minute wait, only the clicked decisions have a final reward right
-    after the traffic: training refuses to judge on so few and says why, instead of
-    learning the unclicked ones as failures."""
+    """With the default 10-minute wait, no decision has a final reward right after the
+    traffic: training refuses and says why, instead of learning clicks still to come as
+    misses."""
     app = make_app("logged")
     reply = app.client.put(
         f"/v1/decision-points/{POINT}",

@@ -24,6 +24,10 @@ class ActionSpec(_Model):
 MAX_REWARD = 1e6
 
 
+#: How long a deferred decision may wait for its activation before it is dropped.
+DEFERRED_TTL_SECONDS = 24 * 3600.0
+
+
 class RewardSpec(_Model):
     #: Rewards arriving within this time of the (activated) decision count.
     wait_seconds: float = Field(600.0, ge=0, le=7 * 24 * 3600)

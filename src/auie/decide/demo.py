@@ -72,7 +72,9 @@ def configuration() -> dict[str, Any]:
         "actions": [{"id": name, "features": features} for name, features in OFFERS.items()],
         "baseline": BASELINE,
         "policy": {"type": "linucb", "alpha": 0.3},
-        "reward": {"waitSeconds": 60, "aggregation": "earliest", "default": 0.0},
+        # Every simulated visitor's reward follows at once: a short wait lets the off-policy
+        # comparison use the decisions seconds later (pending ones are left out).
+        "reward": {"waitSeconds": 5, "aggregation": "earliest", "default": 0.0},
         "join": {
             "traits": ["tier"],
             "computedTraits": False,

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from auie.decide import ope
-from auie.decide.config import DecisionPointConfig, RewardSpec
+from auie.decide.config import DEFERRED_TTL_SECONDS, DecisionPointConfig, RewardSpec
 from auie.decide.features import Featurized, Featurizer, flatten
 from auie.decide.importance import FeatureGroup, context_groups, permutation_importance
 from auie.decide.policies import Policy, make_policy
@@ -279,15 +279,25 @@ def logged_decisions(
     return read_lake(lake, eventlog, workspace, decision_point, limit=limit)
 
 
+#: Added to a decision's reward wait before its reward is taken as final: the service closes
+#: decisions on a short tick, so a reward can be logged just after the wait's end.
+SETTLE_MARGIN_MS = 1000
+
+
 def settled(decision: LoggedDecision, spec: RewardSpec, now_ms: int) -> bool:
-    """Whether the decision's reward can no longer change at ``now_ms``: its reward wait,
-    counted from the decision time, is over, or the point takes the earliest reward and it
-    has one. Until then it is *pending*: learning from it, or judging by it, would count a
-    reward that may still come as missing (``reward.default``). A deferred decision's wait
-    starts at its activation, which the log does not hold; the decision time bounds it."""
-    if spec.aggregation == "earliest" and decision.rewards:
-        return True
-    return decision.timestamp_ms + spec.wait_seconds * 1000 <= now_ms
+    """Whether the decision's reward can no longer change at ``now_ms``: its reward wait is
+    over. Until then it is *pending*: counting it as it stands would take a reward that may
+    still come for missing (``reward.default``), and counting only the pending decisions
+    that already have a reward would keep the clicks and drop the misses. The wait is the
+    point's current ``reward.wait_seconds`` (the log does not hold the one the decision was
+    served with), from the decision time; a deferred decision's wait starts at its
+    activation, which the log does not hold either, so it is final only once it could no
+    longer have been activated (:data:`~auie.decide.config.DEFERRED_TTL_SECONDS`) and
+    that wait has passed too."""
+    wait_ms = spec.wait_seconds * 1000 + SETTLE_MARGIN_MS
+    if decision.deferred:
+        wait_ms += DEFERRED_TTL_SECONDS * 1000
+    return decision.timestamp_ms + wait_ms <= now_ms
 
 
 def now_ms() -> int:

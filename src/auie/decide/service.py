@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from auie.decide.config import DecisionPointConfig
+from auie.decide.config import DEFERRED_TTL_SECONDS, DecisionPointConfig
 from auie.decide.context import PersonContext
 from auie.decide.features import Featurized, Featurizer
 from auie.decide.policies import Policy, load_policy, make_policy
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 MAIN_ARM = ""
 HOLDOUT_ARM = "holdout"
 _MAX_ACTIONS = 1000
-_DEFERRED_TTL_SECONDS = 24 * 3600.0
+_DEFERRED_TTL_SECONDS = DEFERRED_TTL_SECONDS
 HISTORY_BUCKET_SECONDS = 5
 _HISTORY_BUCKETS = 6 * 3600 // HISTORY_BUCKET_SECONDS
 _encode = msgspec.json.Encoder().encode
