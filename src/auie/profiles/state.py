@@ -90,21 +90,6 @@ class NodeState:
             ),
         }
 
-    def copy(self) -> NodeState:
-        """An independent copy, equal to ``from_json(to_json())`` without the JSON: folding
-        and merging replace values, never change them in place, so they are shared."""
-        return NodeState(
-            traits=dict(self.traits),
-            first_seen=self.first_seen,
-            last_seen=self.last_seen,
-            counts=dict(self.counts),
-            sessions=[list(x) for x in self.sessions],
-            last_page=self.last_page,
-            computed=dict(self.computed),
-            consent=dict(self.consent),
-            consent_history=list(self.consent_history),
-        )
-
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NodeState:
         page = data.get("p")
