@@ -101,13 +101,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _git(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
 def _code_version() -> dict[str, Any]:
     """The commit measured, and files of src/ that differ from it (the runs use the working
     tree)."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=False)
-        return done.stdout.decode() if done.returncode == 0 else ""
+        done = _git(*args)
+        return done.stdout if done.returncode == 0 else ""
 
     changed = git("status", "--porcelain", "--", "src").splitlines()
     return {
@@ -126,23 +130,10 @@ def _setting(assignment: str) -> dict[str, str]:
 
 def _worktree(ref: str, where: Path) -> tuple[Path, str]:
     """A detached git worktree of ``ref`` at ``where``, and the commit it is."""
-    done = subprocess.run(
-        ["git", "worktree", "add", "--detach", str(where), ref],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _git("worktree", "add", "--detach", str(where), ref)
     if done.returncode != 0:
         raise SystemExit(f"--baseline {ref}: {done.stderr.strip()}")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return where, commit
+    return where, _git("rev-parse", "--short", "HEAD", cwd=where).stdout.strip()
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -217,12 +208,7 @@ class Runner:
                 self._profile(template, root, stream["workspace"])
         finally:
             if args.baseline:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(root / "baseline")],
-                    cwd=REPO,
-                    capture_output=True,
-                    check=False,
-                )
+                _git("worktree", "remove", "--force", str(root / "baseline"))
             if args.keep_data:
                 print(f"data kept in {root}")
             else:

@@ -16,6 +16,7 @@ starts on a line from stdin, so a profiler can attach first (:func:`run`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -165,7 +166,9 @@ def run(
     ``postgres`` puts the profile store in a fresh database of the local PostgreSQL;
     ``code`` is another checkout of the repository whose ``src`` and ``bench`` the
     children run (a baseline), instead of this one."""
-    if not postgres:
+    with postgres_database() if postgres else contextlib.nullcontext(None) as url:
+        if url is not None:
+            settings = {**(settings or {}), "profiles.url": url}
         return _run(
             template,
             work,
@@ -173,17 +176,6 @@ def run(
             members=members,
             profile_to=profile_to,
             settings=settings or {},
-            code=code,
-        )
-    with postgres_database() as url:
-        settings = {**(settings or {}), "profiles.url": url}
-        return _run(
-            template,
-            work,
-            workspace,
-            members=members,
-            profile_to=profile_to,
-            settings=settings,
             code=code,
         )
 
