@@ -135,6 +135,16 @@ def test_snapshots_due_by_count_wait_for_the_time_floor(make_app: Callable[..., 
     assert [v.updates for v in app.runtime.decision_store.versions(ws, POINT)] == [3, 9]
 
 
+def _snapshots(service: DecisionService, app: App, count: int) -> list[int | None]:
+    """``count`` decisions, each learned from and followed by a snapshot; their versions."""
+    made = []
+    for i in range(count):
+        _decide(service, app, f"u{i}")
+        service.tick()
+        made.append(service.snapshot(app.boot.workspace, POINT))
+    return made
+
+
 def test_old_online_versions_are_pruned_but_the_served_and_trained_ones_stay(
     make_app: Callable[..., App],
 ) -> None:
@@ -142,11 +152,7 @@ def test_old_online_versions_are_pruned_but_the_served_and_trained_ones_stay(
     service = _service(app, wait=0.0, aggregation="sum", default=1.0, snapshotKeep=2)
     store = app.runtime.decision_store
     ws = app.boot.workspace
-    made = []
-    for i in range(4):  # the service prunes after each snapshot: the newest 2 stay
-        _decide(service, app, f"u{i}")
-        service.tick()
-        made.append(service.snapshot(ws, POINT))
+    made = _snapshots(service, app, 4)  # the service prunes after each: the newest 2 stay
     assert [v.version for v in store.versions(ws, POINT)] == made[-2:]
     blob, featurizer = store.load(ws, POINT, arm="")[1:]  # type: ignore[index]
 
@@ -180,11 +186,7 @@ def test_a_prune_removes_the_files_an_earlier_crashed_prune_left(
     service = _service(app, wait=0.0, aggregation="sum", default=1.0, snapshotKeep=100)
     store = app.runtime.decision_store
     ws = app.boot.workspace
-    made = []
-    for i in range(4):
-        _decide(service, app, f"u{i}")
-        service.tick()
-        made.append(service.snapshot(ws, POINT))
+    made = _snapshots(service, app, 4)
     directory = store.root / ws / POINT
     # A prune that committed its row deletes, then died before unlinking the files.
     with store.engine.begin() as conn:
