@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 EVENTS_TOPIC = "events"
 DEAD_LETTERS_TOPIC = "deadletters"
 DECISIONS_TOPIC = "decisions"
@@ -38,8 +40,7 @@ class LogRecord:
     dedupe_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
+class StoredRecord(msgspec.Struct, frozen=True, gc=False):
     """A record read back from the log."""
 
     topic: str

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from auie.config import PrivacyConfig
@@ -34,13 +33,6 @@ from auie.privacy.suppression import SuppressionList
 _OBJECT_FIELDS = ("traits", "properties")
 #: Entries of each per-identifier cache before it is emptied (a bound, not a tuning knob).
 _CACHE_MAX = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Protected:
-    """Extra lake columns of an event (hashed ids, PII flags)."""
-
-    columns: dict[str, Any]
 
 
 class PrivacyGate:
@@ -103,8 +95,9 @@ class PrivacyGate:
         primary: str | None,
         *,
         has_pii_fields: bool = True,
-    ) -> Protected:
-        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns.
+    ) -> dict[str, Any]:
+        """Mask free-text PII and encrypt PII fields in place; the lake's extra columns
+        (hashed ids, PII flags).
         ``has_pii_fields=False`` (what :meth:`needs_key` said) skips looking for fields."""
         flags: set[str] = set()
         if self.config.pii_in_text != "keep":
@@ -123,7 +116,7 @@ class PrivacyGate:
         }
         if flags and self.config.pii_in_text == "flag":
             columns["pii_flags"] = ",".join(sorted(flags))
-        return Protected(columns)
+        return columns
 
     def _hash(self, workspace: str, id_type: str, value: Any) -> str | None:
         """The id's keyed hash (remembered: the same people send event after event)."""

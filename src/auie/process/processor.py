@@ -303,13 +303,18 @@ class Processor:
         """Poll once, process what came, flush the lake when a micro-batch is due."""
         report = StepReport()
         with collector_paused():
-            events = self._poll(EVENTS_TOPIC, self.poll_max_records)
-            dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
-            lake_only = [r for t in LAKE_TOPICS for r in self._poll(t, self.poll_max_records)]
-            if events or dead or lake_only:
-                self._apply(events, dead, lake_only, report)
+            # The batch (records, decoded events, ...) is freed inside: the collector,
+            # resumed, walks only what outlives it.
+            self._poll_and_apply(report)
         report.flushes = self._commit_lake()
         return report
+
+    def _poll_and_apply(self, report: StepReport) -> None:
+        events = self._poll(EVENTS_TOPIC, self.poll_max_records)
+        dead = self._poll(DEAD_LETTERS_TOPIC, max(1, self.poll_max_records // 10))
+        lake_only = [r for t in LAKE_TOPICS for r in self._poll(t, self.poll_max_records)]
+        if events or dead or lake_only:
+            self._apply(events, dead, lake_only, report)
 
     def _commit_lake(self) -> list[FlushReport]:
         """Finish the background lake commit if it is done (or the buffers have grown to
@@ -505,8 +510,7 @@ class Processor:
         for item, needs in zip(kept, keyed, strict=True):
             assert item.identity is not None
             primary = item.identity.primary
-            protected = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
-            item.columns = protected.columns
+            item.columns = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
         return kept
 
     def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:

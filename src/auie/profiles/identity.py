@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 USER_ID = "user_id"
 ANONYMOUS_ID = "anonymous_id"
 EMAIL = "email"
@@ -84,8 +86,7 @@ def _anchor_key(node_key: str, seen: set[str]) -> tuple[int, int, str]:
     return (0 if node_key in seen else 1), _RANK.get(split(node_key)[0], 2), node_key
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Edge:
+class Edge(msgspec.Struct, frozen=True, order=True, gc=False):
     """A link between two identifiers, from the earliest event that stated it."""
 
     ts: int

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from auie.profiles.identity import Edge, Merge
 from auie.profiles.state import NodeState
 
 
-@dataclass(frozen=True, slots=True)
-class StoredNode:
+class StoredNode(msgspec.Struct, frozen=True, gc=False):
     node: str
     profile_id: str
     evidenced: bool
@@ -36,8 +37,7 @@ class NodeMarks:
     deletions: int
 
 
-@dataclass(frozen=True, slots=True)
-class NodeChange:
+class NodeChange(msgspec.Struct, frozen=True, gc=False):
     """A node as a change export sees it (see :meth:`ProfileStore.moved_nodes`)."""
 
     workspace_id: str
@@ -59,8 +59,7 @@ class ClosedProfile:
     closed_seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRow:
+class NodeRow(msgspec.Struct, frozen=True, gc=False):
     """A node to insert or replace."""
 
     workspace_id: str
