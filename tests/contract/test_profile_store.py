@@ -123,6 +123,23 @@ def test_nodes_upsert_and_read(profile_store: ProfileStore) -> None:
     assert profile_store.profile_nodes(WS, "p_missing") == []
 
 
+def test_kept_nodes_update_their_state_and_nothing_else(profile_store: ProfileStore) -> None:
+    """A row the writer read with the same profile (``kept``) updates state and evidence;
+    the node's move mark stays, its change mark moves, and a kept row for a node that is not
+    stored (deleted meanwhile) creates nothing."""
+    write(profile_store, nodes=[row("user_id:u1", "p_1", plan="pro")])
+    created = profile_store.change_sequence()
+    kept = NodeRow(WS, "user_id:u1", "p_1", False, state(plan="team"), kept=True)
+    gone = NodeRow(WS, "user_id:gone", "p_1", True, state(plan="x"), kept=True)
+    write(profile_store, nodes=[kept, gone])
+    found = profile_store.nodes(WS, ["user_id:u1", "user_id:gone"])
+    assert found == {"user_id:u1": StoredNode("user_id:u1", "p_1", False, state(plan="team"))}
+    latest = profile_store.change_sequence()
+    assert [c.node for c in profile_store.moved_nodes(0, latest)] == ["user_id:u1"]
+    assert profile_store.moved_nodes(created, latest) == []
+    assert profile_store.changed_profiles(created, latest) == {(WS, "p_1"): latest}
+
+
 def test_node_values_survive_exactly(profile_store: ProfileStore) -> None:
     """Unicode, colons and long values in identifiers; every state part round-trips."""
     key = "email:zoë:+tag@exämple.com"

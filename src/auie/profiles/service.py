@@ -344,13 +344,14 @@ class ProfileService:
         for key in sorted(set(keys) | states.keys()):
             known = stored.get(key)
             is_evidenced = key in evidenced
-            if known is None or known.profile_id != profiles[key]:
+            kept = known is not None and known.profile_id == profiles[key]
+            if not kept:
                 result.moved.append((ws, key, profiles[key]))
             if key in states or known is None or known.evidenced != is_evidenced:
                 state = states.get(key) or (known.state if known else None)
                 encoded = state.encode() if state is not None else None
                 result.write.nodes.append(
-                    NodeRow(ws, key, profiles[key], is_evidenced, state, encoded)
+                    NodeRow(ws, key, profiles[key], is_evidenced, state, encoded, kept)
                 )
 
     # -- reading ---------------------------------------------------------------------------

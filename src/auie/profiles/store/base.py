@@ -69,6 +69,10 @@ class NodeRow(msgspec.Struct, frozen=True, gc=False):
     state: NodeState | None
     #: ``state.encode()``, when the writer has it (the store encodes the state otherwise).
     encoded: bytes | None = None
+    #: The writer read the node from the store with this same profile id, in the section
+    #: its write is part of: the store may update the node's state and evidence alone.
+    #: (A node deleted meanwhile, by an erasure, then stays deleted.)
+    kept: bool = False
 
 
 @dataclass(frozen=True, slots=True)

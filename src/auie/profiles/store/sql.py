@@ -4,7 +4,7 @@ own version table. Upserts use each dialect's ``INSERT ... ON CONFLICT``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,10 +22,12 @@ from sqlalchemy import (
     func,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.types import NullType
 
 from auie import db
 from auie.errors import StorageUnavailable
@@ -37,6 +39,7 @@ from auie.profiles.store.base import (
     DeadLetter,
     NodeChange,
     NodeMarks,
+    NodeRow,
     ProfileStore,
     ProfileWrite,
     StoredNode,
@@ -93,6 +96,13 @@ _PROFILES_NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
 )
 
 
+#: An existing node's state columns (see ``NodeRow.kept``), by key.
+_NODE_UPDATE_COLUMNS = ("evidenced", "state", "updated_at", "changed_seq", "workspace_id", "node")
+_NODE_UPDATE = (
+    update(identity_nodes)
+    .where(_n.workspace_id == bindparam("b_workspace_id"), _n.node == bindparam("b_node"))
+    .values({name: bindparam(f"b_{name}") for name in _NODE_UPDATE_COLUMNS[:4]})
+)
 _NODE_COLUMNS = (
     "workspace_id",
     "node",
@@ -121,10 +131,19 @@ class _DriverStatement:
     only to the columns that have one: the driver receives the same values.
     """
 
-    def __init__(self, statement: Any, dialect: Dialect, columns: Sequence[Column[Any]]) -> None:
+    def __init__(
+        self,
+        statement: Any,
+        dialect: Dialect,
+        columns: Sequence[Column[Any]],
+        *,
+        names: tuple[str, ...] | None = None,
+    ) -> None:
+        """``names``: the statement's parameter names, if they are not the columns' (the
+        ``columns`` give each parameter's type)."""
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
-        self.names = tuple(c.name for c in columns)
+        self.names = names or tuple(c.name for c in columns)
         if compiled.positional and tuple(compiled.positiontup or ()) != self.names:
             raise ValueError(f"parameters {compiled.positiontup} are not {self.names}")
         self.positional: bool = compiled.positional
@@ -149,6 +168,12 @@ class _DriverStatement:
         if not self.positional:
             params = [dict(zip(self.names, row, strict=True)) for row in params]
         conn.exec_driver_sql(self.sql, params)
+
+
+def _result_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any]:
+    """The conversion SQLAlchemy applies to a column of ``kind`` as the driver returns it."""
+    processor = kind.dialect_impl(dialect).result_processor(dialect, None)
+    return processor if processor is not None else (lambda value: value)
 
 
 class _DriverQuery:
@@ -199,6 +224,12 @@ class SqlProfileStore(ProfileStore):
         self._node_upsert = _DriverStatement(
             self._node_upsert_statement(), engine.dialect, [_n[name] for name in _NODE_COLUMNS]
         )
+        self._node_update = _DriverStatement(
+            _NODE_UPDATE,
+            engine.dialect,
+            [_n[name] for name in _NODE_UPDATE_COLUMNS],
+            names=tuple(f"b_{name}" for name in _NODE_UPDATE_COLUMNS),
+        )
         self._edge_upsert = _DriverStatement(
             self._edge_upsert_statement(), engine.dialect, list(identity_edges.c)
         )
@@ -209,6 +240,8 @@ class SqlProfileStore(ProfileStore):
         self._edges_from = _DriverQuery(_EDGES_FROM, engine.dialect)
         self._edges_to = _DriverQuery(_EDGES_TO, engine.dialect)
         self._profiles_nodes = _DriverQuery(_PROFILES_NODES, engine.dialect)
+        #: ``identity_nodes.updated_at`` from the driver's value to an aware datetime.
+        self._updated_at = _result_processor(_n.updated_at.type, engine.dialect)
 
     @classmethod
     def open(cls, url: str) -> SqlProfileStore:
@@ -334,17 +367,33 @@ class SqlProfileStore(ProfileStore):
 
     def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
         # Led by the changed_seq index: a node's last write is never older than its last move.
+        # ``updated_at`` comes as the driver gives it and is converted once per distinct
+        # value: the nodes of one write share it, and SQLAlchemy's parsing of SQLite's
+        # timestamp text per row cost more than the query.
         query = (
-            select(_n.workspace_id, _n.node, _n.profile_id, _n.moved_seq, _n.updated_at)
+            select(
+                _n.workspace_id,
+                _n.node,
+                _n.profile_id,
+                _n.moved_seq,
+                type_coerce(_n.updated_at, NullType()),
+            )
             .where(
                 _n.changed_seq > after,
                 and_(_n.moved_seq > after, _n.moved_seq <= upto),
             )
             .order_by(_n.moved_seq)
         )
+        times: dict[Any, datetime] = {}
         with self.engine.connect() as conn:
             return [
-                NodeChange(ws, key, pid, int(seq), at)
+                NodeChange(
+                    ws,
+                    key,
+                    pid,
+                    int(seq),
+                    times[at] if at in times else times.setdefault(at, self._updated_at(at)),
+                )
                 for ws, key, pid, seq, at in conn.execute(query)
             ]
 
@@ -472,6 +521,16 @@ class SqlProfileStore(ProfileStore):
                 ],
             )
         if change.nodes:
+            # Nodes that keep their profile: an update of the state columns alone leaves the
+            # profile index as it is (an upsert rewrites every index it sets a column of).
+            self._node_update.execute(
+                conn,
+                [
+                    (row.evidenced, _state_text(row), now, seq, row.workspace_id, row.node)
+                    for row in change.nodes
+                    if row.kept
+                ],
+            )
             self._node_upsert.execute(
                 conn,
                 [
@@ -481,12 +540,13 @@ class SqlProfileStore(ProfileStore):
                         *split(row.node),
                         row.profile_id,
                         row.evidenced,
-                        row.encoded.decode() if row.encoded is not None else _dump(row.state),
+                        _state_text(row),
                         now,
                         seq,
                         seq,
                     )
                     for row in change.nodes
+                    if not row.kept
                 ],
             )
         if change.reassign:
@@ -594,3 +654,7 @@ class SqlProfileStore(ProfileStore):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _state_text(row: NodeRow) -> str | None:
+    return row.encoded.decode() if row.encoded is not None else _dump(row.state)
