@@ -8,12 +8,14 @@ ISO-8601 strings of the event until Arrow parses a whole column at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+from msgspec.structs import astuple
 
 from auie.lake.tables import EVENTS, TABLES
 
@@ -141,9 +143,11 @@ def _event_values(
     violations: tuple[str, ...] | None,
     partition: int,
     offset: int,
-) -> tuple[Any, ...]:
+    columns: Mapping[str, Any] | None = None,
+) -> list[Any]:
     """The ``events`` row of one normalised event, in column order; timestamps are the
-    event's strings (None for anything else)."""
+    event's strings (None for anything else). ``columns``: values of other columns by name,
+    set last (the privacy stage's hashed ids)."""
     get = event.get
     context = get("context") or {}
     extra = (
@@ -184,43 +188,60 @@ def _event_values(
             index = _EVENT_INDEX.get(key)
             if index is not None:
                 values[index] = value
-    return tuple(values)
+    if columns:
+        for key, value in columns.items():
+            values[_EVENT_INDEX[key]] = value
+    return values
+
+
+@functools.cache
+def _row_type(table: str) -> type[msgspec.Struct]:
+    """The row of a table: its values in column order, never tracked by the cyclic garbage
+    collector (``gc=False``; a row holds strings, numbers, times and None, no cycles)."""
+    names = TABLES[table].arrow.names
+    return msgspec.defstruct(
+        f"{table}_row", [(f"c{i}", Any) for i in range(len(names))], frozen=True, gc=False
+    )
 
 
 class Columns:
-    """Rows of one lake table, each the tuple of its values in column order, until
+    """Rows of one lake table, each a struct of its values in column order, until
     :meth:`to_arrow` turns them into one Arrow array per column.
 
-    Tuples, not lists: a tuple of strings, numbers and None is dropped from the cyclic
-    garbage collector's lists at its first pass, so a full buffer (up to twice
-    ``flush_max_records`` rows) does not slow every later collection down."""
+    Not tuples: the collector walks every new tuple once, reading the header of each of
+    its values, before it finds that the tuple holds no containers and drops it from its
+    lists. For the ``events`` table that walk (about fifty values per row, scattered in
+    memory) cost more than building the rows; the structs are never in its lists."""
 
-    __slots__ = ("names", "rows", "schema")
+    __slots__ = ("_row", "names", "rows", "schema")
 
     def __init__(self, table: str) -> None:
         self.schema: pa.Schema = TABLES[table].arrow
         self.names = tuple(self.schema.names)
-        self.rows: list[tuple[Any, ...]] = []
+        self._row = _row_type(table)
+        self.rows: list[msgspec.Struct] = []
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Append a row given as a mapping (missing columns are null, others ignored)."""
-        self.rows.append(tuple([row.get(name) for name in self.names]))
+        self.rows.append(self._row(*[row.get(name) for name in self.names]))
 
-    def add_values(self, values: tuple[Any, ...]) -> None:
+    def add_values(self, values: Sequence[Any]) -> None:
         """Append a row given as its values in column order."""
         if len(values) != len(self.names):
             raise ValueError(f"{len(values)} values for {len(self.names)} columns")
-        self.rows.append(values)
+        self.rows.append(self._row(*values))
 
     def extend(self, other: Columns) -> None:
         """Append every row of ``other`` (of the same table)."""
         self.rows.extend(other.rows)
 
     def to_arrow(self) -> pa.Table:
-        columns = zip(*self.rows, strict=True) if self.rows else ((),) * len(self.names)
+        columns = (
+            zip(*map(astuple, self.rows), strict=True) if self.rows else ((),) * len(self.names)
+        )
         arrays = [
             _array(list(values), field.type)
             for values, field in zip(columns, self.schema, strict=True)
@@ -249,8 +270,10 @@ def add_event(
     violations: tuple[str, ...] | None,
     partition: int,
     offset: int,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Append the ``events`` table row of one normalised event."""
+    """Append the ``events`` table row of one normalised event; ``extra``: values of other
+    columns by name."""
     columns.add_values(
         _event_values(
             event,
@@ -260,6 +283,7 @@ def add_event(
             violations=violations,
             partition=partition,
             offset=offset,
+            columns=extra,
         )
     )
 

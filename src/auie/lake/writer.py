@@ -168,6 +168,7 @@ class LakeWriter:
         violations: tuple[str, ...] | None,
         partition: int,
         offset: int,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Add the ``events`` row of a normalised event (see :func:`auie.lake.rows.add_event`)."""
         add_event(
@@ -179,6 +180,7 @@ class LakeWriter:
             violations=violations,
             partition=partition,
             offset=offset,
+            extra=extra,
         )
         self._pending += 1
 

@@ -554,12 +554,13 @@ class Processor:
         self.writer.add_event(
             item.workspace,
             event,
-            enrichment={**item.enrichment, **item.columns},
+            enrichment=item.enrichment,
             source_id=record.headers.get("sourceId"),
             plan_version=item.plan.version if item.plan is not None else None,
             violations=flagged,
             partition=record.partition,
             offset=record.offset,
+            extra=item.columns,
         )
 
     def _lake_records(self, records: list[StoredRecord], change: ProfileWrite) -> int:

@@ -107,6 +107,7 @@ def reference_row(event: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
     for column, path in _CONTEXT_COLUMNS:
         row[column] = _dig(context, path)
     row.update(fields["enrichment"])
+    row.update(fields.get("extra") or {})
     return row
 
 
@@ -170,9 +171,20 @@ def test_a_browser_event_with_enrichment_and_flagged_violations() -> None:
     )
     assert got.equals(expected)
     assert got.column("context_os_name").to_pylist() == [None]
+    assert got.column("browser_name").to_pylist() == ["Chrome"]
     assert got.column("timestamp").to_pylist() == [
         datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
     ]
+
+
+def test_extra_columns_by_name_are_set_last() -> None:
+    """The privacy stage's columns (hashed ids, PII flags) come by name and win over an
+    enrichment value of the same column."""
+    extra = {"user_hash": "h-u", "anonymous_hash": "h-a", "pii_flags": "email"}
+    enrichment = {"browser_name": "Chrome", "user_hash": "from-enrichment"}
+    got, expected = both([(BROWSER_EVENT, fields(enrichment=enrichment, extra=extra))])
+    assert got.equals(expected)
+    assert got.select(["user_hash", "anonymous_hash", "pii_flags"]).to_pylist() == [extra]
 
 
 def test_minimal_events_and_strange_shapes() -> None:
