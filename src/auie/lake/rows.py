@@ -1,7 +1,7 @@
 """Lake rows built from normalised events and dead letters, held column by column.
 
-A micro-batch of a table is a :class:`Columns`: its rows as tuples of values in column order,
-turned into one Arrow array per column at flush time. Event rows are built by
+A micro-batch of a table is a :class:`Columns`: its rows as structs of values in column
+order, turned into one Arrow array per column at flush time. Event rows are built by
 :func:`add_event` in that order directly, without a dict per row; their timestamps stay the
 ISO-8601 strings of the event until Arrow parses a whole column at once.
 """
@@ -190,7 +190,9 @@ def _event_values(
                 values[index] = value
     if columns:
         for key, value in columns.items():
-            values[_EVENT_INDEX[key]] = value
+            index = _EVENT_INDEX.get(key)
+            if index is not None:  # as for the enrichment: names that are no column are ignored
+                values[index] = value
     return values
 
 
@@ -199,9 +201,15 @@ def _row_type(table: str) -> type[msgspec.Struct]:
     """The row of a table: its values in column order, never tracked by the cyclic garbage
     collector (``gc=False``; a row holds strings, numbers, times and None, no cycles)."""
     names = TABLES[table].arrow.names
-    return msgspec.defstruct(
-        f"{table}_row", [(f"c{i}", Any) for i in range(len(names))], frozen=True, gc=False
+    row = msgspec.defstruct(
+        f"_{table}_row",
+        [(f"c{i}", Any) for i in range(len(names))],
+        frozen=True,
+        gc=False,
+        module=__name__,
     )
+    globals()[row.__name__] = row  # where pickle looks for it
+    return row
 
 
 class Columns:

@@ -9,7 +9,7 @@ not mistaken for cards.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -69,11 +69,14 @@ def scan_text(text: str, mode: str) -> tuple[str, set[str]]:
     return (masked if mode == "mask" else text), found
 
 
-def _scan_string(text: str, mode: str) -> tuple[str, set[str]]:
+_NONE: frozenset[str] = frozenset()
+
+
+def _scan_string(text: str, mode: str) -> tuple[str, frozenset[str] | set[str]]:
     """:func:`scan_text`, skipped for a string already found clean (the findings do not
     depend on the mode, and without findings the text is unchanged)."""
     if text in _clean:
-        return text, set()
+        return text, _NONE
     masked, found = scan_text(text, mode)
     if not found and len(text) <= _CACHED_LENGTH:
         if len(_clean) >= _CLEAN_MAX:
@@ -85,31 +88,47 @@ def _scan_string(text: str, mode: str) -> tuple[str, set[str]]:
 def scan(
     value: Any, mode: str, skip: frozenset[str] = frozenset(), depth: int = 0
 ) -> tuple[Any, set[str]]:
-    """Mask or flag PII in every string of a JSON value (keys in ``skip`` are left alone)."""
-    if mode == "keep" or depth > _MAX_DEPTH:
-        return value, set()
-    if isinstance(value, str):
-        return _scan_string(value, mode)
+    """Mask or flag PII in every string of a JSON value (keys in ``skip`` are left alone).
+
+    Returns the value itself where nothing in it changed (a mapping or list is copied only
+    if a string in it was masked), and a new set of the kinds found."""
     found: set[str] = set()
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            if key in skip or not isinstance(inner, _CONTAINERS):
-                out[key] = inner  # numbers, booleans and null hold no text
-                continue
-            out[key], kinds = scan(inner, mode, skip, depth + 1)
-            if kinds:
-                found |= kinds
-        return out, found
-    if isinstance(value, list):
-        items = []
-        for inner in value:
-            if not isinstance(inner, _CONTAINERS):
-                items.append(inner)
-                continue
-            item, kinds = scan(inner, mode, skip, depth + 1)
-            items.append(item)
-            if kinds:
-                found |= kinds
-        return items, found
-    return value, found
+    return _scan(value, mode, skip, depth, found), found
+
+
+def _scan(value: Any, mode: str, skip: frozenset[str], depth: int, found: set[str]) -> Any:
+    """:func:`scan`, adding the kinds found to ``found``."""
+    if mode == "keep" or depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, str):
+        masked, kinds = _scan_string(value, mode)
+        if kinds:
+            found |= kinds
+        return masked
+    if isinstance(value, Mapping | list):
+        return _scan_container(value, mode, skip, depth, found)
+    return value
+
+
+def _scan_container(
+    value: Mapping[str, Any] | list[Any],
+    mode: str,
+    skip: frozenset[str],
+    depth: int,
+    found: set[str],
+) -> Any:
+    """:func:`_scan` of an object or array: a copy with what changed, if anything did."""
+    mapping = isinstance(value, Mapping)
+    items: Iterable[tuple[Any, Any]] = (
+        value.items() if isinstance(value, Mapping) else enumerate(value)
+    )
+    out: Any = None
+    for key, inner in items:
+        if key in skip or not isinstance(inner, _CONTAINERS):
+            continue  # numbers, booleans and null hold no text
+        changed = _scan(inner, mode, skip, depth + 1, found)
+        if changed is not inner:
+            if out is None:
+                out = dict(value) if mapping else list(value)
+            out[key] = changed
+    return value if out is None else out

@@ -185,6 +185,9 @@ def test_extra_columns_by_name_are_set_last() -> None:
     got, expected = both([(BROWSER_EVENT, fields(enrichment=enrichment, extra=extra))])
     assert got.equals(expected)
     assert got.select(["user_hash", "anonymous_hash", "pii_flags"]).to_pylist() == [extra]
+    # A name that is no column is ignored, as in the enrichment.
+    ignored, _ = both([(BROWSER_EVENT, fields(extra={**extra, "no_such_column": "x"}))])
+    assert ignored.select(["user_hash", "anonymous_hash", "pii_flags"]).to_pylist() == [extra]
 
 
 def test_minimal_events_and_strange_shapes() -> None:

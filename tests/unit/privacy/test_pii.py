@@ -45,6 +45,22 @@ def test_masking_and_flags() -> None:
         assert kinds == {"email", "phone", "card"}
 
 
+def test_the_input_is_never_changed_and_clean_values_come_back_as_they_are() -> None:
+    pii._clean.clear()
+    before = {"note": "mail ada@example.com", "deep": [{"x": "plain"}, "bob@example.com"]}
+    copy = {"note": "mail ada@example.com", "deep": [{"x": "plain"}, "bob@example.com"]}
+    masked, found = scan(before, "mask")
+    assert found == {"email"}
+    assert masked == {"note": "mail [email]", "deep": [{"x": "plain"}, "[email]"]}
+    assert before == copy  # masking copies what it changes
+    assert masked["deep"][0] is before["deep"][0]  # and only that
+    clean = {"a": ["x", {"b": "y", "n": 3}], "c": None}
+    for _ in range(2):  # first seen, then remembered
+        same, kinds = scan(clean, "mask")
+        assert same is clean
+        assert kinds == set()
+
+
 def test_the_remembered_strings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     pii._clean.clear()
     monkeypatch.setattr(pii, "_CLEAN_MAX", 3)

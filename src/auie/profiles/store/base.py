@@ -60,7 +60,7 @@ class ClosedProfile:
 
 
 class NodeRow(msgspec.Struct, frozen=True, gc=False):
-    """A node to insert or replace."""
+    """A node to insert or replace (or, ``kept``, whose state to update)."""
 
     workspace_id: str
     node: str
