@@ -270,6 +270,33 @@ def test_high_cardinality_values_are_hashed_in_bounded_memory(kind: str) -> None
     assert np.mean(late) > 0.7, f"{kind}: {np.mean(late):.2f}"
 
 
+@pytest.mark.parametrize("kind", ["linucb", "thompson", "squarecb", "epsilon_greedy"])
+@pytest.mark.parametrize("broken", ["widths", "one mean"])
+def test_a_model_that_gives_nan_is_refused_not_trusted(
+    kind: str, broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Means or confidence widths that are not numbers (a broken model) fail the decision
+    instead of being read as no uncertainty, or skipped, wherever the NaN is."""
+    p, w = policy(kind), world(4)
+    list(play(p, w, 20))
+    predict = p.model.predict  # type: ignore[attr-defined]
+
+    def nan_widths(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        means, widths = predict(*args, **kwargs)
+        if broken == "widths":
+            return means, np.full_like(widths, np.nan)
+        means = means.copy()
+        means[-1] = np.nan  # last: max() of a list keeps the first of equal or NaN values
+        return means, widths
+
+    monkeypatch.setattr(p.model, "predict", nan_widths)  # type: ignore[attr-defined]
+    if kind in ("squarecb", "epsilon_greedy") and broken == "widths":
+        p.choose(w.decision(), set())  # these use the means alone
+        return
+    with pytest.raises(ValueError, match="not numbers"):
+        p.choose(w.decision(), set())
+
+
 def test_the_default_policy_is_one_of_the_kinds() -> None:
     assert DecisionPointConfig().policy == DEFAULT_POLICY
     assert DEFAULT_POLICY["type"] in KINDS

@@ -264,9 +264,9 @@ def greedy_values(
     """:func:`greedy` of scores already in a list."""
     if not _everything(allowed):
         values = [v if ok else -math.inf for v, ok in zip(values, allowed.tolist(), strict=True)]
-    top = max(values)
-    if top != top:  # NaN  # noqa: PLR0124
+    if any(map(math.isnan, values)):  # max() would depend on where a NaN is
         raise ValueError("the model's scores are not numbers")
+    top = max(values)
     if values.count(top) == 1:
         return int(values.index(top))
     return int(rng.choice(np.flatnonzero(np.asarray(values) == top)))

@@ -27,8 +27,10 @@ class LinUCB(Policy):
             decision.action_ids, decision.x, decision.z, decision.extent, clamp=False
         )
         alpha, sqrt = self.alpha, math.sqrt  # on Python floats: 4 numpy calls fewer
+        # A width rounding made negative counts as 0; a NaN one makes the bound NaN, which
+        # greedy_values refuses, as the other policies' NaN scores.
         bounds = [
-            m + alpha * sqrt(w) if w > 0.0 else m
+            m + alpha * sqrt(w) if w > 0.0 else (m if w == w else math.nan)  # noqa: PLR0124
             for m, w in zip(means.tolist(), widths.tolist(), strict=True)
         ]
         return greedy_values(bounds, allowed, self.rng)

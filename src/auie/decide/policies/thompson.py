@@ -38,6 +38,8 @@ class LinearThompson(Policy):
         )
         draws = self.rng.standard_normal((self.samples, len(means)))
         scores = means + self.v * np.sqrt(widths) * draws
+        if np.isnan(scores).any():  # argmax would silently pick the first NaN
+            raise ValueError("the model's scores are not numbers")
         scores[:, ~allowed] = -np.inf
         winners = scores.argmax(axis=1)
         counts = np.bincount(winners, minlength=len(means)).astype(np.float64)
