@@ -11,7 +11,9 @@ Iceberg lake:
 * the latest ``identities`` row of every identifier names its current profile;
 * a profile merged into another gets one closing row (``merged_into``), also when the
   processor died after the merge, so the latest row per profile id lists the profiles that
-  exist.
+  exist;
+* the members of a processor group share the exports, each its own identifiers and
+  profiles under its own mark, and a change of group size neither skips nor repeats a row.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from auie.lake.catalog import PROFILE_CHANGES, committed_offsets
 from auie.lake.tables import IDENTITIES, PROFILES
 from auie.privacy.crypto import is_encrypted
+from auie.process.exports import share_of
 from auie.profiles.identity import ANONYMOUS_ID, USER_ID, node
 from conftest import App
 from helpers import basic
@@ -206,3 +210,68 @@ def test_a_merged_profile_gets_one_closing_row(
     drain(app.runtime.processor())
     drain(app.runtime.processor())
     assert sum(r["merged_into"] is not None for r in snapshots(app)) == 1
+
+
+def run_group(app: App, members: int) -> None:
+    """The members of a group, in turn in this thread: each drains its partitions, then
+    each flushes, exporting its share."""
+    group = [app.runtime.processor(m, members) for m in range(members)]
+    for member in group:
+        while not member.step().idle:
+            pass
+    for member in group:
+        member.flush()
+
+
+def marks(app: App, table: str) -> dict[int, int]:
+    lake = app.runtime.lake
+    return committed_offsets(lake.refresh(app.boot.workspace, table))[PROFILE_CHANGES]
+
+
+def test_a_group_shares_the_exports_and_a_change_of_size_skips_nothing(
+    make_app: Callable[..., App], store_url: str
+) -> None:
+    app = make_app(**SETTINGS, **{"profiles.url": store_url})
+    store = app.runtime.profile_store
+    send(app, *[track(1, userId=f"u-{i}", anonymousId=f"a-{i}") for i in range(30)])
+    run_group(app, 2)
+    sequence = store.change_sequence()
+    for table in (IDENTITIES, PROFILES):  # each member's mark, at the same point
+        assert marks(app, table) == {2000: sequence + 1, 2001: sequence + 1}
+    profile_ids = store.profile_ids(app.boot.workspace)
+    assert {share_of(p, 2) for p in profile_ids} == {0, 1}  # both members had a share
+    assert sorted(r["profile_id"] for r in snapshots(app)) == sorted(profile_ids)
+    identities = lake_table(app.runtime.lake, app.boot.workspace, IDENTITIES).to_pylist()
+    assert len(identities) == 60
+    assert_identities_current(app)
+
+    # One processor again, then a group of three: new people, and logins that move
+    # identifiers exported by the earlier group.
+    send(app, *[track(2, userId=f"u-{i}", anonymousId=f"a-{i}") for i in range(30, 40)])
+    send(
+        app,
+        *[
+            {**track(3), "type": "alias", "userId": f"u-{i}", "previousId": f"u-{i + 1}"}
+            for i in range(0, 10, 2)
+        ],
+    )
+    drain(app.runtime.processor())
+    assert marks(app, IDENTITIES) == {0: store.change_sequence() + 1}
+    send(app, *[track(4, userId=f"u-{i}", anonymousId=f"a-{i}") for i in range(40, 50)])
+    run_group(app, 3)
+    sequence = store.change_sequence()
+    assert marks(app, PROFILES) == {3000: sequence + 1, 3001: sequence + 1, 3002: sequence + 1}
+    assert_identities_current(app)  # every move once, the latest one current
+    exported = {
+        (r["id_type"], r["id_value"])
+        for r in lake_table(app.runtime.lake, app.boot.workspace, IDENTITIES).to_pylist()
+    }
+    named = {(ANONYMOUS_ID, f"u-{i + 1}") for i in range(0, 10, 2)}  # by the aliases
+    assert exported == {(USER_ID, f"u-{i}") for i in range(50)} | named | {
+        (ANONYMOUS_ID, f"a-{i}") for i in range(50)
+    }
+    latest: dict[str, dict[str, Any]] = {}
+    for row in sorted(snapshots(app), key=lambda r: r["snapshot_at"]):
+        latest[row["profile_id"]] = row
+    alive = {p for p, row in latest.items() if row["merged_into"] is None}
+    assert alive == set(store.profile_ids(app.boot.workspace))

@@ -87,15 +87,18 @@ def append(
     data: pa.Table,
     offsets: Offsets,
     *,
-    merge: bool = False,
+    merge: bool | Callable[[Offsets], Offsets] = False,
 ) -> None:
     """Append rows to a table in one commit whose snapshot records ``offsets``; with
     ``merge`` (a member of a processor group), the table is reloaded first and the offsets
-    recorded are the table's with those in ``offsets`` replaced."""
+    recorded are the table's with those in ``offsets`` replaced, or, if ``merge`` is a
+    function, what it makes of the table's."""
     table = lake.refresh(workspace, name) if merge else lake.table(workspace, name)
     for attempt in (1, 2):
         recorded = offsets
-        if merge:
+        if callable(merge):
+            recorded = merge(committed_offsets(table))
+        elif merge:
             recorded = committed_offsets(table)
             for topic, parts in offsets.items():
                 recorded[topic] = {**recorded.get(topic, {}), **parts}

@@ -21,11 +21,22 @@ reaches the lake, and nothing twice.
 Marks are per workspace (one lake namespace each); the sequence is global, so a round reads
 from the lowest mark and skips the rows a workspace already holds. Identifiers on the
 suppression list (erased people) are never exported.
+
+The members of a processor group share the exports: member ``i`` of ``n`` exports the
+identifiers and profiles whose :func:`share_of` is ``i``, and keeps its own mark, as the
+pseudo-partition :func:`mark_partition` of the pseudo-topic. Its commits hold the group's
+lake commit lock and merge its mark into the table's (:func:`combine_marks`): when the group
+size changed since the last export, the marks of the new size start from the lowest mark
+recorded, and the old size's marks are dropped, so a change of size re-exports at worst
+what one share had not exported yet, and never skips anything. A lone exporter keeps
+pseudo-partition 0, as before there were shares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +44,7 @@ from typing import Any
 from auie.lake.catalog import PROFILE_CHANGES, Lake, committed_offsets
 from auie.lake.rows import Columns, as_text
 from auie.lake.tables import IDENTITIES, PROFILES
-from auie.lake.writer import FlushReport, append
+from auie.lake.writer import FlushReport, Offsets, append
 from auie.profiles.identity import node, split
 from auie.profiles.service import ProfileService, StoredProfile
 from auie.profiles.store.base import NodeChange, ProfileStore
@@ -43,6 +54,45 @@ Pseudonym = Callable[[str, str], str | None]
 #: (workspace, id type, id value) → whether the identifier was erased.
 Suppressed = Callable[[str, str, str], bool]
 _CHUNK = 10_000
+#: Pseudo-partitions of a group of ``n`` exporters start at ``n * _SHARES``.
+_SHARES = 1000
+
+
+def share_of(key: str, shares: int) -> int:
+    """Which of ``shares`` exporters exports an identifier or profile id (stable across
+    processes and runs, unlike ``hash``)."""
+    if shares <= 1:
+        return 0
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % shares
+
+
+def mark_partition(index: int, shares: int) -> int:
+    """The pseudo-partition of :data:`PROFILE_CHANGES` that holds exporter ``index``'s mark
+    in a group of ``shares`` (0 for a lone exporter)."""
+    return 0 if shares <= 1 else shares * _SHARES + index
+
+
+def own_mark(recorded: Offsets, index: int, shares: int) -> int:
+    """Exporter ``index``'s mark in a table's recorded offsets: the last change sequence
+    value its share of the table holds (the lowest mark recorded if it has none yet)."""
+    marks = recorded.get(PROFILE_CHANGES, {})
+    found = marks.get(mark_partition(index, shares))
+    if found is None:
+        found = min(marks.values(), default=1)
+    return found - 1
+
+
+def combine_marks(recorded: Offsets, index: int, shares: int, upto: int) -> Offsets:
+    """The offsets a commit of exporter ``index`` up to ``upto`` records, from the table's
+    (see the module docstring)."""
+    marks = recorded.get(PROFILE_CHANGES, {})
+    start = min(marks.values(), default=1)
+    kept = {
+        mark_partition(j, shares): marks.get(mark_partition(j, shares), start)
+        for j in range(shares)
+    }
+    kept[mark_partition(index, shares)] = upto + 1
+    return {**recorded, PROFILE_CHANGES: kept}
 
 
 class ProfileExports:
@@ -59,7 +109,11 @@ class ProfileExports:
         pseudonym: Pseudonym | None = None,
         suppressed: Suppressed | None = None,
         clock: Callable[[], float] = time.monotonic,
+        share: tuple[int, int] = (0, 1),
+        commit_lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
+        """``share``: (this member, group size); ``commit_lock``: held around this
+        exporter's lake commits (the group's lake commit lock)."""
         self.store = store
         self.profiles = profiles
         self.lake = lake
@@ -67,6 +121,10 @@ class ProfileExports:
         self.pseudonym = pseudonym
         self.suppressed = suppressed
         self.clock = clock
+        self.index, self.shares = share
+        if not 0 <= self.index < self.shares:
+            raise ValueError(f"share {self.index} of {self.shares}")
+        self.commit_lock = commit_lock or contextlib.nullcontext
         #: Per table: the sequence value every workspace's table holds (None: not read yet).
         self._low: dict[str, int | None] = {IDENTITIES: None, PROFILES: None}
         self._marks: dict[tuple[str, str], int] = {}
@@ -122,8 +180,12 @@ class ProfileExports:
                 if self.lake.exists(workspace, table)
                 else {}
             )
-            mark = self._marks[key] = offsets.get(PROFILE_CHANGES, {}).get(0, 1) - 1
+            mark = self._marks[key] = own_mark(offsets, self.index, self.shares)
         return mark
+
+    def mine(self, key: str) -> bool:
+        """Whether an identifier or profile id is in this exporter's share."""
+        return self.shares == 1 or share_of(key, self.shares) == self.index
 
     def _low_mark(self, table: str, upto: int) -> int:
         low = self._low[table]
@@ -139,7 +201,20 @@ class ProfileExports:
         columns = Columns(table)
         for row in rows:
             columns.add(row)
-        append(self.lake, workspace, table, columns.to_arrow(), {PROFILE_CHANGES: {0: upto + 1}})
+        data = columns.to_arrow()
+        if self.shares == 1:
+            append(self.lake, workspace, table, data, {PROFILE_CHANGES: {0: upto + 1}})
+        else:
+            with self.commit_lock():
+                self.lake.table(workspace, table)  # created by the first member to export
+                append(
+                    self.lake,
+                    workspace,
+                    table,
+                    data,
+                    {},
+                    merge=lambda recorded: combine_marks(recorded, self.index, self.shares, upto),
+                )
         self._marks[(workspace, table)] = upto
         return FlushReport(workspace, table, len(rows), time.perf_counter() - started)
 
@@ -154,7 +229,8 @@ class ProfileExports:
             return []
         by_workspace: dict[str, list[NodeChange]] = {}
         for change in self.store.moved_nodes(low, upto):
-            by_workspace.setdefault(change.workspace_id, []).append(change)
+            if self.mine(change.node):
+                by_workspace.setdefault(change.workspace_id, []).append(change)
         reports = []
         for workspace, changes in sorted(by_workspace.items()):
             mark = self.mark(workspace, IDENTITIES)
@@ -197,11 +273,13 @@ class ProfileExports:
             return []
         by_workspace: dict[str, list[str]] = {}
         for (workspace, pid), seq in self.store.changed_profiles(low, upto).items():
-            if seq > self.mark(workspace, PROFILES):
+            if seq > self.mark(workspace, PROFILES) and self.mine(pid):
                 by_workspace.setdefault(workspace, []).append(pid)
         closed: dict[str, dict[str, str]] = {}
         for gone in self.store.closed_profiles(low, upto):
-            if gone.closed_seq > self.mark(gone.workspace_id, PROFILES):
+            if gone.closed_seq > self.mark(gone.workspace_id, PROFILES) and self.mine(
+                gone.profile_id
+            ):
                 closed.setdefault(gone.workspace_id, {})[gone.profile_id] = gone.into_profile
                 by_workspace.setdefault(gone.workspace_id, [])
         reports = []

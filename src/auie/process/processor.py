@@ -32,7 +32,9 @@ resolution, whose edges join identifiers of different partitions: a member resol
 and writes it to the profile store inside ``profile_lock``, reading the identity graph once
 it holds the lock, so the graph changes one batch at a time as with one processor. Lake
 commits merge each member's offsets into the table's (:class:`~auie.lake.writer.LakeWriter`
-``shared``); member 0 alone exports the profile store's changes and runs lake maintenance.
+``shared``); each member exports its share of the profile store's changes
+(:class:`~auie.process.exports.ProfileExports` ``share``); member 0 alone runs lake
+maintenance.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ class Processor:
         self.profile_lock = profile_lock or contextlib.nullcontext
         #: Identity nodes as last read or written (``node_cache`` of them at most; 0: none).
         self.node_cache = NodeCache(store, node_cache) if node_cache > 0 else None
+        self._begins: dict[str, dict[int, int]] = {}
         #: Whether other members of the group still run (:meth:`drain` stops waiting for
         #: them when they have exited); set by the runtime.
         self.others_running: Callable[[], bool] = lambda: members > 1
@@ -222,11 +225,8 @@ class Processor:
         self.maintenance: Callable[[], object] | None = None
         #: The lake commit running in the background, if any.
         self._flushing: PendingFlush | None = None
-        #: Identity changes and profile snapshots, from the profile store to the lake (by
-        #: member 0 of a group; None for the others).
-        self.exports: ProfileExports | None = None
-        if member != 0:
-            return
+        #: Identity changes and profile snapshots, from the profile store to the lake (each
+        #: member of a group exports its share of them).
         self.exports = ProfileExports(
             store,
             profiles,
@@ -234,6 +234,8 @@ class Processor:
             snapshot_seconds=profile_snapshot_seconds,
             pseudonym=gate.pseudonyms.pseudonym if gate is not None else None,
             suppressed=gate.suppressions.is_suppressed if gate is not None else None,
+            share=(member, members),
+            commit_lock=writer.commit_lock,
         )
 
     def _start(self, topic: str) -> dict[int, int]:
@@ -258,10 +260,14 @@ class Processor:
     def drain(self, stop: StopFlag | None = None) -> StepReport:
         """Process what the log holds now, then flush (``auie process --once``); the totals.
 
-        Member 0 of a group then waits for the other members to absorb their partitions up
-        to the same point (or to exit), so its final export holds their last profile
-        changes too."""
+        In a group, each member then waits for the others' profile store to absorb their
+        partitions up to the same point (or for them to exit), so that its final export
+        holds their last profile changes too; member 0 returns once the others have
+        committed their last offsets as well (its clock is the group's)."""
         ends = {topic: self.log.end_offsets(topic) for topic in PROFILE_TOPICS}
+        #: Where the log starts: a partition with nothing from there on has no offset in
+        #: the profile store.
+        self._begins = {topic: self.log.begin_offsets(topic) for topic in PROFILE_TOPICS}
         total = StepReport()
         while stop is None or not stop.is_set():
             report = self.step()
@@ -271,28 +277,47 @@ class Processor:
             total.flushes += report.flushes
             if report.idle:
                 break
-        while (
-            self.exports is not None
-            and self.members > 1
-            and not self._absorbed(ends)
-            and self.others_running()
-        ):
-            if stop is not None and stop.wait(0.1):
+        while self.members > 1 and not self._absorbed(ends, self._stored) and self.others_running():
+            if self._pause(stop):
                 break
-            if stop is None:
-                time.sleep(0.1)
             self.exports.watch()
             total.flushes += self._commit_lake()
         total.flushes += self.flush()
+        while (
+            self.member == 0
+            and self.members > 1
+            and not self._absorbed(ends, self._committed)
+            and self.others_running()
+            and not self._pause(stop)
+        ):
+            pass
         return total
 
-    def _absorbed(self, ends: Mapping[str, Mapping[int, int]]) -> bool:
-        """Whether the other members' committed offsets have reached ``ends`` (this
-        member's own move with its final flush)."""
+    @staticmethod
+    def _pause(stop: StopFlag | None) -> bool:
+        """Wait a tenth of a second; whether ``stop`` was set."""
+        if stop is None:
+            time.sleep(0.1)
+            return False
+        return stop.wait(0.1)
+
+    def _stored(self, topic: str) -> Mapping[int, int]:
+        return self.store.offsets(PROFILES_CONSUMER, topic)
+
+    def _committed(self, topic: str) -> Mapping[int, int]:
+        return self.log.committed(GROUP, topic)
+
+    def _absorbed(
+        self,
+        ends: Mapping[str, Mapping[int, int]],
+        offsets: Callable[[str], Mapping[int, int]],
+    ) -> bool:
+        """Whether the other members' ``offsets`` (the profile store's or the log group's
+        committed ones) have reached ``ends``."""
         for topic, parts in ends.items():
-            done = self.log.committed(GROUP, topic)
+            done, begins = offsets(topic), self._begins.get(topic, {})
             if any(
-                done.get(p, 0) < end
+                max(done.get(p, 0), begins.get(p, 0)) < end
                 for p, end in parts.items()
                 if not owns(self.member, self.members, p)
             ):
@@ -330,12 +355,10 @@ class Processor:
                 with self.writer.commit_lock():
                     self.maintenance()
             exports = self.exports
-            if exports is not None and self.members > 1:
+            if self.members > 1:
                 exports.watch()  # the other members' writes
-            if self.writer.due() or (exports is not None and exports.due(self.writer.max_seconds)):
-                self._flushing = self.writer.begin_flush(
-                    self.positions, after=exports.run if exports is not None else None
-                )
+            if self.writer.due() or exports.due(self.writer.max_seconds):
+                self._flushing = self.writer.begin_flush(self.positions, after=exports.run)
         return reports
 
     def _end_flush(self, flushing: PendingFlush) -> list[FlushReport]:
@@ -375,7 +398,7 @@ class Processor:
             resolved = self._write_profiles(accepted, change)
         for item in resolved:
             self._lake_event(item)
-        if (change.nodes or change.reassign or change.closed) and self.exports is not None:
+        if change.nodes or change.reassign or change.closed:
             self.exports.touch()
         for topic, offsets in change.offsets.items():
             self.applied[topic[1]].update(offsets)
@@ -386,10 +409,7 @@ class Processor:
         earlier = self._end_flush(self._flushing) if self._flushing is not None else []
         exports = self.exports
         with collector_paused():  # the final profile snapshot allocates per profile
-            reports = self.writer.flush(
-                self.positions,
-                after=(lambda: exports.run(snapshot=True)) if exports is not None else None,
-            )
+            reports = self.writer.flush(self.positions, after=lambda: exports.run(snapshot=True))
         self._commit_log(self.positions)
         if reports and self.on_flush is not None:
             self.on_flush(reports)
