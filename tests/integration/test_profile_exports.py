@@ -275,3 +275,18 @@ def test_a_group_shares_the_exports_and_a_change_of_size_skips_nothing(
         latest[row["profile_id"]] = row
     alive = {p for p, row in latest.items() if row["merged_into"] is None}
     assert alive == set(store.profile_ids(app.boot.workspace))
+
+    # One person changes: two of the three shares have nothing to export, and their marks
+    # move all the same (a lagging one would make the next change of size export again).
+    # (No identifier moved: the identities marks stay where they were, all three together.)
+    send(app, track(5, userId="u-0"))
+    run_group(app, 3)
+    sequence = store.change_sequence()
+    assert marks(app, PROFILES) == {3000: sequence + 1, 3001: sequence + 1, 3002: sequence + 1}
+    assert len(set(marks(app, IDENTITIES).values())) == 1
+    rows = snapshots(app)
+    newest = max(r["snapshot_at"] for r in rows)
+    assert [r["profile_id"] for r in rows if r["snapshot_at"] == newest] == [
+        pid(app, USER_ID, "u-0")
+    ]
+    assert_identities_current(app)

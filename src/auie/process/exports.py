@@ -197,6 +197,9 @@ class ProfileExports:
     def _commit(
         self, workspace: str, table: str, rows: list[dict[str, Any]], upto: int
     ) -> FlushReport:
+        """Append ``rows`` with the mark ``upto``. A member of a group commits its mark
+        also without rows (its share had none), so that no mark lags behind the others:
+        a change of group size restarts from the lowest one."""
         started = time.perf_counter()
         columns = Columns(table)
         for row in rows:
@@ -229,17 +232,17 @@ class ProfileExports:
             return []
         by_workspace: dict[str, list[NodeChange]] = {}
         for change in self.store.moved_nodes(low, upto):
-            if self.mine(change.node):
-                by_workspace.setdefault(change.workspace_id, []).append(change)
+            by_workspace.setdefault(change.workspace_id, []).append(change)
         reports = []
         for workspace, changes in sorted(by_workspace.items()):
             mark = self.mark(workspace, IDENTITIES)
+            fresh = [change for change in changes if change.moved_seq > mark]
             rows = [
                 self._identity_row(change)
-                for change in changes
-                if change.moved_seq > mark and not self._erased(workspace, [change.node])
+                for change in fresh
+                if self.mine(change.node) and not self._erased(workspace, [change.node])
             ]
-            if rows:
+            if rows or (fresh and self.shares > 1):
                 reports.append(self._commit(workspace, IDENTITIES, rows, upto))
         self._low[IDENTITIES] = upto
         return reports
@@ -271,17 +274,20 @@ class ProfileExports:
         low = self._low_mark(PROFILES, upto)
         if upto <= low:
             return []
+        # Per workspace with changes above its mark: the profiles of this exporter's share
+        # (an empty list commits the mark alone: see _commit).
         by_workspace: dict[str, list[str]] = {}
         for (workspace, pid), seq in self.store.changed_profiles(low, upto).items():
-            if seq > self.mark(workspace, PROFILES) and self.mine(pid):
-                by_workspace.setdefault(workspace, []).append(pid)
+            if seq > self.mark(workspace, PROFILES):
+                mine = by_workspace.setdefault(workspace, [])
+                if self.mine(pid):
+                    mine.append(pid)
         closed: dict[str, dict[str, str]] = {}
         for gone in self.store.closed_profiles(low, upto):
-            if gone.closed_seq > self.mark(gone.workspace_id, PROFILES) and self.mine(
-                gone.profile_id
-            ):
-                closed.setdefault(gone.workspace_id, {})[gone.profile_id] = gone.into_profile
+            if gone.closed_seq > self.mark(gone.workspace_id, PROFILES):
                 by_workspace.setdefault(gone.workspace_id, [])
+                if self.mine(gone.profile_id):
+                    closed.setdefault(gone.workspace_id, {})[gone.profile_id] = gone.into_profile
         reports = []
         now = datetime.now(UTC)
         for workspace, pids in sorted(by_workspace.items()):
@@ -295,7 +301,7 @@ class ProfileExports:
                         workspace, [node(i["type"], i["value"]) for i in profile.identities]
                     ):
                         rows.append(_profile_row(profile, now))
-            if rows:
+            if rows or self.shares > 1:
                 reports.append(self._commit(workspace, PROFILES, rows, upto))
         self._low[PROFILES] = upto
         return reports

@@ -22,12 +22,10 @@ from sqlalchemy import (
     func,
     select,
     tuple_,
-    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.types import NullType
 
 from auie import db
 from auie.errors import StorageUnavailable
@@ -168,6 +166,25 @@ class _DriverStatement:
         if not self.positional:
             params = [dict(zip(self.names, row, strict=True)) for row in params]
         conn.exec_driver_sql(self.sql, params)
+
+
+def _raw_rows(conn: Connection, statement: Any) -> list[Any]:
+    """The rows of a select as the DB-API driver returns them, without SQLAlchemy's result
+    processing (for reads of thousands of rows whose values need none, or get it by hand).
+    Its parameters must need no bind processing either (numbers and strings)."""
+    compiled = statement.compile(dialect=conn.dialect)
+    params = compiled.params
+    args: Any = (
+        tuple(params[name] for name in compiled.positiontup or ())
+        if compiled.positional
+        else params
+    )
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(compiled.string, args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _result_processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any]:
@@ -358,7 +375,7 @@ class SqlProfileStore(ProfileStore):
     def changed_nodes(self, after: int) -> list[tuple[str, str]]:
         query = select(_n.workspace_id, _n.node).where(_n.changed_seq > after)
         with self.engine.connect() as conn:
-            return [(str(ws), str(key)) for ws, key in conn.execute(query)]
+            return [(str(ws), str(key)) for ws, key in _raw_rows(conn, query)]
 
     def count_deletion(self, conn: Connection) -> None:
         """Count a transaction that deletes nodes (in it): caches of nodes drop everything
@@ -367,17 +384,11 @@ class SqlProfileStore(ProfileStore):
 
     def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
         # Led by the changed_seq index: a node's last write is never older than its last move.
-        # ``updated_at`` comes as the driver gives it and is converted once per distinct
-        # value: the nodes of one write share it, and SQLAlchemy's parsing of SQLite's
-        # timestamp text per row cost more than the query.
+        # Rows as the driver gives them (every member of a group reads all of them, and
+        # SQLAlchemy's processing per row cost more than the query), ``updated_at``
+        # converted once per distinct value: the nodes of one write share it.
         query = (
-            select(
-                _n.workspace_id,
-                _n.node,
-                _n.profile_id,
-                _n.moved_seq,
-                type_coerce(_n.updated_at, NullType()),
-            )
+            select(_n.workspace_id, _n.node, _n.profile_id, _n.moved_seq, _n.updated_at)
             .where(
                 _n.changed_seq > after,
                 and_(_n.moved_seq > after, _n.moved_seq <= upto),
@@ -394,7 +405,7 @@ class SqlProfileStore(ProfileStore):
                     int(seq),
                     times[at] if at in times else times.setdefault(at, self._updated_at(at)),
                 )
-                for ws, key, pid, seq, at in conn.execute(query)
+                for ws, key, pid, seq, at in _raw_rows(conn, query)
             ]
 
     def changed_profiles(self, after: int, upto: int) -> dict[tuple[str, str], int]:
@@ -404,7 +415,7 @@ class SqlProfileStore(ProfileStore):
             .group_by(_n.workspace_id, _n.profile_id)
         )
         with self.engine.connect() as conn:
-            return {(str(ws), str(pid)): int(seq) for ws, pid, seq in conn.execute(query)}
+            return {(str(ws), str(pid)): int(seq) for ws, pid, seq in _raw_rows(conn, query)}
 
     def closed_profiles(self, after: int, upto: int) -> list[ClosedProfile]:
         c = closed_profiles.c
