@@ -75,10 +75,10 @@ def _cpu() -> tuple[float, float]:
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One member's measured run (in a child process of its own): it says ``ready`` on
-    stdout once its stores are open and starts on a line from stdin. Member 0 (the only one
-    of a group of one) drains the log with :meth:`~auie.process.processor.Processor.drain`, which
-    waits for the other members before its final flush and export, so its clock is the
-    group's; it also checks the lake and the profile store."""
+    stdout once its stores are open and starts on a line from stdin, then drains its
+    partitions with :meth:`~auie.process.processor.Processor.drain` (which waits for the
+    other members' profile changes before its final flush and export of its share). The
+    parent reads the lake and the profile store once every member has exited."""
     opened = time.perf_counter()
     data_dir = Path(spec["data_dir"])
     member, members = spec.get("member", 0), spec.get("members", 1)
@@ -123,19 +123,27 @@ def _measure(
         "node_cache_hits": processor.node_cache.hits if processor.node_cache else 0,
         "node_cache_misses": processor.node_cache.misses if processor.node_cache else 0,
     }
-    if member == 0:
-        workspace = spec["workspace"]
-        result["lake_events"] = _lake_rows(runtime, workspace, EVENTS)
-        result["lake_identities"] = _lake_rows(runtime, workspace, IDENTITIES)
-        result["profiles"] = len(runtime.profile_store.profile_ids(workspace))
-        result["identifiers"] = runtime.profile_store.count_nodes(workspace)
     runtime.close()
     return result
 
 
+def _checks(work: Path, workspace: str, settings: dict[str, str]) -> dict[str, int]:
+    """What the group left in the lake and the profile store (read once every member has
+    exited: each exports its share at its own end)."""
+    runtime = Runtime(load_settings({**settings, "data_dir": str(work)}, environ={}))
+    try:
+        return {
+            "lake_events": _lake_rows(runtime, workspace, EVENTS),
+            "lake_identities": _lake_rows(runtime, workspace, IDENTITIES),
+            "profiles": len(runtime.profile_store.profile_ids(workspace)),
+            "identifiers": runtime.profile_store.count_nodes(workspace),
+        }
+    finally:
+        runtime.close()
+
+
 def _combine(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The group's figures from its members': member 0's checks, the longest clock (member
-    0 waits for the others, so it is normally its own), summed work."""
+    """The group's figures from its members': the longest clock, summed work."""
     lead = next(r for r in results if r["member"] == 0)
     combined = dict(lead)
     combined["seconds"] = max(r["seconds"] for r in results)
@@ -245,8 +253,9 @@ def _run(
     results = [
         json.loads(work.with_suffix(f".{member}.json").read_text()) for member in range(members)
     ]
+    checks = _checks(work, workspace, settings)
     shutil.rmtree(work, ignore_errors=True)
-    return _combine(results)
+    return {**_combine(results), **checks}
 
 
 def main() -> None:

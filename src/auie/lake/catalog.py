@@ -26,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 #: Snapshot summary property holding the log offsets a commit covers.
 OFFSETS_PROPERTY = "auie.log-offsets"
-#: The profile store's change sequence as a source of the offsets property, a topic of one
-#: partition whose "next offset" is the next change to export (tables ``identities`` and
-#: ``profiles``; see :mod:`auie.process.exports`). Being in the same property, it is carried
-#: by compaction and erasure and protected by expiry exactly like log offsets.
+#: The profile store's change sequence as a source of the offsets property, a pseudo-topic
+#: whose "next offset" is the next change to export (tables ``identities`` and
+#: ``profiles``; see :mod:`auie.process.exports`): partition 0 for a lone processor,
+#: ``n * 1000 + i`` for member ``i`` of a group of ``n``. Being in the same property, it is
+#: carried by compaction and erasure and protected by expiry exactly like log offsets.
 PROFILE_CHANGES = "profile-changes"
 
 

@@ -163,8 +163,9 @@ class ProfileExports:
 
     def run(self, *, snapshot: bool = False) -> list[FlushReport]:
         """Export identity changes, and profiles if a snapshot is due (or ``snapshot``)."""
-        reports = self.identities()
-        if snapshot or self.clock() - self._snapshot_at >= self.snapshot_seconds:
+        snapshot = snapshot or self.clock() - self._snapshot_at >= self.snapshot_seconds
+        reports = self.identities(marks=snapshot)
+        if snapshot:
             reports += self.snapshot()
         return reports
 
@@ -197,9 +198,11 @@ class ProfileExports:
     def _commit(
         self, workspace: str, table: str, rows: list[dict[str, Any]], upto: int
     ) -> FlushReport:
-        """Append ``rows`` with the mark ``upto``. A member of a group commits its mark
-        also without rows (its share had none), so that no mark lags behind the others:
-        a change of group size restarts from the lowest one."""
+        """Append ``rows`` with the mark ``upto``. A member of a group also commits its
+        mark without rows (its share had none) at each profile snapshot round, so that no
+        mark lags behind the others by more than a snapshot period: a change of group size
+        restarts from the lowest one. (Empty commits at every flush would multiply the
+        table's snapshots by the group's size.)"""
         started = time.perf_counter()
         columns = Columns(table)
         for row in rows:
@@ -223,8 +226,10 @@ class ProfileExports:
 
     # -- identities ----------------------------------------------------------------------------
 
-    def identities(self) -> list[FlushReport]:
-        """Append the identifiers moved since each workspace's mark to ``identities``."""
+    def identities(self, *, marks: bool = True) -> list[FlushReport]:
+        """Append the identifiers moved since each workspace's mark to ``identities``.
+        ``marks=False``: a member of a group whose share has nothing new commits nothing
+        (its mark is brought level with a snapshot round; see :meth:`_commit`)."""
         self._dirty_since = None  # before reading: a write after this touches again
         upto = self.store.change_sequence()
         low = self._low_mark(IDENTITIES, upto)
@@ -242,7 +247,7 @@ class ProfileExports:
                 for change in fresh
                 if self.mine(change.node) and not self._erased(workspace, [change.node])
             ]
-            if rows or (fresh and self.shares > 1):
+            if rows or (fresh and marks and self.shares > 1):
                 reports.append(self._commit(workspace, IDENTITIES, rows, upto))
         self._low[IDENTITIES] = upto
         return reports

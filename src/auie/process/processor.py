@@ -260,10 +260,10 @@ class Processor:
     def drain(self, stop: StopFlag | None = None) -> StepReport:
         """Process what the log holds now, then flush (``auie process --once``); the totals.
 
-        In a group, each member then waits for the others' profile store to absorb their
-        partitions up to the same point (or for them to exit), so that its final export
-        holds their last profile changes too; member 0 returns once the others have
-        committed their last offsets as well (its clock is the group's)."""
+        In a group, each member first waits for the others' profile store to absorb their
+        partitions up to the same point (or for them to exit), so that its final export of
+        its share holds their last profile changes too. No member waits for another's
+        final flush (the one that runs them waits for them all to exit)."""
         ends = {topic: self.log.end_offsets(topic) for topic in PROFILE_TOPICS}
         #: Where the log starts: a partition with nothing from there on has no offset in
         #: the profile store.
@@ -277,20 +277,12 @@ class Processor:
             total.flushes += report.flushes
             if report.idle:
                 break
-        while self.members > 1 and not self._absorbed(ends, self._stored) and self.others_running():
+        while self.members > 1 and not self._absorbed(ends) and self.others_running():
             if self._pause(stop):
                 break
             self.exports.watch()
             total.flushes += self._commit_lake()
         total.flushes += self.flush()
-        while (
-            self.member == 0
-            and self.members > 1
-            and not self._absorbed(ends, self._committed)
-            and self.others_running()
-            and not self._pause(stop)
-        ):
-            pass
         return total
 
     @staticmethod
@@ -301,21 +293,12 @@ class Processor:
             return False
         return stop.wait(0.1)
 
-    def _stored(self, topic: str) -> Mapping[int, int]:
-        return self.store.offsets(PROFILES_CONSUMER, topic)
-
-    def _committed(self, topic: str) -> Mapping[int, int]:
-        return self.log.committed(GROUP, topic)
-
-    def _absorbed(
-        self,
-        ends: Mapping[str, Mapping[int, int]],
-        offsets: Callable[[str], Mapping[int, int]],
-    ) -> bool:
-        """Whether the other members' ``offsets`` (the profile store's or the log group's
-        committed ones) have reached ``ends``."""
+    def _absorbed(self, ends: Mapping[str, Mapping[int, int]]) -> bool:
+        """Whether the profile store has absorbed the other members' partitions up to
+        ``ends``."""
         for topic, parts in ends.items():
-            done, begins = offsets(topic), self._begins.get(topic, {})
+            done = self.store.offsets(PROFILES_CONSUMER, topic)
+            begins = self._begins.get(topic, {})
             if any(
                 max(done.get(p, 0), begins.get(p, 0)) < end
                 for p, end in parts.items()
