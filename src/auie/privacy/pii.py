@@ -9,7 +9,7 @@ not mistaken for cards.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -118,10 +118,12 @@ def _scan_container(
     found: set[str],
 ) -> Any:
     """:func:`_scan` of an object or array: a copy with what changed, if anything did."""
-    mapping = isinstance(value, Mapping)
-    items: Iterable[tuple[Any, Any]] = (
-        value.items() if isinstance(value, Mapping) else enumerate(value)
-    )
+    items: Iterable[tuple[Any, Any]]
+    copy: Callable[[Any], Any]
+    if isinstance(value, Mapping):
+        items, copy = value.items(), dict
+    else:
+        items, copy = enumerate(value), list
     out: Any = None
     for key, inner in items:
         if key in skip or not isinstance(inner, _CONTAINERS):
@@ -129,6 +131,6 @@ def _scan_container(
         changed = _scan(inner, mode, skip, depth + 1, found)
         if changed is not inner:
             if out is None:
-                out = dict(value) if mapping else list(value)
+                out = copy(value)
             out[key] = changed
     return value if out is None else out

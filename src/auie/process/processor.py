@@ -213,7 +213,6 @@ class Processor:
         self.profile_lock = profile_lock or contextlib.nullcontext
         #: Identity nodes as last read or written (``node_cache`` of them at most; 0: none).
         self.node_cache = NodeCache(store, node_cache) if node_cache > 0 else None
-        self._begins: dict[str, dict[int, int]] = {}
         #: Whether other members of the group still run (:meth:`drain` stops waiting for
         #: them when they have exited); set by the runtime.
         self.others_running: Callable[[], bool] = lambda: members > 1
@@ -264,10 +263,7 @@ class Processor:
         partitions up to the same point (or for them to exit), so that its final export of
         its share holds their last profile changes too. No member waits for another's
         final flush (the one that runs them waits for them all to exit)."""
-        ends = {topic: self.log.end_offsets(topic) for topic in PROFILE_TOPICS}
-        #: Where the log starts: a partition with nothing from there on has no offset in
-        #: the profile store.
-        self._begins = {topic: self.log.begin_offsets(topic) for topic in PROFILE_TOPICS}
+        ends = {topic: self._to_absorb(topic) for topic in PROFILE_TOPICS}
         total = StepReport()
         while stop is None or not stop.is_set():
             report = self.step()
@@ -293,17 +289,22 @@ class Processor:
             return False
         return stop.wait(0.1)
 
+    def _to_absorb(self, topic: str) -> dict[int, int]:
+        """The other members' partitions of ``topic`` that hold records now, and their end
+        offsets (a partition with none from where the log begins has no offset in the
+        profile store)."""
+        begins = self.log.begin_offsets(topic)
+        return {
+            p: end
+            for p, end in self.log.end_offsets(topic).items()
+            if end > begins.get(p, 0) and not owns(self.member, self.members, p)
+        }
+
     def _absorbed(self, ends: Mapping[str, Mapping[int, int]]) -> bool:
-        """Whether the profile store has absorbed the other members' partitions up to
-        ``ends``."""
+        """Whether the profile store has absorbed the partitions of ``ends`` up to them."""
         for topic, parts in ends.items():
             done = self.store.offsets(PROFILES_CONSUMER, topic)
-            begins = self._begins.get(topic, {})
-            if any(
-                max(done.get(p, 0), begins.get(p, 0)) < end
-                for p, end in parts.items()
-                if not owns(self.member, self.members, p)
-            ):
+            if any(done.get(p, 0) < end for p, end in parts.items()):
                 return False
         return True
 

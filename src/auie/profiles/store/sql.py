@@ -179,9 +179,14 @@ def _raw_rows(conn: Connection, statement: Any) -> list[Any]:
         if compiled.positional
         else params
     )
+    return _fetch_all(conn, compiled.string, args)
+
+
+def _fetch_all(conn: Connection, sql: str, args: Any) -> list[Any]:
+    """Run ``sql`` on the DB-API cursor of ``conn``: its rows as the driver returns them."""
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(compiled.string, args)
+        cursor.execute(sql, args)
         return list(cursor.fetchall())
     finally:
         cursor.close()
@@ -224,12 +229,7 @@ class _DriverQuery:
         sql, order = self._sql(len(keys))
         named = {"ws": workspace, **{f"keys_{i + 1}": k for i, k in enumerate(keys)}}
         params: Any = tuple(named[name] for name in order) if order is not None else named
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        return _fetch_all(conn, sql, params)
 
 
 class SqlProfileStore(ProfileStore):
