@@ -165,7 +165,7 @@ class ProcessConfig(_Section):
     #: Processor processes, members of one group that split the log's partitions
     #: (``process.workers`` beyond the event topic's partitions would idle). 0: one per CPU.
     workers: int = Field(0, ge=0, le=64)
-    poll_max_records: int = Field(5000, gt=0)
+    poll_max_records: int = Field(20_000, gt=0)
     #: Identity nodes (identifier, profile, state) each processor keeps in memory between
     #: batches instead of reading them again from the profile store; 0: none.
     node_cache: int = Field(50_000, ge=0)

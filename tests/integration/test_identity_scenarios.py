@@ -337,6 +337,63 @@ def test_email_trait_links_a_second_anonymous_id(service: ProfileService) -> Non
     assert service.store.profile_ids(WS) == [pid("user_id:u-9")]
 
 
+# -- large batches: the component cap is per component ------------------------------------
+
+
+def test_a_batch_of_many_people_reads_each_component_whole(
+    profile_store: SqlProfileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thirty people each on a shared device: the device stays with its first user when the
+    second user's next login arrives in one large batch with everyone else's. The batch
+    touches more identifiers than ``max_component_nodes`` in all, but each person's
+    component is small: none is cut short (a cut one would lose the first user's edge and
+    hand the device to the second)."""
+    service = ProfileService(profile_store, IdentityRules(), StateFolder(GAP), 10)
+    people = range(30)
+    before = [
+        e
+        for i in people
+        for e in (
+            ev("identify", f"first-{i}", 0, userId=f"alice-{i}", anonymousId=f"kiosk-{i}"),
+            ev("identify", f"second-{i}", 1, userId=f"bob-{i}", anonymousId=f"kiosk-{i}"),
+        )
+    ]
+    feed(service, WS, before)
+    later = [
+        ev("identify", f"phone-{i}", 2, userId=f"bob-{i}", anonymousId=f"phone-{i}") for i in people
+    ]
+    with caplog.at_level("WARNING", logger="auie.profiles.service"):
+        feed(service, WS, later, batch=len(later))
+    assert "exceeds" not in caplog.text
+    for i in people:
+        alice = service.profile(WS, "user_id", f"alice-{i}").profile_id
+        bob = service.profile(WS, "user_id", f"bob-{i}").profile_id
+        assert service.profile(WS, "anonymous_id", f"kiosk-{i}").profile_id == alice
+        assert service.profile(WS, "anonymous_id", f"phone-{i}").profile_id == bob
+        assert alice != bob
+
+
+def test_a_component_beyond_the_cap_is_cut_short_and_named(
+    profile_store: SqlProfileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value shared by everyone that no junk rule catches (one e-mail on every sign-up)
+    makes one component of every identifier; past ``max_component_nodes`` it stops growing,
+    the warning names it, and the batch is still resolved."""
+    service = ProfileService(profile_store, IdentityRules(), StateFolder(GAP), 10)
+    signups = [
+        ev("identify", f"s-{i}", i, anonymousId=f"a-{i}", traits={"email": "x@example.com"})
+        for i in range(20)
+    ]
+    feed(service, WS, signups)
+    caplog.clear()
+    late = ev("identify", "late", 30, anonymousId="a-late", traits={"email": "x@example.com"})
+    with caplog.at_level("WARNING", logger="auie.profiles.service"):
+        ids = feed(service, WS, [late])
+    assert "exceeds 10 identifiers" in caplog.text
+    assert "anonymous_id:a-late" in caplog.text
+    assert ids == [service.profile(WS, "email", "x@example.com").profile_id]
+
+
 def test_lookup_by_each_identifier(service: ProfileService) -> None:
     feed(service, WS, browsing_then_login())
     feed(

@@ -210,20 +210,36 @@ class Clustering:
     merges: dict[str, list[Merge]]
 
 
-class _Union:
+class DisjointSets:
+    """Disjoint sets of identifiers (the smallest identifier is each set's root), with sizes."""
+
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
 
     def find(self, item: str) -> str:
-        parent = self.parent.setdefault(item, item)
-        if parent != item:
-            parent = self.parent[item] = self.find(parent)
-        return parent
+        parent = self.parent
+        root = parent.setdefault(item, item)
+        if root == item:
+            return item
+        while (up := parent[root]) != root:
+            root = up
+        while item != root:  # path compression, without recursion (chains can be long)
+            up = parent[item]
+            parent[item] = root
+            item = up
+        return root
 
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+            root, child = min(ra, rb), max(ra, rb)
+            self.parent[child] = root
+            self.sizes[root] = self.sizes.get(root, 1) + self.sizes.pop(child, 1)
+
+    def size(self, item: str) -> int:
+        """How many identifiers share ``item``'s set."""
+        return self.sizes.get(self.find(item), 1)
 
 
 @dataclass(slots=True)
@@ -241,7 +257,7 @@ def cluster(
     the edges (see the module docstring). Identifiers only named by an alias may be in
     clusters but are never preferred as anchors."""
     seen = set(seen)
-    aliases = _Union()
+    aliases = DisjointSets()
     for edge in edges:
         if edge.kind == "alias" and split(edge.a)[0] == USER_ID == split(edge.b)[0]:
             aliases.union(edge.a, edge.b)
@@ -255,7 +271,7 @@ def cluster(
         )
         for n in everything
     }
-    groups = _Union()
+    groups = DisjointSets()
     for edge in sorted(edges):
         ra, rb = groups.find(edge.a), groups.find(edge.b)
         if ra == rb:

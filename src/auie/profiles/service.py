@@ -24,6 +24,7 @@ from auie.errors import NotFound
 from auie.events import format_time
 from auie.profiles.identity import (
     ANONYMOUS_ID,
+    DisjointSets,
     Edge,
     EventIdentity,
     IdentityRules,
@@ -274,13 +275,19 @@ class ProfileService:
     def _component(
         self, ws: str, start: set[str], new_edges: Sequence[Edge]
     ) -> tuple[set[str], list[Edge]]:
-        """The connected components (over every edge, kept or not) around ``start``."""
+        """The connected components (over every edge, kept or not) around ``start``, read
+        level by level for all of them at once. A component that grows beyond
+        ``max_component_nodes`` identifiers (a junk value shared by everyone that no rule
+        caught) stops growing there; the others, however many the batch touches, are read
+        whole."""
         adjacency: dict[str, list[Edge]] = {}
         for edge in new_edges:
             adjacency.setdefault(edge.a, []).append(edge)
             adjacency.setdefault(edge.b, []).append(edge)
         edges: dict[tuple[str, str, str], Edge] = {}
+        sets = DisjointSets()
         visited: set[str] = set()
+        capped: set[str] = set()  # roots of the components that stopped growing
         frontier = set(start)
         while frontier:
             visited |= frontier
@@ -291,18 +298,24 @@ class ProfileService:
                 current = edges.get(edge.pair)
                 if current is None or edge < current:
                     edges[edge.pair] = edge
+                sets.union(edge.a, edge.b)
                 following.update(n for n in (edge.a, edge.b) if n not in visited)
-            if len(visited) + len(following) > self.max_component_nodes:
-                logger.warning(
-                    "identity component around %s exceeds %d identifiers; clustering the"
-                    " first %d (raise profiles.max_component_nodes, or add the shared"
-                    " value to profiles.junk_values)",
-                    sorted(start)[:3],
-                    self.max_component_nodes,
-                    len(visited),
-                )
-                break
-            frontier = following
+            frontier = set()
+            for key in following:
+                root = sets.find(key)
+                if root in capped:
+                    continue
+                if sets.size(root) > self.max_component_nodes:
+                    capped.add(root)
+                    logger.warning(
+                        "identity component around %s exceeds %d identifiers; clustering"
+                        " what was read by then (raise profiles.max_component_nodes, or"
+                        " add the shared value to profiles.junk_values)",
+                        sorted(n for n in start if sets.find(n) == root)[:3],
+                        self.max_component_nodes,
+                    )
+                    continue
+                frontier.add(key)
         nodes = visited | {n for e in edges.values() for n in (e.a, e.b)}
         return nodes, list(edges.values())
 
