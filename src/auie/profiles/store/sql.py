@@ -15,7 +15,6 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Table,
-    and_,
     bindparam,
     case,
     delete,
@@ -383,16 +382,13 @@ class SqlProfileStore(ProfileStore):
         self._take(conn, _DELETIONS)
 
     def moved_nodes(self, after: int, upto: int) -> list[NodeChange]:
-        # Led by the changed_seq index: a node's last write is never older than its last move.
+        # By the moved_seq index (only the nodes that moved, not every node written since).
         # Rows as the driver gives them (every member of a group reads all of them, and
         # SQLAlchemy's processing per row cost more than the query), ``updated_at``
         # converted once per distinct value: the nodes of one write share it.
         query = (
             select(_n.workspace_id, _n.node, _n.profile_id, _n.moved_seq, _n.updated_at)
-            .where(
-                _n.changed_seq > after,
-                and_(_n.moved_seq > after, _n.moved_seq <= upto),
-            )
+            .where(_n.moved_seq > after, _n.moved_seq <= upto)
             .order_by(_n.moved_seq)
         )
         times: dict[Any, datetime] = {}

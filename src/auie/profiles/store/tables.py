@@ -37,6 +37,7 @@ identity_nodes = Table(
     Column("changed_seq", BigInteger, nullable=False, server_default="0"),
     Index("ix_identity_nodes_profile", "workspace_id", "profile_id"),
     Index("ix_identity_nodes_changed", "changed_seq"),
+    Index("ix_identity_nodes_moved", "moved_seq"),
 )
 
 #: Counters incremented inside a write transaction; ``nodes`` numbers the batches that
