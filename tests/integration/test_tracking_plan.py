@@ -582,3 +582,24 @@ def test_enricher_does_not_fail_on_odd_shapes() -> None:
     event = {"context": {"ip": 12, "userAgent": 5, "page": "x", "campaign": ["a"]}}
     assert enrich(event) == {}
     assert event["context"]["ip"] == 12
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://a.example/p?q=1&ref=x", {"page_host": "a.example", "page_path": "/p"}),
+        (
+            "https://a.example/p?utm%5Fsource=news&utm_medium=%65mail",  # escaped name, value
+            {
+                "page_host": "a.example",
+                "page_path": "/p",
+                "utm_source": "news",
+                "utm_medium": "email",
+            },
+        ),
+        ("https://a.example/?UTM_SOURCE=x", {"page_host": "a.example", "page_path": "/"}),
+    ],
+)
+def test_page_url_columns(url: str, expected: dict[str, str]) -> None:
+    """Only the UTM parameters named exactly, after unescaping, become columns."""
+    assert Enricher()({"properties": {"url": url}}) == expected

@@ -24,7 +24,10 @@ _CACHED_LENGTH = 256
 _CLEAN_MAX = 50_000
 _clean: set[str] = set()
 #: What :func:`scan` looks into; any other JSON value is kept as it is.
-_CONTAINERS = (str, Mapping, list)
+_CONTAINERS = (str, dict, list, Mapping)
+#: JSON's other values, told apart by their exact type before ``isinstance`` (a check
+#: against ``Mapping`` goes through its abstract base class, for every number).
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def _luhn(digits: str) -> bool:
@@ -126,7 +129,7 @@ def _scan_container(
         items, copy = enumerate(value), list
     out: Any = None
     for key, inner in items:
-        if key in skip or not isinstance(inner, _CONTAINERS):
+        if key in skip or type(inner) in _SCALARS or not isinstance(inner, _CONTAINERS):
             continue  # numbers, booleans and null hold no text
         changed = _scan(inner, mode, skip, depth + 1, found)
         if changed is not inner:

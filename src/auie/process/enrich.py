@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,7 +68,9 @@ def _url_parts(url: str) -> tuple[tuple[str, str | None], ...]:
     """(column, value) pairs for one page URL (cached: pages and campaigns repeat)."""
     try:
         parts = urlsplit(url)
-        query = parse_qs(parts.query, keep_blank_values=False)
+        # Most URLs have no UTM parameter: their query is not parsed ("%": an escaped name).
+        wanted = "utm_" in parts.query or "%" in parts.query
+        query = parse_qs(parts.query, keep_blank_values=False) if wanted else {}
     except ValueError:
         return ()
     found: list[tuple[str, str | None]] = [
@@ -111,7 +112,7 @@ class Enricher:
         if isinstance(url, str) and url:
             columns.update(_url_parts(url[:4096]))
         campaign = context.get("campaign")
-        if isinstance(campaign, Mapping):
+        if isinstance(campaign, dict):
             for key, column in _CAMPAIGN.items():
                 value = campaign.get(key)
                 if isinstance(value, str) and value and column not in columns:
