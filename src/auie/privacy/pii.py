@@ -8,6 +8,7 @@ not mistaken for cards.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -41,34 +42,44 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card(found: set[str], match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group())
+    if 13 <= len(digits) <= 19 and _luhn(digits):
+        found.add("card")
+        return "[card]"
+    return match.group()
+
+
+def _email(found: set[str], match: re.Match[str]) -> str:
+    found.add("email")
+    return "[email]"
+
+
+def _phone(found: set[str], match: re.Match[str]) -> str:
+    text = match.group()
+    digits = re.sub(r"\D", "", text)
+    # A bare run of digits is an id far more often than a phone number.
+    shaped = text.startswith("+") or any(c in text for c in " .-()")
+    if shaped and 7 <= len(digits) <= 15 and not _DATE.fullmatch(text.strip()):
+        found.add("phone")
+        return "[phone]"
+    return match.group()
+
+
+#: The shortest text each pattern can match: an e-mail needs its "@", a card 13 digits.
+_CARD_MIN = 13
+
+
 def scan_text(text: str, mode: str) -> tuple[str, set[str]]:
-    """(text after masking, kinds found) for one string."""
+    """(text after masking, kinds found) for one string. E-mail addresses and card numbers
+    are replaced only where a search found a candidate (most text has none)."""
     found: set[str] = set()
-
-    def card(match: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and _luhn(digits):
-            found.add("card")
-            return "[card]"
-        return match.group()
-
-    def email(match: re.Match[str]) -> str:
-        found.add("email")
-        return "[email]"
-
-    def phone(match: re.Match[str]) -> str:
-        text = match.group()
-        digits = re.sub(r"\D", "", text)
-        # A bare run of digits is an id far more often than a phone number.
-        shaped = text.startswith("+") or any(c in text for c in " .-()")
-        if shaped and 7 <= len(digits) <= 15 and not _DATE.fullmatch(text.strip()):
-            found.add("phone")
-            return "[phone]"
-        return match.group()
-
-    masked = _EMAIL.sub(email, text)
-    masked = _CARD.sub(card, masked)
-    masked = _PHONE.sub(phone, masked)
+    masked = text
+    if "@" in masked and _EMAIL.search(masked) is not None:
+        masked = _EMAIL.sub(functools.partial(_email, found), masked)
+    if len(masked) >= _CARD_MIN and _CARD.search(masked) is not None:
+        masked = _CARD.sub(functools.partial(_card, found), masked)
+    masked = _PHONE.sub(functools.partial(_phone, found), masked)  # candidates are common
     return (masked if mode == "mask" else text), found
 
 
