@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from auie import gcpolicy
 from auie.config import Settings, load_settings
 from auie.lake.tables import EVENTS, IDENTITIES
 from auie.process.lock import ProcessorLock, SectionLock
@@ -87,6 +88,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             load_settings({**spec.get("settings", {}), "data_dir": str(data_dir)}, environ={})
         )
         partitions = topic_partitions(runtime.eventlog)
+    gcpolicy.settle()  # as a processor's own process does
     with ProcessorLock(data_dir, member, members, partitions):
         return _measure(spec, runtime, member, members, opened)
 

@@ -378,20 +378,42 @@ def test_a_component_beyond_the_cap_is_cut_short_and_named(
 ) -> None:
     """A value shared by everyone that no junk rule catches (one e-mail on every sign-up)
     makes one component of every identifier; past ``max_component_nodes`` it stops growing,
-    the warning names it, and the batch is still resolved."""
+    one warning names it, and the batch is still resolved. Shared-device people in the same
+    batch are read whole (their devices stay with their first users)."""
     service = ProfileService(profile_store, IdentityRules(), StateFolder(GAP), 10)
     signups = [
         ev("identify", f"s-{i}", i, anonymousId=f"a-{i}", traits={"email": "x@example.com"})
         for i in range(20)
     ]
-    feed(service, WS, signups)
+    people = range(5)
+    devices = [
+        e
+        for i in people
+        for e in (
+            ev("identify", f"first-{i}", 0, userId=f"alice-{i}", anonymousId=f"kiosk-{i}"),
+            ev("identify", f"second-{i}", 1, userId=f"bob-{i}", anonymousId=f"kiosk-{i}"),
+        )
+    ]
+    feed(service, WS, signups + devices)
     caplog.clear()
-    late = ev("identify", "late", 30, anonymousId="a-late", traits={"email": "x@example.com"})
+    batch = [
+        ev("identify", "late", 30, anonymousId="a-late", traits={"email": "x@example.com"}),
+        *(
+            ev("identify", f"phone-{i}", 31, userId=f"bob-{i}", anonymousId=f"phone-{i}")
+            for i in people
+        ),
+    ]
     with caplog.at_level("WARNING", logger="auie.profiles.service"):
-        ids = feed(service, WS, [late])
-    assert "exceeds 10 identifiers" in caplog.text
-    assert "anonymous_id:a-late" in caplog.text
-    assert ids == [service.profile(WS, "email", "x@example.com").profile_id]
+        ids = feed(service, WS, batch, batch=len(batch))
+    warnings = [r.getMessage() for r in caplog.records if "exceeds" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "exceeds 10 identifiers" in warnings[0]
+    assert "anonymous_id:a-late" in warnings[0]
+    assert ids[0] == service.profile(WS, "email", "x@example.com").profile_id
+    for i in people:
+        alice = service.profile(WS, "user_id", f"alice-{i}").profile_id
+        assert service.profile(WS, "anonymous_id", f"kiosk-{i}").profile_id == alice
+        assert service.profile(WS, "anonymous_id", f"phone-{i}").profile_id != alice
 
 
 def test_lookup_by_each_identifier(service: ProfileService) -> None:

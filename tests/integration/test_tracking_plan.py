@@ -597,6 +597,10 @@ def test_enricher_does_not_fail_on_odd_shapes() -> None:
                 "utm_medium": "email",
             },
         ),
+        (
+            "https://a.example/p?utm%5Fsource=news",  # an escaped name alone
+            {"page_host": "a.example", "page_path": "/p", "utm_source": "news"},
+        ),
         ("https://a.example/?UTM_SOURCE=x", {"page_host": "a.example", "page_path": "/"}),
     ],
 )

@@ -50,7 +50,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from auie import gcpolicy
 from auie.eventlog import (
     DEAD_LETTERS_TOPIC,
     DECISIONS_TOPIC,
@@ -104,9 +103,11 @@ def collector_paused() -> Iterator[None]:
     included), every few thousand events: a third of the processor's CPU. Paused, it runs
     between batches instead, on what survived them; and the first batch moves what the
     process holds by then (modules, engines, catalogs) out of its reach for good
-    (:func:`gc.freeze`), so the collections between batches walk only newer objects. From
-    then on the collector runs seldom, as in the server (:func:`auie.gcpolicy.settle`): the
-    lake commit's thread, which runs while the collector is on, builds a tuple per row.
+    (:func:`gc.freeze`), so the collections between batches walk only newer objects. The
+    child process of a group member also makes the collector run seldom, as the server
+    does (:func:`auie.gcpolicy.settle`, in :func:`auie.process.supervisor.run_child`): the
+    lake commit's thread, which runs while the collector is on, builds a tuple per row. (A
+    lone processor in the ``auie process`` command's own process keeps the defaults.)
     """
     if not gc.isenabled():
         yield
@@ -123,11 +124,11 @@ _start_up_frozen: list[bool] = []
 
 
 def _freeze_start_up() -> None:
-    """Once per process: collect, freeze the survivors, collect seldom from then on (see
-    :func:`collector_paused`)."""
+    """Once per process: collect, then freeze the survivors (see :func:`collector_paused`)."""
     if not _start_up_frozen:
         _start_up_frozen.append(True)
-        gcpolicy.settle()
+        gc.collect()
+        gc.freeze()
 
 
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:

@@ -18,6 +18,7 @@ import threading
 import time
 from multiprocessing.synchronize import Event as ProcessEvent
 
+from auie import gcpolicy
 from auie.childproc import die_with_parent
 from auie.config import Settings
 
@@ -91,6 +92,7 @@ def run_child(
             runtime.lake.workspaces()
         with ProcessorLock(settings.data_dir, member, members, partitions):
             processor = runtime.processor(member, members)
+            gcpolicy.settle()  # a process that only processes: collect seldom
             flag = _StopWhenOrphaned(stop, parent)
             if not once:
                 processor.run(flag)

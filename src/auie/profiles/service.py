@@ -307,15 +307,18 @@ class ProfileService:
                     continue
                 if sets.size(root) > self.max_component_nodes:
                     capped.add(root)
-                    logger.warning(
-                        "identity component around %s exceeds %d identifiers; clustering"
-                        " what was read by then (raise profiles.max_component_nodes, or"
-                        " add the shared value to profiles.junk_values)",
-                        sorted(n for n in start if sets.find(n) == root)[:3],
-                        self.max_component_nodes,
-                    )
                     continue
                 frontier.add(key)
+        # One line per component cut short (one that grew into a cut one is the same).
+        for root in {sets.find(root) for root in capped}:
+            logger.warning(
+                "identity component around %s exceeds %d identifiers (%d read); clustering"
+                " what was read (raise profiles.max_component_nodes, or add the shared value"
+                " to profiles.junk_values)",
+                sorted(n for n in start if sets.find(n) == root)[:3],
+                self.max_component_nodes,
+                sets.size(root),
+            )
         nodes = visited | {n for e in edges.values() for n in (e.a, e.b)}
         return nodes, list(edges.values())
 

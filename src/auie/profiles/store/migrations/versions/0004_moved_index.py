@@ -1,5 +1,7 @@
 """An index on identity_nodes.moved_seq: the lake's identities export reads the nodes moved
-since its mark by it, instead of every node written since then.
+since its mark by it, instead of every node written since then. It is built once, at the
+first start after the upgrade; on PostgreSQL writes to identity_nodes wait for it (a plain
+CREATE INDEX, inside the migration's transaction).
 
 Revision ID: p0004
 Revises: p0003
