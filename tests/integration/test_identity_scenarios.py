@@ -340,6 +340,34 @@ def test_email_trait_links_a_second_anonymous_id(service: ProfileService) -> Non
 # -- large batches: the component cap is per component ------------------------------------
 
 
+def shared_devices(people: range) -> list[dict[str, Any]]:
+    """Per person ``i``: alice-i, then bob-i, log in on kiosk-i (the kiosk is alice-i's)."""
+    return [
+        e
+        for i in people
+        for e in (
+            ev("identify", f"first-{i}", 0, userId=f"alice-{i}", anonymousId=f"kiosk-{i}"),
+            ev("identify", f"second-{i}", 1, userId=f"bob-{i}", anonymousId=f"kiosk-{i}"),
+        )
+    ]
+
+
+def second_users_phones(people: range, minute: float) -> list[dict[str, Any]]:
+    return [
+        ev("identify", f"phone-{i}", minute, userId=f"bob-{i}", anonymousId=f"phone-{i}")
+        for i in people
+    ]
+
+
+def assert_kiosks_stay_with_first_users(service: ProfileService, people: range) -> None:
+    for i in people:
+        alice = service.profile(WS, "user_id", f"alice-{i}").profile_id
+        bob = service.profile(WS, "user_id", f"bob-{i}").profile_id
+        assert service.profile(WS, "anonymous_id", f"kiosk-{i}").profile_id == alice
+        assert service.profile(WS, "anonymous_id", f"phone-{i}").profile_id == bob
+        assert alice != bob
+
+
 def test_a_batch_of_many_people_reads_each_component_whole(
     profile_store: SqlProfileStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -350,27 +378,12 @@ def test_a_batch_of_many_people_reads_each_component_whole(
     hand the device to the second)."""
     service = ProfileService(profile_store, IdentityRules(), StateFolder(GAP), 10)
     people = range(30)
-    before = [
-        e
-        for i in people
-        for e in (
-            ev("identify", f"first-{i}", 0, userId=f"alice-{i}", anonymousId=f"kiosk-{i}"),
-            ev("identify", f"second-{i}", 1, userId=f"bob-{i}", anonymousId=f"kiosk-{i}"),
-        )
-    ]
-    feed(service, WS, before)
-    later = [
-        ev("identify", f"phone-{i}", 2, userId=f"bob-{i}", anonymousId=f"phone-{i}") for i in people
-    ]
+    feed(service, WS, shared_devices(people))
+    later = second_users_phones(people, 2)
     with caplog.at_level("WARNING", logger="auie.profiles.service"):
         feed(service, WS, later, batch=len(later))
     assert "exceeds" not in caplog.text
-    for i in people:
-        alice = service.profile(WS, "user_id", f"alice-{i}").profile_id
-        bob = service.profile(WS, "user_id", f"bob-{i}").profile_id
-        assert service.profile(WS, "anonymous_id", f"kiosk-{i}").profile_id == alice
-        assert service.profile(WS, "anonymous_id", f"phone-{i}").profile_id == bob
-        assert alice != bob
+    assert_kiosks_stay_with_first_users(service, people)
 
 
 def test_a_component_beyond_the_cap_is_cut_short_and_named(
@@ -386,22 +399,11 @@ def test_a_component_beyond_the_cap_is_cut_short_and_named(
         for i in range(20)
     ]
     people = range(5)
-    devices = [
-        e
-        for i in people
-        for e in (
-            ev("identify", f"first-{i}", 0, userId=f"alice-{i}", anonymousId=f"kiosk-{i}"),
-            ev("identify", f"second-{i}", 1, userId=f"bob-{i}", anonymousId=f"kiosk-{i}"),
-        )
-    ]
-    feed(service, WS, signups + devices)
+    feed(service, WS, signups + shared_devices(people))
     caplog.clear()
     batch = [
         ev("identify", "late", 30, anonymousId="a-late", traits={"email": "x@example.com"}),
-        *(
-            ev("identify", f"phone-{i}", 31, userId=f"bob-{i}", anonymousId=f"phone-{i}")
-            for i in people
-        ),
+        *second_users_phones(people, 31),
     ]
     with caplog.at_level("WARNING", logger="auie.profiles.service"):
         ids = feed(service, WS, batch, batch=len(batch))
@@ -410,10 +412,7 @@ def test_a_component_beyond_the_cap_is_cut_short_and_named(
     assert "exceeds 10 identifiers" in warnings[0]
     assert "anonymous_id:a-late" in warnings[0]
     assert ids[0] == service.profile(WS, "email", "x@example.com").profile_id
-    for i in people:
-        alice = service.profile(WS, "user_id", f"alice-{i}").profile_id
-        assert service.profile(WS, "anonymous_id", f"kiosk-{i}").profile_id == alice
-        assert service.profile(WS, "anonymous_id", f"phone-{i}").profile_id != alice
+    assert_kiosks_stay_with_first_users(service, people)
 
 
 def test_lookup_by_each_identifier(service: ProfileService) -> None:
