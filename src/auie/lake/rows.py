@@ -99,15 +99,21 @@ def _scalar(value: Any) -> str | None:
     return str(value)[:4096]
 
 
+def _is_object(value: Any) -> bool:
+    """Whether a value is a JSON object (a dict, as decoded, told apart without the check
+    against ``Mapping``'s abstract base class first: absent parts are the common case)."""
+    return value is not None and (type(value) is dict or isinstance(value, Mapping))
+
+
 def _part(parent: Any, key: str) -> Mapping[str, Any] | None:
     value = parent.get(key)
-    return value if isinstance(value, Mapping) else None
+    return value if _is_object(value) else None
 
 
 def _context_values(context: Any) -> list[str | None]:
     """The ``context_*`` columns: the value at each path of ``_CONTEXT_COLUMNS`` as text, or
     null where a step is not an object or the value is null, an object or an array."""
-    if not isinstance(context, Mapping):
+    if not _is_object(context):
         return [None] * len(_CONTEXT_COLUMNS)
     get = context.get
     library, page = _part(context, "library"), _part(context, "page")
@@ -176,7 +182,7 @@ def _event_values(
         as_text(get("integrations")),
         as_text(extra) if extra else None,
         *_context_values(context),
-        *[enrichment.get(column) for column in ENRICHMENT_COLUMNS],
+        *map(enrichment.get, ENRICHMENT_COLUMNS),
         plan_version,
         as_text(list(violations)) if violations else None,
         partition,

@@ -84,8 +84,14 @@ class PrivacyGate:
         keyed.update((workspace, n) for n in wanted)
 
     def needs_key(self, event: Mapping[str, Any]) -> bool:
-        return self.config.encrypt_pii and any(
-            self._pii_keys(holder) for holder in self._holders(event)
+        """Whether the event holds a PII field to encrypt (stops at the first)."""
+        if not self.config.encrypt_pii or not self.pii_fields:
+            return False
+        is_pii = self._is_pii
+        return any(
+            value is not None and is_pii(key)
+            for holder in self._holders(event)
+            for key, value in holder.items()
         )
 
     def protect(

@@ -150,8 +150,10 @@ class StepReport:
         return not (self.events or self.dead_letters or self.decisions)
 
 
-@dataclass(slots=True)
-class _Accepted:
+class _Accepted(msgspec.Struct, gc=False):
+    """An event past the stages before identity resolution (a Struct: built per event; it
+    is in no reference cycle, so the collector need not track it)."""
+
     record: StoredRecord
     workspace: str
     event: dict[str, Any]
@@ -161,7 +163,7 @@ class _Accepted:
     verdict: Verdict | None
     fresh: bool
     identity: EventIdentity | None = None
-    columns: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, Any] = {}
     consent: dict[str, bool] | None = None
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -124,16 +124,15 @@ class IdentityRules:
         return text
 
 
-@dataclass(slots=True)
-class EventIdentity:
-    """What one event says about identity."""
+class EventIdentity(msgspec.Struct, gc=False):
+    """What one event says about identity (a Struct: built per event, in no cycle)."""
 
     primary: str | None
     #: Identifiers the event shows in use (userId, anonymousId, traits): "evidence".
-    seen: list[str] = field(default_factory=list)
+    seen: list[str] = []
     #: Identifiers only named by an alias's previousId.
-    named: list[str] = field(default_factory=list)
-    edges: list[Edge] = field(default_factory=list)
+    named: list[str] = []
+    edges: list[Edge] = []
 
 
 def event_identity(event: Mapping[str, Any], ts: int, rules: IdentityRules) -> EventIdentity:
