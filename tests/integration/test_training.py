@@ -204,8 +204,13 @@ def test_a_candidate_that_is_not_better_is_not_promoted(
         ).output
     )
     (always_a,) = result["candidates"]
-    # Always showing a (click rate 0.2) is worse than random (about 0.27).
-    assert always_a["difference"]["value"] < -0.02, always_a
+    # Always showing a (click rate 0.2) is worse than random (about 0.27): the true
+    # difference is -0.07, estimated from 1,000 logged decisions with a standard error of
+    # about 0.02. The logged sample can depend on timing (a click whose reward reaches the
+    # server after the decision's 1-second reward wait, when the test stalls under load,
+    # is not the decision's), so the test asks for the sign, 3.5 standard errors away, not
+    # for a margin (-0.02 failed once under load, at -0.013).
+    assert always_a["difference"]["value"] < 0, always_a
     assert always_a["dr"]["lower"] < result["policies"][1]["estimates"]["dr"]["value"]
     assert not always_a["beatsCurrent"]
     assert (result["winner"], result["promoted"], result["version"]) == (None, False, None)
