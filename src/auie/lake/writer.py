@@ -80,6 +80,18 @@ class PendingFlush:
         return self.future is None or self.future.done()
 
 
+def replacing(offsets: Offsets) -> Callable[[Offsets], Offsets]:
+    """A ``merge`` for :func:`append`: the table's offsets with those in ``offsets``
+    replaced (a member of a processor group records its own partitions)."""
+
+    def merge(recorded: Offsets) -> Offsets:
+        for topic, parts in offsets.items():
+            recorded[topic] = {**recorded.get(topic, {}), **parts}
+        return recorded
+
+    return merge
+
+
 def append(
     lake: Lake,
     workspace: str,
@@ -87,21 +99,14 @@ def append(
     data: pa.Table,
     offsets: Offsets,
     *,
-    merge: bool | Callable[[Offsets], Offsets] = False,
+    merge: Callable[[Offsets], Offsets] | None = None,
 ) -> None:
     """Append rows to a table in one commit whose snapshot records ``offsets``; with
-    ``merge`` (a member of a processor group), the table is reloaded first and the offsets
-    recorded are the table's with those in ``offsets`` replaced, or, if ``merge`` is a
-    function, what it makes of the table's."""
-    table = lake.refresh(workspace, name) if merge else lake.table(workspace, name)
+    ``merge`` (several processes commit to the table), the table is reloaded first and the
+    offsets recorded are what ``merge`` makes of the table's (``offsets`` is not used)."""
+    table = lake.refresh(workspace, name) if merge is not None else lake.table(workspace, name)
     for attempt in (1, 2):
-        recorded = offsets
-        if callable(merge):
-            recorded = merge(committed_offsets(table))
-        elif merge:
-            recorded = committed_offsets(table)
-            for topic, parts in offsets.items():
-                recorded[topic] = {**recorded.get(topic, {}), **parts}
+        recorded = offsets if merge is None else merge(committed_offsets(table))
         try:
             table.append(data, snapshot_properties=offsets_property(recorded))
             return
@@ -279,7 +284,13 @@ class LakeWriter:
 
     def _append(self, key: _Key, data: pa.Table, offsets: Offsets) -> None:
         with self.commit_lock():
-            append(self.lake, *key, data, offsets, merge=self.shared is not None)
+            append(
+                self.lake,
+                *key,
+                data,
+                offsets,
+                merge=replacing(offsets) if self.shared is not None else None,
+            )
 
     def _give_back(self, pending: PendingFlush) -> None:
         for key, (columns, since) in pending.tables.items():

@@ -287,7 +287,7 @@ class ProfileService:
         edges: dict[tuple[str, str, str], Edge] = {}
         sets = DisjointSets()
         visited: set[str] = set()
-        capped: set[str] = set()  # roots of the components that stopped growing
+        capped: set[str] = set()  # roots of the components cut short (for the warning)
         frontier = set(start)
         while frontier:
             visited |= frontier
@@ -303,12 +303,10 @@ class ProfileService:
             frontier = set()
             for key in following:
                 root = sets.find(key)
-                if root in capped:
-                    continue
-                if sets.size(root) > self.max_component_nodes:
+                if sets.size(root) > self.max_component_nodes:  # sizes only grow
                     capped.add(root)
-                    continue
-                frontier.add(key)
+                else:
+                    frontier.add(key)
         # One line per component cut short (one that grew into a cut one is the same).
         for root in {sets.find(root) for root in capped}:
             logger.warning(
