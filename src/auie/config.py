@@ -143,6 +143,9 @@ class ProfilesConfig(_Section):
     #: Identify traits whose values are identifiers too (``email`` always is).
     id_traits: tuple[str, ...] = ()
     session_gap_minutes: float = Field(30, gt=0)
+    #: Session intervals kept per identifier: older sessions are only counted, which
+    #: bounds a heavy user's stored state (see docs/profiles.md).
+    max_sessions: int = Field(100, ge=1)
     computed: tuple[ComputedTraitConfig, ...] = ()
     #: Largest identity component re-clustered at once (protects against junk hubs).
     max_component_nodes: int = Field(10_000, ge=10)

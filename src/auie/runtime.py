@@ -122,6 +122,7 @@ class Runtime:
             int(config.session_gap_minutes * 60_000),
             [ComputedTrait(c.name, c.kind, c.event, c.property) for c in config.computed],
             consent_categories=self.settings.privacy.consent_categories,
+            max_sessions=config.max_sessions,
         )
         service = ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
         service.decrypt = self._decrypt

@@ -10,7 +10,12 @@ which they arrive:
 * first/last seen: min/max of event time;
 * counts by event name: sums;
 * sessions: event-time intervals, joined when at most the session gap apart (joining
-  intervals gives the same sessions as splitting all the events at once);
+  intervals gives the same sessions as splitting all the events at once). An identifier
+  keeps its latest ``max_sessions`` intervals; older ones are *closed*: only counted, with
+  the end of the latest closed one. An event at or before that end (plus the gap) is taken
+  to belong to a closed session and changes no interval, so the count is exact in any
+  arrival order, except for an event that arrives after its session was closed, i.e.
+  behind ``max_sessions`` later sessions of the same identifier;
 * last page: the page event with the latest time;
 * declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
   property of an event): each kept in a mergeable form; sums are exact decimals.
@@ -37,6 +42,8 @@ _DECIMALS = Context(prec=60)
 #: Events of this type carry only a consent statement (``PUT /v1/privacy/consent/...``).
 CONSENT_TYPE = "consent"
 _CONSENT_HISTORY = 200
+#: Session intervals an identifier keeps by default (``profiles.max_sessions``).
+DEFAULT_MAX_SESSIONS = 100
 ComputedKind = Literal["count", "sum", "min", "max", "first", "last"]
 
 #: (event time ms, messageId): the order "last write wins" uses.
@@ -68,6 +75,9 @@ class NodeState:
     consent: dict[str, tuple[bool, Stamp]] = field(default_factory=dict)
     #: Every consent statement: [event time ms, messageId, purpose, granted, source].
     consent_history: list[list[Any]] = field(default_factory=list)
+    #: Sessions closed (counted, no longer kept as intervals) and the end of the latest.
+    closed_sessions: int = 0
+    closed_until: int | None = None
 
     # -- serialisation -------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class NodeState:
                 if self.consent or self.consent_history
                 else {}
             ),
+            **({"n": self.closed_sessions, "u": self.closed_until} if self.closed_sessions else {}),
         }
 
     @classmethod
@@ -103,6 +114,8 @@ class NodeState:
             computed=dict(data.get("x", {})),
             consent={p: (bool(g), (st[0], st[1])) for p, (g, st) in data.get("k", {}).items()},
             consent_history=[list(h) for h in data.get("h", [])],
+            closed_sessions=int(data.get("n", 0)),
+            closed_until=data.get("u"),
         )
 
     def encode(self) -> bytes:
@@ -120,6 +133,9 @@ class NodeState:
         if self.consent or self.consent_history:
             data["k"] = self.consent
             data["h"] = self.consent_history
+        if self.closed_sessions:
+            data["n"] = self.closed_sessions
+            data["u"] = self.closed_until
         return _encode(data)
 
     @classmethod
@@ -143,6 +159,8 @@ class NodeState:
             stored.computed,
             stored.consent,
             stored.consent_history,
+            stored.closed_sessions,
+            stored.closed_until,
         )
 
 
@@ -158,6 +176,8 @@ class _Stored(
         "computed": "x",
         "consent": "k",
         "consent_history": "h",
+        "closed_sessions": "n",
+        "closed_until": "u",
     },
 ):
     """The JSON form of a :class:`NodeState` (see ``to_json``), typed for msgspec."""
@@ -171,6 +191,8 @@ class _Stored(
     computed: dict[str, Any] = {}
     consent: dict[str, tuple[bool, tuple[Any, Any]]] = {}
     consent_history: list[list[Any]] = []
+    closed_sessions: int = 0
+    closed_until: Any = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -220,8 +242,13 @@ class StateFolder:
         session_gap_ms: int,
         computed: Sequence[ComputedTrait] = (),
         consent_categories: Mapping[str, str] | None = None,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
         self.gap = session_gap_ms
+        self.max_sessions = max_sessions
         self.computed = tuple(computed)
         self.consent_categories = dict(consent_categories or {})
 
@@ -243,7 +270,7 @@ class StateFolder:
         name = event.get("event") if kind == "track" else kind
         key = str(name)
         state.counts[key] = state.counts.get(key, 0) + 1
-        add_session_time(state.sessions, ts, self.gap)
+        self._session_time(state, ts)
         if kind == "identify":
             traits = event.get("traits") or {}
             for trait, value in traits.items():
@@ -256,6 +283,20 @@ class StateFolder:
                 state.last_page = (page, stamp)
         for trait in self.computed:
             self._computed(state, trait, event, key, stamp)
+
+    def _session_time(self, state: NodeState, ts: int) -> None:
+        """Add an event time to the state's sessions; close the oldest beyond the bound."""
+        until = state.closed_until
+        if until is not None and ts <= until + self.gap:
+            return  # in (or next to) a closed session: already counted
+        sessions = state.sessions
+        add_session_time(sessions, ts, self.gap)
+        excess = len(sessions) - self.max_sessions
+        if excess > 0:
+            closing = sessions[excess - 1][1]
+            del sessions[:excess]
+            state.closed_sessions += excess
+            state.closed_until = closing if until is None else max(until, closing)
 
     def _computed(
         self,
@@ -329,8 +370,7 @@ class StateFolder:
             )
         for event_name, count in other.counts.items():
             into.counts[event_name] = into.counts.get(event_name, 0) + count
-        for interval in other.sessions:
-            add_interval(into.sessions, interval, self.gap)
+        self._merge_sessions(into, other)
         if other.last_page is not None and (
             into.last_page is None or _later(other.last_page[1], into.last_page[1])
         ):
@@ -346,6 +386,17 @@ class StateFolder:
             into.consent_history.extend(h for h in other.consent_history if tuple(h) not in seen)
             into.consent_history.sort(key=lambda h: (h[0], h[1], h[2]))
             del into.consent_history[:-_CONSENT_HISTORY]
+
+    def _merge_sessions(self, into: NodeState, other: NodeState) -> None:
+        """Kept intervals joined, closed sessions added (not bounded again: a merge is
+        read, not stored)."""
+        for interval in other.sessions:
+            add_interval(into.sessions, interval, self.gap)
+        if other.closed_sessions:
+            into.closed_sessions += other.closed_sessions
+            until = other.closed_until
+            if until is not None and (into.closed_until is None or until > into.closed_until):
+                into.closed_until = until
 
     def is_merged(self, state: NodeState) -> bool:
         """Whether ``state`` is what merging it into an empty state gives (for the facts
@@ -412,7 +463,7 @@ class StateFolder:
             "firstSeen": iso(state.first_seen),
             "lastSeen": iso(state.last_seen),
             "eventCounts": dict(sorted(state.counts.items())),
-            "sessions": len(state.sessions),
+            "sessions": state.closed_sessions + len(state.sessions),
             "lastPage": state.last_page[0] if state.last_page else None,
         }
         for trait in self.computed:

@@ -469,6 +469,61 @@ def test_sessions_match_a_plain_computation_in_any_order(
     assert right.sessions == expected
 
 
+def test_an_identifier_keeps_its_latest_sessions_and_counts_the_older_ones() -> None:
+    """A heavy user's state stays bounded: beyond ``max_sessions`` intervals the oldest are
+    closed (counted only), and the count is still exact for events in order or late by
+    fewer sessions than the bound."""
+    folder = StateFolder(GAP, max_sessions=100)
+    day = 24 * 3_600_000
+    times = [d * day + visit * 60_000 for d in range(300) for visit in (0, 5, 20)]
+    by_hand = sessions_by_hand(times, GAP)
+    assert len(by_hand) == 300
+    in_order = fold(folder, [track(t, f"m{t}") for t in times])
+    assert in_order.sessions == by_hand[-100:]
+    assert (in_order.closed_sessions, in_order.closed_until) == (200, by_hand[199][1])
+    assert folder.computed_traits(in_order)["sessions"] == 300
+    # Late by up to ten sessions (events shuffled within blocks of ten days): the same.
+    rnd = random.Random(7)
+    blocks = [times[i : i + 30] for i in range(0, len(times), 30)]
+    for block in blocks:
+        rnd.shuffle(block)
+    late = fold(folder, [track(t, f"m{t}") for block in blocks for t in block])
+    assert late == in_order
+    # The stored text no longer grows with the history.
+    longer = fold(folder, [track(t, f"m{t}") for t in times + [t + 300 * day for t in times]])
+    assert folder.computed_traits(longer)["sessions"] == 600
+    assert len(longer.encode()) <= len(in_order.encode()) + 100
+
+
+def test_an_event_behind_the_kept_sessions_counts_as_one_of_the_closed_ones() -> None:
+    folder = StateFolder(GAP, max_sessions=2)
+    hour = 3_600_000
+    state = fold(folder, [track(t * hour, f"m{t}") for t in (10, 20, 30, 40)])
+    assert state.sessions == [[30 * hour, 30 * hour], [40 * hour, 40 * hour]]
+    assert (state.closed_sessions, state.closed_until) == (2, 20 * hour)
+    before = NodeState.decode(state.encode())
+    folder.apply(state, track(5 * hour, "late")[0], 5 * hour)  # a session of its own, once
+    assert state.sessions == before.sessions
+    assert folder.computed_traits(state)["sessions"] == 4
+    assert state.counts == {"Order Completed": 5}  # the event itself still counts
+    folder.apply(state, track(35 * hour, "kept")[0], 35 * hour)  # after: as before
+    assert folder.computed_traits(state)["sessions"] == 5
+
+
+def test_merged_states_add_their_closed_sessions() -> None:
+    folder = StateFolder(GAP, max_sessions=2)
+    hour = 3_600_000
+    a = fold(folder, [track(t * hour, f"a{t}") for t in (1, 2, 3, 4)])
+    b = fold(folder, [track(t * hour, f"b{t}") for t in (10, 11, 12)])
+    ab, ba = NodeState(), NodeState()
+    for into, parts in ((ab, (a, b)), (ba, (b, a))):
+        for part in parts:
+            folder.merge(into, part)
+    assert ab == ba
+    assert (ab.closed_sessions, ab.closed_until) == (3, 10 * hour)
+    assert folder.computed_traits(ab)["sessions"] == 7
+
+
 COMPUTED = [
     ComputedTrait("orders", "count", "Order Completed"),
     ComputedTrait("events", "count"),
@@ -548,7 +603,8 @@ def test_state_survives_json() -> None:
 @given(st.data())
 def test_state_text_is_to_json_and_reads_back_as_from_json(data: st.DataObject) -> None:
     """The store's fast codec writes exactly ``to_json`` and reads exactly ``from_json``."""
-    folder = StateFolder(GAP, COMPUTED, {"C0002": "analytics"})
+    kept = data.draw(st.sampled_from([1, 2, 100]))  # small bounds close sessions
+    folder = StateFolder(GAP, COMPUTED, {"C0002": "analytics"}, max_sessions=kept)
     folded = [*data.draw(events("a")), *data.draw(events("b"))]
     state = fold(folder, folded)
     if data.draw(st.booleans()):
