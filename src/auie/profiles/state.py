@@ -12,10 +12,11 @@ which they arrive:
 * sessions: event-time intervals, joined when at most the session gap apart (joining
   intervals gives the same sessions as splitting all the events at once). An identifier
   keeps its latest ``max_sessions`` intervals; older ones are *closed*: only counted, with
-  the end of the latest closed one. An event at or before that end (plus the gap) is taken
-  to belong to a closed session and changes no interval, so the count is exact in any
-  arrival order, except for an event that arrives after its session was closed, i.e.
-  behind ``max_sessions`` later sessions of the same identifier;
+  the time range they span. An event at or before that range's end (plus the gap) is taken
+  to belong to a closed session and adds no interval, so the count is exact in any arrival
+  order unless an event arrives after a session at or after its time was closed. A merged
+  state keeps each identifier's closed range and count; a kept interval that touches
+  another identifier's closed range is taken to be one of its closed sessions;
 * last page: the page event with the latest time;
 * declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
   property of an event): each kept in a mergeable form; sums are exact decimals.
@@ -75,9 +76,10 @@ class NodeState:
     consent: dict[str, tuple[bool, Stamp]] = field(default_factory=dict)
     #: Every consent statement: [event time ms, messageId, purpose, granted, source].
     consent_history: list[list[Any]] = field(default_factory=list)
-    #: Sessions closed (counted, no longer kept as intervals) and the end of the latest.
-    closed_sessions: int = 0
-    closed_until: int | None = None
+    #: Sessions closed (counted, no longer kept as intervals): [count, start of the
+    #: earliest, end of the latest]; one entry for an identifier, one per identifier with
+    #: closed sessions in a merged state.
+    closed: list[list[int]] = field(default_factory=list)
 
     # -- serialisation -------------------------------------------------------------
 
@@ -98,7 +100,7 @@ class NodeState:
                 if self.consent or self.consent_history
                 else {}
             ),
-            **({"n": self.closed_sessions, "u": self.closed_until} if self.closed_sessions else {}),
+            **({"n": self.closed} if self.closed else {}),
         }
 
     @classmethod
@@ -114,8 +116,7 @@ class NodeState:
             computed=dict(data.get("x", {})),
             consent={p: (bool(g), (st[0], st[1])) for p, (g, st) in data.get("k", {}).items()},
             consent_history=[list(h) for h in data.get("h", [])],
-            closed_sessions=int(data.get("n", 0)),
-            closed_until=data.get("u"),
+            closed=[list(x) for x in data.get("n", [])],
         )
 
     def encode(self) -> bytes:
@@ -133,9 +134,8 @@ class NodeState:
         if self.consent or self.consent_history:
             data["k"] = self.consent
             data["h"] = self.consent_history
-        if self.closed_sessions:
-            data["n"] = self.closed_sessions
-            data["u"] = self.closed_until
+        if self.closed:
+            data["n"] = self.closed
         return _encode(data)
 
     @classmethod
@@ -159,8 +159,7 @@ class NodeState:
             stored.computed,
             stored.consent,
             stored.consent_history,
-            stored.closed_sessions,
-            stored.closed_until,
+            stored.closed,
         )
 
 
@@ -176,8 +175,7 @@ class _Stored(
         "computed": "x",
         "consent": "k",
         "consent_history": "h",
-        "closed_sessions": "n",
-        "closed_until": "u",
+        "closed": "n",
     },
 ):
     """The JSON form of a :class:`NodeState` (see ``to_json``), typed for msgspec."""
@@ -191,8 +189,7 @@ class _Stored(
     computed: dict[str, Any] = {}
     consent: dict[str, tuple[bool, tuple[Any, Any]]] = {}
     consent_history: list[list[Any]] = []
-    closed_sessions: int = 0
-    closed_until: Any = None
+    closed: list[list[Any]] = []
 
 
 _encode = msgspec.json.Encoder().encode
@@ -201,6 +198,14 @@ _decode_stored = msgspec.json.Decoder(_Stored).decode
 
 def _later(a: Stamp, b: Stamp) -> bool:
     return a > b
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def add_session_time(sessions: list[list[int]], ts: int, gap_ms: int) -> None:
@@ -285,18 +290,27 @@ class StateFolder:
             self._computed(state, trait, event, key, stamp)
 
     def _session_time(self, state: NodeState, ts: int) -> None:
-        """Add an event time to the state's sessions; close the oldest beyond the bound."""
-        until = state.closed_until
-        if until is not None and ts <= until + self.gap:
-            return  # in (or next to) a closed session: already counted
-        sessions = state.sessions
-        add_session_time(sessions, ts, self.gap)
+        """Add an event time to the state's sessions; close the oldest beyond the bound.
+        Kept intervals always start more than the gap after the closed range."""
+        gap, sessions, closed = self.gap, state.sessions, state.closed
+        if closed and ts <= closed[0][2] + gap:  # a closed session's: already counted
+            if ts > closed[0][2]:  # it extends the latest closed session, maybe up to kept ones
+                until = ts
+                while sessions and sessions[0][0] - gap <= until:
+                    until = max(until, sessions.pop(0)[1])
+                closed[0][2] = until
+            closed[0][1] = min(closed[0][1], ts)
+            return
+        add_session_time(sessions, ts, gap)
         excess = len(sessions) - self.max_sessions
         if excess > 0:
-            closing = sessions[excess - 1][1]
+            first, last = sessions[0][0], sessions[excess - 1][1]
             del sessions[:excess]
-            state.closed_sessions += excess
-            state.closed_until = closing if until is None else max(until, closing)
+            if closed:
+                count, earliest, latest = closed[0]
+                closed[0] = [count + excess, min(earliest, first), max(latest, last)]
+            else:
+                closed.append([excess, first, last])
 
     def _computed(
         self,
@@ -358,16 +372,8 @@ class StateFolder:
             current = into.traits.get(name)
             if current is None or _later(stamp, current[1]):
                 into.traits[name] = (value, stamp)
-        if other.first_seen is not None:
-            into.first_seen = (
-                other.first_seen
-                if into.first_seen is None
-                else min(into.first_seen, other.first_seen)
-            )
-        if other.last_seen is not None:
-            into.last_seen = (
-                other.last_seen if into.last_seen is None else max(into.last_seen, other.last_seen)
-            )
+        into.first_seen = _earliest(into.first_seen, other.first_seen)
+        into.last_seen = _latest(into.last_seen, other.last_seen)
         for event_name, count in other.counts.items():
             into.counts[event_name] = into.counts.get(event_name, 0) + count
         self._merge_sessions(into, other)
@@ -388,15 +394,23 @@ class StateFolder:
             del into.consent_history[:-_CONSENT_HISTORY]
 
     def _merge_sessions(self, into: NodeState, other: NodeState) -> None:
-        """Kept intervals joined, closed sessions added (not bounded again: a merge is
-        read, not stored)."""
+        """Kept intervals joined, closed ranges side by side (not bounded again: a merge is
+        read, not stored; :meth:`session_count` reads it)."""
         for interval in other.sessions:
             add_interval(into.sessions, interval, self.gap)
-        if other.closed_sessions:
-            into.closed_sessions += other.closed_sessions
-            until = other.closed_until
-            if until is not None and (into.closed_until is None or until > into.closed_until):
-                into.closed_until = until
+        if other.closed:
+            into.closed = sorted([*into.closed, *(list(c) for c in other.closed)])
+
+    def session_count(self, state: NodeState) -> int:
+        """Closed sessions plus kept intervals, but for kept intervals that touch a closed
+        range (within the gap): in a merged state, one identifier's visit that another
+        identifier's closed sessions already count (a visit that logged in midway). Never
+        the case for the state of one identifier."""
+        gap = self.gap
+        ranges = [(earliest - gap, latest + gap) for _, earliest, latest in state.closed]
+        return sum(count for count, _, _ in state.closed) + sum(
+            1 for s in state.sessions if not any(s[0] <= hi and s[1] >= lo for lo, hi in ranges)
+        )
 
     def is_merged(self, state: NodeState) -> bool:
         """Whether ``state`` is what merging it into an empty state gives (for the facts
@@ -463,7 +477,7 @@ class StateFolder:
             "firstSeen": iso(state.first_seen),
             "lastSeen": iso(state.last_seen),
             "eventCounts": dict(sorted(state.counts.items())),
-            "sessions": state.closed_sessions + len(state.sessions),
+            "sessions": self.session_count(state),
             "lastPage": state.last_page[0] if state.last_page else None,
         }
         for trait in self.computed:

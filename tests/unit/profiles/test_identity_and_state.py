@@ -480,7 +480,7 @@ def test_an_identifier_keeps_its_latest_sessions_and_counts_the_older_ones() -> 
     assert len(by_hand) == 300
     in_order = fold(folder, [track(t, f"m{t}") for t in times])
     assert in_order.sessions == by_hand[-100:]
-    assert (in_order.closed_sessions, in_order.closed_until) == (200, by_hand[199][1])
+    assert in_order.closed == [[200, 0, by_hand[199][1]]]
     assert folder.computed_traits(in_order)["sessions"] == 300
     # Late by up to ten sessions (events shuffled within blocks of ten days): the same.
     rnd = random.Random(7)
@@ -500,28 +500,62 @@ def test_an_event_behind_the_kept_sessions_counts_as_one_of_the_closed_ones() ->
     hour = 3_600_000
     state = fold(folder, [track(t * hour, f"m{t}") for t in (10, 20, 30, 40)])
     assert state.sessions == [[30 * hour, 30 * hour], [40 * hour, 40 * hour]]
-    assert (state.closed_sessions, state.closed_until) == (2, 20 * hour)
-    before = NodeState.decode(state.encode())
-    folder.apply(state, track(5 * hour, "late")[0], 5 * hour)  # a session of its own, once
-    assert state.sessions == before.sessions
+    assert state.closed == [[2, 10 * hour, 20 * hour]]
+    folder.apply(state, *track(5 * hour, "late"))  # a session of its own, not counted
+    assert state.sessions == [[30 * hour, 30 * hour], [40 * hour, 40 * hour]]
+    assert state.closed == [[2, 5 * hour, 20 * hour]]
     assert folder.computed_traits(state)["sessions"] == 4
     assert state.counts == {"Order Completed": 5}  # the event itself still counts
-    folder.apply(state, track(35 * hour, "kept")[0], 35 * hour)  # after: as before
-    assert folder.computed_traits(state)["sessions"] == 5
+    # Events that extend the latest closed session, step by step: still one session.
+    folder.apply(state, *track(20 * hour + GAP, "ext1"))
+    folder.apply(state, *track(20 * hour + 2 * GAP, "ext2"))
+    assert state.closed == [[2, 5 * hour, 20 * hour + 2 * GAP]]
+    assert folder.computed_traits(state)["sessions"] == 4
+    # ... and one that reaches a kept session joins it to the closed ones.
+    folder.apply(state, *track(30 * hour - GAP, "bridge"))
+    for step in range(1, 18):
+        folder.apply(state, *track(20 * hour + 2 * GAP + step * GAP, f"walk{step}"))
+    assert state.sessions == [[40 * hour, 40 * hour]]
+    assert state.closed == [[2, 5 * hour, 30 * hour]]
+    assert folder.computed_traits(state)["sessions"] == 3  # 10h, 20h..30h, 40h: exact
+    folder.apply(state, *track(35 * hour, "kept"))  # after the closed range: as before
+    assert folder.computed_traits(state)["sessions"] == 4
 
 
-def test_merged_states_add_their_closed_sessions() -> None:
+def test_a_state_of_an_older_writer_is_bounded_at_its_next_write() -> None:
+    hour = 3_600_000
+    older = NodeState(sessions=[[t * hour, t * hour] for t in range(10)])  # no bound then
+    folder = StateFolder(GAP, max_sessions=3)
+    assert folder.computed_traits(older)["sessions"] == 10
+    folder.apply(older, *track(20 * hour, "next"))
+    assert older.sessions == [[8 * hour, 8 * hour], [9 * hour, 9 * hour], [20 * hour] * 2]
+    assert older.closed == [[8, 0, 7 * hour]]
+    assert folder.computed_traits(older)["sessions"] == 11
+
+
+def test_merged_states_count_each_identifiers_closed_sessions_once() -> None:
     folder = StateFolder(GAP, max_sessions=2)
     hour = 3_600_000
-    a = fold(folder, [track(t * hour, f"a{t}") for t in (1, 2, 3, 4)])
-    b = fold(folder, [track(t * hour, f"b{t}") for t in (10, 11, 12)])
-    ab, ba = NodeState(), NodeState()
-    for into, parts in ((ab, (a, b)), (ba, (b, a))):
-        for part in parts:
+    # A long anonymous history, then a long identified one: nothing in common.
+    anonymous = fold(folder, [track(t * hour, f"a{t}") for t in (1, 2, 3, 4)])
+    user = fold(folder, [track(t * hour, f"u{t}") for t in (10, 11, 12)])
+    # A device used once, to log in during a visit the user's closed sessions count.
+    device = fold(folder, [track(10 * hour + 60_000, "d1")])
+    merged = []
+    for order in ((anonymous, user, device), (device, user, anonymous), (user, device, anonymous)):
+        into = NodeState()
+        for part in order:
             folder.merge(into, part)
-    assert ab == ba
-    assert (ab.closed_sessions, ab.closed_until) == (3, 10 * hour)
-    assert folder.computed_traits(ab)["sessions"] == 7
+        merged.append(into)
+    assert merged[0] == merged[1] == merged[2]
+    assert merged[0].closed == [[1, 10 * hour, 10 * hour], [2, hour, 2 * hour]]
+    assert merged[0].sessions == [[h * hour, h * hour] for h in (3, 4)] + [
+        [10 * hour + 60_000, 10 * hour + 60_000],
+        [11 * hour, 11 * hour],
+        [12 * hour, 12 * hour],
+    ]
+    # 1h, 2h, 3h, 4h; 10h (with the device's login), 11h, 12h.
+    assert folder.computed_traits(merged[0])["sessions"] == 7
 
 
 COMPUTED = [
@@ -693,6 +727,31 @@ def test_merge_is_commutative_and_associative(
     empty = NodeState()
     folder.merge(empty, merged(a, b, c))
     assert view(folder, empty) == all_at_once
+
+
+@settings(PROPS, max_examples=100)
+@given(events("a"), events("b"), events("c"), st.sampled_from([1, 2]))
+def test_merge_laws_hold_for_states_with_closed_sessions(
+    a: list[tuple[dict[str, Any], int]],
+    b: list[tuple[dict[str, Any], int]],
+    c: list[tuple[dict[str, Any], int]],
+    kept: int,
+) -> None:
+    """Identifiers with closed sessions merge in any order and grouping to one state."""
+    folder = StateFolder(GAP, COMPUTED, max_sessions=kept)
+    parts = [fold(folder, part) for part in (a, b, c)]
+
+    def merged(*states: NodeState) -> NodeState:
+        into = NodeState()
+        for state in states:
+            folder.merge(into, NodeState.decode(state.encode()))  # a fresh copy each time
+        return into
+
+    x, y, z = parts
+    expected = merged(x, y, z)
+    for order in ((z, y, x), (y, x, z), (x, merged(y, z)), (merged(z, x), y)):
+        assert merged(*order) == expected
+    assert folder.computed_traits(merged(*order)) == folder.computed_traits(expected)
 
 
 @settings(PROPS, max_examples=100)
