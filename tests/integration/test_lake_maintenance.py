@@ -4,6 +4,7 @@ periodic run."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from auie.lake.maintenance import (
     referenced_files,
 )
 from auie.lake.tables import EVENTS, TABLES
+from auie.process.lock import SectionLock
 from auie.runtime import Runtime
 from helpers import make_settings
 
@@ -492,6 +494,33 @@ def test_processor_compacts_between_flushes(tmp_path: Path) -> None:
         ]
         assert sorted(ids) == sorted(f"p-{i}" for i in range(400))
     finally:
+        runtime.close()
+
+
+def test_a_group_member_takes_the_commit_lock_for_maintenance_only_when_it_is_due(
+    tmp_path: Path,
+) -> None:
+    """Member 0 of a group runs maintenance under the group's lake commit lock, which the
+    other members hold through each of their commits; between maintenance runs its steps
+    must not wait for them."""
+    settings = _settings(tmp_path / "data", **{"lake.maintenance_minutes": 1})
+    runtime = Runtime(settings)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        processor = runtime.processor(member=0, members=2)
+        maintenance = processor.maintenance
+        assert isinstance(maintenance, LakeMaintenance)
+        other_member = SectionLock(settings.data_dir / "processor.d" / "lake-commit.lock")
+        with other_member.held():  # another member's lake commit, in progress
+            assert pool.submit(processor.step).result(timeout=10) is not None
+            maintenance.next_run = 0  # due now: it waits for the lock
+            waiting = pool.submit(processor.step)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                waiting.result(timeout=1)
+        assert waiting.result(timeout=30) is not None  # and runs once the lock is free
+        assert maintenance.next_run > 0
+    finally:
+        pool.shutdown(wait=True)
         runtime.close()
 
 

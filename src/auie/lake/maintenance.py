@@ -536,8 +536,12 @@ class LakeMaintenance:
         self.clock = clock
         self.next_run = clock() + self.interval
 
+    def due(self) -> bool:
+        """Whether a call now would do work (cheap: callers ask before taking a lock)."""
+        return self.interval > 0 and self.clock() >= self.next_run
+
     def __call__(self) -> MaintenanceRun | None:
-        if self.interval <= 0 or self.clock() < self.next_run:
+        if not self.due():
             return None
         try:
             return self.run()

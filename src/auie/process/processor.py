@@ -175,6 +175,15 @@ class StopFlag(Protocol):
     def wait(self, timeout: float) -> bool: ...
 
 
+class Maintenance(Protocol):
+    """What the processor needs of lake maintenance
+    (:class:`~auie.lake.maintenance.LakeMaintenance`)."""
+
+    def due(self) -> bool: ...
+
+    def __call__(self) -> object: ...
+
+
 class StageError(Exception):
     def __init__(self, stage: str, code: str, message: str) -> None:
         super().__init__(message)
@@ -225,9 +234,9 @@ class Processor:
         self.positions = {topic: self._start(topic) for topic in TOPICS}
         self.applied = {topic: store.offsets(PROFILES_CONSUMER, topic) for topic in PROFILE_TOPICS}
         self.on_flush: Callable[[list[FlushReport]], None] | None = None
-        #: Lake maintenance, called after steps, never while a lake commit is in flight;
-        #: it runs when due.
-        self.maintenance: Callable[[], object] | None = None
+        #: Lake maintenance, run after steps when due, never while a lake commit is in
+        #: flight, under the group's lake commit lock.
+        self.maintenance: Maintenance | None = None
         #: The lake commit running in the background, if any.
         self._flushing: PendingFlush | None = None
         #: Identity changes and profile snapshots, from the profile store to the lake (each
@@ -341,9 +350,10 @@ class Processor:
         ):
             reports = self._end_flush(flushing)
         if self._flushing is None:
-            if self.maintenance is not None:
+            maintenance = self.maintenance
+            if maintenance is not None and maintenance.due():  # not the lock at every step
                 with self.writer.commit_lock():
-                    self.maintenance()
+                    maintenance()
             exports = self.exports
             if self.members > 1:
                 exports.watch()  # the other members' writes
