@@ -503,7 +503,10 @@ def test_a_group_member_takes_the_commit_lock_for_maintenance_only_when_it_is_du
     """Member 0 of a group runs maintenance under the group's lake commit lock, which the
     other members hold through each of their commits; between maintenance runs its steps
     must not wait for them."""
-    settings = _settings(tmp_path / "data", **{"lake.maintenance_minutes": 1})
+    # No flush falls due during the test: a lake commit in flight defers maintenance.
+    settings = _settings(
+        tmp_path / "data", **{"lake.maintenance_minutes": 1, "lake.flush_max_seconds": 3600}
+    )
     runtime = Runtime(settings)
     pool = concurrent.futures.ThreadPoolExecutor(1)
     try:

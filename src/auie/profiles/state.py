@@ -12,11 +12,11 @@ which they arrive:
 * sessions: event-time intervals, joined when at most the session gap apart (joining
   intervals gives the same sessions as splitting all the events at once). An identifier
   keeps its latest ``max_sessions`` intervals; older ones are *closed*: only counted, with
-  the time range they span. An event at or before that range's end (plus the gap) is taken
-  to belong to a closed session and adds no interval, so the count is exact in any arrival
-  order unless an event arrives after a session at or after its time was closed. A merged
-  state keeps each identifier's closed range and count; a kept interval that touches
-  another identifier's closed range is taken to be one of its closed sessions;
+  the end of the latest. An event at or before that end (plus the gap) is taken to belong
+  to a closed session and adds no interval, so the count is exact in any arrival order
+  unless an event arrives after a session at or after its time was closed. Merged states
+  add their closed counts (a visit closed by one identifier and held by another counts for
+  each);
 * last page: the page event with the latest time;
 * declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
   property of an event): each kept in a mergeable form; sums are exact decimals.
@@ -76,10 +76,9 @@ class NodeState:
     consent: dict[str, tuple[bool, Stamp]] = field(default_factory=dict)
     #: Every consent statement: [event time ms, messageId, purpose, granted, source].
     consent_history: list[list[Any]] = field(default_factory=list)
-    #: Sessions closed (counted, no longer kept as intervals): [count, start of the
-    #: earliest, end of the latest]; one entry for an identifier, one per identifier with
-    #: closed sessions in a merged state.
-    closed: list[list[int]] = field(default_factory=list)
+    #: Sessions closed (counted, no longer kept as intervals) and the end of the latest.
+    closed_sessions: int = 0
+    closed_until: int | None = None
 
     # -- serialisation -------------------------------------------------------------
 
@@ -100,7 +99,7 @@ class NodeState:
                 if self.consent or self.consent_history
                 else {}
             ),
-            **({"n": self.closed} if self.closed else {}),
+            **({"n": self.closed_sessions, "u": self.closed_until} if self.closed_sessions else {}),
         }
 
     @classmethod
@@ -116,7 +115,8 @@ class NodeState:
             computed=dict(data.get("x", {})),
             consent={p: (bool(g), (st[0], st[1])) for p, (g, st) in data.get("k", {}).items()},
             consent_history=[list(h) for h in data.get("h", [])],
-            closed=[list(x) for x in data.get("n", [])],
+            closed_sessions=int(data.get("n", 0)),
+            closed_until=data.get("u"),
         )
 
     def encode(self) -> bytes:
@@ -134,8 +134,9 @@ class NodeState:
         if self.consent or self.consent_history:
             data["k"] = self.consent
             data["h"] = self.consent_history
-        if self.closed:
-            data["n"] = self.closed
+        if self.closed_sessions:
+            data["n"] = self.closed_sessions
+            data["u"] = self.closed_until
         return _encode(data)
 
     @classmethod
@@ -159,7 +160,8 @@ class NodeState:
             stored.computed,
             stored.consent,
             stored.consent_history,
-            stored.closed,
+            stored.closed_sessions,
+            stored.closed_until,
         )
 
 
@@ -175,7 +177,8 @@ class _Stored(
         "computed": "x",
         "consent": "k",
         "consent_history": "h",
-        "closed": "n",
+        "closed_sessions": "n",
+        "closed_until": "u",
     },
 ):
     """The JSON form of a :class:`NodeState` (see ``to_json``), typed for msgspec."""
@@ -189,7 +192,8 @@ class _Stored(
     computed: dict[str, Any] = {}
     consent: dict[str, tuple[bool, tuple[Any, Any]]] = {}
     consent_history: list[list[Any]] = []
-    closed: list[list[Any]] = []
+    closed_sessions: int = 0
+    closed_until: Any = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -291,26 +295,21 @@ class StateFolder:
 
     def _session_time(self, state: NodeState, ts: int) -> None:
         """Add an event time to the state's sessions; close the oldest beyond the bound.
-        Kept intervals always start more than the gap after the closed range."""
-        gap, sessions, closed = self.gap, state.sessions, state.closed
-        if closed and ts <= closed[0][2] + gap:  # a closed session's: already counted
-            if ts > closed[0][2]:  # it extends the latest closed session, maybe up to kept ones
-                until = ts
-                while sessions and sessions[0][0] - gap <= until:
-                    until = max(until, sessions.pop(0)[1])
-                closed[0][2] = until
-            closed[0][1] = min(closed[0][1], ts)
+        Kept intervals always start more than the gap after the latest closed session."""
+        gap, sessions, until = self.gap, state.sessions, state.closed_until
+        if until is not None and ts <= until + gap:  # a closed session's: already counted
+            if ts > until:  # it extends the latest closed session, maybe up to kept ones
+                while sessions and sessions[0][0] - gap <= ts:
+                    ts = max(ts, sessions.pop(0)[1])
+                state.closed_until = ts
             return
         add_session_time(sessions, ts, gap)
         excess = len(sessions) - self.max_sessions
         if excess > 0:
-            first, last = sessions[0][0], sessions[excess - 1][1]
+            last = sessions[excess - 1][1]
             del sessions[:excess]
-            if closed:
-                count, earliest, latest = closed[0]
-                closed[0] = [count + excess, min(earliest, first), max(latest, last)]
-            else:
-                closed.append([excess, first, last])
+            state.closed_sessions += excess
+            state.closed_until = last if until is None else max(until, last)
 
     def _computed(
         self,
@@ -394,23 +393,13 @@ class StateFolder:
             del into.consent_history[:-_CONSENT_HISTORY]
 
     def _merge_sessions(self, into: NodeState, other: NodeState) -> None:
-        """Kept intervals joined, closed ranges side by side (not bounded again: a merge is
-        read, not stored; :meth:`session_count` reads it)."""
+        """Kept intervals joined, closed sessions added (not bounded again: a merge is
+        read, not stored)."""
         for interval in other.sessions:
             add_interval(into.sessions, interval, self.gap)
-        if other.closed:
-            into.closed = sorted([*into.closed, *(list(c) for c in other.closed)])
-
-    def session_count(self, state: NodeState) -> int:
-        """Closed sessions plus kept intervals, but for kept intervals that touch a closed
-        range (within the gap): in a merged state, one identifier's visit that another
-        identifier's closed sessions already count (a visit that logged in midway). Never
-        the case for the state of one identifier."""
-        gap = self.gap
-        ranges = [(earliest - gap, latest + gap) for _, earliest, latest in state.closed]
-        return sum(count for count, _, _ in state.closed) + sum(
-            1 for s in state.sessions if not any(s[0] <= hi and s[1] >= lo for lo, hi in ranges)
-        )
+        if other.closed_sessions:
+            into.closed_sessions += other.closed_sessions
+            into.closed_until = _latest(into.closed_until, other.closed_until)
 
     def is_merged(self, state: NodeState) -> bool:
         """Whether ``state`` is what merging it into an empty state gives (for the facts
@@ -477,7 +466,7 @@ class StateFolder:
             "firstSeen": iso(state.first_seen),
             "lastSeen": iso(state.last_seen),
             "eventCounts": dict(sorted(state.counts.items())),
-            "sessions": self.session_count(state),
+            "sessions": state.closed_sessions + len(state.sessions),
             "lastPage": state.last_page[0] if state.last_page else None,
         }
         for trait in self.computed:

@@ -480,7 +480,7 @@ def test_an_identifier_keeps_its_latest_sessions_and_counts_the_older_ones() -> 
     assert len(by_hand) == 300
     in_order = fold(folder, [track(t, f"m{t}") for t in times])
     assert in_order.sessions == by_hand[-100:]
-    assert in_order.closed == [[200, 0, by_hand[199][1]]]
+    assert (in_order.closed_sessions, in_order.closed_until) == (200, by_hand[199][1])
     assert folder.computed_traits(in_order)["sessions"] == 300
     # Late by up to ten sessions (events shuffled within blocks of ten days): the same.
     rnd = random.Random(7)
@@ -500,23 +500,23 @@ def test_an_event_behind_the_kept_sessions_counts_as_one_of_the_closed_ones() ->
     hour = 3_600_000
     state = fold(folder, [track(t * hour, f"m{t}") for t in (10, 20, 30, 40)])
     assert state.sessions == [[30 * hour, 30 * hour], [40 * hour, 40 * hour]]
-    assert state.closed == [[2, 10 * hour, 20 * hour]]
+    assert (state.closed_sessions, state.closed_until) == (2, 20 * hour)
     folder.apply(state, *track(5 * hour, "late"))  # a session of its own, not counted
     assert state.sessions == [[30 * hour, 30 * hour], [40 * hour, 40 * hour]]
-    assert state.closed == [[2, 5 * hour, 20 * hour]]
+    assert (state.closed_sessions, state.closed_until) == (2, 20 * hour)
     assert folder.computed_traits(state)["sessions"] == 4
     assert state.counts == {"Order Completed": 5}  # the event itself still counts
     # Events that extend the latest closed session, step by step: still one session.
     folder.apply(state, *track(20 * hour + GAP, "ext1"))
     folder.apply(state, *track(20 * hour + 2 * GAP, "ext2"))
-    assert state.closed == [[2, 5 * hour, 20 * hour + 2 * GAP]]
+    assert state.closed_until == 20 * hour + 2 * GAP
     assert folder.computed_traits(state)["sessions"] == 4
     # ... and one that reaches a kept session joins it to the closed ones.
     folder.apply(state, *track(30 * hour - GAP, "bridge"))
     for step in range(1, 18):
         folder.apply(state, *track(20 * hour + 2 * GAP + step * GAP, f"walk{step}"))
     assert state.sessions == [[40 * hour, 40 * hour]]
-    assert state.closed == [[2, 5 * hour, 30 * hour]]
+    assert (state.closed_sessions, state.closed_until) == (2, 30 * hour)
     assert folder.computed_traits(state)["sessions"] == 3  # 10h, 20h..30h, 40h: exact
     folder.apply(state, *track(35 * hour, "kept"))  # after the closed range: as before
     assert folder.computed_traits(state)["sessions"] == 4
@@ -529,33 +529,30 @@ def test_a_state_of_an_older_writer_is_bounded_at_its_next_write() -> None:
     assert folder.computed_traits(older)["sessions"] == 10
     folder.apply(older, *track(20 * hour, "next"))
     assert older.sessions == [[8 * hour, 8 * hour], [9 * hour, 9 * hour], [20 * hour] * 2]
-    assert older.closed == [[8, 0, 7 * hour]]
+    assert (older.closed_sessions, older.closed_until) == (8, 7 * hour)
     assert folder.computed_traits(older)["sessions"] == 11
 
 
-def test_merged_states_count_each_identifiers_closed_sessions_once() -> None:
+def test_merged_states_add_their_closed_sessions() -> None:
+    """A profile's count is exact for sessions its identifiers do not share, and counts a
+    shared visit once per identifier that holds it once one of them closed it."""
     folder = StateFolder(GAP, max_sessions=2)
-    hour = 3_600_000
-    # A long anonymous history, then a long identified one: nothing in common.
-    anonymous = fold(folder, [track(t * hour, f"a{t}") for t in (1, 2, 3, 4)])
-    user = fold(folder, [track(t * hour, f"u{t}") for t in (10, 11, 12)])
-    # A device used once, to log in during a visit the user's closed sessions count.
-    device = fold(folder, [track(10 * hour + 60_000, "d1")])
+    hour, day = 3_600_000, 24 * 3_600_000
+    user = fold(folder, [track(d * day + 9 * hour, f"u{d}") for d in range(10)])
+    evenings = fold(folder, [track(d * day + 20 * hour, f"e{d}") for d in range(3, 6)])
     merged = []
-    for order in ((anonymous, user, device), (device, user, anonymous), (user, device, anonymous)):
+    for order in ((user, evenings), (evenings, user)):
         into = NodeState()
         for part in order:
             folder.merge(into, part)
         merged.append(into)
-    assert merged[0] == merged[1] == merged[2]
-    assert merged[0].closed == [[1, 10 * hour, 10 * hour], [2, hour, 2 * hour]]
-    assert merged[0].sessions == [[h * hour, h * hour] for h in (3, 4)] + [
-        [10 * hour + 60_000, 10 * hour + 60_000],
-        [11 * hour, 11 * hour],
-        [12 * hour, 12 * hour],
-    ]
-    # 1h, 2h, 3h, 4h; 10h (with the device's login), 11h, 12h.
-    assert folder.computed_traits(merged[0])["sessions"] == 7
+    assert merged[0] == merged[1]
+    assert (merged[0].closed_sessions, merged[0].closed_until) == (9, 7 * day + 9 * hour)
+    assert folder.computed_traits(merged[0])["sessions"] == 10 + 3  # exact
+    # A device that logged in during one of the user's (closed) morning visits.
+    device = fold(folder, [track(2 * day + 9 * hour - 60_000, "d1")])
+    folder.merge(merged[0], device)
+    assert folder.computed_traits(merged[0])["sessions"] == 14  # that visit twice
 
 
 COMPUTED = [
