@@ -4,9 +4,13 @@ Each sampled stack (``--format raw``: ``thread (tid): name;frame;frame;... count
 given the stage of the most specific pipeline function on it, by priority: anything in
 pyiceberg is the Iceberg commit (Parquet, manifests, metadata, catalog), then Arrow
 table building, then lake row building, the profile store write, identity resolution
-and profile state folding, decode/plan/enrich, the log read and the log's committed
-offsets. Stacks that are in the processor but in none of these are ``other``; stacks
-outside the processor (start-up, idle pool threads) are left out.
+and profile state folding, the node cache's upkeep (dropping what other members wrote,
+taking in what was written), the privacy stage, the exports from the profile store (their
+Parquet, Arrow and rows count above), decode/plan/enrich, the log read, the log's
+committed offsets, and freeing a polled batch (time spent in the poll's own frames once
+the stages returned: the batch's objects are deallocated there). Stacks that are in the
+processor but in none of these are ``other``; stacks outside the processor (start-up,
+idle pool threads) are left out.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ def _name(frame: str) -> str:
 def _has(*names: str) -> Callable[[str, bool], bool]:
     wanted = frozenset(names)
     return lambda frame, _leaf: _name(frame) in wanted
+
+
+def _leaf_in(*names: str) -> Callable[[str, bool], bool]:
+    wanted = frozenset(names)
+    return lambda frame, leaf: leaf and _name(frame) in wanted
 
 
 def _arrow(frame: str, leaf: bool) -> bool:
@@ -56,9 +65,13 @@ RULES: tuple[Rule, ...] = (
     ),
     ("profile store write", _has("SqlProfileStore.write")),
     ("identity + profile state", _has("ProfileService.resolve", "Processor._replayed_profiles")),
+    ("node cache upkeep", _has("NodeCache.check", "NodeCache.written")),
+    ("privacy stage", _has("Processor._privacy")),
+    ("profile exports", _has("ProfileExports.run")),
     ("decode, plan, enrich", _has("Processor._check_and_enrich", "Processor._decode")),
     ("log read", _has("Processor._poll")),
     ("log commit", _has("SQLiteEventLog.commit")),
+    ("freeing the batch", _leaf_in("Processor._poll_and_apply", "Processor._apply")),
 )
 ORDER = (*(name for name, _ in RULES), "other")
 _INSIDE = ("Processor.", "LakeWriter.", "_Committer.")
