@@ -15,8 +15,8 @@ which they arrive:
   the end of the latest. An event at or before that end (plus the gap) is taken to belong
   to a closed session and adds no interval, so the count is exact in any arrival order
   unless an event arrives after a session at or after its time was closed. Merged states
-  add their closed counts (a visit closed by one identifier and held by another counts for
-  each);
+  add their closed counts (a visit closed by one identifier and held by another counts
+  once per session each of them has in it);
 * last page: the page event with the latest time;
 * declared computed traits (``count``, ``sum``, ``min``, ``max``, ``first``, ``last`` of a
   property of an event): each kept in a mergeable form; sums are exact decimals.
@@ -295,7 +295,8 @@ class StateFolder:
 
     def _session_time(self, state: NodeState, ts: int) -> None:
         """Add an event time to the state's sessions; close the oldest beyond the bound.
-        Kept intervals always start more than the gap after the latest closed session."""
+        Kept intervals start more than the gap after the latest closed session (as long as
+        the gap setting is unchanged; a larger one may count a joined visit twice)."""
         gap, sessions, until = self.gap, state.sessions, state.closed_until
         if until is not None and ts <= until + gap:  # a closed session's: already counted
             if ts > until:  # it extends the latest closed session, maybe up to kept ones
