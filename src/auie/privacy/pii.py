@@ -42,9 +42,13 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+#: The fewest digits of a card number (so the shortest text the card pattern can match).
+_CARD_MIN = 13
+
+
 def _card(found: set[str], match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    if 13 <= len(digits) <= 19 and _luhn(digits):
+    if _CARD_MIN <= len(digits) <= 19 and _luhn(digits):
         found.add("card")
         return "[card]"
     return match.group()
@@ -64,10 +68,6 @@ def _phone(found: set[str], match: re.Match[str]) -> str:
         found.add("phone")
         return "[phone]"
     return match.group()
-
-
-#: The shortest text each pattern can match: an e-mail needs its "@", a card 13 digits.
-_CARD_MIN = 13
 
 
 def scan_text(text: str, mode: str) -> tuple[str, set[str]]:

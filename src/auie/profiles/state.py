@@ -310,7 +310,7 @@ class StateFolder:
             last = sessions[excess - 1][1]
             del sessions[:excess]
             state.closed_sessions += excess
-            state.closed_until = last if until is None else max(until, last)
+            state.closed_until = _latest(until, last)
 
     def _computed(
         self,
