@@ -116,6 +116,10 @@ class AuthConfig(_Section):
     key_refresh_seconds: float = Field(30.0, gt=0)
 
 
+#: Computed traits every profile has (a declared one may not take their names).
+BUILT_IN_TRAITS = ("firstSeen", "lastSeen", "eventCounts", "otherEvents", "sessions", "lastPage")
+
+
 class ComputedTraitConfig(_Section):
     """A computed trait: ``kind`` of ``property`` over events named ``event`` (all if unset)."""
 
@@ -126,6 +130,8 @@ class ComputedTraitConfig(_Section):
 
     @model_validator(mode="after")
     def _property_needed(self) -> ComputedTraitConfig:
+        if self.name in BUILT_IN_TRAITS:
+            raise ValueError(f"computed trait name {self.name!r} is a built-in computed trait")
         if self.kind != "count" and not self.property:
             raise ValueError(f"computed trait {self.name!r} of kind {self.kind} needs a property")
         return self
@@ -146,9 +152,20 @@ class ProfilesConfig(_Section):
     #: Session intervals kept per identifier: older sessions are only counted, which
     #: bounds a heavy user's stored state (see docs/profiles.md).
     max_sessions: int = Field(100, ge=1)
+    #: Track event names counted by name per identifier: beyond it, the alphabetically
+    #: first are kept and the others' events counted as ``otherEvents`` (docs/profiles.md).
+    max_event_names: int = Field(500, ge=1)
     computed: tuple[ComputedTraitConfig, ...] = ()
     #: Largest identity component re-clustered at once (protects against junk hubs).
     max_component_nodes: int = Field(10_000, ge=10)
+
+    @model_validator(mode="after")
+    def _distinct_computed(self) -> ProfilesConfig:
+        names = [trait.name for trait in self.computed]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"computed traits declared twice: {', '.join(twice)}")
+        return self
 
 
 class ProcessConfig(_Section):

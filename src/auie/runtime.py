@@ -123,6 +123,7 @@ class Runtime:
             [ComputedTrait(c.name, c.kind, c.event, c.property) for c in config.computed],
             consent_categories=self.settings.privacy.consent_categories,
             max_sessions=config.max_sessions,
+            max_event_names=config.max_event_names,
         )
         service = ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
         service.decrypt = self._decrypt

@@ -564,3 +564,44 @@ def test_profile_api_errors_and_isolation(api: App) -> None:
         assert_error(
             api.client.get(f"/v1/profiles/{path}/events", headers=bearer(foreign)), 404, "not_found"
         )
+
+
+def test_the_profile_bounds_are_settings(make_app: Callable[..., App]) -> None:
+    """``profiles.max_event_names`` and ``profiles.max_sessions`` reach the processor: the
+    profile counts the alphabetically first names and the rest as ``otherEvents``, and
+    counts closed sessions with the kept ones."""
+    app = make_app(
+        **{
+            "profiles.max_event_names": 1,
+            "profiles.max_sessions": 1,
+            "profiles.computed": [{"name": "checkouts", "kind": "count", "event": "Checkout"}],
+            "lake.flush_max_seconds": 0.01,
+        }
+    )
+    names = ["Viewed C", "Viewed A", "Checkout", "Viewed B", "Viewed A"]
+    send(
+        app,
+        [
+            {
+                "type": "track",
+                "userId": "u-7",
+                "event": name,
+                "messageId": f"t-{i}",
+                "timestamp": at(i * 90),  # every event a session of its own
+            }
+            for i, name in enumerate(names)
+        ],
+    )
+    drain(app.runtime.processor())
+    token = get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")
+    reply = app.client.get("/v1/profiles/user_id/u-7", headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+    computed = reply.json()["computedTraits"]
+    assert computed["eventCounts"] == {"Checkout": 1, "Viewed A": 2}
+    assert computed["otherEvents"] == 2
+    assert computed["checkouts"] == 1
+    assert computed["sessions"] == 5
+    stored = app.runtime.profile_store.nodes(app.boot.workspace, ["user_id:u-7"])
+    state = stored["user_id:u-7"].state
+    assert state is not None
+    assert (len(state.sessions), state.closed_sessions) == (1, 4)

@@ -245,6 +245,37 @@ def test_wrong_values_in_env(name: str, raw: str) -> None:
         load_settings(environ={name: raw})
 
 
+@pytest.mark.parametrize(
+    ("computed", "problem"),
+    [
+        (
+            [{"name": "sessions", "kind": "count"}],
+            "computed trait name 'sessions' is a built-in computed trait",
+        ),
+        (
+            [
+                {"name": "orders", "kind": "count"},
+                {"name": "orders", "kind": "count", "event": "x"},
+            ],
+            "computed traits declared twice: orders",
+        ),
+    ],
+)
+def test_declared_computed_traits_have_names_of_their_own(
+    tmp_path: Path, computed: list[dict[str, str]], problem: str
+) -> None:
+    """A declared trait named like a built-in one, or twice, would overwrite the other's
+    value on every profile."""
+    lines = "".join(
+        "[[profiles.computed]]\n" + "".join(f'{k} = "{v}"\n' for k, v in trait.items())
+        for trait in computed
+    )
+    path = tmp_path / "auie.toml"
+    path.write_text(lines)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_settings(config_file=path, environ={})
+
+
 def test_wrong_type_in_toml(tmp_path: Path) -> None:
     path = tmp_path / "auie.toml"
     path.write_text('[server]\nport = "eighty"\n')

@@ -8,7 +8,11 @@ which they arrive:
 
 * traits: last write wins by event time, ties broken by ``messageId``;
 * first/last seen: min/max of event time;
-* counts by event name: sums;
+* counts by event name: sums. An identifier counts at most ``max_event_names`` track event
+  names by name: beyond that, the names kept are the alphabetically first (whatever the
+  order they arrived in), and the events of the others are counted together as *other
+  events*. Event types (``page``, ``identify``...) and the events of declared computed
+  traits are always counted by name. Merged states keep the same bound;
 * sessions: event-time intervals, joined when at most the session gap apart (joining
   intervals gives the same sessions as splitting all the events at once). An identifier
   keeps its latest ``max_sessions`` intervals; older ones are *closed*: only counted, with
@@ -45,6 +49,10 @@ CONSENT_TYPE = "consent"
 _CONSENT_HISTORY = 200
 #: Session intervals an identifier keeps by default (``profiles.max_sessions``).
 DEFAULT_MAX_SESSIONS = 100
+#: Track event names an identifier counts by name by default (``profiles.max_event_names``).
+DEFAULT_MAX_EVENT_NAMES = 500
+#: Event types, counted under their type's name (never bounded).
+_TYPES = frozenset({"page", "screen", "identify", "group", "alias"})
 ComputedKind = Literal["count", "sum", "min", "max", "first", "last"]
 
 #: (event time ms, messageId): the order "last write wins" uses.
@@ -79,6 +87,8 @@ class NodeState:
     #: Sessions closed (counted, no longer kept as intervals) and the end of the latest.
     closed_sessions: int = 0
     closed_until: int | None = None
+    #: Events counted in no name of ``counts`` (names beyond the bound).
+    other_events: int = 0
 
     # -- serialisation -------------------------------------------------------------
 
@@ -100,6 +110,7 @@ class NodeState:
                 else {}
             ),
             **({"n": self.closed_sessions, "u": self.closed_until} if self.closed_sessions else {}),
+            **({"o": self.other_events} if self.other_events else {}),
         }
 
     @classmethod
@@ -117,6 +128,7 @@ class NodeState:
             consent_history=[list(h) for h in data.get("h", [])],
             closed_sessions=int(data.get("n", 0)),
             closed_until=data.get("u"),
+            other_events=int(data.get("o", 0)),
         )
 
     def encode(self) -> bytes:
@@ -137,6 +149,8 @@ class NodeState:
         if self.closed_sessions:
             data["n"] = self.closed_sessions
             data["u"] = self.closed_until
+        if self.other_events:
+            data["o"] = self.other_events
         return _encode(data)
 
     @classmethod
@@ -162,6 +176,7 @@ class NodeState:
             stored.consent_history,
             stored.closed_sessions,
             stored.closed_until,
+            stored.other_events,
         )
 
 
@@ -179,6 +194,7 @@ class _Stored(
         "consent_history": "h",
         "closed_sessions": "n",
         "closed_until": "u",
+        "other_events": "o",
     },
 ):
     """The JSON form of a :class:`NodeState` (see ``to_json``), typed for msgspec."""
@@ -194,6 +210,7 @@ class _Stored(
     consent_history: list[list[Any]] = []
     closed_sessions: int = 0
     closed_until: Any = None
+    other_events: int = 0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -253,12 +270,18 @@ class StateFolder:
         consent_categories: Mapping[str, str] | None = None,
         *,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_event_names: int = DEFAULT_MAX_EVENT_NAMES,
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if max_event_names < 1:
+            raise ValueError("max_event_names must be at least 1")
         self.gap = session_gap_ms
         self.max_sessions = max_sessions
+        self.max_event_names = max_event_names
         self.computed = tuple(computed)
+        #: Names always counted by name: the types and the declared traits' events.
+        self.unbounded = _TYPES | {t.event for t in self.computed if t.event is not None}
         self.consent_categories = dict(consent_categories or {})
 
     # -- events -----------------------------------------------------------------------
@@ -278,7 +301,14 @@ class StateFolder:
         state.last_seen = ts if state.last_seen is None else max(state.last_seen, ts)
         name = event.get("event") if kind == "track" else kind
         key = str(name)
-        state.counts[key] = state.counts.get(key, 0) + 1
+        counts = state.counts
+        count = counts.get(key)
+        if count is not None:
+            counts[key] = count + 1
+        elif len(counts) < self.max_event_names or key in self.unbounded:
+            counts[key] = 1
+        else:
+            self._count_new_name(state, key)
         self._session_time(state, ts)
         if kind == "identify":
             traits = event.get("traits") or {}
@@ -292,6 +322,24 @@ class StateFolder:
                 state.last_page = (page, stamp)
         for trait in self.computed:
             self._computed(state, trait, event, key, stamp)
+
+    def _count_new_name(self, state: NodeState, key: str) -> None:
+        """Count the first event of a name when the state is at its bound: the name is
+        kept if it sorts before a kept one, whose events then become other events."""
+        state.counts[key] = 1
+        self._trim_names(state)
+
+    def _trim_names(self, state: NodeState) -> None:
+        """Keep the alphabetically first ``max_event_names`` bounded names; count the
+        others' events as other events (an older writer's state may hold more)."""
+        counts, unbounded = state.counts, self.unbounded
+        bounded = [name for name in counts if name not in unbounded]
+        excess = len(bounded) - self.max_event_names
+        if excess <= 0:
+            return
+        dropped = (max(bounded),) if excess == 1 else sorted(bounded)[self.max_event_names :]
+        for name in dropped:
+            state.other_events += counts.pop(name)
 
     def _session_time(self, state: NodeState, ts: int) -> None:
         """Add an event time to the state's sessions; close the oldest beyond the bound.
@@ -376,6 +424,9 @@ class StateFolder:
         into.last_seen = _latest(into.last_seen, other.last_seen)
         for event_name, count in other.counts.items():
             into.counts[event_name] = into.counts.get(event_name, 0) + count
+        into.other_events += other.other_events
+        if len(into.counts) > self.max_event_names:
+            self._trim_names(into)
         self._merge_sessions(into, other)
         if other.last_page is not None and (
             into.last_page is None or _later(other.last_page[1], into.last_page[1])
@@ -405,9 +456,13 @@ class StateFolder:
     def is_merged(self, state: NodeState) -> bool:
         """Whether ``state`` is what merging it into an empty state gives (for the facts
         the presentation reads): its sessions are sorted and further apart than the gap
-        (they are unless the gap setting changed since they were written), and its
-        consent history is in order and within its bound."""
-        sessions, gap = state.sessions, self.gap
+        (they are unless the gap setting changed since they were written), its event
+        names and consent history are within their bounds, and the history is in order."""
+        counts, sessions, gap = state.counts, state.sessions, self.gap
+        if len(counts) > self.max_event_names and (
+            sum(name not in self.unbounded for name in counts) > self.max_event_names
+        ):  # an older writer's state: more names than the bound
+            return False
         if any(s[0] > s[1] for s in sessions) or any(
             later[0] - earlier[1] <= gap for earlier, later in itertools.pairwise(sessions)
         ):
@@ -470,6 +525,8 @@ class StateFolder:
             "sessions": state.closed_sessions + len(state.sessions),
             "lastPage": state.last_page[0] if state.last_page else None,
         }
+        if state.other_events:  # names beyond the bound
+            result["otherEvents"] = state.other_events
         for trait in self.computed:
             value = state.computed.get(trait.name)
             if trait.kind in ("first", "last") and value is not None:

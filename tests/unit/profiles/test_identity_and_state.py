@@ -25,7 +25,7 @@ from auie.profiles.identity import (
     event_identity,
     profile_id,
 )
-from auie.profiles.state import ComputedTrait, NodeState, StateFolder
+from auie.profiles.state import DEFAULT_MAX_EVENT_NAMES, ComputedTrait, NodeState, StateFolder
 
 RULES = IdentityRules()
 WS = "ws_test"
@@ -560,6 +560,73 @@ def test_merged_states_add_their_closed_sessions() -> None:
     assert folder.computed_traits(merged[0])["sessions"] == 14  # that visit twice
 
 
+# -- event names beyond the bound ---------------------------------------------------------
+
+
+def test_an_identifier_counts_its_alphabetically_first_event_names_in_any_order() -> None:
+    """Dynamic event names (``Viewed <product>``) cannot grow a state without bound: past
+    ``max_event_names`` the first names alphabetically keep their counts, the others'
+    events are counted together, and the result does not depend on the arrival order.
+    Event types and the events of declared computed traits are always counted by name."""
+    folder = StateFolder(GAP, [ComputedTrait("viewed_z", "count", "Viewed Z")], max_event_names=2)
+    names = ["Viewed C", "Signed Up", "Viewed A", "Viewed C", "Viewed Z", "Viewed B", "Viewed A"]
+    stream = [track(i, f"t{i}", name) for i, name in enumerate(names)]
+    stream += [page(100 + i, f"p{i}", "https://a/") for i in range(3)]
+    views = set()
+    for seed in range(30):
+        shuffled = random.Random(seed).sample(stream, len(stream))
+        traits = folder.computed_traits(fold(folder, shuffled))
+        views.add(json.dumps(traits, sort_keys=True))
+        assert traits["eventCounts"] == {"Signed Up": 1, "Viewed A": 2, "Viewed Z": 1, "page": 3}
+        assert traits["otherEvents"] == 3  # Viewed B once, Viewed C twice
+        assert traits["viewed_z"] == 1
+    assert len(views) == 1
+    under = StateFolder(GAP, max_event_names=10)
+    assert "otherEvents" not in under.computed_traits(fold(under, stream))
+
+
+@PROPS
+@given(
+    st.lists(st.sampled_from(["A", "B", "C", "D", "E", "page"]), max_size=30),
+    st.integers(1, 4),
+    st.randoms(use_true_random=False),
+)
+def test_bounded_event_counts_match_a_plain_computation(
+    names: list[str], bound: int, rnd: random.Random
+) -> None:
+    folder = StateFolder(GAP, max_event_names=bound)
+    stream = [
+        page(i, f"m{i}", "https://a/") if name == "page" else track(i, f"m{i}", name)
+        for i, name in enumerate(names)
+    ]
+    state = fold(folder, rnd.sample(stream, len(stream)))
+    kept = [*sorted({n for n in names if n != "page"})[:bound], "page"]
+    expected = {n: names.count(n) for n in kept if n in names}
+    assert state.counts == expected
+    assert state.other_events == len(names) - sum(expected.values())
+    # Split between two identifiers and merged (a profile), in both orders: the same.
+    cut = rnd.randint(0, len(stream))
+    for first, second in ((stream[:cut], stream[cut:]), (stream[cut:], stream[:cut])):
+        merged = fold(folder, first)
+        folder.merge(merged, fold(folder, second))
+        assert (merged.counts, merged.other_events) == (expected, state.other_events)
+
+
+def test_a_state_with_more_names_than_the_bound_is_trimmed_when_read_and_written() -> None:
+    """A state written before the bound (or under a larger one) is shown within the
+    bound, and stored within it at its next new name."""
+    older = NodeState(counts={"D": 4, "A": 1, "C": 3, "B": 2, "page": 5})
+    folder = StateFolder(GAP, max_event_names=2)
+    assert not folder.is_merged(older)
+    shown = NodeState()
+    folder.merge(shown, older)
+    assert (shown.counts, shown.other_events) == ({"A": 1, "B": 2, "page": 5}, 7)
+    folder.apply(older, *track(1, "m1", "E"))
+    assert (older.counts, older.other_events) == ({"A": 1, "B": 2, "page": 5}, 8)
+    assert folder.is_merged(older)
+    assert NodeState.decode(older.encode()) == older
+
+
 COMPUTED = [
     ComputedTrait("orders", "count", "Order Completed"),
     ComputedTrait("events", "count"),
@@ -640,7 +707,10 @@ def test_state_survives_json() -> None:
 def test_state_text_is_to_json_and_reads_back_as_from_json(data: st.DataObject) -> None:
     """The store's fast codec writes exactly ``to_json`` and reads exactly ``from_json``."""
     kept = data.draw(st.sampled_from([1, 2, 100]))  # small bounds close sessions
-    folder = StateFolder(GAP, COMPUTED, {"C0002": "analytics"}, max_sessions=kept)
+    names = data.draw(st.sampled_from([1, DEFAULT_MAX_EVENT_NAMES]))  # and count others
+    folder = StateFolder(
+        GAP, COMPUTED, {"C0002": "analytics"}, max_sessions=kept, max_event_names=names
+    )
     folded = [*data.draw(events("a")), *data.draw(events("b"))]
     state = fold(folder, folded)
     if data.draw(st.booleans()):
@@ -684,7 +754,7 @@ def events(draw: st.DrawFn, part: str) -> list[tuple[dict[str, Any], int]]:
             traits = draw(st.dictionaries(st.sampled_from(["plan", "name", "age"]), _values))
             result.append(identify(ts, mid, **traits))
         elif kind == "track":
-            name = draw(st.sampled_from(["Order Completed", "Signed Up"]))
+            name = draw(st.sampled_from(["Order Completed", "Signed Up", "Viewed A", "Viewed B"]))
             props = draw(st.dictionaries(st.sampled_from(["total", "plan", "source"]), _values))
             result.append(track(ts, mid, name, **props))
         else:
@@ -732,15 +802,23 @@ def test_merge_is_commutative_and_associative(
 
 
 @settings(PROPS, max_examples=100)
-@given(events("a"), events("b"), events("c"), st.sampled_from([1, 2]))
-def test_merge_laws_hold_for_states_with_closed_sessions(
+@given(
+    events("a"),
+    events("b"),
+    events("c"),
+    st.sampled_from([1, 2]),
+    st.sampled_from([1, 2, DEFAULT_MAX_EVENT_NAMES]),
+)
+def test_merge_laws_hold_for_bounded_states(
     a: list[tuple[dict[str, Any], int]],
     b: list[tuple[dict[str, Any], int]],
     c: list[tuple[dict[str, Any], int]],
     kept: int,
+    names: int,
 ) -> None:
-    """Identifiers with closed sessions merge in any order and grouping to one state."""
-    folder = StateFolder(GAP, COMPUTED, max_sessions=kept)
+    """Identifiers with closed sessions and event names beyond the bound merge in any
+    order and grouping to one state."""
+    folder = StateFolder(GAP, COMPUTED, max_sessions=kept, max_event_names=names)
     parts = [fold(folder, part) for part in (a, b, c)]
 
     def merged(*states: NodeState) -> NodeState:
@@ -758,18 +836,23 @@ def test_merge_laws_hold_for_states_with_closed_sessions(
 
 
 @settings(PROPS, max_examples=100)
-@given(events("a"), st.sampled_from([GAP, GAP // 2, 3 * GAP]))
+@given(
+    events("a"),
+    st.sampled_from([GAP, GAP // 2, 3 * GAP]),
+    st.sampled_from([1, DEFAULT_MAX_EVENT_NAMES]),
+)
 def test_a_state_is_merged_exactly_when_merging_it_into_nothing_changes_nothing(
-    folded: list[tuple[dict[str, Any], int]], gap_now: int
+    folded: list[tuple[dict[str, Any], int]], gap_now: int, names_now: int
 ) -> None:
     """Profiles of one node skip the merge (``StateFolder.is_merged``); a state written
-    under another session gap, or with its consent history out of order, does not."""
+    under another session gap or a larger event-name bound, or with its consent history
+    out of order, does not."""
     state = fold(StateFolder(GAP, COMPUTED), folded)
     state.consent_history = [
         [5, "m2", "analytics", True, "api"],
         [1, "m1", "analytics", False, "api"],
     ][: len(folded) % 3]
-    folder = StateFolder(gap_now, COMPUTED)
+    folder = StateFolder(gap_now, COMPUTED, max_event_names=names_now)
     merged = NodeState()
     folder.merge(merged, state)
     if folder.is_merged(state):
@@ -777,4 +860,8 @@ def test_a_state_is_merged_exactly_when_merging_it_into_nothing_changes_nothing(
         assert folder.consent(state) == folder.consent(merged)
         assert (state.first_seen, state.last_seen) == (merged.first_seen, merged.last_seen)
     else:
-        assert state.sessions != merged.sessions or state.consent_history != merged.consent_history
+        assert (
+            state.sessions != merged.sessions
+            or state.consent_history != merged.consent_history
+            or state.counts != merged.counts
+        )
