@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -180,3 +181,8 @@ def start_server(data_dir: Path, port: int | None = None, *args: str) -> Server:
         server.stop()
         raise
     return server
+
+
+def route_template(path: str) -> str:
+    """A route's path as OpenAPI documents it: ``{id_value:path}`` → ``{id_value}``."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)

@@ -64,7 +64,7 @@ from auie.auth.scopes import (
 )
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
 from auie.runtime import Runtime
-from helpers import basic, bearer, get_token, make_settings
+from helpers import basic, bearer, get_token, make_settings, route_template
 from pipeline import drain
 
 pytestmark = pytest.mark.slow
@@ -156,7 +156,8 @@ def _security(route: Any) -> set[str]:
 
 def _rule(context: Any, method: str) -> Route | str:
     """The access rule of one method of a route, or why it has none."""
-    path, name = context.path, f"{method} {context.path}"
+    path = route_template(context.path)
+    name = f"{method} {path}"
     params = tuple(p.name for p in context.dependant.path_params)
     scopes, token = _scopes_required(context.dependant)
     family = next((f for f in FAMILIES if path.startswith(f)), None)

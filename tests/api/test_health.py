@@ -18,7 +18,7 @@ from auie.api.app import create_app
 from auie.api.web import UI_PATHS
 from auie.runtime import Bootstrap, Runtime
 from conftest import App
-from helpers import basic, bearer, make_settings
+from helpers import basic, bearer, make_settings, route_template
 
 #: Routes that serve the documentation itself rather than the API.
 DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
@@ -244,7 +244,7 @@ def served_routes(client: TestClient) -> set[tuple[str, str]]:
         assert route.path, f"a route without a path: {route!r}"
         for method in route.methods or ():
             if method != "HEAD":
-                served.add((route.path, method.lower()))
+                served.add((route_template(route.path), method.lower()))
     return served
 
 

@@ -493,7 +493,15 @@ def test_profile_api(api: App) -> None:
     reply = api.client.get("/v1/profiles/user_id/u-1", headers=bearer(token))
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    assert set(body) == {"profileId", "identities", "traits", "computedTraits", "merges"}
+    assert set(body) == {
+        "profileId",
+        "identities",
+        "traits",
+        "computedTraits",
+        "consent",
+        "merges",
+    }
+    assert body["consent"] == {"current": {}, "history": []}
     ws = api.boot.workspace
     assert body["profileId"] == profile_id(ws, "user_id:u-1")
     assert sorted(body["identities"], key=lambda i: i["type"]) == [
@@ -525,6 +533,11 @@ def test_profile_api(api: App) -> None:
     events = api.client.get("/v1/profiles/email/ada@example.com/events", headers=bearer(token))
     assert events.status_code == 200, events.text
     assert [e["messageId"] for e in events.json()["events"]] == ["t-1", "i-1", "p-1"]
+    # The lake holds the e-mail encrypted (field encryption); the API shows it as the
+    # profile does.
+    assert events.json()["events"][1]["traits"] == {"email": "Ada@Example.com", "plan": "pro"}
+    raw = api.runtime.lake.refresh(ws, "events").scan(selected_fields=("traits",)).to_arrow()
+    assert not any("Ada@Example.com" in (t or "") for t in raw["traits"].to_pylist())
 
 
 def assert_error(reply: Any, status: int, code: str) -> None:
@@ -605,3 +618,46 @@ def test_the_profile_bounds_are_settings(make_app: Callable[..., App]) -> None:
     state = stored["user_id:u-7"].state
     assert state is not None
     assert (len(state.sessions), state.closed_sessions) == (1, 4)
+
+
+def test_profile_events_are_the_persons_own_on_a_shared_device(
+    make_app: Callable[..., App],
+) -> None:
+    """Carol and Dave share a device: the device's anonymous events are Carol's (she logged
+    in on it first), Dave's events on it are his, and neither sees the other's. Ids with
+    surrounding white space or a slash are read like any other."""
+    app = make_app(**{"lake.flush_max_seconds": 0.01})
+    send(
+        app,
+        [
+            {"type": "track", "anonymousId": "dev-S", "event": "Viewed", "timestamp": at(0)},
+            {"type": "identify", "anonymousId": "dev-S", "userId": "carol", "timestamp": at(10)},
+            {"type": "identify", "anonymousId": "dev-S", "userId": "dave", "timestamp": at(30)},
+            {
+                "type": "track",
+                "anonymousId": "dev-S",
+                "userId": "dave",
+                "event": "Bought",
+                "timestamp": at(31),
+            },
+            {"type": "track", "userId": " spaced ", "event": "S", "timestamp": at(40)},
+            {"type": "track", "userId": "spaced", "event": "S", "timestamp": at(41)},
+            {"type": "track", "userId": "team/a b", "event": "T", "timestamp": at(50)},
+        ],
+    )
+    drain(app.runtime.processor())
+    token = get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")
+
+    def events(path: str) -> list[tuple[str, str | None]]:
+        reply = app.client.get(f"/v1/profiles/{path}/events", headers=bearer(token))
+        assert reply.status_code == 200, reply.text
+        return [(e["type"], e.get("event")) for e in reply.json()["events"]]
+
+    assert events("user_id/carol") == [("identify", None), ("track", "Viewed")]
+    assert events("anonymous_id/dev-S") == events("user_id/carol")
+    assert events("user_id/dave") == [("track", "Bought"), ("identify", None)]
+    assert events("user_id/spaced") == [("track", "S"), ("track", "S")]
+    assert events("user_id/team%2Fa%20b") == [("track", "T")]
+    reply = app.client.get("/v1/profiles/user_id/team%2Fa%20b", headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+    assert {"type": "user_id", "value": "team/a b"} in reply.json()["identities"]

@@ -13,6 +13,7 @@ from auie.auth.scopes import PROFILES_READ
 from auie.auth.tokens import Principal
 from auie.lake.query import person_events
 from auie.lake.tables import EVENTS
+from auie.profiles.identity import node
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -27,18 +28,10 @@ router = APIRouter(
 _reader = Depends(scope(PROFILES_READ))
 
 
-@router.get("/{id_type}/{id_value}", response_model=ProfileOut, operation_id="get_profile")
-async def get_profile(
-    id_type: str, id_value: str, request: Request, who: Principal = _reader
-) -> Any:
-    """The profile of an identifier (``user_id``, ``anonymous_id``, ``email``, ...)."""
-    runtime: Runtime = request.app.state.runtime
-    profile = await run_in_threadpool(runtime.profiles.profile, who.workspace_id, id_type, id_value)
-    return profile.to_dict()
-
-
+# The events route comes first: an identifier may hold "/" ({id_value:path}), and
+# ".../events" is this route's, so an identifier ending in "/events" reads as its events.
 @router.get(
-    "/{id_type}/{id_value}/events",
+    "/{id_type}/{id_value:path}/events",
     response_model=ProfileEventsOut,
     operation_id="get_profile_events",
 )
@@ -49,19 +42,36 @@ async def get_profile_events(
     limit: int = Query(50, ge=1, le=1000),
     who: Principal = _reader,
 ) -> Any:
-    """The person's most recent events in the lake, newest first."""
+    """The person's most recent events in the lake, newest first (field-encrypted values
+    decrypted, as the profile shows them)."""
     runtime: Runtime = request.app.state.runtime
+    workspace = who.workspace_id
 
     def read() -> dict[str, Any]:
-        profile = runtime.profiles.profile(who.workspace_id, id_type, id_value)
+        profile = runtime.profiles.profile(workspace, id_type, id_value)
         users = [i["value"] for i in profile.identities if i["type"] == "user_id"]
         anonymous = [i["value"] for i in profile.identities if i["type"] == "anonymous_id"]
-        if not runtime.lake.exists(who.workspace_id, EVENTS):
+        if not runtime.lake.exists(workspace, EVENTS):
             return {"profileId": profile.profile_id, "events": []}
-        table = runtime.lake.refresh(who.workspace_id, EVENTS)
+        table = runtime.lake.refresh(workspace, EVENTS)
+        own = {node(i["type"], i["value"]) for i in profile.identities}
+        owner = runtime.profiles.rules.owner
+        events = person_events(
+            table, users, anonymous, limit, lambda user, anon: owner(user, anon) in own
+        )
         return {
             "profileId": profile.profile_id,
-            "events": person_events(table, users, anonymous, limit),
+            "events": runtime.privacy.cipher.decrypt_all(workspace, events),
         }
 
     return await run_in_threadpool(read)
+
+
+@router.get("/{id_type}/{id_value:path}", response_model=ProfileOut, operation_id="get_profile")
+async def get_profile(
+    id_type: str, id_value: str, request: Request, who: Principal = _reader
+) -> Any:
+    """The profile of an identifier (``user_id``, ``anonymous_id``, ``email``, ...)."""
+    runtime: Runtime = request.app.state.runtime
+    profile = await run_in_threadpool(runtime.profiles.profile, who.workspace_id, id_type, id_value)
+    return profile.to_dict()

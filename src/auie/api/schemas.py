@@ -216,11 +216,27 @@ class MergeOut(BaseModel):
     kind: str
 
 
+class ConsentHistoryOut(BaseModel):
+    timestamp: str
+    messageId: str
+    purpose: str
+    granted: bool
+    source: str
+
+
+class ProfileConsentOut(BaseModel):
+    """Current consent per purpose (latest statement by event time) and every statement."""
+
+    current: dict[str, bool]
+    history: list[ConsentHistoryOut]
+
+
 class ProfileOut(BaseModel):
     profileId: str
     identities: list[Identity]
     traits: dict[str, Any]
     computedTraits: dict[str, Any]
+    consent: ProfileConsentOut
     merges: list[MergeOut]
 
 

@@ -10,7 +10,8 @@ fields pass through untouched; ``writeKey`` is dropped.
 Rules (each violation raises :class:`~auie.errors.InvalidEvent` with a precise code):
 
 * every event has ``userId`` or ``anonymousId`` (non-empty string, or a number, which is
-  turned into its decimal string, as analytics.js does);
+  turned into its decimal string, as analytics.js does); surrounding white space is
+  removed from both, and ``previousId`` and ``groupId``;
 * track needs ``event``; group needs ``groupId``; alias needs ``previousId`` and ``userId``;
 * ``properties``, ``traits``, ``context``, ``integrations`` are objects when present;
 * identify traits sent in ``context.traits`` (some mobile SDKs) become ``traits``;
@@ -106,9 +107,13 @@ def parse_time(value: object, field: str) -> datetime:
 
 
 def _identifier(message: Mapping[str, Any], field: str) -> str | None:
+    """The id without surrounding white space (identity resolution ignores it, so the lake
+    and the profile agree); None when missing, empty or only white space."""
     value = message.get(field)
-    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:  # the common case, first
-        return value
+    if type(value) is str:
+        value = value.strip()
+        if 0 < len(value) <= MAX_ID_LENGTH:  # the common case, first
+            return value
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):

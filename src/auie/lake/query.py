@@ -4,11 +4,12 @@ rewards (for off-policy evaluation)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
@@ -50,15 +51,23 @@ def _filter(users: Sequence[str], anonymous: Sequence[str]) -> BooleanExpression
     return parts[0] if len(parts) == 1 else Or(parts[0], parts[1])
 
 
+#: Whether an event with this (user id, anonymous id) belongs to the person.
+Belongs = Callable[[str | None, str | None], bool]
+
+
 def person_events(
-    table: Table, users: Sequence[str], anonymous: Sequence[str], limit: int
+    table: Table, users: Sequence[str], anonymous: Sequence[str], limit: int, belongs: Belongs
 ) -> list[dict[str, Any]]:
-    """The most recent events of these identifiers, newest first, in the Segment shape."""
+    """The most recent events of a person with these user and anonymous ids, newest first,
+    in the Segment shape. An event carrying one of the person's anonymous ids and another
+    person's user id (a shared device) is the other person's: ``belongs`` decides."""
     row_filter = _filter(users, anonymous)
     if row_filter is None:
         return []
     columns = (*_FIELDS, *_JSON_COLUMNS)
     data = table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
+    ids = zip(data["user_id"].to_pylist(), data["anonymous_id"].to_pylist(), strict=True)
+    data = data.filter(pa.array([belongs(user, anonymous) for user, anonymous in ids]))
     if data.num_rows == 0:
         return []
     data = data.sort_by([("timestamp", "descending"), ("message_id", "ascending")])

@@ -18,7 +18,7 @@ from auie.eventlog import EventLog
 from auie.filelock import exclusive
 from auie.lake.catalog import Lake
 from auie.privacy.audit import AuditLog
-from auie.privacy.crypto import FieldCipher, Pseudonymizer, is_encrypted
+from auie.privacy.crypto import FieldCipher, Pseudonymizer
 from auie.privacy.person import Person, Subject, resolve_person
 from auie.privacy.suppression import SuppressionList
 from auie.profiles.service import ProfileService
@@ -92,13 +92,7 @@ class PrivacyContext:
     def decrypt(self, workspace: str, value: Any) -> Any:
         """``value`` with every ``enc:v1:`` string in it decrypted (erased keys give
         ``[erased]``)."""
-        if is_encrypted(value):
-            return self.cipher.decrypt(workspace, value)
-        if isinstance(value, dict):
-            return {k: self.decrypt(workspace, v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.decrypt(workspace, v) for v in value]
-        return value
+        return self.cipher.decrypt_all(workspace, value)
 
     @contextlib.contextmanager
     def lake_mutation(self) -> Iterator[None]:

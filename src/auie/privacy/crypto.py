@@ -242,6 +242,15 @@ class FieldCipher:
         sealed = aead.encrypt(nonce, plain, f"{workspace}:{key_id}".encode())
         return f"{PREFIX}{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
+    def decrypt_all(self, workspace: str, value: Any) -> Any:
+        """``value`` with every ciphertext string in it (at any depth of its objects and
+        arrays) decrypted."""
+        if isinstance(value, dict):
+            return {k: self.decrypt_all(workspace, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.decrypt_all(workspace, v) for v in value]
+        return self.decrypt(workspace, value)
+
     def decrypt(self, workspace: str, value: Any) -> Any:
         """The plain value; :data:`ERASED` when its key was destroyed; non-ciphertext as is."""
         if not is_encrypted(value):

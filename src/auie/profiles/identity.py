@@ -123,6 +123,15 @@ class IdentityRules:
             return None
         return text
 
+    def owner(self, user_id: Any, anonymous_id: Any) -> str | None:
+        """The identifier an event with these ids belongs to: its user id, else its
+        anonymous id (as :func:`event_identity`'s ``primary``)."""
+        user = self.clean(user_id)
+        if user:
+            return node(USER_ID, user)
+        anonymous = self.clean(anonymous_id)
+        return node(ANONYMOUS_ID, anonymous) if anonymous else None
+
 
 class EventIdentity(msgspec.Struct, gc=False):
     """What one event says about identity (a Struct: built per event, in no cycle)."""

@@ -37,6 +37,20 @@ def test_numeric_ids_become_strings_and_empty_ids_are_missing() -> None:
     assert "anonymousId" not in event
 
 
+def test_ids_lose_surrounding_white_space_and_blank_ids_are_missing() -> None:
+    """Identity resolution ignores the white space, so the lake must too: otherwise the
+    profile of "u-1" would not find the events of " u-1 "."""
+    event = normalize(
+        {"type": "alias", "userId": " u-1\t", "anonymousId": "   ", "previousId": " p "}
+    )
+    assert (event["userId"], event["previousId"]) == ("u-1", "p")
+    assert "anonymousId" not in event
+    assert normalize({"type": "group", "anonymousId": "a", "groupId": " g "})["groupId"] == "g"
+    with pytest.raises(InvalidEvent) as refused:
+        normalize({"type": "track", "userId": " ", "anonymousId": "\n", "event": "E"})
+    assert refused.value.code == "missing_identity"
+
+
 def test_path_type_wins_over_body_type() -> None:
     assert normalize({"type": "identify", "userId": "u", "event": "E"}, "track")["type"] == "track"
 
