@@ -5,6 +5,7 @@ invalid plans, replay after fixing the plan (CLI and API), and enrichment column
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -420,6 +421,40 @@ def test_replay_keeps_letters_that_still_fail(app: App, admin: dict[str, str]) -
         assert again.json()["replayed"] == 0
         assert [f["id"] for f in again.json()["failed"]] == [letter.id]
     assert [d.id for d in app.runtime.profile_store.dead_letters(app.boot.workspace)] == [letter.id]
+
+
+def test_replay_holds_collector_rejects_to_the_event_size_limit(
+    app: App, admin: dict[str, str]
+) -> None:
+    """An event the collector refused as too large stays too large on replay: it is
+    reported with the collector's code and message, stays pending and never reaches the lake."""
+    big = track("too-big", "Clicked", blob="x" * 40_000)
+    reply = app.client.post("/v1/batch", json={"batch": [big]}, headers=basic(app.boot.write_key))
+    assert reply.status_code == 200
+    [rejected] = reply.json()["rejected"]
+    assert rejected["code"] == "event_too_large"
+    process(app)
+    [letter] = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert (letter.stage, letter.code, letter.message) == (
+        "collect",
+        "event_too_large",
+        rejected["message"],
+    )
+
+    # The size differs by a few bytes: the collector also recorded the sender's IP.
+    too_large = re.compile(r"event is 40\d\d\d bytes; the limit is 32768")
+    for report in (
+        app.client.post("/v1/dead-letters/replay", json={}, headers=admin).json(),
+        replay_cli(app, "--stage", "collect"),
+    ):
+        assert report["replayed"] == 0
+        [failed] = report["failed"]
+        assert failed["id"] == letter.id
+        assert too_large.fullmatch(failed["message"]), failed
+    assert too_large.fullmatch(letter.message)
+    process(app)
+    assert app.runtime.profile_store.dead_letters(app.boot.workspace) == [letter]
+    assert "too-big" not in lake_events(app)
 
 
 # -- enrichment -------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
             stage=body.stage,
             code=body.code,
             limit=body.limit,
+            max_event_bytes=runtime.settings.collect.max_event_bytes,
         ).to_dict()
         runtime.audit.record(
             "dead_letters.replayed",

@@ -1,10 +1,11 @@
 """``auie replay``: send dead letters back through the processor.
 
 Each pending dead letter is appended to the ``events`` topic again (collector rejects are
-normalised again first), with the dedupe key ``replay:<dead letter id>`` so a replay
-interrupted and run again appends it only once, and marked replayed. A dead letter never
-reached the profile store or the lake, so replaying it duplicates nothing. Those that
-still fail normalisation stay pending and are reported.
+normalised again first and held to the collector's event size limit), with the dedupe key
+``replay:<dead letter id>`` so a replay interrupted and run again appends it only once, and
+marked replayed. A dead letter never reached the profile store or the lake, so replaying it
+duplicates nothing. Those that still fail normalisation or the size limit stay pending and
+are reported.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 
 from auie.errors import InvalidEvent
 from auie.eventlog import EVENTS_TOPIC, EventLog, LogRecord
-from auie.events import Normalizer
+from auie.events import Normalizer, check_size
 from auie.profiles.store.base import DeadLetter, ProfileStore
 
 _encode = msgspec.json.Encoder().encode
@@ -37,14 +38,19 @@ class ReplayReport:
         }
 
 
-def _event(letter: DeadLetter) -> dict[str, Any]:
+def _event(letter: DeadLetter, max_event_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """The event a letter holds and its encoding; a collector reject is normalised and
+    size-checked again, as the collector does."""
     payload = json.loads(letter.payload)
     if letter.stage != "collect":
         if not isinstance(payload, dict):
             raise InvalidEvent("payload is not an event", code="invalid_item")
-        return payload
+        return payload, _encode(payload)
     normalizer = Normalizer(received_at=letter.created_at, peer_ip=None)
-    return normalizer.normalize(payload)
+    event = normalizer.normalize(payload)
+    value = _encode(event)
+    check_size(value, max_event_bytes)
+    return event, value
 
 
 def replay(
@@ -55,8 +61,10 @@ def replay(
     stage: str | None = None,
     code: str | None = None,
     limit: int = 10_000,
+    max_event_bytes: int,
 ) -> ReplayReport:
-    """Replay pending dead letters matching the filters; see the module docstring."""
+    """Replay pending dead letters matching the filters; see the module docstring.
+    ``max_event_bytes`` is the collector's limit (``collect.max_event_bytes``)."""
     report = ReplayReport()
     letters = [
         letter
@@ -67,7 +75,7 @@ def replay(
     now_ms = int(time.time() * 1000)
     for letter in letters:
         try:
-            event = _event(letter)
+            event, value = _event(letter, max_event_bytes)
         except (InvalidEvent, ValueError) as exc:
             report.failed.append((letter.id, str(exc)))
             continue
@@ -79,7 +87,7 @@ def replay(
             LogRecord(
                 topic=EVENTS_TOPIC,
                 key=str(person).encode(),
-                value=_encode(event),
+                value=value,
                 timestamp_ms=now_ms,
                 headers=headers,
                 dedupe_key=f"replay:{letter.id}",
