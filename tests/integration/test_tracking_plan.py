@@ -321,7 +321,7 @@ def block_orders(app: App, admin: dict[str, str]) -> None:
     )
     process(app)
     assert set(lake_events(app)) == {"order-ok"}
-    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace, stage="plan")
     assert sorted(json.loads(d.payload)["messageId"] for d in pending) == BLOCKED
     put_plan(app, admin, FIXED)
 
@@ -391,6 +391,32 @@ def test_replay_with_the_api_after_fixing_the_plan(app: App, admin: dict[str, st
     assert replay_cli(app) == {"replayed": 0, "failed": []}
     process(app)
     assert_replayed_once(app)
+
+
+def test_replay_filters_before_the_limit(app: App, admin: dict[str, str]) -> None:
+    """20 pending collector rejects ahead of the plan's: ``--stage plan --limit 5`` still
+    finds the plan's (the filter is not applied to the first 5 letters only)."""
+    nameless = [{"type": "track", "userId": "u-1", "messageId": f"no-name-{i}"} for i in range(20)]
+    reply = app.client.post(
+        "/v1/batch", json={"batch": nameless}, headers=basic(app.boot.write_key)
+    )
+    assert len(reply.json()["rejected"]) == 20
+    process(app)
+    block_orders(app, admin)
+    assert len(app.runtime.profile_store.dead_letters(app.boot.workspace)) == 23
+
+    assert replay_cli(app, "--stage", "plan", "--limit", "2") == {"replayed": 2, "failed": []}
+    reply = app.client.post(
+        "/v1/dead-letters/replay",
+        json={"stage": "plan", "code": "plan_violation", "limit": 5},
+        headers=admin,
+    )
+    assert reply.json() == {"replayed": 1, "failed": []}
+    process(app)
+    assert set(lake_events(app)) == {"order-ok", *BLOCKED}
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert {d.stage for d in pending} == {"collect"}
+    assert len(pending) == 20
 
 
 def test_replay_needs_the_admin_scope(app: App) -> None:

@@ -66,11 +66,7 @@ def replay(
     """Replay pending dead letters matching the filters; see the module docstring.
     ``max_event_bytes`` is the collector's limit (``collect.max_event_bytes``)."""
     report = ReplayReport()
-    letters = [
-        letter
-        for letter in store.dead_letters(workspace, pending=True, limit=limit)
-        if (stage is None or letter.stage == stage) and (code is None or letter.code == code)
-    ]
+    letters = store.dead_letters(workspace, pending=True, stage=stage, code=code, limit=limit)
     records = []
     now_ms = int(time.time() * 1000)
     for letter in letters:
