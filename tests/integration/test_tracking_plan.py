@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,6 +302,19 @@ def test_a_plan_must_be_an_object(app: App, admin: dict[str, str]) -> None:
         assert reply.status_code == 400, reply.text
         assert set(reply.json()) == {"code", "message"}
     assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+
+
+def test_plan_set_refuses_a_file_that_is_not_an_object(app: App, tmp_path: Path) -> None:
+    for body in ("[]", "42", '"plan"'):
+        path = tmp_path / "plan.json"
+        path.write_text(body)
+        result = CliRunner().invoke(
+            cli, ["plan", "set", str(path), "--data-dir", str(app.runtime.settings.data_dir)]
+        )
+        assert result.exit_code == 2, (result.output, result.exception)
+        assert result.stdout == ""
+        assert result.stderr.strip() == "error (invalid_plan): tracking plan must be a JSON object"
+    assert app.runtime.plans.current(app.boot.workspace) is None
 
 
 # -- replay -----------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class TrackingPlan:
     """A compiled plan version."""
 
     def __init__(self, version: int, document: Mapping[str, Any]) -> None:
+        if not isinstance(document, dict):  # a plan file may hold any JSON value
+            raise InvalidRequest("tracking plan must be a JSON object", code="invalid_plan")
         self.version = version
         self.document = document
         self.unplanned: Mode = _mode(document.get("unplanned", "allow"), "unplanned")
