@@ -433,6 +433,32 @@ def test_replay_filters_before_the_limit(app: App, admin: dict[str, str]) -> Non
     assert len(pending) == 20
 
 
+def test_replay_keeps_letters_the_plan_still_blocks(app: App, admin: dict[str, str]) -> None:
+    """Replayed before the plan is fixed, a blocked event stays the same pending letter: no
+    new letter, no second violation, nothing in the lake; after the fix it goes through."""
+    put_plan(app, admin, PLAN)
+    send(app, [track("order-a", "Order Completed", total="12.50")])
+    process(app)
+    [letter] = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    still = f"still blocked by tracking plan version 1: {letter.message}"
+    for report in (
+        replay_cli(app),
+        app.client.post("/v1/dead-letters/replay", json={}, headers=admin).json(),
+    ):
+        assert report == {"replayed": 0, "failed": [{"id": letter.id, "message": still}]}
+        process(app)
+        assert app.runtime.profile_store.dead_letters(app.boot.workspace, pending=False) == [letter]
+    counts = app.runtime.profile_store.violations(app.boot.workspace)
+    assert [(v.event_key, v.violations, v.blocked) for v in counts] == [("Order Completed", 1, 1)]
+    assert lake_events(app) == {}
+
+    put_plan(app, admin, FIXED)
+    assert replay_cli(app) == {"replayed": 1, "failed": []}
+    process(app)
+    assert set(lake_events(app)) == {"order-a"}
+    assert app.runtime.profile_store.dead_letters(app.boot.workspace) == []
+
+
 def test_replay_needs_the_admin_scope(app: App) -> None:
     reader = bearer(
         get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")

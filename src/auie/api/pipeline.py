@@ -140,6 +140,7 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
         report = replay(
             runtime.eventlog,
             runtime.profile_store,
+            runtime.plans,
             workspace=who.workspace_id,
             stage=body.stage,
             code=body.code,

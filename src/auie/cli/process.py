@@ -177,6 +177,7 @@ def replay(
     report = replay_letters(
         runtime.eventlog,
         runtime.profile_store,
+        runtime.plans,
         workspace=ws,
         stage=stage,
         code=code,
