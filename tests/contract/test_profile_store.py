@@ -45,13 +45,19 @@ def row(key: str, pid: str, *, evidenced: bool = True, ws: str = WS, **traits: o
 
 
 def letter(
-    letter_id: str, *, ws: str = WS, minutes: int = 0, stage: str = "plan", payload: str = "{}"
+    letter_id: str,
+    *,
+    ws: str = WS,
+    minutes: int = 0,
+    stage: str = "plan",
+    code: str = "plan_violation",
+    payload: str = "{}",
 ) -> DeadLetter:
     return DeadLetter(
         id=letter_id,
         workspace_id=ws,
         stage=stage,
-        code="plan_violation",
+        code=code,
         message=f"problem of {letter_id}",
         payload=payload,
         source_id="src_1",
@@ -342,6 +348,39 @@ def test_dead_letters_pending_replayed_and_filters(profile_store: ProfileStore) 
     assert [d.id for d in profile_store.dead_letters(OTHER)] == ["dl-x"]
     profile_store.mark_replayed([], at)
     assert [d.id for d in profile_store.dead_letters(WS)] == ["dl-b"]
+
+
+def test_dead_letters_filter_by_stage_and_code_before_the_limit(
+    profile_store: ProfileStore,
+) -> None:
+    older = [
+        letter(f"dl-{i:02d}", minutes=i, stage="collect", code="missing_field") for i in range(20)
+    ]
+    write(
+        profile_store,
+        dead_letters=[
+            *older,
+            letter("dl-plan", minutes=30),
+            letter("dl-plan-x", minutes=31, code="other"),
+            letter("dl-too-big", minutes=32, stage="collect", code="event_too_large"),
+        ],
+    )
+    assert [d.id for d in profile_store.dead_letters(WS, stage="plan", limit=5)] == [
+        "dl-plan",
+        "dl-plan-x",
+    ]
+    plan = profile_store.dead_letters(WS, stage="plan", code="plan_violation", limit=5)
+    assert [d.id for d in plan] == ["dl-plan"]
+    assert [d.id for d in profile_store.dead_letters(WS, code="event_too_large", limit=1)] == [
+        "dl-too-big"
+    ]
+    assert [d.id for d in profile_store.dead_letters(WS, stage="collect", limit=2)] == [
+        "dl-00",
+        "dl-01",
+    ]
+    profile_store.mark_replayed(["dl-plan"], T0 + timedelta(hours=1))
+    assert profile_store.dead_letters(WS, stage="plan", code="plan_violation") == []
+    assert len(profile_store.dead_letters(WS, pending=False, stage="plan")) == 2
 
 
 # -- violations ---------------------------------------------------------------------------

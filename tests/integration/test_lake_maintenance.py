@@ -32,7 +32,7 @@ from auie.lake.maintenance import (
     referenced_files,
 )
 from auie.lake.tables import EVENTS, TABLES
-from auie.process.lock import SectionLock
+from auie.process.lock import ProcessorLock, SectionLock
 from auie.runtime import Runtime
 from helpers import make_settings
 
@@ -275,6 +275,61 @@ def test_orphan_removal_refuses_when_live_files_are_not_listed(
         maintenance.remove_orphan_files(table, min_age=timedelta(0))
 
 
+def _commit_around_listing(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, *, before: bool
+) -> list[str]:
+    """Make orphan removal's directory listing commit a batch (as another process would)
+    just before or just after it lists; returns the paths that batch's snapshot added."""
+    from auie.lake import maintenance
+
+    listing = maintenance._list_files
+    added: list[str] = []
+
+    def commit() -> None:
+        writer = lake.catalog.load_table((WS, EVENTS))
+        append(writer, 9_000, 10)
+        snapshot = writer.current_snapshot()
+        assert snapshot is not None
+        added.append(snapshot.manifest_list)
+        added.extend(
+            task.file.file_path
+            for task in writer.scan(row_filter="log_offset >= 9000").plan_files()
+        )
+
+    def racing(table: Table) -> Iterator[Any]:
+        if before:
+            commit()
+        listed = list(listing(table))
+        if not before:
+            commit()
+        return iter(listed)
+
+    monkeypatch.setattr(maintenance, "_list_files", racing)
+    return added
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-listing", "after-listing"])
+def test_orphan_removal_keeps_a_commit_that_lands_while_it_runs(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, before: bool
+) -> None:
+    """Another process commits while orphan removal (min age 0) runs: its snapshot's
+    manifest list and data files survive, and the listing check does not refuse."""
+    from auie.lake import maintenance
+
+    table = lake.table(WS, EVENTS)
+    small_writes(table, batches=2)
+    added = _commit_around_listing(lake, monkeypatch, before=before)
+
+    maintenance.remove_orphan_files(table, min_age=timedelta(0))
+
+    assert len(added) == 3  # the manifest list and one data file per day
+    for path in added:
+        assert Path(path.removeprefix("file://")).exists(), path
+    table = lake.refresh(WS, EVENTS)
+    assert len(rows_of(table)) == 90
+    assert committed_offsets(table) == {EVENTS_TOPIC: {0: 9_010}}
+
+
 # -- inspection -----------------------------------------------------------------------------
 
 
@@ -376,6 +431,22 @@ def test_cli_inspect_compact_expire(cli_lake: tuple[Path, str, Lake]) -> None:
     assert info[0]["dataFiles"] == {"count": 2, "bytes": ANY, "records": 600}
     assert len(info[0]["snapshots"]) == 1
     assert committed_offsets(lake_.refresh(workspace, EVENTS)) == {EVENTS_TOPIC: {0: 600}}
+
+
+def test_cli_expire_refuses_a_small_orphan_age_while_a_processor_runs(
+    cli_lake: tuple[Path, str, Lake],
+) -> None:
+    data_dir, _workspace, _lake = cli_lake
+    expire = ["lake", "expire", "--older-than-hours", "0", "--json", "--data-dir", str(data_dir)]
+    with ProcessorLock(data_dir):
+        refused = CliRunner().invoke(cli, [*expire, "--orphan-min-age-minutes", "0"])
+        assert refused.exit_code == 2
+        assert "a processor is running" in refused.output
+        assert "--orphan-min-age-minutes must be at least 5" in refused.output
+        assert len(json.loads(run(data_dir, "inspect", "--json"))[0]["snapshots"]) == 15
+        assert json.loads(run(data_dir, *expire[1:-2], "--orphan-min-age-minutes", "5"))
+    expired = json.loads(run(data_dir, *expire[1:-2], "--orphan-min-age-minutes", "0"))
+    assert expired[0]["orphanFiles"] > 0
 
 
 def test_cli_human_output(cli_lake: tuple[Path, str, Lake]) -> None:

@@ -5,7 +5,9 @@ invalid plans, replay after fixing the plan (CLI and API), and enrichment column
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,6 +304,19 @@ def test_a_plan_must_be_an_object(app: App, admin: dict[str, str]) -> None:
     assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
 
 
+def test_plan_set_refuses_a_file_that_is_not_an_object(app: App, tmp_path: Path) -> None:
+    for body in ("[]", "42", '"plan"'):
+        path = tmp_path / "plan.json"
+        path.write_text(body)
+        result = CliRunner().invoke(
+            cli, ["plan", "set", str(path), "--data-dir", str(app.runtime.settings.data_dir)]
+        )
+        assert result.exit_code == 2, (result.output, result.exception)
+        assert result.stdout == ""
+        assert result.stderr.strip() == "error (invalid_plan): tracking plan must be a JSON object"
+    assert app.runtime.plans.current(app.boot.workspace) is None
+
+
 # -- replay -----------------------------------------------------------------------------------
 
 BLOCKED = ["order-a", "order-b", "order-c"]
@@ -320,7 +335,7 @@ def block_orders(app: App, admin: dict[str, str]) -> None:
     )
     process(app)
     assert set(lake_events(app)) == {"order-ok"}
-    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace, stage="plan")
     assert sorted(json.loads(d.payload)["messageId"] for d in pending) == BLOCKED
     put_plan(app, admin, FIXED)
 
@@ -392,6 +407,58 @@ def test_replay_with_the_api_after_fixing_the_plan(app: App, admin: dict[str, st
     assert_replayed_once(app)
 
 
+def test_replay_filters_before_the_limit(app: App, admin: dict[str, str]) -> None:
+    """20 pending collector rejects ahead of the plan's: ``--stage plan --limit 5`` still
+    finds the plan's (the filter is not applied to the first 5 letters only)."""
+    nameless = [{"type": "track", "userId": "u-1", "messageId": f"no-name-{i}"} for i in range(20)]
+    reply = app.client.post(
+        "/v1/batch", json={"batch": nameless}, headers=basic(app.boot.write_key)
+    )
+    assert len(reply.json()["rejected"]) == 20
+    process(app)
+    block_orders(app, admin)
+    assert len(app.runtime.profile_store.dead_letters(app.boot.workspace)) == 23
+
+    assert replay_cli(app, "--stage", "plan", "--limit", "2") == {"replayed": 2, "failed": []}
+    reply = app.client.post(
+        "/v1/dead-letters/replay",
+        json={"stage": "plan", "code": "plan_violation", "limit": 5},
+        headers=admin,
+    )
+    assert reply.json() == {"replayed": 1, "failed": []}
+    process(app)
+    assert set(lake_events(app)) == {"order-ok", *BLOCKED}
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert {d.stage for d in pending} == {"collect"}
+    assert len(pending) == 20
+
+
+def test_replay_keeps_letters_the_plan_still_blocks(app: App, admin: dict[str, str]) -> None:
+    """Replayed before the plan is fixed, a blocked event stays the same pending letter: no
+    new letter, no second violation, nothing in the lake; after the fix it goes through."""
+    put_plan(app, admin, PLAN)
+    send(app, [track("order-a", "Order Completed", total="12.50")])
+    process(app)
+    [letter] = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    still = f"still blocked by tracking plan version 1: {letter.message}"
+    for report in (
+        replay_cli(app),
+        app.client.post("/v1/dead-letters/replay", json={}, headers=admin).json(),
+    ):
+        assert report == {"replayed": 0, "failed": [{"id": letter.id, "message": still}]}
+        process(app)
+        assert app.runtime.profile_store.dead_letters(app.boot.workspace, pending=False) == [letter]
+    counts = app.runtime.profile_store.violations(app.boot.workspace)
+    assert [(v.event_key, v.violations, v.blocked) for v in counts] == [("Order Completed", 1, 1)]
+    assert lake_events(app) == {}
+
+    put_plan(app, admin, FIXED)
+    assert replay_cli(app) == {"replayed": 1, "failed": []}
+    process(app)
+    assert set(lake_events(app)) == {"order-a"}
+    assert app.runtime.profile_store.dead_letters(app.boot.workspace) == []
+
+
 def test_replay_needs_the_admin_scope(app: App) -> None:
     reader = bearer(
         get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")
@@ -420,6 +487,40 @@ def test_replay_keeps_letters_that_still_fail(app: App, admin: dict[str, str]) -
         assert again.json()["replayed"] == 0
         assert [f["id"] for f in again.json()["failed"]] == [letter.id]
     assert [d.id for d in app.runtime.profile_store.dead_letters(app.boot.workspace)] == [letter.id]
+
+
+def test_replay_holds_collector_rejects_to_the_event_size_limit(
+    app: App, admin: dict[str, str]
+) -> None:
+    """An event the collector refused as too large stays too large on replay: it is
+    reported with the collector's code and message, stays pending and never reaches the lake."""
+    big = track("too-big", "Clicked", blob="x" * 40_000)
+    reply = app.client.post("/v1/batch", json={"batch": [big]}, headers=basic(app.boot.write_key))
+    assert reply.status_code == 200
+    [rejected] = reply.json()["rejected"]
+    assert rejected["code"] == "event_too_large"
+    process(app)
+    [letter] = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert (letter.stage, letter.code, letter.message) == (
+        "collect",
+        "event_too_large",
+        rejected["message"],
+    )
+
+    # The size differs by a few bytes: the collector also recorded the sender's IP.
+    too_large = re.compile(r"event is 40\d\d\d bytes; the limit is 32768")
+    for report in (
+        app.client.post("/v1/dead-letters/replay", json={}, headers=admin).json(),
+        replay_cli(app, "--stage", "collect"),
+    ):
+        assert report["replayed"] == 0
+        [failed] = report["failed"]
+        assert failed["id"] == letter.id
+        assert too_large.fullmatch(failed["message"]), failed
+    assert too_large.fullmatch(letter.message)
+    process(app)
+    assert app.runtime.profile_store.dead_letters(app.boot.workspace) == [letter]
+    assert "too-big" not in lake_events(app)
 
 
 # -- enrichment -------------------------------------------------------------------------------

@@ -140,10 +140,12 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
         report = replay(
             runtime.eventlog,
             runtime.profile_store,
+            runtime.plans,
             workspace=who.workspace_id,
             stage=body.stage,
             code=body.code,
             limit=body.limit,
+            max_event_bytes=runtime.settings.collect.max_event_bytes,
         ).to_dict()
         runtime.audit.record(
             "dead_letters.replayed",

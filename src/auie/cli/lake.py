@@ -21,15 +21,18 @@ from auie.cli.common import (
     workspace_option,
 )
 from auie.config import Settings
+from auie.errors import Conflict
 from auie.lake.catalog import Lake
 from auie.lake.maintenance import (
     DEFAULT_ORPHAN_MIN_AGE,
     DEFAULT_TARGET_FILE_BYTES,
+    LIVE_ORPHAN_MIN_AGE,
     compact_table,
     expire_table,
     inspect_table,
 )
 from auie.lake.tables import TABLES
+from auie.process.lock import processor_running
 from auie.runtime import Runtime
 
 _table_option = click.option(
@@ -163,6 +166,12 @@ def expire(
 
     Without --workspace, every workspace of the lake."""
     hours = settings.lake.snapshot_retention_hours if older_than_hours is None else older_than_hours
+    min_age = timedelta(minutes=orphan_min_age_minutes)
+    if min_age < LIVE_ORPHAN_MIN_AGE and processor_running(settings.data_dir):
+        raise Conflict(
+            f"a processor is running on {settings.data_dir}: --orphan-min-age-minutes must "
+            f"be at least {LIVE_ORPHAN_MIN_AGE.total_seconds() / 60:g} while it may commit"
+        )
     runtime = open_runtime(settings)
     try:
         targets = _targets(runtime, workspace, table_name, every_workspace=True)
@@ -176,7 +185,7 @@ def expire(
                         _load(runtime.lake, space, name),
                         workspace=space,
                         older_than=datetime.now(UTC) - timedelta(hours=hours),
-                        orphan_min_age=timedelta(minutes=orphan_min_age_minutes),
+                        orphan_min_age=min_age,
                     )
                 )
                 progress.advance(task)

@@ -175,7 +175,14 @@ def replay(
     runtime = open_runtime(settings)
     ws = workspace_id(runtime, workspace)
     report = replay_letters(
-        runtime.eventlog, runtime.profile_store, workspace=ws, stage=stage, code=code, limit=limit
+        runtime.eventlog,
+        runtime.profile_store,
+        runtime.plans,
+        workspace=ws,
+        stage=stage,
+        code=code,
+        limit=limit,
+        max_event_bytes=settings.collect.max_event_bytes,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict()))

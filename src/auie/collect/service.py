@@ -32,7 +32,7 @@ from auie.collect.writer import LogWriter
 from auie.config import CollectConfig
 from auie.errors import AuthenticationFailed, InvalidEvent, InvalidRequest, Overloaded
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, LogRecord
-from auie.events import Normalizer, format_time
+from auie.events import Normalizer, check_size, format_time
 from auie.metrics import EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED
 from auie.tenancy import KeyIdentity, TenancyStore
 
@@ -237,11 +237,7 @@ class Collector:
             try:
                 event = normalizer.normalize(item, message_type)
                 value = _encoder.encode(event)
-                if len(value) > limit:
-                    raise InvalidEvent(
-                        f"event is {len(value)} bytes; the limit is {limit}",
-                        code="event_too_large",
-                    )
+                check_size(value, limit)
             except InvalidEvent as exc:
                 if message_type is not None:
                     raise

@@ -70,6 +70,14 @@ _SECOND_TEXT: dict[int, str] = {}
 _SECOND_TEXT_LIMIT = 4096
 
 
+def check_size(encoded: bytes, limit: int) -> None:
+    """Reject an encoded event longer than ``limit`` bytes (``event_too_large``)."""
+    if len(encoded) > limit:
+        raise InvalidEvent(
+            f"event is {len(encoded)} bytes; the limit is {limit}", code="event_too_large"
+        )
+
+
 def format_time(value: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and a ``Z``, the format every AUIE event uses."""
     utc = value if value.tzinfo is UTC else value.astimezone(UTC)

@@ -14,7 +14,8 @@ that in check:
   files: files under the table's ``data/`` and ``metadata/`` that neither a remaining
   snapshot, its manifest list and manifests, nor the current or a previous
   ``metadata.json`` refers to, and that are older than a safety age (the files of a commit
-  in flight are young).
+  in flight are young). The directory is listed before the references are read, so a
+  commit landing meanwhile keeps its files.
 * :func:`inspect_table` describes snapshots, data files and partitions.
 * :class:`LakeMaintenance` runs compaction and expiry on every table every
   ``lake.maintenance_minutes``; the processor calls it between flushes, so it never races
@@ -44,7 +45,7 @@ from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Operation, Summary
+from pyiceberg.table.snapshots import Operation, Snapshot, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.typedef import EMPTY_DICT
 
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TARGET_FILE_BYTES = 64 * 1024 * 1024
 #: Unreferenced files younger than this are kept: they may belong to a commit in flight.
 DEFAULT_ORPHAN_MIN_AGE = timedelta(hours=1)
+#: The least ``auie lake expire`` accepts while a processor runs: a flush writes its files
+#: a moment before it commits them, and a younger bound would delete them mid-commit.
+LIVE_ORPHAN_MIN_AGE = timedelta(minutes=5)
 #: Snapshot summary property marking AUIE's compaction snapshots.
 MAINTENANCE_PROPERTY = "auie.maintenance"
 
@@ -365,25 +369,35 @@ class OrphanReport:
     young_kept: int
 
 
+def _check_listed(table: Table, snapshot: Snapshot | None, names: set[str]) -> None:
+    """Refuse on a path mismatch: every live data file of ``snapshot`` must be listed."""
+    if snapshot is None:
+        return
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            if _normal(entry.data_file.file_path) not in names:
+                raise RuntimeError(
+                    f"{entry.data_file.file_path} is live but not listed under "
+                    f"{table.location()}; orphan removal refused"
+                )
+
+
 def remove_orphan_files(
     table: Table, *, min_age: timedelta = DEFAULT_ORPHAN_MIN_AGE, now: datetime | None = None
 ) -> OrphanReport:
     """Delete files under the table's ``data/`` and ``metadata/`` that its metadata does not
-    refer to and that were last modified more than ``min_age`` ago."""
+    refer to and that were last modified more than ``min_age`` ago.
+
+    The directory is listed *before* the references are read: a commit that lands between
+    the two is then referenced (its files are kept), whereas the other order would list its
+    files as unreferenced and delete a committed snapshot's files. The listing check uses
+    the snapshot current before the listing, whose files all existed when it was made."""
+    table.refresh()
+    listed_snapshot = table.current_snapshot()
+    listed = list(_list_files(table))
+    _check_listed(table, listed_snapshot, {f.path for f in listed})
     table.refresh()
     referenced = referenced_files(table)
-    listed = list(_list_files(table))
-    # Never delete on a path mismatch: every live data file must appear in the listing.
-    names = {f.path for f in listed}
-    snapshot = table.current_snapshot()
-    if snapshot is not None:
-        for manifest in snapshot.manifests(table.io):
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-                if _normal(entry.data_file.file_path) not in names:
-                    raise RuntimeError(
-                        f"{entry.data_file.file_path} is live but not listed under "
-                        f"{table.location()}; orphan removal refused"
-                    )
     cutoff = (now or datetime.now(UTC)) - min_age
     files = size = young = 0
     filesystem, _root = pafs.FileSystem.from_uri(table.location())

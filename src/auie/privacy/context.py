@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from auie.privacy.audit import AuditLog
 from auie.privacy.crypto import FieldCipher, Pseudonymizer
 from auie.privacy.person import Person, Subject, resolve_person
 from auie.privacy.suppression import SuppressionList
+from auie.process.lock import processor_running
 from auie.profiles.service import ProfileService
 from auie.profiles.store.sql import SqlProfileStore
 
@@ -105,17 +104,4 @@ class PrivacyContext:
 
     def processor_running(self) -> bool:
         """Whether a processor holds this data directory's lock (it may be committing)."""
-        path = self.settings.data_dir / "processor.lock"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        return processor_running(self.settings.data_dir)

@@ -106,6 +106,24 @@ class ProcessorLock:
         self._release()
 
 
+def processor_running(data_dir: Path) -> bool:
+    """Whether a processor holds ``data_dir``'s ``processor.lock`` (it may be committing)."""
+    path = data_dir / "processor.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def others_running(data_dir: Path, member: int, members: int, partitions: int) -> bool:
     """Whether a processor holds a partition lock that member ``member`` of the group does
     not own (another member has not exited yet)."""

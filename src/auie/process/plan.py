@@ -14,7 +14,8 @@ A plan is a JSON document, versioned (every change is a new version)::
 Modes: ``allow`` keeps the event and counts the violation; ``flag`` also writes the
 violations into the event's ``plan_violations`` column; ``block`` sends the event to the
 dead-letter store (``auie replay`` brings it back after the plan is fixed). Schemas are
-checked with jsonschema-rs (compiled once per version).
+checked with jsonschema-rs (compiled once per version), ``format`` included (``email``,
+``date-time``, ``uri``...; formats it does not know pass).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class TrackingPlan:
     """A compiled plan version."""
 
     def __init__(self, version: int, document: Mapping[str, Any]) -> None:
+        if not isinstance(document, dict):  # a plan file may hold any JSON value
+            raise InvalidRequest("tracking plan must be a JSON object", code="invalid_plan")
         self.version = version
         self.document = document
         self.unplanned: Mode = _mode(document.get("unplanned", "allow"), "unplanned")
@@ -117,7 +120,9 @@ def _rule(spec: Any, where: str) -> _Rule:
     spec = _mapping(spec, where)
     schema = spec.get("schema", {})
     try:
-        validator = jsonschema_rs.validator_for(dict(_mapping(schema, f"{where}.schema")))
+        validator = jsonschema_rs.validator_for(
+            dict(_mapping(schema, f"{where}.schema")), validate_formats=True
+        )
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         message = str(exc).splitlines()[0]
         raise InvalidRequest(

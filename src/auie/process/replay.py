@@ -1,16 +1,19 @@
 """``auie replay``: send dead letters back through the processor.
 
 Each pending dead letter is appended to the ``events`` topic again (collector rejects are
-normalised again first), with the dedupe key ``replay:<dead letter id>`` so a replay
-interrupted and run again appends it only once, and marked replayed. A dead letter never
-reached the profile store or the lake, so replaying it duplicates nothing. Those that
-still fail normalisation stay pending and are reported.
+normalised again first and held to the collector's event size limit), with the dedupe key
+``replay:<dead letter id>`` so a replay interrupted and run again appends it only once, and
+marked replayed. A dead letter never reached the profile store or the lake, so replaying it
+duplicates nothing. Those that still fail normalisation or the size limit, or that the
+workspace's current tracking plan still blocks, stay pending and are reported (and are not
+counted as violations again).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +22,8 @@ import msgspec
 
 from auie.errors import InvalidEvent
 from auie.eventlog import EVENTS_TOPIC, EventLog, LogRecord
-from auie.events import Normalizer
+from auie.events import Normalizer, check_size
+from auie.process.plan import PlanStore, TrackingPlan
 from auie.profiles.store.base import DeadLetter, ProfileStore
 
 _encode = msgspec.json.Encoder().encode
@@ -37,54 +41,77 @@ class ReplayReport:
         }
 
 
-def _event(letter: DeadLetter) -> dict[str, Any]:
+def _event(letter: DeadLetter, max_event_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """The event a letter holds and its encoding; a collector reject is normalised and
+    size-checked again, as the collector does."""
     payload = json.loads(letter.payload)
     if letter.stage != "collect":
         if not isinstance(payload, dict):
             raise InvalidEvent("payload is not an event", code="invalid_item")
-        return payload
+        return payload, _encode(payload)
     normalizer = Normalizer(received_at=letter.created_at, peer_ip=None)
-    return normalizer.normalize(payload)
+    event = normalizer.normalize(payload)
+    value = _encode(event)
+    check_size(value, max_event_bytes)
+    return event, value
+
+
+def _check_plan(plan: TrackingPlan | None, event: Mapping[str, Any]) -> None:
+    """Refuse an event the current plan still blocks: sent back, it would only become a
+    new dead letter (and count as a violation again)."""
+    verdict = plan.check(event) if plan is not None else None
+    if plan is not None and verdict is not None and verdict.blocked:
+        raise InvalidEvent(
+            f"still blocked by tracking plan version {plan.version}: "
+            + "; ".join(verdict.problems),
+            code="plan_violation",
+        )
+
+
+def _record(letter: DeadLetter, event: Mapping[str, Any], value: bytes, now_ms: int) -> LogRecord:
+    person = event.get("userId") or event.get("anonymousId") or ""
+    headers = {"workspaceId": letter.workspace_id, "replayOf": letter.id}
+    if letter.source_id:
+        headers["sourceId"] = letter.source_id
+    return LogRecord(
+        topic=EVENTS_TOPIC,
+        key=str(person).encode(),
+        value=value,
+        timestamp_ms=now_ms,
+        headers=headers,
+        dedupe_key=f"replay:{letter.id}",
+    )
 
 
 def replay(
     log: EventLog,
     store: ProfileStore,
+    plans: PlanStore,
     *,
     workspace: str | None = None,
     stage: str | None = None,
     code: str | None = None,
     limit: int = 10_000,
+    max_event_bytes: int,
 ) -> ReplayReport:
-    """Replay pending dead letters matching the filters; see the module docstring."""
+    """Replay pending dead letters matching the filters; see the module docstring.
+    ``max_event_bytes`` is the collector's limit (``collect.max_event_bytes``)."""
     report = ReplayReport()
-    letters = [
-        letter
-        for letter in store.dead_letters(workspace, pending=True, limit=limit)
-        if (stage is None or letter.stage == stage) and (code is None or letter.code == code)
-    ]
+    letters = store.dead_letters(workspace, pending=True, stage=stage, code=code, limit=limit)
+    current: dict[str, TrackingPlan | None] = {}
     records = []
     now_ms = int(time.time() * 1000)
     for letter in letters:
+        ws = letter.workspace_id
         try:
-            event = _event(letter)
+            event, value = _event(letter, max_event_bytes)
+            if ws not in current:
+                current[ws] = plans.current(ws)
+            _check_plan(current[ws], event)
         except (InvalidEvent, ValueError) as exc:
             report.failed.append((letter.id, str(exc)))
             continue
-        person = event.get("userId") or event.get("anonymousId") or ""
-        headers = {"workspaceId": letter.workspace_id, "replayOf": letter.id}
-        if letter.source_id:
-            headers["sourceId"] = letter.source_id
-        records.append(
-            LogRecord(
-                topic=EVENTS_TOPIC,
-                key=str(person).encode(),
-                value=_encode(event),
-                timestamp_ms=now_ms,
-                headers=headers,
-                dedupe_key=f"replay:{letter.id}",
-            )
-        )
+        records.append(_record(letter, event, value, now_ms))
         report.replayed.append(letter.id)
     if records:
         log.append(records)

@@ -210,9 +210,16 @@ class ProfileStore(ABC):
 
     @abstractmethod
     def dead_letters(
-        self, workspace: str | None, *, pending: bool = True, limit: int = 1000
+        self,
+        workspace: str | None,
+        *,
+        pending: bool = True,
+        stage: str | None = None,
+        code: str | None = None,
+        limit: int = 1000,
     ) -> list[DeadLetter]:
-        """Dead letters, oldest first; ``pending`` ones have not been replayed."""
+        """Dead letters, oldest first; ``pending`` ones have not been replayed. ``stage`` and
+        ``code`` filter before ``limit`` counts."""
 
     @abstractmethod
     def count_dead_letters(self) -> int:

@@ -454,7 +454,13 @@ class SqlProfileStore(ProfileStore):
             return [row[0] for row in conn.execute(query)]
 
     def dead_letters(
-        self, workspace: str | None, *, pending: bool = True, limit: int = 1000
+        self,
+        workspace: str | None,
+        *,
+        pending: bool = True,
+        stage: str | None = None,
+        code: str | None = None,
+        limit: int = 1000,
     ) -> list[DeadLetter]:
         c = dead_letters.c
         query = select(dead_letters).order_by(c.created_at, c.id).limit(limit)
@@ -462,6 +468,10 @@ class SqlProfileStore(ProfileStore):
             query = query.where(c.workspace_id == workspace)
         if pending:
             query = query.where(c.replayed_at.is_(None))
+        if stage is not None:
+            query = query.where(c.stage == stage)
+        if code is not None:
+            query = query.where(c.code == code)
         with self.engine.connect() as conn:
             return [DeadLetter(**row._mapping) for row in conn.execute(query)]
 
