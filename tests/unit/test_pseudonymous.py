@@ -88,6 +88,13 @@ def test_untrusted_sql_allowed(query: str) -> None:
         ("SELECT * FROM query('SELECT * FROM __current_ids')", "forbidden_function"),
         ("SELECT * FROM query_table('events')", "forbidden_function"),
         ("SELECT * FROM duckdb_settings()", "forbidden_function"),
+        ("SELECT auie_pseudonym('user_id', 'u-ada')", "forbidden_function"),
+        ("SELECT 'user_id'.Auie_Pseudonym('u-ada')", "forbidden_function"),
+        (
+            "SELECT * FROM events WHERE user_id = main.auie_pseudonym('user_id', 'u')",
+            "forbidden_function",
+        ),
+        ("SELECT auie_person('user:u-ada') OVER ()", "forbidden_function"),
         ("SELECT * FROM 'lake/ws/events/data/x.parquet'", "unknown_table"),
         ('SELECT * FROM "/etc/passwd"', "unknown_table"),
         ("SELECT * FROM __current_ids", "unknown_table"),

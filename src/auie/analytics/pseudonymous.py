@@ -12,8 +12,8 @@ workspace whose views wrap the lake tables and marts:
   ``properties`` JSON, ``ip`` and ``traits`` from ``context``;
 * raw copies are not reachable: ``dead_letters.payload`` and ``profiles.identities`` are
   NULL, the engine's own hidden tables of raw ids do not exist in that database, and
-  untrusted SQL may not call file-reading table functions (see
-  :func:`auie.analytics.duckdb_engine.check_untrusted`).
+  untrusted SQL may not call file-reading table functions nor the views' own hash functions
+  (see :func:`auie.analytics.duckdb_engine.check_untrusted`).
 
 The hash is :meth:`auie.privacy.crypto.Pseudonymizer.pseudonym` of ``"<id type>:<value>"``
 with the workspace's key: stable, so counts and joins work; useless without the key.
@@ -48,6 +48,9 @@ _PREFIXES = {"anon:": "anonymous_id", "user:": "user_id"}
 
 HASH_FUNCTION = "auie_pseudonym"
 PERSON_FUNCTION = "auie_person"
+#: Scalar functions only the views may call: called by untrusted SQL, the hash function would
+#: hash any guessed identifier and so re-identify people by joining the guess to the views.
+INTERNAL_FUNCTIONS = frozenset({HASH_FUNCTION, PERSON_FUNCTION})
 
 Hasher = Callable[[str, str], str | None]
 
