@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from auie.eventlog import DECISIONS_TOPIC, LogRecord
 from conftest import App
-from helpers import basic, bearer, get_token
+from helpers import basic, bearer, get_token, stored_events
 from pipeline import drain
 
 NAME = "Ada Lovelace-Byron"
@@ -228,3 +229,68 @@ def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> 
     [[properties, flags]] = lake_rows(flagged, "SELECT properties, pii_flags FROM events")
     assert json.loads(properties)["text"] == text
     assert flags == "card,email,phone"
+
+
+def test_decisions_log_no_pii_traits_and_sql_without_pii_read_hides_them(
+    make_app: Callable[..., App],
+) -> None:
+    """The decision context joins the profile's traits but never its PII fields (so neither
+    the log, the lake's ``decisions`` nor the training mart hold them, and training sees what
+    the policy saw); the pseudonymised view hides ``context.user.traits`` of older records
+    and hashes the decisions' ids as the events' view does."""
+    app = make_app()
+    email = "ada@example.com"
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"email": email, "name": NAME, "plan": "pro"},
+        },
+    )
+    process(app)
+    headers = token(app)
+    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+    decide = {"decisionPoint": "hero", "userId": "u1", "actions": [{"id": "a"}, {"id": "b"}]}
+    reply = app.client.post("/v1/decide", json=decide, headers=headers)
+    assert reply.status_code == 200, reply.text
+    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    assert record["context"]["user"]["traits"] == {"plan": "pro"}
+    assert email not in json.dumps(record)
+    assert NAME not in json.dumps(record)
+    # A record as an older version logged it, with the person's traits in the clear.
+    older = {**record, "eventId": "older", "context": {"user": {"traits": {"email": email}}}}
+    app.runtime.eventlog.append(
+        [
+            LogRecord(
+                topic=DECISIONS_TOPIC,
+                key=b"older",
+                value=json.dumps(older).encode(),
+                timestamp_ms=int(time.time() * 1000),
+                headers={"workspaceId": app.boot.workspace},
+            )
+        ]
+    )
+    process(app)
+    analyst = token(app, "analytics:read")
+    reply = app.client.post(
+        "/v1/sql",
+        json={"query": "SELECT user_id, anonymous_id, context FROM decisions ORDER BY event_id"},
+        headers=analyst,
+    )
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["rows"]
+    hashed = app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, "user_id:u1")
+    assert [row[0] for row in rows] == [hashed, hashed]
+    assert email not in reply.text
+    contexts = [json.loads(row[2]) for row in rows]
+    assert all("traits" not in c.get("user", {}) for c in contexts)
+    # With pii:read the raw rows are there.
+    raw = app.client.post(
+        "/v1/sql", json={"query": "SELECT user_id, context FROM decisions"}, headers=headers
+    )
+    assert {row[0] for row in raw.json()["rows"]} == {"u1"}
+    assert email in raw.text

@@ -108,3 +108,19 @@ def test_untrusted_sql_refused(query: str, code: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_untrusted(query)
     assert caught.value.code == code
+
+
+def test_decision_context_loses_the_joined_traits(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        "CREATE TABLE decisions AS SELECT * FROM (VALUES"
+        """ ('u-1', '{"user": {"traits": {"email": "x@y.z"}, "computed": {"n": 1}}, "ip": "1"}'),"""
+        """ ('u-2', '{"device": "mobile"}'), ('u-3', '{"user": "x"}')) t(user_id, context)"""
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("decisions", ["user_id", "context"], ["email"])
+    ).fetchall()
+    assert rows == [
+        (KEY.pseudonym("ws1", "user_id:u-1"), '{"user":{"computed":{"n":1}}}'),
+        (KEY.pseudonym("ws1", "user_id:u-2"), '{"device":"mobile"}'),  # no "user" added
+        (KEY.pseudonym("ws1", "user_id:u-3"), '{"user":"x"}'),
+    ]

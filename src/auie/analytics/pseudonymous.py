@@ -9,7 +9,8 @@ workspace whose views wrap the lake tables and marts:
   join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
   keep profile ids and hash the ``anon:``/``user:`` fallbacks;
 * ``context_ip`` is NULL; the configured PII fields are removed from ``traits`` and
-  ``properties`` JSON, ``ip`` and ``traits`` from ``context``;
+  ``properties`` JSON, ``ip`` and ``traits`` from ``context``, and ``user.traits`` (the
+  profile traits a decision joined) from the ``context`` of decisions;
 * raw copies are not reachable: ``dead_letters.payload`` and ``profiles.identities`` are
   NULL, the engine's own hidden tables of raw ids do not exist in that database, and
   untrusted SQL may not call file-reading table functions nor the views' own hash functions
@@ -119,9 +120,7 @@ def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> 
         elif column in _JSON_FIELDS:
             expression = f"json_merge_patch({quoted}, {strip})::VARCHAR"
         elif column == "context":
-            expression = (
-                f"json_merge_patch({quoted}, {_patch({'ip': None, 'traits': None})})::VARCHAR"
-            )
+            expression = _context_expression(quoted)
         else:
             continue
         replace.append(f"{expression} AS {quoted}")
@@ -133,6 +132,34 @@ def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> 
     return f"SELECT {star} FROM {source}"
 
 
+#: Keys removed from ``context``: top-level ones, and ones inside an object of the context
+#: (``user.traits``: the profile traits a decision joined; only when ``user`` is an object,
+#: so a context without one does not gain an empty ``user``).
+_CONTEXT_REMOVED = ("ip", "traits")
+_CONTEXT_NESTED_REMOVED: dict[str, tuple[str, ...]] = {"user": ("traits",)}
+
+
+def _context_expression(column: str) -> str:
+    """``column`` (a JSON context) without :data:`_CONTEXT_REMOVED` and, where their parent
+    is an object, :data:`_CONTEXT_NESTED_REMOVED`: one merge patch assembled per row."""
+    top = ", ".join(f"{json.dumps(key)}: null" for key in _CONTEXT_REMOVED)
+    parts = [_literal(top)]
+    for parent, keys in _CONTEXT_NESTED_REMOVED.items():
+        inner = ", ".join(f"{json.dumps(key)}: null" for key in keys)
+        nested = _literal(f", {json.dumps(parent)}: {{{inner}}}")
+        parts.append(
+            f"CASE WHEN json_type({column}, {_literal('$.' + parent)}) = 'OBJECT'"
+            f" THEN {nested} ELSE '' END"
+        )
+    patch = "'{' || " + " || ".join(parts) + " || '}'"
+    return f"json_merge_patch({column}, ({patch})::JSON)::VARCHAR"
+
+
+def _literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _patch(fields: dict[str, None]) -> str:
     """A JSON merge patch removing ``fields``, as a SQL string literal."""
-    return "'" + json.dumps(fields).replace("'", "''") + "'"
+    return _literal(json.dumps(fields))
