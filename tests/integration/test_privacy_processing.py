@@ -294,3 +294,56 @@ def test_decisions_log_no_pii_traits_and_sql_without_pii_read_hides_them(
     )
     assert {row[0] for row in raw.json()["rows"]} == {"u1"}
     assert email in raw.text
+
+
+def test_top_level_pii_external_ids_and_advertising_id(make_app: Callable[..., App]) -> None:
+    """Top-level fields without a column of their own land in ``extra``: their PII fields
+    are encrypted like those of properties and traits, removed without analytics consent
+    and from the pseudonymised view, which also hides external ids and the advertising id."""
+    app = make_app()
+    context = {
+        "externalIds": [{"id": "crm-4711", "type": "crm_id", "collection": "users"}],
+        "device": {"advertisingId": "ad-9f0e", "type": "ios"},
+    }
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    email = "hal@example.com"
+    send(
+        app,
+        {
+            "type": "track",
+            "userId": "hal",
+            "event": "Read",
+            "email": email,
+            "phone": PHONE,
+            "shelf": "b",
+            "context": context,
+        },
+        {
+            "type": "track",
+            "userId": "no",
+            "event": "Read",
+            "email": "no@example.com",
+            "context": {**context, **refuse},
+        },
+    )
+    process(app)
+    rows = dict(lake_rows(app, "SELECT user_id, extra FROM events"))
+    extra = json.loads(rows["hal"])
+    assert extra["email"].startswith("enc:v1:")
+    assert extra["phone"].startswith("enc:v1:")
+    assert extra["shelf"] == "b"
+    assert app.runtime.privacy.cipher.decrypt(app.boot.workspace, extra["email"]) == email
+    [refused] = [json.loads(v or "{}") for k, v in rows.items() if k != "hal"]
+    assert "email" not in refused
+    assert files_contain(app.runtime.settings.data_dir / "lake", email, (".parquet",)) == []
+    analyst = token(app, "analytics:read")
+    reply = app.client.post(
+        "/v1/sql", json={"query": "SELECT extra, context FROM events"}, headers=analyst
+    )
+    assert reply.status_code == 200, reply.text
+    for needle in ("enc:v1:", "crm-4711", "ad-9f0e", "no@example.com"):
+        assert needle not in reply.text
+    shown = sorted(reply.json()["rows"], key=lambda row: row[0] is None)
+    assert json.loads(shown[0][0]) == {"shelf": "b"}
+    assert shown[1][0] is None
+    assert all(json.loads(row[1])["device"] == {"type": "ios"} for row in shown)

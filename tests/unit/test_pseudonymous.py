@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -124,3 +126,22 @@ def test_decision_context_loses_the_joined_traits(conn: duckdb.DuckDBPyConnectio
         (KEY.pseudonym("ws1", "user_id:u-2"), '{"device":"mobile"}'),  # no "user" added
         (KEY.pseudonym("ws1", "user_id:u-3"), '{"user":"x"}'),
     ]
+
+
+def test_extra_pii_fields_external_ids_and_advertising_id_are_hidden(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute(
+        "CREATE TABLE events AS SELECT * FROM (VALUES"
+        """ ('{"email": "hal@example.com", "phone": "+1 555 0100", "campaign": "x"}',"""
+        """  '{"externalIds": [{"id": "crm-9", "type": "crm"}],"""
+        """   "device": {"advertisingId": "ad-1", "type": "ios"}, "locale": "fr"}'),"""
+        """ (NULL, '{"locale": "de"}')) t(extra, context)"""
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("events", ["extra", "context"], ["email", "phone"])
+    ).fetchall()
+    assert json.loads(rows[0][0]) == {"campaign": "x"}
+    assert json.loads(rows[0][1]) == {"device": {"type": "ios"}, "locale": "fr"}
+    assert rows[1][0] is None  # NULL stays NULL
+    assert json.loads(rows[1][1]) == {"locale": "de"}  # no "device" added
