@@ -410,6 +410,28 @@ def test_sql_without_pii_read_sees_keyed_hashes(setup: Setup) -> None:
     assert "user_hash" in {c["name"] for t in listed if t["name"] == "events" for c in t["columns"]}
 
 
+def test_sql_without_pii_read_cannot_call_the_hash_functions(setup: Setup) -> None:
+    """The views' keyed hash would hash any guessed id, and a join of the guess with the
+    views would re-identify the person: untrusted SQL may not call it, in any spelling."""
+    user = next(e["userId"] for e in setup.a.data.events if e.get("userId"))
+    calls = [
+        f"SELECT auie_pseudonym('user_id', '{user}')",
+        f"SELECT count(*) FROM events WHERE user_id = auie_pseudonym('user_id', '{user}')",
+        f"SELECT 'user_id'.AUIE_PSEUDONYM('{user}')",
+        f"SELECT main.\"auie_pseudonym\"('user_id', '{user}')",
+        f"SELECT list_transform(['{user}'], x -> auie_pseudonym('user_id', x))",
+        f"SELECT auie_person('user:{user}')",
+        "SELECT max(auie_person(person_id)) FROM events",
+    ]
+    for query in calls:
+        body = assert_error(sql(setup, query), 400, "forbidden_function")
+        assert user not in body["message"]
+    # The views that call them still work.
+    hashed = setup.runtime.privacy.pseudonyms.pseudonym(setup.a.id, f"user_id:{user}")
+    reply = sql(setup, f"SELECT count(*) > 0 FROM events WHERE user_id = '{hashed}'")
+    assert reply.json()["rows"] == [[True]]
+
+
 def test_sql_values_are_json(setup: Setup) -> None:
     query = (
         "SELECT 1.50::DECIMAL(5,2) AS d, 2::DECIMAL(5,2) AS i, [1, 2] AS l,"

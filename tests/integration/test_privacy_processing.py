@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from auie.eventlog import DECISIONS_TOPIC, LogRecord
 from conftest import App
-from helpers import basic, bearer, get_token
+from helpers import basic, bearer, get_token, stored_events
 from pipeline import drain
 
 NAME = "Ada Lovelace-Byron"
@@ -228,3 +229,121 @@ def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> 
     [[properties, flags]] = lake_rows(flagged, "SELECT properties, pii_flags FROM events")
     assert json.loads(properties)["text"] == text
     assert flags == "card,email,phone"
+
+
+def test_decisions_log_no_pii_traits_and_sql_without_pii_read_hides_them(
+    make_app: Callable[..., App],
+) -> None:
+    """The decision context joins the profile's traits but never its PII fields (so neither
+    the log, the lake's ``decisions`` nor the training mart hold them, and training sees what
+    the policy saw); the pseudonymised view hides ``context.user.traits`` of older records
+    and hashes the decisions' ids as the events' view does."""
+    app = make_app()
+    email = "ada@example.com"
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"email": email, "name": NAME, "plan": "pro"},
+        },
+    )
+    process(app)
+    headers = token(app)
+    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+    decide = {"decisionPoint": "hero", "userId": "u1", "actions": [{"id": "a"}, {"id": "b"}]}
+    reply = app.client.post("/v1/decide", json=decide, headers=headers)
+    assert reply.status_code == 200, reply.text
+    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    assert record["context"]["user"]["traits"] == {"plan": "pro"}
+    assert email not in json.dumps(record)
+    assert NAME not in json.dumps(record)
+    # A record as an older version logged it, with the person's traits in the clear.
+    older = {**record, "eventId": "older", "context": {"user": {"traits": {"email": email}}}}
+    app.runtime.eventlog.append(
+        [
+            LogRecord(
+                topic=DECISIONS_TOPIC,
+                key=b"older",
+                value=json.dumps(older).encode(),
+                timestamp_ms=int(time.time() * 1000),
+                headers={"workspaceId": app.boot.workspace},
+            )
+        ]
+    )
+    process(app)
+    analyst = token(app, "analytics:read")
+    reply = app.client.post(
+        "/v1/sql",
+        json={"query": "SELECT user_id, anonymous_id, context FROM decisions ORDER BY event_id"},
+        headers=analyst,
+    )
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["rows"]
+    hashed = app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, "user_id:u1")
+    assert [row[0] for row in rows] == [hashed, hashed]
+    assert email not in reply.text
+    contexts = [json.loads(row[2]) for row in rows]
+    assert all("traits" not in c.get("user", {}) for c in contexts)
+    # With pii:read the raw rows are there.
+    raw = app.client.post(
+        "/v1/sql", json={"query": "SELECT user_id, context FROM decisions"}, headers=headers
+    )
+    assert {row[0] for row in raw.json()["rows"]} == {"u1"}
+    assert email in raw.text
+
+
+def test_top_level_pii_external_ids_and_advertising_id(make_app: Callable[..., App]) -> None:
+    """Top-level fields without a column of their own land in ``extra``: their PII fields
+    are encrypted like those of properties and traits, removed without analytics consent
+    and from the pseudonymised view, which also hides external ids and the advertising id."""
+    app = make_app()
+    context = {
+        "externalIds": [{"id": "crm-4711", "type": "crm_id", "collection": "users"}],
+        "device": {"advertisingId": "ad-9f0e", "type": "ios"},
+    }
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    email = "hal@example.com"
+    send(
+        app,
+        {
+            "type": "track",
+            "userId": "hal",
+            "event": "Read",
+            "email": email,
+            "phone": PHONE,
+            "shelf": "b",
+            "context": context,
+        },
+        {
+            "type": "track",
+            "userId": "no",
+            "event": "Read",
+            "email": "no@example.com",
+            "context": {**context, **refuse},
+        },
+    )
+    process(app)
+    rows = dict(lake_rows(app, "SELECT user_id, extra FROM events"))
+    extra = json.loads(rows["hal"])
+    assert extra["email"].startswith("enc:v1:")
+    assert extra["phone"].startswith("enc:v1:")
+    assert extra["shelf"] == "b"
+    assert app.runtime.privacy.cipher.decrypt(app.boot.workspace, extra["email"]) == email
+    [refused] = [json.loads(v or "{}") for k, v in rows.items() if k != "hal"]
+    assert "email" not in refused
+    assert files_contain(app.runtime.settings.data_dir / "lake", email, (".parquet",)) == []
+    analyst = token(app, "analytics:read")
+    reply = app.client.post(
+        "/v1/sql", json={"query": "SELECT extra, context FROM events"}, headers=analyst
+    )
+    assert reply.status_code == 200, reply.text
+    for needle in ("enc:v1:", "crm-4711", "ad-9f0e", "no@example.com"):
+        assert needle not in reply.text
+    shown = sorted(reply.json()["rows"], key=lambda row: row[0] is None)
+    assert json.loads(shown[0][0]) == {"shelf": "b"}
+    assert shown[1][0] is None
+    assert all(json.loads(row[1])["device"] == {"type": "ios"} for row in shown)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -88,6 +90,13 @@ def test_untrusted_sql_allowed(query: str) -> None:
         ("SELECT * FROM query('SELECT * FROM __current_ids')", "forbidden_function"),
         ("SELECT * FROM query_table('events')", "forbidden_function"),
         ("SELECT * FROM duckdb_settings()", "forbidden_function"),
+        ("SELECT auie_pseudonym('user_id', 'u-ada')", "forbidden_function"),
+        ("SELECT 'user_id'.Auie_Pseudonym('u-ada')", "forbidden_function"),
+        (
+            "SELECT * FROM events WHERE user_id = main.auie_pseudonym('user_id', 'u')",
+            "forbidden_function",
+        ),
+        ("SELECT auie_person('user:u-ada') OVER ()", "forbidden_function"),
         ("SELECT * FROM 'lake/ws/events/data/x.parquet'", "unknown_table"),
         ('SELECT * FROM "/etc/passwd"', "unknown_table"),
         ("SELECT * FROM __current_ids", "unknown_table"),
@@ -101,3 +110,38 @@ def test_untrusted_sql_refused(query: str, code: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_untrusted(query)
     assert caught.value.code == code
+
+
+def test_decision_context_loses_the_joined_traits(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        "CREATE TABLE decisions AS SELECT * FROM (VALUES"
+        """ ('u-1', '{"user": {"traits": {"email": "x@y.z"}, "computed": {"n": 1}}, "ip": "1"}'),"""
+        """ ('u-2', '{"device": "mobile"}'), ('u-3', '{"user": "x"}')) t(user_id, context)"""
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("decisions", ["user_id", "context"], ["email"])
+    ).fetchall()
+    assert rows == [
+        (KEY.pseudonym("ws1", "user_id:u-1"), '{"user":{"computed":{"n":1}}}'),
+        (KEY.pseudonym("ws1", "user_id:u-2"), '{"device":"mobile"}'),  # no "user" added
+        (KEY.pseudonym("ws1", "user_id:u-3"), '{"user":"x"}'),
+    ]
+
+
+def test_extra_pii_fields_external_ids_and_advertising_id_are_hidden(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute(
+        "CREATE TABLE events AS SELECT * FROM (VALUES"
+        """ ('{"email": "hal@example.com", "phone": "+1 555 0100", "campaign": "x"}',"""
+        """  '{"externalIds": [{"id": "crm-9", "type": "crm"}],"""
+        """   "device": {"advertisingId": "ad-1", "type": "ios"}, "locale": "fr"}'),"""
+        """ (NULL, '{"locale": "de"}')) t(extra, context)"""
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("events", ["extra", "context"], ["email", "phone"])
+    ).fetchall()
+    assert json.loads(rows[0][0]) == {"campaign": "x"}
+    assert json.loads(rows[0][1]) == {"device": {"type": "ios"}, "locale": "fr"}
+    assert rows[1][0] is None  # NULL stays NULL
+    assert json.loads(rows[1][1]) == {"locale": "de"}  # no "device" added

@@ -304,8 +304,10 @@ _FILE_LIKE = re.compile(r"[./\\:*?]")
 def check_untrusted(sql: str) -> None:
     """One SELECT statement (no COPY, ATTACH, CREATE, SET, PRAGMA...) that reads only the
     workspace's views: no table functions but generators (``read_parquet``, ``query``,
-    ``glob``... would reach files or raw data behind the views), no file paths as tables
-    (DuckDB's replacement scans), no hidden ``__`` tables."""
+    ``glob``... would reach files or raw data behind the views), no call of the views' hash
+    functions (:data:`~auie.analytics.pseudonymous.INTERNAL_FUNCTIONS`: they would hash
+    guessed identifiers), no file paths as tables (DuckDB's replacement scans), no hidden
+    ``__`` tables."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -324,34 +326,42 @@ def check_untrusted(sql: str) -> None:
         message = str(tree.get("error_message") or "the query could not be parsed")
         raise InvalidRequest(message[:500], code="invalid_query")
     for node in _nodes(tree):
-        kind = node.get("type")
-        if kind == "TABLE_FUNCTION":
-            function = node.get("function") or {}
-            name = str(function.get("function_name", "")).lower()
-            if (
-                name not in SAFE_TABLE_FUNCTIONS
-                or function.get("schema")
-                or function.get("catalog")
-            ):
-                raise InvalidRequest(
-                    f"table function {name}() is not allowed here; query the workspace's"
-                    " tables and marts by name (GET /v1/sql/tables)",
-                    code="forbidden_function",
-                )
-        elif kind == "BASE_TABLE":
-            table = str(node.get("table_name", ""))
-            schema = str(node.get("schema_name", "")).lower()
-            catalog = str(node.get("catalog_name", "")).lower()
-            if (
-                _FILE_LIKE.search(table)
-                or table.startswith("__")
-                or schema not in _SAFE_SCHEMAS
-                or catalog not in {"", "memory"}
-            ):
-                raise InvalidRequest(
-                    f"{table!r} is not a table of this workspace (GET /v1/sql/tables)",
-                    code="unknown_table",
-                )
+        _check_node(node)
+
+
+def _check_node(node: dict[str, Any]) -> None:
+    """Refuse one node of an untrusted statement's syntax tree (see :func:`check_untrusted`)."""
+    kind = node.get("type")
+    called = str(node.get("function_name", "")).lower()
+    if called in pseudo.INTERNAL_FUNCTIONS:
+        raise InvalidRequest(
+            f"function {called}() is internal to the pseudonymised views and may not be"
+            " called; the views already show its result",
+            code="forbidden_function",
+        )
+    if kind == "TABLE_FUNCTION":
+        function = node.get("function") or {}
+        name = str(function.get("function_name", "")).lower()
+        if name not in SAFE_TABLE_FUNCTIONS or function.get("schema") or function.get("catalog"):
+            raise InvalidRequest(
+                f"table function {name}() is not allowed here; query the workspace's"
+                " tables and marts by name (GET /v1/sql/tables)",
+                code="forbidden_function",
+            )
+    elif kind == "BASE_TABLE":
+        table = str(node.get("table_name", ""))
+        schema = str(node.get("schema_name", "")).lower()
+        catalog = str(node.get("catalog_name", "")).lower()
+        if (
+            _FILE_LIKE.search(table)
+            or table.startswith("__")
+            or schema not in _SAFE_SCHEMAS
+            or catalog not in {"", "memory"}
+        ):
+            raise InvalidRequest(
+                f"{table!r} is not a table of this workspace (GET /v1/sql/tables)",
+                code="unknown_table",
+            )
 
 
 def _nodes(tree: Any) -> Iterator[dict[str, Any]]:

@@ -8,12 +8,14 @@ workspace whose views wrap the lake tables and marts:
   value the lake's ``user_hash`` / ``anonymous_hash`` / ``id_hash`` columns hold, so hashes
   join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
   keep profile ids and hash the ``anon:``/``user:`` fallbacks;
-* ``context_ip`` is NULL; the configured PII fields are removed from ``traits`` and
-  ``properties`` JSON, ``ip`` and ``traits`` from ``context``;
+* ``context_ip`` is NULL; the configured PII fields are removed from ``traits``,
+  ``properties`` and ``extra`` JSON; ``ip``, ``traits``, ``externalIds``,
+  ``device.advertisingId`` and ``user.traits`` (the profile traits a decision joined)
+  from ``context``;
 * raw copies are not reachable: ``dead_letters.payload`` and ``profiles.identities`` are
   NULL, the engine's own hidden tables of raw ids do not exist in that database, and
-  untrusted SQL may not call file-reading table functions (see
-  :func:`auie.analytics.duckdb_engine.check_untrusted`).
+  untrusted SQL may not call file-reading table functions nor the views' own hash functions
+  (see :func:`auie.analytics.duckdb_engine.check_untrusted`).
 
 The hash is :meth:`auie.privacy.crypto.Pseudonymizer.pseudonym` of ``"<id type>:<value>"``
 with the workspace's key: stable, so counts and joins work; useless without the key.
@@ -43,11 +45,16 @@ PERSON_COLUMNS = frozenset({"person_id", "previous_person_id"})
 _STORED_HASH = {"user_id": "user_hash", "anonymous_id": "anonymous_hash", "id_value": "id_hash"}
 #: Columns whose content is raw personal data as a whole.
 _BLANKED = frozenset({"context_ip", "payload", "identities"})
-_JSON_FIELDS = frozenset({"traits", "properties"})
+#: JSON columns whose configured PII fields are removed (``extra``: the event's top-level
+#: fields without a column of their own, e.g. a track's ``"email"`` beside ``properties``).
+_JSON_FIELDS = frozenset({"traits", "properties", "extra"})
 _PREFIXES = {"anon:": "anonymous_id", "user:": "user_id"}
 
 HASH_FUNCTION = "auie_pseudonym"
 PERSON_FUNCTION = "auie_person"
+#: Scalar functions only the views may call: called by untrusted SQL, the hash function would
+#: hash any guessed identifier and so re-identify people by joining the guess to the views.
+INTERNAL_FUNCTIONS = frozenset({HASH_FUNCTION, PERSON_FUNCTION})
 
 Hasher = Callable[[str, str], str | None]
 
@@ -114,11 +121,9 @@ def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> 
         elif column in _BLANKED:
             expression = "NULL::VARCHAR"
         elif column in _JSON_FIELDS:
-            expression = f"json_merge_patch({quoted}, {strip})::VARCHAR"
+            expression = _unless_null(quoted, f"json_merge_patch({quoted}, {strip})::VARCHAR")
         elif column == "context":
-            expression = (
-                f"json_merge_patch({quoted}, {_patch({'ip': None, 'traits': None})})::VARCHAR"
-            )
+            expression = _unless_null(quoted, _context_expression(quoted))
         else:
             continue
         replace.append(f"{expression} AS {quoted}")
@@ -130,6 +135,43 @@ def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> 
     return f"SELECT {star} FROM {source}"
 
 
+#: Keys removed from ``context``: top-level ones (``externalIds``: ids in other systems), and
+#: ones inside an object of the context (``device.advertisingId``; ``user.traits``: the
+#: profile traits a decision joined) — only when the parent is an object, so a context
+#: without one does not gain an empty one.
+_CONTEXT_REMOVED = ("ip", "traits", "externalIds")
+_CONTEXT_NESTED_REMOVED: dict[str, tuple[str, ...]] = {
+    "device": ("advertisingId",),
+    "user": ("traits",),
+}
+
+
+def _context_expression(column: str) -> str:
+    """``column`` (a JSON context) without :data:`_CONTEXT_REMOVED` and, where their parent
+    is an object, :data:`_CONTEXT_NESTED_REMOVED`: one merge patch assembled per row."""
+    top = ", ".join(f"{json.dumps(key)}: null" for key in _CONTEXT_REMOVED)
+    parts = [_literal(top)]
+    for parent, keys in _CONTEXT_NESTED_REMOVED.items():
+        inner = ", ".join(f"{json.dumps(key)}: null" for key in keys)
+        nested = _literal(f", {json.dumps(parent)}: {{{inner}}}")
+        parts.append(
+            f"CASE WHEN json_type({column}, {_literal('$.' + parent)}) = 'OBJECT'"
+            f" THEN {nested} ELSE '' END"
+        )
+    patch = "'{' || " + " || ".join(parts) + " || '}'"
+    return f"json_merge_patch({column}, ({patch})::JSON)::VARCHAR"
+
+
+def _unless_null(column: str, expression: str) -> str:
+    """``expression``, NULL where ``column`` is (a merge patch of NULL gives the patch)."""
+    return f"CASE WHEN {column} IS NULL THEN NULL ELSE {expression} END"
+
+
+def _literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _patch(fields: dict[str, None]) -> str:
     """A JSON merge patch removing ``fields``, as a SQL string literal."""
-    return "'" + json.dumps(fields).replace("'", "''") + "'"
+    return _literal(json.dumps(fields))

@@ -175,7 +175,7 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
             settings.server.trusted_proxies,
         )
         runtime.tokens  # noqa: B018  (load signing keys before the first request)
-        person = PersonContext(runtime.profiles)
+        person = PersonContext(runtime.profiles, pii_fields=settings.privacy.pii_fields)
         require = settings.privacy.require_explicit_consent
         app.state.decisions = DecisionService(
             runtime.decision_store,

@@ -1,12 +1,16 @@
 """What the decision service knows about the person: profile traits, computed traits,
-segments and the ``user_features`` mart, joined into the context under ``user``."""
+segments and the ``user_features`` mart, joined into the context under ``user``.
+
+Configured PII fields (``privacy.pii_fields``) of the traits are never joined: the context is
+logged with the decision (event log, lake ``decisions`` table, training mart), and the same
+context must feed the policies online and offline, so they are left out of both."""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from auie.decide.config import JoinSpec
@@ -47,10 +51,12 @@ class PersonContext:
         *,
         segments_of: SegmentsOf | None = None,
         features_of: FeaturesOf | None = None,
+        pii_fields: Iterable[str] = (),
     ) -> None:
         self.profiles = profiles
         self.segments_of = segments_of
         self.features_of = features_of
+        self.pii_fields = frozenset(f.lower() for f in pii_fields)
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
 
     def lookup(
@@ -78,7 +84,7 @@ class PersonContext:
             return None, {}
         person: dict[str, Any] = {
             "consent": dict(profile.consent.get("current", {})),
-            "traits": profile.traits,
+            "traits": {k: v for k, v in profile.traits.items() if k.lower() not in self.pii_fields},
             "computedTraits": {
                 k: v
                 for k, v in profile.computed_traits.items()

@@ -52,7 +52,9 @@ ENRICHMENT_COLUMNS = (
     "utm_term",
     "utm_content",
 )
-_TOP_LEVEL = frozenset(
+#: Top-level event fields with columns of their own; any other top-level field goes to
+#: the ``extra`` JSON column.
+TOP_LEVEL_FIELDS = frozenset(
     {
         "type",
         "messageId",
@@ -158,8 +160,8 @@ def _event_values(
     context = get("context") or {}
     extra = (
         None
-        if event.keys() <= _TOP_LEVEL
-        else {k: v for k, v in event.items() if k not in _TOP_LEVEL}
+        if event.keys() <= TOP_LEVEL_FIELDS
+        else {k: v for k, v in event.items() if k not in TOP_LEVEL_FIELDS}
     )
     values = [
         event["messageId"],

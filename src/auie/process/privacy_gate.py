@@ -6,14 +6,16 @@ For every event, after enrichment and before identity resolution:
 2. e-mail addresses, phone and card numbers in free-text properties are masked or flagged
    (``privacy.pii_in_text``);
 3. configured PII fields (``privacy.pii_fields``: top-level keys of ``traits``,
-   ``context.traits`` and ``properties``) are encrypted with the data key of the event's
-   primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
-   ciphertext and erasure can shred them;
+   ``context.traits`` and ``properties``, and top-level fields of the event that have no
+   column of their own and so go to the lake's ``extra`` column) are encrypted with the
+   data key of the event's primary identifier (``privacy.encrypt_pii``), so the profile
+   store and the lake hold ciphertext and erasure can shred them;
 4. the lake row gets keyed hashes of the ids (``user_hash``, ``anonymous_hash``) for
    pseudonymous SQL access.
 
 After identity resolution the person's ``analytics`` consent decides the lake row: kept,
-pseudonymised (ids replaced by their hashes, traits, IP and PII fields removed) or not
+pseudonymised (ids replaced by their hashes; traits, IP, external ids, advertising id and
+PII fields removed) or not
 written (``privacy.without_analytics_consent``). Identity uses the event as sent (an
 encrypted e-mail could not link profiles), which is why it is computed before step 3.
 """
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from auie.config import PrivacyConfig
+from auie.lake.rows import TOP_LEVEL_FIELDS
 from auie.privacy import consent
 from auie.privacy.crypto import FieldCipher, Pseudonymizer
 from auie.privacy.pii import scan
@@ -92,7 +95,7 @@ class PrivacyGate:
             value is not None and is_pii(key)
             for holder in self._holders(event)
             for key, value in holder.items()
-        )
+        ) or bool(self._extra_pii_keys(event))
 
     def protect(
         self,
@@ -116,6 +119,8 @@ class PrivacyGate:
             for holder in self._holders(event):
                 for key in self._pii_keys(holder):
                     holder[key] = self.cipher.encrypt(workspace, primary, holder[key])
+            for key in self._extra_pii_keys(event):
+                event[key] = self.cipher.encrypt(workspace, primary, event[key])
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
             "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
@@ -146,6 +151,17 @@ class PrivacyGate:
         if not self.pii_fields:
             return []
         return [k for k, v in holder.items() if v is not None and self._is_pii(k)]
+
+    def _extra_pii_keys(self, event: Mapping[str, Any]) -> list[str]:
+        """PII fields at the event's top level that have no column of their own (a track
+        with ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
+        if not self.pii_fields or event.keys() <= TOP_LEVEL_FIELDS:
+            return []
+        return [
+            k
+            for k, v in event.items()
+            if v is not None and k not in TOP_LEVEL_FIELDS and self._is_pii(k)
+        ]
 
     def _is_pii(self, key: str) -> bool:
         """Whether a field name is a configured PII field (remembered per name)."""
@@ -188,10 +204,15 @@ class PrivacyGate:
             if masked.get(field):
                 masked[field] = self._hash(workspace, id_type, masked[field])
         masked.pop("traits", None)
+        for key in self._extra_pii_keys(masked):
+            del masked[key]
         context = masked.get("context")
         if isinstance(context, dict):
-            for key in ("ip", "traits", "userAgent", "page"):
+            for key in ("ip", "traits", "userAgent", "page", "externalIds"):
                 context.pop(key, None)
+            device = context.get("device")
+            if isinstance(device, dict):
+                device.pop("advertisingId", None)
         properties = masked.get("properties")
         if isinstance(properties, dict):
             for key in self._pii_keys(properties):
