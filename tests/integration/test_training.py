@@ -127,8 +127,10 @@ def test_a_contextual_policy_is_promoted_and_served(
     (promoted,) = app.runtime.audit.entries(app.boot.workspace, action="decision_point.promoted")
     assert (promoted.target, promoted.actor) == (POINT, "cli")
 
-    # The running app loads the promoted version and serves it.
-    assert _served_version(app, decide, ACTIONS, version) == f"{version}.0"
+    # The running app loads the promoted version and serves it (the part after the dot
+    # counts what it learned since: on a loaded machine, rewards of the decisions above may
+    # still be closing).
+    assert _served_version(app, decide, ACTIONS, version).split(".")[0] == str(version)
     listed = _versions(app, decide)
     assert listed[-1]["version"] == version
     assert (listed[-1]["kind"], listed[-1]["source"]) == ("linucb", "offline")
@@ -166,7 +168,7 @@ def test_a_contextual_policy_is_promoted_and_served(
         f"/v1/decision-points/{POINT}/rollback", json={"version": version}, headers=admin
     )
     assert again.status_code == 200, again.text
-    assert _served_version(app, decide, ACTIONS, version) == f"{version}.0"
+    assert _served_version(app, decide, ACTIONS, version).split(".")[0] == str(version)
     point = app.client.get(f"/v1/decision-points/{POINT}", headers=decide).json()
     assert point["config"]["policy"] == {"type": "linucb", "alpha": 0.3}
     missing = CliRunner().invoke(
