@@ -64,7 +64,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)
 
     @cached_property
     def engine(self) -> Engine:
@@ -265,6 +265,38 @@ class Runtime:
             self.analytics.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def private_directory(path: Path) -> None:
+    """Make the data directory readable by AUIE's user only (0700): it holds the signing
+    keys' private halves, the master key and every store. A new one is created so; an
+    existing one this user owns is tightened, and the change logged."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        return
+    if os.name != "posix":
+        return
+    info = path.stat()
+    loose = info.st_mode & 0o077
+    if not loose:
+        return
+    mode = info.st_mode & 0o777
+    if info.st_uid != os.getuid():
+        logger.warning(
+            "data directory %s (mode %04o) is readable by other users and is not ours to"
+            " change; make it 0700",
+            path,
+            mode,
+        )
+        return
+    os.chmod(path, mode & ~0o077)
+    logger.warning(
+        "data directory %s was mode %04o; now %04o (readable by AUIE's user only)",
+        path,
+        mode,
+        mode & ~0o077,
+    )
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:

@@ -470,3 +470,25 @@ def test_the_audit_log_refuses_edits(runtime: Runtime) -> None:
     with pytest.raises(sqlalchemy.exc.IntegrityError), runtime.engine.begin() as conn:
         conn.execute(sqlalchemy.text("UPDATE audit_log SET actor = 'mallory'"))
     assert runtime.audit.verify() is None
+
+
+def test_failed_authentication_audits_the_route_not_the_identifier(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """The concrete path of a refused request may name a person; the audit log keeps the
+    route template."""
+    for path in (
+        "/v1/profiles/email/zed@example.com",
+        "/v1/profiles/email/zed@example.com/events",
+        "/v1/privacy/consent/user_id/u-zed",
+    ):
+        assert client.get(path).status_code == 401
+    client.post("/oauth/token", data={"grant_type": "client_credentials"})
+    failures = runtime.audit.entries(None, action="auth.failed")
+    assert [f.target for f in failures] == [
+        "/v1/profiles/{id_type}/{id_value}",
+        "/v1/profiles/{id_type}/{id_value}/events",
+        "/v1/privacy/consent/{id_type}/{id_value}",
+        "/oauth/token",
+    ]
+    assert "zed" not in str([f.to_dict() for f in failures])

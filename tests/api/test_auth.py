@@ -140,7 +140,15 @@ def test_tokens_are_unique(client: TestClient, boot: Bootstrap) -> None:
 
 @pytest.mark.parametrize(
     ("requested", "granted"),
-    [("admin", "admin"), ("admin ingest", "ingest admin"), ("decide", "decide"), ("", None)],
+    [
+        ("admin", "admin"),
+        ("admin ingest", "ingest admin"),
+        ("decide", "decide"),
+        # A present but empty or blank scope means what an omitted one does: every scope.
+        ("", None),
+        ("   ", None),
+        (" \t ", None),
+    ],
 )
 def test_requesting_a_subset_of_scopes(
     client: TestClient, boot: Bootstrap, requested: str, granted: str | None
@@ -206,6 +214,21 @@ def test_revoked_client_refused_with_form_credentials_too(
     runtime.clients.revoke(boot.client_id)
     form = {**GRANT, "client_id": boot.client_id, "client_secret": boot.client_secret}
     assert_oauth_error(token_request(client, form), 401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "fields", [("client_id", "client_secret"), ("client_id",), ("client_secret",)]
+)
+def test_basic_and_form_client_authentication_together_are_refused(
+    client: TestClient, boot: Bootstrap, runtime: Runtime, fields: tuple[str, ...]
+) -> None:
+    """RFC 6749 2.3: a client uses one authentication method per request."""
+    given = {"client_id": boot.client_id, "client_secret": boot.client_secret}
+    form = {**GRANT, **{name: given[name] for name in fields}}
+    reply = token_request(client, form, **basic(boot.client_id, boot.client_secret))
+    assert_oauth_error(reply, 400, "invalid_request")
+    assert "not both" in reply.json()["message"]
+    assert runtime.audit.entries(None, action="token.issued") == []
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,27 @@ def test_a_request_must_name_somebody(client: TestClient, boot: Bootstrap) -> No
     assert reply.status_code in {422, 400}
 
 
+def test_an_identifier_that_is_not_unicode_text_is_refused_at_once(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    """A lone surrogate (valid JSON, not valid text) is a 400 when submitted, not a request
+    that fails later with an encoding error."""
+    headers = {**_token(client, boot), "Content-Type": "application/json"}
+    for path in ("/v1/privacy/export", "/v1/privacy/erase"):
+        for body in (
+            r'{"userId": "\ud800"}',
+            r'{"email": "a\udfffb@example.com"}',
+            r'{"userId": "u-1", "idType": "phone", "idValue": "+49\ud83d"}',
+        ):
+            reply = client.post(path, content=body, headers=headers)
+            assert reply.status_code == 400, (path, body, reply.text)
+            assert set(reply.json()) == {"code", "message"}
+            assert reply.json()["code"] == "invalid_subject"
+            assert "lone surrogate" in reply.json()["message"]
+    assert client.get("/v1/privacy/requests", headers=headers).json() == []
+    assert runtime.audit.entries(None, action="privacy.export.requested") == []
+
+
 def test_unknown_requests_and_the_archive_rules(client: TestClient, boot: Bootstrap) -> None:
     headers = _token(client, boot)
     assert client.get("/v1/privacy/requests/pr_nope", headers=headers).status_code == 404

@@ -3,6 +3,7 @@ and errors. In process with click's runner, plus real runs of the installed scri
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -326,6 +327,41 @@ def test_signing_keys_list_rotate_and_prune(auie: Run, runtime: Runtime) -> None
         )
     assert auie("signing-keys", "prune").stdout.strip() == f"removed 1 key(s): {first_kid}"
     assert [k["kid"] for k in signing_key_list(auie)] == [second_kid]
+
+
+def test_admin_commands_are_audited_like_the_api(auie: Run, runtime: Runtime) -> None:
+    """Each change made with the CLI is in the audit log under the HTTP API's action name,
+    as actor ``cli`` with the operating-system user, never with a secret."""
+    ws = out_json(auie("workspaces", "create", "acme", "--json"))["id"]
+    source = out_json(auie("sources", "create", "ios", "-w", "acme", "--json"))["id"]
+    key = out_json(auie("keys", "create", "--source", source, "--json"))
+    auie("keys", "revoke", key["id"])
+    client = out_json(auie("clients", "create", "-w", "acme", "--scopes", "decide", "--json"))
+    auie("clients", "scopes", client["id"], "--add", "pii:read", "--remove", "decide")
+    auie("clients", "revoke", client["id"])
+    runtime.signing_keys.ensure("ES256")
+    kid = re.findall(r"now signing with (\S+);", auie("signing-keys", "rotate").stdout)[0]
+    auie("signing-keys", "prune")
+
+    entries = runtime.audit.entries(None)
+    assert [(e.action, e.workspace_id, e.target) for e in entries] == [
+        ("workspace.created", ws, ws),
+        ("source.created", ws, source),
+        ("write_key.created", ws, key["id"]),
+        ("write_key.revoked", ws, key["id"]),
+        ("client.created", ws, client["id"]),
+        ("client.scopes_changed", ws, client["id"]),
+        ("client.revoked", ws, client["id"]),
+        ("signing_key.rotated", None, kid),
+        ("signing_key.pruned", None, "signing_keys"),
+    ]
+    assert {e.actor for e in entries} == {"cli"}
+    assert {e.details["osUser"] for e in entries} == {getpass.getuser()}
+    assert entries[4].details["scopes"] == ["decide"]
+    assert entries[5].details["scopes"] == ["pii:read"]
+    assert key["key"] not in str(entries)
+    assert client["secret"] not in str(entries)
+    assert runtime.audit.verify() is None
 
 
 def test_set_overrides_reach_the_command(auie: Run) -> None:

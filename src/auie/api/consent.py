@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -40,12 +40,18 @@ router = APIRouter(
 )
 _admin = Depends(scope(PRIVACY_ADMIN))
 _encode = msgspec.json.Encoder().encode
+#: How far a statement's timestamp may be ahead of the server's clock (client clock skew):
+#: current consent is the latest statement by event time, so a statement dated years ahead
+#: would outrank every later one.
+MAX_FUTURE = timedelta(minutes=5)
 
 
 class ConsentIn(BaseModel):
-    """Purposes to set; those left out keep their current value."""
+    """Purposes to set; those left out keep their current value. Strict: a purpose is
+    JSON ``true``, ``false`` or ``null`` (not ``"yes"``, ``1`` or ``"true"``), as in events,
+    where anything else is ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     analytics: bool | None = None
     personalization: bool | None = None
@@ -95,6 +101,12 @@ async def put_consent(
     kind, value = await run_in_threadpool(_identity, runtime, who.workspace_id, id_type, id_value)
     now = datetime.now(UTC)
     when = parse_time(body.timestamp, "timestamp") if body.timestamp else now
+    if when > now + MAX_FUTURE:
+        raise InvalidRequest(
+            f"timestamp {format_time(when)} is more than {MAX_FUTURE.seconds // 60} minutes"
+            f" after the server's time {format_time(now)}; consent cannot be stated in advance",
+            code="invalid_timestamp",
+        )
     message_id = f"consent-{uuid.uuid4()}"
     event = {
         "type": CONSENT_TYPE,

@@ -68,7 +68,7 @@ async def _audit_failure(request: Request, exc: AuthenticationFailed) -> None:
     """Failed authentication goes to the audit log, at most once a minute per peer and kind
     (a scanner hammering the collector must not flood it)."""
     peer = request.client.host if request.client else "unknown"
-    kind = "collect" if request.url.path in _COLLECT_PATHS else request.url.path[:80]
+    kind = "collect" if request.url.path in _COLLECT_PATHS else _route_template(request)
     key = (peer, kind, exc.code)
     now = time.monotonic()
     recent: dict[tuple[str, str, str], float] | None = getattr(
@@ -95,6 +95,17 @@ async def _audit_failure(request: Request, exc: AuthenticationFailed) -> None:
         )
     except Exception:  # auditing must never turn a 401 into a 500
         logger.exception("could not write the audit log")
+
+
+def _route_template(request: Request) -> str:
+    """The matched route as declared (``/v1/profiles/{id_type}/{id_value}``), never the
+    concrete path: its parameters may be personal data (an e-mail), which the audit log
+    must not hold."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str) and template:
+        return template[:80]
+    return _OAUTH_ENDPOINT if request.url.path == _OAUTH_ENDPOINT else "(no route)"
 
 
 def _challenge(path: str) -> str:

@@ -86,6 +86,13 @@ async def token(request: Request) -> JSONResponse:
     if form.get("grant_type") != "client_credentials":
         raise InvalidRequest("grant_type must be client_credentials", code="unsupported_grant_type")
     credentials = _basic_client(request.headers.get("authorization"))
+    if credentials is not None and ("client_id" in form or "client_secret" in form):
+        # RFC 6749 2.3: one authentication method per request; which would we believe?
+        raise InvalidRequest(
+            "authenticate the client with HTTP Basic or with client_id/client_secret form"
+            " fields, not both",
+            code="invalid_request",
+        )
     if credentials is None:
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if not client_id or secret is None:

@@ -206,8 +206,10 @@ class TokenService:
         return {"keys": [key.public_jwk for key in self._keys.values()]}
 
     def issue(self, client: Client, requested: str | None = None) -> IssuedToken:
-        """A token for the client with the requested scopes (all it may have when None)."""
-        scopes = parse_scopes(requested) if requested else client.scopes
+        """A token for the client with the requested scopes; all it may have when none are
+        requested (``requested`` None, empty or blank: RFC 6749 3.3 lets the server pick a
+        default, and a present but blank ``scope`` means what an omitted one does)."""
+        scopes = parse_scopes(requested) if requested and requested.strip() else client.scopes
         if not scopes <= client.scopes:
             extra = format_scopes(scopes - client.scopes)
             raise InvalidRequest(f"client may not ask for scope(s) {extra}", code="invalid_scope")

@@ -1,8 +1,14 @@
-"""``auie workspaces|sources|keys|clients|signing-keys``: tenancy and credentials."""
+"""``auie workspaces|sources|keys|clients|signing-keys``: tenancy and credentials.
+
+Every change is recorded in the audit log with the action name the HTTP admin API uses
+(``client.scopes_changed``...), actor ``cli`` and the operating-system user in the details.
+"""
 
 from __future__ import annotations
 
+import getpass
 from datetime import timedelta
+from typing import Any
 
 import click
 
@@ -10,6 +16,27 @@ from auie.auth.scopes import ALL_SCOPES
 from auie.cli.common import emit, json_option, open_runtime, settings_options
 from auie.config import Settings
 from auie.ids import utcnow
+from auie.runtime import Runtime
+
+
+def _audit(
+    runtime: Runtime, action: str, workspace: str | None, target: str, **details: Any
+) -> None:
+    """Record an admin action done on the command line, as the HTTP API records its own."""
+    runtime.audit.record(
+        action,
+        actor="cli",
+        workspace=workspace,
+        target=target,
+        details={**details, "osUser": _os_user()},
+    )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
 
 
 @click.group()
@@ -23,7 +50,10 @@ def workspaces() -> None:
 @settings_options()
 def workspaces_create(name: str, as_json: bool, settings: Settings) -> None:
     """Create a workspace."""
-    emit(open_runtime(settings).tenancy.create_workspace(name), as_json)
+    runtime = open_runtime(settings)
+    created = runtime.tenancy.create_workspace(name)
+    _audit(runtime, "workspace.created", created.id, created.id)
+    emit(created, as_json)
 
 
 @workspaces.command("list")
@@ -49,7 +79,9 @@ def sources_create(name: str, workspace: str, kind: str, as_json: bool, settings
     """Create a source in a workspace."""
     runtime = open_runtime(settings)
     ws = runtime.tenancy.workspace(workspace)
-    emit(runtime.tenancy.create_source(ws.id, name, kind), as_json)
+    source = runtime.tenancy.create_source(ws.id, name, kind)
+    _audit(runtime, "source.created", ws.id, source.id)
+    emit(source, as_json)
 
 
 @sources.command("list")
@@ -74,7 +106,9 @@ def keys() -> None:
 @settings_options()
 def keys_create(source_id: str, as_json: bool, settings: Settings) -> None:
     """Create a write key; the key is printed only now."""
-    new = open_runtime(settings).tenancy.create_write_key(source_id)
+    runtime = open_runtime(settings)
+    new = runtime.tenancy.create_write_key(source_id)
+    _audit(runtime, "write_key.created", new.info.workspace_id, new.info.id, source=source_id)
     emit({**_dict(new.info), "key": new.key}, as_json)
 
 
@@ -83,7 +117,9 @@ def keys_create(source_id: str, as_json: bool, settings: Settings) -> None:
 @settings_options()
 def keys_revoke(key_id: str, settings: Settings) -> None:
     """Revoke a write key (running servers stop accepting it within seconds)."""
-    open_runtime(settings).tenancy.revoke_write_key(key_id)
+    runtime = open_runtime(settings)
+    workspace = runtime.tenancy.revoke_write_key(key_id)
+    _audit(runtime, "write_key.revoked", workspace, key_id)
     click.echo(f"revoked {key_id}")
 
 
@@ -125,6 +161,7 @@ def clients_create(
     runtime = open_runtime(settings)
     ws = runtime.tenancy.workspace(workspace)
     new = runtime.clients.create(ws.id, name, scopes.replace(",", " ").split())
+    _audit(runtime, "client.created", ws.id, new.client.id, scopes=sorted(new.client.scopes))
     emit({**_dict(new.client), "secret": new.secret}, as_json)
 
 
@@ -154,7 +191,15 @@ def clients_scopes(
     runtime = open_runtime(settings)
     current = runtime.clients.get(client_id)
     wanted = (set(current.scopes) | _scopes(add)) - _scopes(remove)
-    emit(_dict(runtime.clients.set_scopes(client_id, wanted)), as_json)
+    client = runtime.clients.set_scopes(client_id, wanted)
+    _audit(
+        runtime,
+        "client.scopes_changed",
+        client.workspace_id,
+        client_id,
+        scopes=sorted(client.scopes),
+    )
+    emit(_dict(client), as_json)
 
 
 def _scopes(values: tuple[str, ...]) -> set[str]:
@@ -166,7 +211,10 @@ def _scopes(values: tuple[str, ...]) -> set[str]:
 @settings_options()
 def clients_revoke(client_id: str, settings: Settings) -> None:
     """Revoke a client: it gets no new tokens (issued ones expire within their TTL)."""
-    open_runtime(settings).clients.revoke(client_id)
+    runtime = open_runtime(settings)
+    workspace = runtime.clients.get(client_id).workspace_id
+    runtime.clients.revoke(client_id)
+    _audit(runtime, "client.revoked", workspace, client_id)
     click.echo(f"revoked {client_id}")
 
 
@@ -196,7 +244,9 @@ def signing_keys_list(as_json: bool, settings: Settings) -> None:
 @settings_options()
 def signing_keys_rotate(settings: Settings) -> None:
     """Start signing with a new key; the old one keeps verifying until pruned."""
-    kid = open_runtime(settings).signing_keys.create(settings.auth.signing_algorithm)
+    runtime = open_runtime(settings)
+    kid = runtime.signing_keys.create(settings.auth.signing_algorithm)
+    _audit(runtime, "signing_key.rotated", None, kid, algorithm=settings.auth.signing_algorithm)
     click.echo(
         f"now signing with {kid}; running servers pick it up within "
         f"{settings.auth.key_refresh_seconds:g}s"
@@ -208,7 +258,9 @@ def signing_keys_rotate(settings: Settings) -> None:
 def signing_keys_prune(settings: Settings) -> None:
     """Remove keys retired longer ago than a token lifetime (their tokens have expired)."""
     cutoff = utcnow() - timedelta(seconds=settings.auth.token_ttl_seconds + 60)
-    removed = open_runtime(settings).signing_keys.prune(cutoff)
+    runtime = open_runtime(settings)
+    removed = runtime.signing_keys.prune(cutoff)
+    _audit(runtime, "signing_key.pruned", None, "signing_keys", removed=removed)
     click.echo(f"removed {len(removed)} key(s): {' '.join(removed) or '-'}")
 
 

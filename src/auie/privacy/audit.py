@@ -3,7 +3,10 @@ and failed authentication — who, what, when, outcome; never personal data.
 
 Entries are chained: each stores SHA-256 of the previous entry's chain value and its own
 content, so a changed or removed entry is detectable with :meth:`AuditLog.verify`. The
-database refuses updates (a trigger). Retention deletes the oldest entries with
+database refuses updates (a trigger). Appends are serialised across processes (the server
+and a CLI command may write at once): on SQLite each append is a ``BEGIN IMMEDIATE``
+transaction, on PostgreSQL it holds a transaction-level advisory lock, so no two entries
+follow the same predecessor. Retention deletes the oldest entries with
 :meth:`AuditLog.prune`, which appends an ``audit.pruned`` entry naming the first entry
 kept and the chain value it follows, so the shortened log still verifies.
 """
@@ -13,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
 from auie.ids import utcnow
 from auie.privacy.tables import audit_log
@@ -27,6 +31,8 @@ from auie.privacy.tables import audit_log
 _GENESIS = "0" * 64
 PRUNED = "audit.pruned"
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The PostgreSQL advisory lock key that serialises appends to the chain.
+_CHAIN_LOCK_KEY = zlib.crc32(b"auie.audit_log.chain") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,21 @@ def _digest(previous: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+def _lock_chain(conn: Connection) -> None:
+    """Take the database's lock on the chain for the rest of ``conn``'s transaction: the
+    thread lock alone would let another process read the same chain head and fork it."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        # The sqlite3 module begins a deferred transaction only at the first write, after
+        # the chain head was read; an immediate one takes the write lock first (other
+        # writers wait, up to the connection's busy timeout).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+    else:  # pragma: no cover - the metadata database is SQLite or PostgreSQL
+        raise NotImplementedError(f"the audit log does not support {dialect}")
+
+
 class AuditLog:
     """Append and query audit entries."""
 
@@ -99,6 +120,7 @@ class AuditLog:
             "details": json.dumps(dict(details or {}), sort_keys=True, default=str)[:4000],
         }
         with self._lock, self.engine.begin() as conn:
+            _lock_chain(conn)
             last = conn.execute(
                 select(audit_log.c.chain).order_by(audit_log.c.seq.desc()).limit(1)
             ).scalar()
@@ -145,6 +167,7 @@ class AuditLog:
         chain value, from which :meth:`verify` starts."""
         c = audit_log.c
         with self._lock, self.engine.begin() as conn:
+            _lock_chain(conn)
             last = conn.execute(
                 select(c.seq, c.chain).where(c.at < before).order_by(c.seq.desc()).limit(1)
             ).first()

@@ -68,6 +68,7 @@ class Subject:
                     f"the {id_type} value must be 1 to {MAX_ID_LENGTH} characters",
                     code="invalid_subject",
                 )
+            _check_text(id_type, value)
             if (id_type, value) not in found:
                 found.append((id_type, value))
         if not found:
@@ -80,6 +81,20 @@ class Subject:
     @property
     def nodes(self) -> list[str]:
         return [node(t, v) for t, v in self.identifiers]
+
+
+def _check_text(id_type: str, value: str) -> None:
+    """Refuse a value that is not Unicode text (a lone surrogate, from JSON's ``"\ud800"``
+    or an undecodable command-line byte): no store could hash, match or keep it, and the
+    request would fail later with an encoding error instead of now with a clear one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"the {id_type} value is not valid Unicode text: it has a lone surrogate"
+            f" (U+{ord(value[exc.start]):04X}) at character {exc.start}",
+            code="invalid_subject",
+        ) from None
 
 
 @dataclass

@@ -192,17 +192,21 @@ class TenancyStore:
             rows = conn.execute(query.order_by(write_keys.c.created_at)).all()
         return [WriteKeyInfo(**row._mapping) for row in rows]
 
-    def revoke_write_key(self, key_id: str, workspace_id: str | None = None) -> None:
+    def revoke_write_key(self, key_id: str, workspace_id: str | None = None) -> str:
+        """Revoke an active key; returns its workspace's id."""
         query = (
             update(write_keys)
             .where(write_keys.c.id == key_id, write_keys.c.revoked_at.is_(None))
             .values(revoked_at=utcnow())
+            .returning(write_keys.c.workspace_id)
         )
         if workspace_id is not None:
             query = query.where(write_keys.c.workspace_id == workspace_id)
         with self.engine.begin() as conn:
-            if conn.execute(query).rowcount == 0:
-                raise NotFound(f"active write key {key_id!r} does not exist")
+            owner = conn.execute(query).scalar()
+        if owner is None:
+            raise NotFound(f"active write key {key_id!r} does not exist")
+        return str(owner)
 
     def resolve_write_key(self, key: str) -> KeyIdentity | None:
         """The owner of an active key, or None for an unknown or revoked one."""

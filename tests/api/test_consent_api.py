@@ -1,0 +1,63 @@
+"""The consent API (``/v1/privacy/consent``): what it accepts, what it refuses, and how it
+is audited."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from auie.runtime import Bootstrap, Runtime
+from helpers import REPO, bearer, get_token
+
+URL = "/v1/privacy/consent/user_id/u-carl"
+
+
+@pytest.fixture
+def admin(client: TestClient, boot: Bootstrap) -> dict[str, str]:
+    """Headers with a privacy:admin token of the bootstrap workspace."""
+    return bearer(get_token(client, boot.client_id, boot.client_secret, "privacy:admin"))
+
+
+def test_a_statement_is_audited_under_the_documented_action(
+    client: TestClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    docs = (REPO / "docs" / "privacy.md").read_text()
+    [documented] = re.findall(r"durable before the reply, audited as `([^`]+)`", docs)
+    reply = client.put(URL, json={"analytics": False}, headers=admin)
+    assert reply.status_code == 200, reply.text
+    [entry] = runtime.audit.entries(None, action=documented)
+    assert entry.target == reply.json()["messageId"]
+    assert entry.details == {"purposes": ["analytics"]}
+    assert "u-carl" not in str(entry.to_dict())
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, "false", [], {}])
+def test_purposes_must_be_json_booleans(
+    client: TestClient, admin: dict[str, str], runtime: Runtime, value: object
+) -> None:
+    reply = client.put(URL, json={"analytics": True, "marketing": value}, headers=admin)
+    assert reply.status_code == 400, reply.text
+    body = reply.json()
+    assert set(body) == {"code", "message"}
+    assert body["message"].startswith("marketing: "), body
+    assert runtime.audit.entries(None, action="consent.recorded") == []  # nothing recorded
+
+
+def test_a_statement_dated_in_the_future_is_refused(
+    client: TestClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    ahead = {"analytics": True, "timestamp": "2999-01-01T00:00:00Z"}
+    reply = client.put(URL, json=ahead, headers=admin)
+    assert reply.status_code == 400, reply.text
+    body = reply.json()
+    assert body["code"] == "invalid_timestamp"
+    assert "2999-01-01T00:00:00" in body["message"]
+    assert "5 minutes" in body["message"]
+    # Clock skew within the allowance is fine; null purposes leave the others unchanged.
+    soon = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
+    accepted = {"analytics": True, "marketing": None, "timestamp": soon}
+    assert client.put(URL, json=accepted, headers=admin).status_code == 200
+    assert runtime.audit.entries(None, action="consent.recorded")[0].outcome == "ok"
