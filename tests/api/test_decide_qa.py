@@ -1,0 +1,105 @@
+"""What exploratory QA found in the decision API, each pinned down through the in-process
+app: the person's segments and ``user_features`` row in the context, non-finite numbers,
+unbounded policy sizes and the policies' defaults."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi.testclient import TestClient
+
+from auie.eventlog import DECISIONS_TOPIC
+from auie.runtime import Bootstrap, Runtime
+from helpers import bearer, get_token
+from pipeline import drain, log_record
+
+ACTIONS = [{"id": "a"}, {"id": "b"}]
+
+
+def _admin(client: TestClient, boot: Bootstrap) -> dict[str, str]:
+    return bearer(get_token(client, boot.client_id, boot.client_secret))
+
+
+def _logged(runtime: Runtime, event_id: str) -> dict[str, Any]:
+    log = runtime.eventlog
+    for part, start in log.begin_offsets(DECISIONS_TOPIC).items():
+        for record in log.read(DECISIONS_TOPIC, part, start, 1_000_000):
+            value: dict[str, Any] = json.loads(record.value)
+            if value["eventId"] == event_id:
+                return value
+    raise AssertionError(f"decision {event_id} is not in the log")
+
+
+def _identify(runtime: Runtime, workspace: str, user: str, traits: dict[str, Any]) -> str:
+    """Identifies ``user`` with ``traits`` through the processor; returns the profile id."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {
+        "messageId": str(uuid.uuid4()),
+        "type": "identify",
+        "userId": user,
+        "traits": traits,
+        "timestamp": now,
+        "receivedAt": now,
+        "context": {},
+    }
+    runtime.eventlog.append([log_record(event, workspace)])
+    drain(runtime.processor())
+    return runtime.profiles.profile(workspace, "user_id", user).profile_id
+
+
+def _user_features(runtime: Runtime, workspace: str, rows: list[dict[str, Any]]) -> None:
+    """A ``user_features`` mart as the transformation writes it (its Parquet file)."""
+    marts = runtime.analytics.marts_dir(workspace)  # type: ignore[attr-defined]
+    marts.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), marts / "user_features.parquet")
+
+
+def test_the_context_joins_segments_and_user_features_when_the_point_asks(
+    client: TestClient, runtime: Runtime, boot: Bootstrap
+) -> None:
+    admin = _admin(client, boot)
+    profile = _identify(runtime, boot.workspace, "u-pro", {"plan": "pro"})
+    segment = {"name": "pro", "definition": {"trait": "plan", "op": "eq", "value": "pro"}}
+    reply = client.post("/v1/analytics/segments", json=segment, headers=admin)
+    assert reply.status_code == 201, reply.text
+    segment_id = reply.json()["id"]
+    other = {"name": "free", "definition": {"trait": "plan", "op": "eq", "value": "free"}}
+    assert client.post("/v1/analytics/segments", json=other, headers=admin).status_code == 201
+    seen = datetime(2026, 1, 2, tzinfo=UTC)
+    row = {"person_id": profile, "first_seen": seen, "last_seen": seen, "recency_days": 3}
+    _user_features(
+        runtime,
+        boot.workspace,
+        [{**row, "frequency": 12, "engagement_score": 41.5, "top_event": "page", "as_of": seen}],
+    )
+
+    contexts = {}
+    for point, join in (
+        ("joined", {"segments": True, "userFeatures": True}),
+        ("not-joined", {"segments": False, "userFeatures": False}),
+    ):
+        config = {"actions": ACTIONS, "join": join}
+        reply = client.put(f"/v1/decision-points/{point}", json=config, headers=admin)
+        assert reply.status_code == 200, reply.text
+        body = {"decisionPoint": point, "userId": "u-pro", "context": {}, "actions": ACTIONS}
+        reply = client.post("/v1/decide", json=body, headers=admin)
+        assert reply.status_code == 200, reply.text
+        contexts[point] = _logged(runtime, reply.json()["eventId"])["context"]["user"]
+
+    joined = contexts["joined"]
+    assert joined["segments"] == [segment_id]
+    assert joined["features"] == {
+        "recency_days": 3,
+        "frequency": 12,
+        "engagement_score": 41.5,
+        "top_event": "page",
+    }
+    assert joined["traits"] == {"plan": "pro"}
+    assert "segments" not in contexts["not-joined"]
+    assert "features" not in contexts["not-joined"]
+    assert contexts["not-joined"]["traits"] == {"plan": "pro"}
