@@ -18,7 +18,7 @@ class LinUCB(Policy):
 
     def __init__(self, model: HybridRidge, *, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        if alpha < 0:
+        if not alpha >= 0:  # also refuses NaN
             raise ValueError("alpha must be >= 0")
         self.alpha = alpha
 

@@ -101,7 +101,7 @@ class NeuralReward(Policy):
         super().__init__(model, **kwargs)
         if not 0 <= epsilon <= 1:
             raise ValueError("epsilon must be in [0, 1]")
-        if temperature < 0 or lr <= 0 or weight_decay < 0:
+        if not (temperature >= 0 and lr > 0 and weight_decay >= 0):  # also refuses NaN
             raise ValueError("temperature and weight_decay must be >= 0, lr > 0")
         if min(hidden, layers, epochs, batch_size, buffer, action_slots) < 1:
             raise ValueError("hidden, layers, epochs, batch_size, buffer, action_slots >= 1")

@@ -27,7 +27,7 @@ class LinearThompson(Policy):
         self, model: HybridRidge, *, v: float = 0.5, samples: int = 64, **kwargs: Any
     ) -> None:
         super().__init__(model, **kwargs)
-        if v < 0 or samples < 1:
+        if not v >= 0 or samples < 1:  # also refuses a NaN v
             raise ValueError("v must be >= 0 and samples >= 1")
         self.v = v
         self.samples = samples

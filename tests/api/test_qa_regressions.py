@@ -1,18 +1,23 @@
-"""What exploratory QA found in the decision API, each pinned down through the in-process
-app: the person's segments and ``user_features`` row in the context, non-finite numbers,
-unbounded policy sizes and the policies' defaults."""
+"""What exploratory QA found in the decision and analytics APIs, each pinned down through
+the in-process app: the person's segments and ``user_features`` row in the context,
+non-finite numbers, unbounded sizes (policies, segment depth, SQL replies) and the
+policies' defaults."""
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from fastapi.testclient import TestClient
 
+from auie.decide.policies import make_policy
+from auie.errors import InvalidRequest
 from auie.eventlog import DECISIONS_TOPIC
 from auie.runtime import Bootstrap, Runtime
 from helpers import bearer, get_token
@@ -103,3 +108,82 @@ def test_the_context_joins_segments_and_user_features_when_the_point_asks(
     assert "segments" not in contexts["not-joined"]
     assert "features" not in contexts["not-joined"]
     assert contexts["not-joined"]["traits"] == {"plan": "pro"}
+
+
+def _raw(client: TestClient, method: str, url: str, body: str, headers: dict[str, str]) -> Any:
+    """A request whose body is sent as written (``json=`` cannot send NaN)."""
+    return client.request(
+        method, url, content=body, headers={**headers, "content-type": "application/json"}
+    )
+
+
+def test_non_finite_numbers_are_refused_before_anything_is_stored(
+    client: TestClient, boot: Bootstrap
+) -> None:
+    admin = _admin(client, boot)
+    actions = '[{"id": "a"}, {"id": "b"}]'
+    for number in ("NaN", "Infinity", "-Infinity", "1e400"):
+        config = f'{{"actions": {actions}, "policy": {{"type": "linucb", "alpha": {number}}}}}'
+        reply = _raw(client, "PUT", "/v1/decision-points/nan", config, admin)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_request"
+        assert number.lstrip("-") in reply.json()["message"]
+        decide = (
+            f'{{"decisionPoint": "nan", "userId": "u-1", "context": {{"x": {number}}},'
+            f' "actions": {actions}}}'
+        )
+        reply = _raw(client, "POST", "/v1/decide", decide, admin)
+        assert reply.status_code == 400, reply.text
+        assert set(reply.json()) == {"code", "message"}
+        featured = f'[{{"id": "a", "features": {{"f": [1, {number}]}}}}, {{"id": "b"}}]'
+        decide = f'{{"decisionPoint": "nan", "userId": "u-1", "actions": {featured}}}'
+        assert _raw(client, "POST", "/v1/decide", decide, admin).status_code == 400
+        evaluate = (
+            f'{{"decisionPoint": "nan", "candidates": [{{"type": "linucb", "alpha": {number}}}]}}'
+        )
+        reply = _raw(client, "POST", "/v1/decisions/evaluate", evaluate, admin)
+        assert reply.status_code == 400, reply.text
+    assert client.get("/v1/decision-points/nan", headers=admin).status_code == 404
+    # Standard JSON is read as before.
+    config = f'{{"actions": {actions}, "policy": {{"type": "linucb", "alpha": 0.5e0}}}}'
+    assert _raw(client, "PUT", "/v1/decision-points/nan", config, admin).status_code == 200
+    decide = (
+        f'{{"decisionPoint": "nan", "userId": "u-1", "context": {{"x": 1e300}},'
+        f' "actions": {actions}}}'
+    )
+    assert _raw(client, "POST", "/v1/decide", decide, admin).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("policy", "name"),
+    [
+        ({"type": "linucb"}, "alpha"),
+        ({"type": "thompson"}, "v"),
+        ({"type": "squarecb"}, "gamma_scale"),
+        ({"type": "squarecb"}, "gamma_exponent"),
+        ({"type": "epsilon_greedy"}, "epsilon"),
+        ({"type": "linucb"}, "l2"),
+        ({"type": "thompson"}, "exploration_floor"),
+    ],
+)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_every_policy_parameter_must_be_finite(
+    policy: dict[str, Any], name: str, value: float
+) -> None:
+    """Python callers (the CLI's ``-c``, training) too: ``json.loads`` reads NaN."""
+    with pytest.raises(InvalidRequest) as caught:
+        make_policy({**policy, name: value}, context_dim=8)
+    assert caught.value.code == "invalid_policy"
+    assert name in caught.value.message
+
+
+def test_analytics_bodies_refuse_non_finite_numbers(client: TestClient, boot: Bootstrap) -> None:
+    admin = _admin(client, boot)
+    segment = '{"name": "n", "definition": {"trait": "age", "op": "gte", "value": NaN}}'
+    reply = _raw(client, "POST", "/v1/analytics/segments", segment, admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {
+        "code": "invalid_request",
+        "message": "body: NaN is not a JSON number; numbers must be finite",
+    }
+    assert client.get("/v1/analytics/segments", headers=admin).json() == []
