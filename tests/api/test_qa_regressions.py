@@ -187,3 +187,42 @@ def test_analytics_bodies_refuse_non_finite_numbers(client: TestClient, boot: Bo
         "message": "body: NaN is not a JSON number; numbers must be finite",
     }
     assert client.get("/v1/analytics/segments", headers=admin).json() == []
+
+
+def test_policy_sizes_are_bounded(client: TestClient, boot: Bootstrap) -> None:
+    """``samples`` of 100,000,000 took 6 GB per decision (and evaluation)."""
+    admin = _admin(client, boot)
+    config = {"actions": ACTIONS, "policy": {"type": "thompson", "samples": 4096}}
+    assert client.put("/v1/decision-points/roll", json=config, headers=admin).status_code == 200
+    body = {"decisionPoint": "roll", "userId": "u-1", "actions": ACTIONS}
+    assert client.post("/v1/decide", json=body, headers=admin).status_code == 200
+    for samples in (4097, 100_000_000, 0, 64.5, True):
+        config = {"actions": ACTIONS, "policy": {"type": "thompson", "samples": samples}}
+        reply = client.put("/v1/decision-points/roll", json=config, headers=admin)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_policy"
+        assert "samples must be" in reply.json()["message"]
+        evaluate = {"decisionPoint": "roll", "candidates": [config["policy"]]}
+        reply = client.post("/v1/decisions/evaluate", json=evaluate, headers=admin)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_policy"
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"type": "neural", "epochs": 1001}, "at most 1000 epochs"),
+        ({"type": "neural", "batch_size": 65_537}, "batches of 65536"),
+        ({"type": "neural", "hidden": 4097}, "at most 4096 hidden units"),
+        ({"type": "vw", "args": "--cb_explore_adf -b 32"}, "--bit_precision is at most 24"),
+        ({"type": "vw", "args": "--cb_explore_adf -b25"}, "--bit_precision is at most 24"),
+        ({"type": "vw", "args": "--cb_explore_adf --bit_precision=30"}, "at most 24, got 30"),
+        ({"type": "vw", "args": "--cb_explore_adf -b 18 --bit_precision 28"}, "got 28"),
+    ],
+)
+def test_optional_policies_sizes_are_bounded(policy: dict[str, Any], message: str) -> None:
+    pytest.importorskip({"neural": "torch", "vw": "vowpalwabbit"}[policy["type"]])
+    with pytest.raises(InvalidRequest) as caught:
+        make_policy(policy, context_dim=8)
+    assert caught.value.code == "invalid_policy"
+    assert message in caught.value.message
