@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,7 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from auie.decide.config import DEFAULT_POLICY
 from auie.decide.policies import make_policy
+from auie.decide.service import MAIN_ARM
 from auie.errors import InvalidRequest
 from auie.eventlog import DECISIONS_TOPIC
 from auie.runtime import Bootstrap, Runtime
@@ -226,3 +230,35 @@ def test_optional_policies_sizes_are_bounded(policy: dict[str, Any], message: st
         make_policy(policy, context_dim=8)
     assert caught.value.code == "invalid_policy"
     assert message in caught.value.message
+
+
+def _documented_defaults() -> dict[str, dict[str, float]]:
+    """``{type: {parameter: default}}`` from docs/decide.md's policy table."""
+    table = (Path(__file__).parents[2] / "docs" / "decide.md").read_text()
+    found = {}
+    for kind, parameters in re.findall(r"^\| `(\w+)`[^|]*\| ([^|]*) \|", table, re.MULTILINE):
+        found[kind] = {
+            name: float(value)
+            for name, value in re.findall(r"`(\w+)` \((-?[\d.]+)[,)]", parameters)
+        }
+    return found
+
+
+def test_policies_default_to_the_documented_parameters(client: TestClient, boot: Bootstrap) -> None:
+    """``{"type": "linucb"}`` ran with alpha 1.0; the docs and new points say 0.3."""
+    documented = _documented_defaults()
+    assert documented["linucb"] == {"alpha": 0.3}
+    for kind in ("linucb", "thompson", "squarecb", "epsilon_greedy"):
+        params = make_policy({"type": kind}, context_dim=8).params()
+        assert {name: params[name] for name in documented[kind]} == documented[kind], kind
+    assert make_policy(DEFAULT_POLICY, context_dim=8).params() == {"alpha": 0.3}
+
+    admin = _admin(client, boot)
+    for point, policy in (("typed", {"policy": {"type": "linucb"}}), ("default", {})):
+        config = {"actions": ACTIONS, **policy}
+        assert client.put(f"/v1/decision-points/{point}", json=config, headers=admin).is_success
+        body = {"decisionPoint": point, "userId": "u-1", "actions": ACTIONS}
+        assert client.post("/v1/decide", json=body, headers=admin).status_code == 200
+        service = client.app.state.decisions  # type: ignore[attr-defined]
+        served = service.point(boot.workspace, point, ACTIONS).policies[MAIN_ARM]
+        assert served.params() == {"alpha": 0.3}, point
