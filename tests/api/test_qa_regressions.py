@@ -262,3 +262,43 @@ def test_policies_default_to_the_documented_parameters(client: TestClient, boot:
         service = client.app.state.decisions  # type: ignore[attr-defined]
         served = service.point(boot.workspace, point, ACTIONS).policies[MAIN_ARM]
         assert served.params() == {"alpha": 0.3}, point
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"trait": "plan", "op": "eq", "value": "pro"}
+    for level in range(levels):
+        node = {"and" if level % 2 else "or": [node]}
+    return node
+
+
+def test_segment_definitions_are_at_most_20_levels_deep(
+    client: TestClient, boot: Bootstrap
+) -> None:
+    """200 levels answered 500 but were saved; every listing failed from then on."""
+    admin = _admin(client, boot)
+    for levels in (21, 200):
+        segment = {"name": f"deep-{levels}", "definition": _nested(levels)}
+        reply = client.post("/v1/analytics/segments", json=segment, headers=admin)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_request"
+        assert "at most 20 levels deep" in reply.json()["message"]
+    condition = '{"trait": "plan", "op": "eq", "value": "pro"}'
+    deepest = '{"name": "deepest", "definition": ' + '{"or": [' * 5000 + condition + "]}" * 5000
+    reply = _raw(client, "POST", "/v1/analytics/segments", deepest + "}", admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {"code": "invalid_request", "message": "body: the JSON nests too deeply"}
+    reply = client.get("/v1/analytics/segments", headers=admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == []
+
+    segment = {"name": "deep", "definition": _nested(20)}
+    reply = client.post("/v1/analytics/segments", json=segment, headers=admin)
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["definition"] == _nested(20)
+    segment_id = reply.json()["id"]
+    segment["definition"] = _nested(21)
+    reply = client.put(f"/v1/analytics/segments/{segment_id}", json=segment, headers=admin)
+    assert reply.status_code == 400, reply.text
+    listed = client.get("/v1/analytics/segments", headers=admin)
+    assert listed.status_code == 200, listed.text
+    assert [s["definition"] for s in listed.json()] == [_nested(20)]

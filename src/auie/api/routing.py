@@ -5,7 +5,8 @@ Python's ``json`` (which Starlette's ``Request.json`` uses) accepts ``NaN``, ``I
 and ``-Infinity`` and reads ``1e400`` as infinity. Such values pass models typed ``Any``
 and break later: a policy parameter stored as ``null``, a context served with NaN and
 logged as ``null``. Routers built with ``route_class=StrictJSONRoute`` refuse them with
-``400 invalid_request`` before any model sees the body, as msgspec does on the fast paths.
+``400 invalid_request`` before any model sees the body, as msgspec does on the fast paths,
+and say so precisely for a body nested too deeply to parse.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class StrictJSONRequest(Request):
                 self._json = loads(await self.body())
             except NonFiniteNumber as exc:
                 raise HTTPException(status_code=400, detail=f"body: {exc}") from None
+            except RecursionError:  # Python's parser gives up near a thousand levels
+                raise HTTPException(
+                    status_code=400, detail="body: the JSON nests too deeply"
+                ) from None
         return self._json
 
 
