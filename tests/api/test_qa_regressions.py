@@ -9,6 +9,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from auie.decide.service import MAIN_ARM
 from auie.errors import InvalidRequest
 from auie.eventlog import DECISIONS_TOPIC
 from auie.runtime import Bootstrap, Runtime
+from conftest import App
 from helpers import bearer, get_token
 from pipeline import drain, log_record
 
@@ -302,3 +304,41 @@ def test_segment_definitions_are_at_most_20_levels_deep(
     listed = client.get("/v1/analytics/segments", headers=admin)
     assert listed.status_code == 200, listed.text
     assert [s["definition"] for s in listed.json()] == [_nested(20)]
+
+
+def test_sql_replies_are_capped_in_bytes(make_app: Callable[..., App]) -> None:
+    """``select repeat(chr(120), 50000000) from range(10)`` answered 500 MB."""
+    app = make_app(**{"analytics.sql_byte_limit": 1000})
+    admin = _admin(app.client, app.boot)
+
+    def sql(query: str) -> Any:
+        reply = app.client.post("/v1/sql", json={"query": query}, headers=admin)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    # Each row is ["xxx…"]: 100 x, 2 quotes, 2 brackets = 104 bytes; 9 fit in 1000.
+    body = sql("select repeat('x', 100) as s from range(50)")
+    assert body["rows"] == [["x" * 100]] * 9
+    assert body["truncated"] is True
+    exact = sql("select repeat('x', 96) as s from range(10)")  # 10 rows of 100 bytes
+    assert len(exact["rows"]) == 10
+    assert exact["truncated"] is False
+    # Bytes as sent: "é" is two, an escaped quote two.
+    wide = sql("""select repeat('é"', 100) as s from range(3)""")
+    assert wide["rows"] == [['é"' * 100]] * 2
+    assert wide["truncated"] is True
+    huge = sql("select repeat(chr(120), 50000000) as s from range(10)")
+    assert huge == {"columns": ["s"], "rows": [], "truncated": True}
+    assert sql("select 1 as n") == {"columns": ["n"], "rows": [[1]], "truncated": False}
+
+
+def test_a_500_mb_sql_reply_is_cut_at_the_default_byte_limit(
+    client: TestClient, boot: Bootstrap
+) -> None:
+    admin = _admin(client, boot)
+    reply = client.post(
+        "/v1/sql", json={"query": "select repeat(chr(120), 50000000) from range(10)"}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["truncated"] is True
+    assert len(reply.content) < 1000

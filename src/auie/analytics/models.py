@@ -416,7 +416,9 @@ class SqlIn(Model):
 class SqlOut(Model):
     columns: list[str]
     rows: list[list[Any]]
-    truncated: bool = Field(description="More rows existed than the row limit")
+    truncated: bool = Field(
+        description="More rows existed than the row limit or the byte limit allowed"
+    )
 
 
 class TableColumn(Model):
