@@ -342,3 +342,36 @@ def test_a_500_mb_sql_reply_is_cut_at_the_default_byte_limit(
     assert reply.status_code == 200, reply.text
     assert reply.json()["truncated"] is True
     assert len(reply.content) < 1000
+
+
+def test_rollback_of_a_point_with_an_experiment_is_refused(
+    client: TestClient, boot: Bootstrap
+) -> None:
+    """It changed the reported version and nothing else (the arms kept their state)."""
+    admin = _admin(client, boot)
+    arms = [{"name": n, "policy": {"type": "linucb"}, "share": 1} for n in ("x", "y")]
+    config = {"actions": ACTIONS, "experiment": {"arms": arms}, "snapshotMinSeconds": 0}
+    assert client.put("/v1/decision-points/exp", json=config, headers=admin).is_success
+    body = {"decisionPoint": "exp", "userId": "u-1", "actions": ACTIONS}
+
+    def decide() -> str:
+        reply = client.post("/v1/decide", json=body, headers=admin)
+        assert reply.status_code == 200, reply.text
+        version: str = reply.json()["policyVersion"]
+        return version
+
+    service = client.app.state.decisions  # type: ignore[attr-defined]
+    for _ in range(2):
+        decide()
+        service.snapshot(boot.workspace, "exp")
+    versions = client.get("/v1/decision-points/exp/versions", headers=admin).json()
+    assert {v["arm"] for v in versions} == {"x", "y"}
+    before = decide()
+    oldest = min(v["version"] for v in versions)
+    reply = client.post("/v1/decision-points/exp/rollback", json={"version": oldest}, headers=admin)
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["code"] == "experiment_running"
+    assert "runs an experiment" in reply.json()["message"]
+    assert decide().split(".")[0] == before.split(".")[0]
+    point = client.get("/v1/decision-points/exp", headers=admin).json()
+    assert point["activeVersion"] is None

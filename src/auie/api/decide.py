@@ -276,7 +276,7 @@ def versions(name: str, request: Request, who: Principal = _decider) -> Any:
     "/v1/decision-points/{name}/rollback",
     response_model=DecisionPointOut,
     operation_id="rollback_policy",
-    responses={404: {"model": Error}},
+    responses={404: {"model": Error}, 409: {"model": Error}},
 )
 def rollback(name: str, body: RollbackIn, request: Request, who: Principal = _admin) -> Any:
     """Serve an earlier policy version."""
