@@ -223,6 +223,8 @@ class AnalyticsConfig(_Section):
     query_timeout_seconds: float = Field(30.0, gt=0)
     #: Most rows ``POST /v1/sql`` returns.
     sql_row_limit: int = Field(10_000, ge=1)
+    #: Most bytes of rows (as JSON) ``POST /v1/sql`` returns; the rows beyond are left out.
+    sql_byte_limit: int = Field(20_000_000, ge=1000)
     #: ``auie serve`` rebuilds the marts this often (0: never).
     transform_interval_minutes: float = Field(15.0, ge=0)
     #: PostgreSQL database ``auie transform --target postgres`` loads the lake into and

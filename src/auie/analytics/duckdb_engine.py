@@ -35,13 +35,15 @@ import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
 from auie.analytics import pseudonymous as pseudo
-from auie.analytics.engine import QueryEngine, QueryResult
+from auie.analytics.engine import QueryEngine, QueryResult, json_bytes
 from auie.errors import InvalidRequest, NotFound
 from auie.lake.catalog import Lake
 from auie.lake.tables import IDENTITIES, TABLES
 
 logger = logging.getLogger(__name__)
 _MARTS_SUFFIX = ".parquet"
+#: Most rows fetched at once under a byte limit.
+_FETCH_BATCH = 1024
 
 #: Hidden table: the current profile of each user and anonymous id, i.e. its latest
 #: ``identities`` row (by ``changed_at``, then ``profile_id``); rebuilt with the view.
@@ -225,6 +227,7 @@ class DuckDBEngine(QueryEngine):
         timeout: float | None = None,
         untrusted: bool = False,
         pseudonymous: bool = False,
+        max_bytes: int | None = None,
     ) -> QueryResult:
         if untrusted:
             check_untrusted(sql)
@@ -237,7 +240,11 @@ class DuckDBEngine(QueryEngine):
         try:
             cursor.execute(sql, params)
             columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchmany(limit + 1)
+            if max_bytes is None:
+                rows = cursor.fetchmany(limit + 1)
+                truncated = len(rows) > limit
+            else:
+                rows, truncated = _fetch_within(cursor, limit, max_bytes)
         except duckdb.InterruptException:
             raise InvalidRequest(
                 f"query exceeded its {timeout or self.default_timeout:g}s timeout",
@@ -257,7 +264,7 @@ class DuckDBEngine(QueryEngine):
         finally:
             timer.cancel()
             cursor.close()
-        return QueryResult(columns, rows[:limit], len(rows) > limit, time.perf_counter() - started)
+        return QueryResult(columns, rows[:limit], truncated, time.perf_counter() - started)
 
     def tables(
         self, workspace: str, *, pseudonymous: bool = False
@@ -282,6 +289,30 @@ class DuckDBEngine(QueryEngine):
             for state in self._workspaces.values():
                 state.connection.close()
             self._workspaces.clear()
+
+
+def _fetch_within(
+    cursor: duckdb.DuckDBPyConnection, limit: int, max_bytes: int
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The first rows (at most ``limit``) whose :func:`json_bytes` fit in ``max_bytes``,
+    and whether any were left out. Fetches one row first, then batches sized by the room
+    left and the rows' mean size, so a result of huge values is never fetched whole."""
+    rows: list[tuple[Any, ...]] = []
+    used = 0
+    batch = 1
+    while True:
+        chunk = cursor.fetchmany(min(batch, limit + 1 - len(rows)))
+        if not chunk:
+            return rows, False
+        for row in chunk:
+            if len(rows) == limit:
+                return rows, True
+            size = json_bytes(row)
+            if used + size > max_bytes:
+                return rows, True
+            used += size
+            rows.append(row)
+        batch = int(min(_FETCH_BATCH, max(1, (max_bytes - used) * len(rows) / max(used, 1))))
 
 
 def _first_line(exc: Exception) -> str:

@@ -330,6 +330,32 @@ AndNode.model_rebuild()
 OrNode.model_rebuild()
 
 
+#: ``and``/``or`` nodes nested on one path. Deeper definitions used to be validated and
+#: saved, then failed to serialise (pydantic's depth limit): a 500, and every later listing
+#: of the workspace's segments with it.
+MAX_SEGMENT_DEPTH = 20
+MAX_SEGMENT_CONDITIONS = 100
+
+
+def nesting_depth(definition: Any) -> int:
+    """How deep ``and``/``or`` nodes nest in a raw definition (0 for a single condition);
+    iterative, and it stops counting past the limit, so any input is cheap."""
+    deepest = 0
+    stack = [(definition, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        children = node.get("and", node.get("or"))
+        if not isinstance(children, list):
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_SEGMENT_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def count_conditions(node: Any) -> int:
     if isinstance(node, AndNode):
         return sum(count_conditions(n) for n in node.and_)
@@ -343,11 +369,20 @@ class SegmentIn(Model):
     description: str = Field("", max_length=2000)
     definition: SegmentNode
 
+    @field_validator("definition", mode="before")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        if nesting_depth(value) > MAX_SEGMENT_DEPTH:
+            raise ValueError(
+                f"a segment definition nests and/or at most {MAX_SEGMENT_DEPTH} levels deep"
+            )
+        return value
+
     @field_validator("definition")
     @classmethod
     def _small(cls, value: Any) -> Any:
-        if count_conditions(value) > 100:
-            raise ValueError("a segment has at most 100 conditions")
+        if count_conditions(value) > MAX_SEGMENT_CONDITIONS:
+            raise ValueError(f"a segment has at most {MAX_SEGMENT_CONDITIONS} conditions")
         return value
 
 
@@ -381,7 +416,9 @@ class SqlIn(Model):
 class SqlOut(Model):
     columns: list[str]
     rows: list[list[Any]]
-    truncated: bool = Field(description="More rows existed than the row limit")
+    truncated: bool = Field(
+        description="More rows existed than the row limit or the byte limit allowed"
+    )
 
 
 class TableColumn(Model):

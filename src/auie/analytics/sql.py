@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
-import math
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from auie.analytics.engine import jsonable
 from auie.analytics.models import SqlOut
 from auie.errors import InvalidRequest, NotFound
 
@@ -24,8 +20,9 @@ def run_sql(
     *,
     pseudonymous: bool = False,
 ) -> SqlOut:
-    """Run untrusted SQL on the workspace's tables with the row limit and timeout of
-    ``[analytics]``; refused or failing statements raise :class:`InvalidRequest` (400).
+    """Run untrusted SQL on the workspace's tables with the row limit, reply size limit and
+    timeout of ``[analytics]``; refused or failing statements raise :class:`InvalidRequest`
+    (400).
     ``pseudonymous``: identifiers appear as keyed hashes (callers without ``pii:read``)."""
     config = runtime.settings.analytics
     try:
@@ -33,6 +30,7 @@ def run_sql(
             workspace,
             query,
             limit=limit or config.sql_row_limit,
+            max_bytes=config.sql_byte_limit,
             timeout=config.query_timeout_seconds,
             untrusted=True,
             pseudonymous=pseudonymous,
@@ -46,27 +44,4 @@ def run_sql(
     )
 
 
-def jsonable(value: Any) -> Any:  # noqa: PLR0911 (one branch per type)
-    """A DuckDB value as JSON: times in ISO-8601, intervals in seconds, decimals as numbers,
-    non-finite numbers as strings, bytes in base64, lists, maps and structs recursively."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [jsonable(v) for v in value]
-    return str(value)
+__all__ = ["jsonable", "run_sql"]

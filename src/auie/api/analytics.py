@@ -29,6 +29,7 @@ from auie.analytics.retention import retention
 from auie.analytics.segments import MAX_PAGE, SegmentStore, members
 from auie.analytics.sql import run_sql
 from auie.analytics.trends import trends
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import ANALYTICS_READ, PII_READ
@@ -37,6 +38,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     tags=["analytics"],
+    route_class=StrictJSONRoute,
     responses={
         400: {"model": Error, "description": "Invalid body or parameters"},
         401: {"model": Error, "description": "Missing or invalid token"},

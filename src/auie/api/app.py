@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
+from auie.analytics.segments import segments_of
+from auie.analytics.user_features import features_of
 from auie.api import (
     admin,
     analytics,
@@ -175,7 +178,12 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
             settings.server.trusted_proxies,
         )
         runtime.tokens  # noqa: B018  (load signing keys before the first request)
-        person = PersonContext(runtime.profiles, pii_fields=settings.privacy.pii_fields)
+        person = PersonContext(
+            runtime.profiles,
+            pii_fields=settings.privacy.pii_fields,
+            segments_of=functools.partial(segments_of, runtime),
+            features_of=functools.partial(features_of, runtime),
+        )
         require = settings.privacy.require_explicit_consent
         app.state.decisions = DecisionService(
             runtime.decision_store,

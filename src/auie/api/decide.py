@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import ADMIN, DECIDE
@@ -23,6 +24,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     tags=["decide"],
+    route_class=StrictJSONRoute,
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},
         403: {"model": Error, "description": "Token lacks the scope"},
@@ -274,7 +276,7 @@ def versions(name: str, request: Request, who: Principal = _decider) -> Any:
     "/v1/decision-points/{name}/rollback",
     response_model=DecisionPointOut,
     operation_id="rollback_policy",
-    responses={404: {"model": Error}},
+    responses={404: {"model": Error}, 409: {"model": Error}},
 )
 def rollback(name: str, body: RollbackIn, request: Request, who: Principal = _admin) -> Any:
     """Serve an earlier policy version."""

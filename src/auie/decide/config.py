@@ -7,7 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-DEFAULT_POLICY: dict[str, Any] = {"type": "linucb", "alpha": 0.3}
+#: LinUCB's exploration weight: the one default of ``{"type": "linucb"}`` (the policy's) and
+#: of a new decision point's policy (docs/decide.md's policy table).
+DEFAULT_ALPHA = 0.3
+
+DEFAULT_POLICY: dict[str, Any] = {"type": "linucb", "alpha": DEFAULT_ALPHA}
 
 
 class _Model(BaseModel):

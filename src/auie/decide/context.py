@@ -75,6 +75,8 @@ class PersonContext:
                 self._cache.clear()
             self._cache[key] = cached
         _, profile_id, person = cached
+        if profile_id is not None:
+            self._join_sources(workspace, profile_id, person, join)
         return profile_id, self._select(person, join)
 
     def _load(self, workspace: str, id_type: str, value: str) -> tuple[str | None, dict[str, Any]]:
@@ -91,14 +93,25 @@ class PersonContext:
                 if k not in ("firstSeen", "lastSeen", "lastPage")
             },
         }
-        for name, source in (("segments", self.segments_of), ("features", self.features_of)):
-            if source is None:
+        return profile.profile_id, person
+
+    def _join_sources(
+        self, workspace: str, profile_id: str, person: dict[str, Any], join: JoinSpec
+    ) -> None:
+        """Adds the person's segments and ``user_features`` row to the cached entry, each
+        only when a decision point joins it (each is a query over the lake) and once per
+        entry (a failure too: it is retried when the entry expires)."""
+        for name, source, wanted in (
+            ("segments", self.segments_of, join.segments),
+            ("features", self.features_of, join.user_features),
+        ):
+            if not wanted or source is None or name in person:
                 continue
             try:
-                person[name] = source(workspace, profile.profile_id)
+                person[name] = source(workspace, profile_id)
             except AuieError as exc:
-                logger.debug("no %s for %s: %s", name, profile.profile_id, exc.message)
-        return profile.profile_id, person
+                person[name] = None
+                logger.debug("no %s for %s: %s", name, profile_id, exc.message)
 
     def allows(
         self,

@@ -133,10 +133,18 @@ class DecisionStore:
         """Serve ``version`` (rollback or promotion). The configured ``policy`` and
         ``explorationFloor`` become that version's own, in the same transaction, so the
         configuration never names a policy other than the one served."""
+        point = self.require(workspace, name)
+        if point.config.experiment is not None:
+            # Each arm serves its own newest version and arm snapshots do not move the
+            # active version: activating one would change the reported version only.
+            raise Conflict(
+                f"decision point {name!r} runs an experiment: its arms serve their own "
+                "newest versions and cannot be rolled back; remove the experiment first",
+                code="experiment_running",
+            )
         found = [v for v in self.versions(workspace, name) if v.version == version]
         if not found:
             raise NotFound(f"decision point {name!r} has no version {version}")
-        point = self.require(workspace, name)
         values: dict[str, Any] = {"active_version": version, "updated_at": utcnow()}
         if not found[0].arm:  # the main arm's policy is the configured one
             saved = self.load(workspace, name, arm="", version=version)

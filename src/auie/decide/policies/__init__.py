@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,9 +88,23 @@ def make_policy(
     cls = policy_class(kind)
     params.setdefault("seed", seed)
     try:
-        return cls(HybridRidge(context_dim, action_dim, float(params.pop("l2", l2))), **params)
+        _check_numbers(params)
+        ridge = float(params.pop("l2", l2))
+        if not ridge > 0:
+            raise ValueError("l2 must be > 0")
+        return cls(HybridRidge(context_dim, action_dim, ridge), **params)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"policy {kind}: {exc}", code="invalid_policy") from None
+
+
+def _check_numbers(params: Mapping[str, Any]) -> None:
+    """Refuses NaN and infinite parameters: comparisons with NaN are false, so a NaN
+    passes every range check, and JSON stores it as null, which no policy accepts later."""
+    for name, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {value}")
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise ValueError(f"{name} is beyond the range of finite numbers")
 
 
 def saved_config(blob: bytes) -> tuple[dict[str, Any], float]:

@@ -149,6 +149,8 @@ class Policy(ABC):
     ) -> None:
         if params:
             raise TypeError(f"{self.kind}: unknown parameter(s) {', '.join(sorted(params))}")
+        if not 0 <= exploration_floor <= 0.5:  # a decision point's range; also refuses NaN
+            raise ValueError("exploration_floor must be in [0, 0.5]")
         self.model = model
         self.seed = seed
         self.exploration_floor = exploration_floor

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from auie.decide.config import DEFAULT_ALPHA
 from auie.decide.features import Featurized
 from auie.decide.model import HybridRidge
 from auie.decide.policies.base import Array, Policy, greedy_values
@@ -16,9 +17,9 @@ from auie.decide.policies.base import Array, Policy, greedy_values
 class LinUCB(Policy):
     kind = "linucb"
 
-    def __init__(self, model: HybridRidge, *, alpha: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, model: HybridRidge, *, alpha: float = DEFAULT_ALPHA, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        if alpha < 0:
+        if not alpha >= 0:  # also refuses NaN
             raise ValueError("alpha must be >= 0")
         self.alpha = alpha
 

@@ -101,12 +101,14 @@ class NeuralReward(Policy):
         super().__init__(model, **kwargs)
         if not 0 <= epsilon <= 1:
             raise ValueError("epsilon must be in [0, 1]")
-        if temperature < 0 or lr <= 0 or weight_decay < 0:
+        if not (temperature >= 0 and lr > 0 and weight_decay >= 0):  # also refuses NaN
             raise ValueError("temperature and weight_decay must be >= 0, lr > 0")
         if min(hidden, layers, epochs, batch_size, buffer, action_slots) < 1:
             raise ValueError("hidden, layers, epochs, batch_size, buffer, action_slots >= 1")
         if hidden > 4096 or layers > 8 or action_slots > 4096 or buffer > 100_000:
             raise ValueError("at most 4096 hidden units, 8 layers, 4096 slots, 100000 buffered")
+        if epochs > 1000 or batch_size > 65_536:  # time and memory of fit
+            raise ValueError("at most 1000 epochs and batches of 65536")
         self.hidden, self.layers, self.lr, self.weight_decay = hidden, layers, lr, weight_decay
         self.epochs, self.batch_size, self.buffer = epochs, batch_size, buffer
         self.epsilon, self.temperature, self.action_slots = epsilon, temperature, action_slots

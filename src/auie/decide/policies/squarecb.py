@@ -29,6 +29,8 @@ class SquareCB(Policy):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
+        if not (gamma_scale >= 0 and gamma_exponent >= 0):  # also refuses NaN
+            raise ValueError("gamma_scale and gamma_exponent must be >= 0")
         self.gamma_scale = gamma_scale
         self.gamma_exponent = gamma_exponent
 

@@ -19,6 +19,10 @@ from auie.decide.features import Featurized
 from auie.decide.model import HybridRidge
 from auie.decide.policies.base import Array, Policy
 
+#: Each decision draws ``samples × actions`` numbers at once (a few arrays of that size):
+#: 4096 × 1000 actions is about 100 MB, where an unbounded count took the server's memory.
+MAX_SAMPLES = 4096
+
 
 class LinearThompson(Policy):
     kind = "thompson"
@@ -27,8 +31,12 @@ class LinearThompson(Policy):
         self, model: HybridRidge, *, v: float = 0.5, samples: int = 64, **kwargs: Any
     ) -> None:
         super().__init__(model, **kwargs)
-        if v < 0 or samples < 1:
-            raise ValueError("v must be >= 0 and samples >= 1")
+        if not v >= 0:  # also refuses NaN
+            raise ValueError("v must be >= 0")
+        if isinstance(samples, bool) or not isinstance(samples, int):
+            raise ValueError(f"samples must be an integer, not {samples!r}")
+        if not 1 <= samples <= MAX_SAMPLES:
+            raise ValueError(f"samples must be in [1, {MAX_SAMPLES}], got {samples}")
         self.v = v
         self.samples = samples
 

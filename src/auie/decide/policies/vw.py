@@ -81,6 +81,27 @@ _ESCAPES = str.maketrans(
     {"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D"}
 )
 _CACHE_LIMIT = 100_000
+#: VW allocates 2^bits weights (times its stride) up front: 24 bits is 16M weights, a few
+#: hundred MB; 32 would take tens of GB. VW's default is 18.
+MAX_BITS = 24
+
+
+def _bits(tokens: Sequence[str]) -> int:
+    """The largest ``-b``/``--bit_precision`` asked for, in any of its spellings (0: none;
+    a value that is not a number is left to VW to report)."""
+    found = [0]
+    for i, token in enumerate(tokens):
+        if token in ("-b", "--bit_precision"):
+            value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        elif token.startswith("--bit_precision="):
+            value = token.partition("=")[2]
+        elif token.startswith("-b") and not token.startswith("--"):
+            value = token[2:].lstrip("=")
+        else:
+            continue
+        if value.isdigit():
+            found.append(int(value))
+    return max(found)
 
 
 def escape(name: str) -> str:
@@ -99,6 +120,9 @@ class VowpalWabbit(Policy):
         refused = sorted({t.split("=", 1)[0] for t in tokens} & _REFUSED)
         if refused:
             raise ValueError(f"vw: option(s) not allowed: {', '.join(refused)}")
+        bits = _bits(tokens)
+        if bits > MAX_BITS:
+            raise ValueError(f"vw: --bit_precision is at most {MAX_BITS}, got {bits}")
         self.args = args
         self._tokens = [t for t in tokens if t != "--quiet"]
         self._names: dict[str, str] = {}

@@ -1,0 +1,68 @@
+"""Routes whose JSON bodies are standard JSON: no ``NaN``, ``Infinity`` or numbers beyond
+the float range.
+
+Python's ``json`` (which Starlette's ``Request.json`` uses) accepts ``NaN``, ``Infinity``
+and ``-Infinity`` and reads ``1e400`` as infinity. Such values pass models typed ``Any``
+and break later: a policy parameter stored as ``null``, a context served with NaN and
+logged as ``null``. Routers built with ``route_class=StrictJSONRoute`` refuse them with
+``400 invalid_request`` before any model sees the body, as msgspec does on the fast paths,
+and say so precisely for a body nested too deeply to parse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
+
+
+class NonFiniteNumber(ValueError):
+    """A JSON number that is not a finite float."""
+
+
+def _constant(name: str) -> float:
+    raise NonFiniteNumber(f"{name} is not a JSON number; numbers must be finite")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"{text[:40]} is beyond the range of finite numbers")
+    return value
+
+
+def loads(body: bytes | str) -> Any:
+    """``json.loads`` refusing non-finite numbers (:class:`NonFiniteNumber`)."""
+    return json.loads(body, parse_constant=_constant, parse_float=_float)
+
+
+class StrictJSONRequest(Request):
+    """A request whose :meth:`json` refuses non-finite numbers with a 400."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = loads(await self.body())
+            except NonFiniteNumber as exc:
+                raise HTTPException(status_code=400, detail=f"body: {exc}") from None
+            except RecursionError:  # Python's parser gives up near a thousand levels
+                raise HTTPException(
+                    status_code=400, detail="body: the JSON nests too deeply"
+                ) from None
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """An API route reading its JSON body with :class:`StrictJSONRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict
