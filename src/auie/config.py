@@ -54,6 +54,9 @@ class ServerConfig(_Section):
     bootstrap: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Largest request body of the API outside the collector (which has its own limits,
+    #: ``collect.max_request_bytes``): larger ones get 413 before they are parsed.
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -40,3 +40,16 @@ DECIDE_FAST_PATH = Counter(
     "POST /v1/decide requests answered by the fast path, or handed to the full route",
     ["outcome"],
 )
+PROCESSOR_RESTARTS = Counter(
+    "auie_processor_restarts",
+    "Processor processes of auie serve restarted after they died (a crash loop counts up)",
+)
+PROCESSOR_RUNNING = Gauge(
+    "auie_processor_running",
+    "Members of auie serve's processor group that are running (read at each scrape)",
+)
+PROCESSOR_LAG = Gauge(
+    "auie_processor_lag_events",
+    "Events in the event log the processor group has not processed into the lake yet "
+    "(read at each scrape)",
+)

@@ -166,7 +166,12 @@ def run_load_and_kill(server: Server, delay: float) -> Load:
     )
     slow.start()
     assert halfway.wait(10), "the slow client could not start its request"
+    before = server.log_path.stat().st_size
     server.kill()  # SIGKILL: no shutdown hooks, no final commit
+    with server.log_path.open("rb") as log:  # the children exit quietly
+        log.seek(before)
+        after = log.read().decode(errors="replace")
+    assert "Traceback" not in after, after
     stop.set()
     threads.append(slow)
     for thread in threads:

@@ -46,7 +46,8 @@ from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, EventLog, LogRecord
 from auie.events import Normalizer
 from auie.lake.catalog import Lake, committed_offsets, open_catalog
 from auie.lake.tables import DEAD_LETTERS, EVENTS
-from auie.process.processor import GROUP, PROFILES_CONSUMER, dead_letter_id
+from auie.process import GROUP
+from auie.process.processor import PROFILES_CONSUMER, dead_letter_id
 from auie.profiles.identity import ANONYMOUS_ID, USER_ID, node
 from auie.runtime import Bootstrap, Runtime
 from helpers import AUIE, make_settings

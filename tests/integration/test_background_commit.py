@@ -17,7 +17,8 @@ import pytest
 from auie.eventlog import EVENTS_TOPIC
 from auie.lake.catalog import committed_offsets
 from auie.lake.tables import EVENTS, IDENTITIES, PROFILES
-from auie.process.processor import GROUP, Processor
+from auie.process import GROUP
+from auie.process.processor import Processor
 from auie.runtime import Bootstrap, Runtime
 from helpers import make_settings
 from pipeline import lake_table, log_record

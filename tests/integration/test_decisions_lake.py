@@ -25,7 +25,7 @@ from auie.decide.evaluation import logged_decisions, read_event_log
 from auie.eventlog import DECISIONS_TOPIC, REWARDS_TOPIC, LogRecord
 from auie.lake.catalog import committed_offsets
 from auie.lake.tables import DEAD_LETTERS, DECISIONS, REWARDS
-from auie.process.processor import GROUP
+from auie.process import GROUP
 from auie.runtime import Bootstrap
 from auie.transform.runner import TransformRunner
 from conftest import App

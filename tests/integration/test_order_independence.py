@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from auie.events import Normalizer
 from auie.lake.tables import DEAD_LETTERS, EVENTS, IDENTITIES
-from auie.process.processor import GROUP
+from auie.process import GROUP
 from auie.process.supervisor import ProcessorSupervisor
 from auie.profiles.store.sql import SqlProfileStore
 from auie.profiles.store.tables import identity_nodes

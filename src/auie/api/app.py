@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auie
@@ -77,6 +79,41 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_SECONDS.labels(template).observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``limit`` bytes with 413 ``request_too_large``, from
+    the ``Content-Length`` before anything is read, else as the body streams in; so a
+    caller without a token cannot make the server parse megabytes of JSON (FastAPI reads
+    the body before it checks the token). Paths in ``exempt`` (the collector, whose limits
+    are its own) pass untouched."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str]) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        limit, received = self.limit, 0
+        too_large = HTTPException(413, f"request body larger than {limit} bytes")
+
+        async def limited() -> Message:
+            nonlocal received
+            if received == 0:
+                length = Headers(scope=scope).get("content-length")
+                if length is not None and length.isdigit() and int(length) > limit:
+                    raise too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class AuieAPI(FastAPI):
@@ -222,6 +259,11 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=runtime.settings.server.max_body_bytes,
+        exempt=frozenset(route.path for route in collect.router.routes),  # type: ignore[attr-defined]
+    )
     for module in (
         health,
         collect,

@@ -200,6 +200,22 @@ class Status(BaseModel):
     status: str
 
 
+class ProcessorStatus(BaseModel):
+    """``auie serve``'s processor group: members running of all, restarts since start."""
+
+    members: int
+    running: int
+    restarts: int
+    #: Events in the event log not yet processed into the lake.
+    lag: int
+
+
+class ReadyStatus(BaseModel):
+    status: str
+    #: Absent when this server runs no processor (``process.enabled = false``).
+    processor: ProcessorStatus | None = None
+
+
 # -- profiles ------------------------------------------------------------------------
 
 

@@ -24,8 +24,9 @@ from auie.cli.common import (
 )
 from auie.config import Settings
 from auie.eventlog import EVENTS_TOPIC
+from auie.process import GROUP
 from auie.process.lock import ProcessorLock
-from auie.process.processor import GROUP, topic_partitions
+from auie.process.processor import topic_partitions
 from auie.process.replay import replay as replay_letters
 from auie.process.supervisor import ProcessorSupervisor, group_size
 from auie.runtime import Runtime

@@ -96,8 +96,9 @@ def serve(settings: Settings) -> None:
     boot = runtime.bootstrap() if settings.server.bootstrap else None
     if boot is not None:
         _show_bootstrap(boot, settings.data_dir)
+    app = create_app(runtime)
     config = uvicorn.Config(
-        create_app(runtime),
+        app,
         host=server.host,
         port=server.port,
         loop="uvloop",
@@ -113,6 +114,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
     )
     supervisor = ProcessorSupervisor(settings) if settings.process.enabled else None
+    app.state.processor = supervisor  # its state in /readyz and /metrics
     transforms = TransformScheduler(settings)  # analytics.transform_interval_minutes; 0: off
     scheme = "https" if server.tls_cert else "http"
     console.print(

@@ -251,6 +251,8 @@ def _child(sock: socket.socket, settings: Settings, max_records: int) -> None:
     sock.sendall(_READY)
     try:
         _serve(sock, log, max_records)
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server was killed: what was committed stays, nobody waits for replies
     finally:
         log.close()
         sock.close()

@@ -61,6 +61,7 @@ from auie.eventlog import (
 from auie.lake.rows import as_text, decision_row, reward_row
 from auie.lake.tables import DEAD_LETTERS, DECISIONS, EVENTS, REWARDS
 from auie.lake.writer import FlushReport, LakeWriter, PendingFlush
+from auie.process import GROUP
 from auie.process.enrich import Enricher
 from auie.process.exports import ProfileExports
 from auie.process.lock import owns
@@ -74,7 +75,6 @@ from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Vio
 
 logger = logging.getLogger(__name__)
 
-GROUP = "processor"
 #: Name under which the profile store records the offsets it has applied.
 PROFILES_CONSUMER = "profiles"
 #: Topics the profile store absorbs (it records their offsets).

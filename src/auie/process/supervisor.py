@@ -21,6 +21,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from auie import gcpolicy
 from auie.childproc import die_with_parent
 from auie.config import Settings
+from auie.metrics import PROCESSOR_RESTARTS
 
 logger = logging.getLogger(__name__)
 _RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -167,6 +168,7 @@ class ProcessorSupervisor:
                     delay,
                 )
                 self.restarts += 1
+                PROCESSOR_RESTARTS.inc()
                 if not self._stop.wait(delay):
                     self._spawn(member)
             self._stopping.wait(0.5)
