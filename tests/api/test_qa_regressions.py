@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from auie.decide.config import DEFAULT_POLICY
+from auie.decide.config import DEFAULT_POLICY, JoinSpec
+from auie.decide.context import PersonContext
 from auie.decide.policies import make_policy
 from auie.decide.service import MAIN_ARM
 from auie.errors import InvalidRequest
@@ -70,6 +73,61 @@ def _user_features(runtime: Runtime, workspace: str, rows: list[dict[str, Any]])
     pq.write_table(pa.Table.from_pylist(rows), marts / "user_features.parquet")
 
 
+def test_a_decision_never_waits_for_the_lake_reads_of_segments_and_features(
+    runtime: Runtime, boot: Bootstrap
+) -> None:
+    """Segments and the mart row are lake queries (up to seconds): they load in the
+    background into the cached person, while decisions go on without them."""
+    _identify(runtime, boot.workspace, "u-slow", {"plan": "pro"})
+    release = threading.Event()
+
+    def slow_segments(workspace: str, profile_id: str) -> list[str]:
+        release.wait(10)
+        return ["seg_1"]
+
+    person = PersonContext(runtime.profiles, segments_of=slow_segments)
+    join = JoinSpec()
+    started = time.monotonic()
+    _, first = person.lookup(boot.workspace, "u-slow", None, join)
+    assert time.monotonic() - started < 1
+    assert first["traits"] == {"plan": "pro"}
+    assert "segments" not in first
+    release.set()
+    deadline = time.monotonic() + 10
+    while "segments" not in person.lookup(boot.workspace, "u-slow", None, join)[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert person.lookup(boot.workspace, "u-slow", None, join)[1]["segments"] == ["seg_1"]
+
+
+def test_computed_traits_of_a_pii_property_are_not_joined(make_app: Callable[..., App]) -> None:
+    computed = [
+        {"name": "last_email", "kind": "last", "property": "email"},
+        {"name": "orders", "kind": "count", "event": "Order Completed"},
+    ]
+    app = make_app(**{"profiles.computed": computed})
+    runtime, workspace = app.runtime, app.boot.workspace
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    event = {
+        "messageId": str(uuid.uuid4()),
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u-mail",
+        "properties": {"email": "m@example.com"},
+        "timestamp": now,
+        "receivedAt": now,
+        "context": {},
+    }
+    runtime.eventlog.append([log_record(event, workspace)])
+    drain(runtime.processor())
+    assert runtime.profiles.profile(workspace, "user_id", "u-mail").computed_traits["orders"] == 1
+    person = PersonContext(runtime.profiles, pii_fields=runtime.settings.privacy.pii_fields)
+    _, context = person.lookup(workspace, "u-mail", None, JoinSpec())
+    assert context["computed"]["orders"] == 1
+    assert "last_email" not in context["computed"]
+    assert "m@example.com" not in json.dumps(context)
+
+
 def test_the_context_joins_segments_and_user_features_when_the_point_asks(
     client: TestClient, runtime: Runtime, boot: Bootstrap
 ) -> None:
@@ -98,9 +156,18 @@ def test_the_context_joins_segments_and_user_features_when_the_point_asks(
         reply = client.put(f"/v1/decision-points/{point}", json=config, headers=admin)
         assert reply.status_code == 200, reply.text
         body = {"decisionPoint": point, "userId": "u-pro", "context": {}, "actions": ACTIONS}
-        reply = client.post("/v1/decide", json=body, headers=admin)
-        assert reply.status_code == 200, reply.text
-        contexts[point] = _logged(runtime, reply.json()["eventId"])["context"]["user"]
+        # The lake reads run in the background: a decision never waits for them, so the
+        # first ones may go without; later ones of the same cache period have them.
+        deadline = time.monotonic() + 15
+        while True:
+            reply = client.post("/v1/decide", json=body, headers=admin)
+            assert reply.status_code == 200, reply.text
+            contexts[point] = _logged(runtime, reply.json()["eventId"])["context"]["user"]
+            if point == "not-joined" or {"segments", "features"} <= contexts[point].keys():
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
 
     joined = contexts["joined"]
     assert joined["segments"] == [segment_id]

@@ -1,14 +1,21 @@
 """What the decision service knows about the person: profile traits, computed traits,
 segments and the ``user_features`` mart, joined into the context under ``user``.
 
-Configured PII fields (``privacy.pii_fields``) of the traits are never joined: the context is
-logged with the decision (event log, lake ``decisions`` table, training mart), and the same
-context must feed the policies online and offline, so they are left out of both."""
+Configured PII fields (``privacy.pii_fields``) of the traits, and declared computed traits
+of such a property, are never joined: the context is logged with the decision (event log,
+lake ``decisions`` table, training mart), and the same context must feed the policies online
+and offline, so they are left out of both.
+
+Segments and the mart row are queries over the lake (milliseconds to seconds): they are
+loaded by a background thread into the person's cached entry, never while a decision waits,
+so a person's first decisions of a cache period may be made without them."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,6 +35,11 @@ FeaturesOf = Callable[[str, str], Mapping[str, Any] | None]
 _TTL_SECONDS = 30.0
 _TTL_MIN_SHARE = 0.5
 _CACHE_LIMIT = 50_000
+#: Segment and mart loads waiting for the background thread; beyond, new ones are skipped
+#: (and asked again by a later decision).
+_MAX_PENDING_LOADS = 1_000
+#: What a consent check reads: the profile (never segments or the mart).
+_CONSENT_ONLY = JoinSpec(segments=False, user_features=False)
 
 
 def _pick(values: Mapping[str, Any], wanted: bool | list[str]) -> dict[str, Any]:
@@ -57,7 +69,18 @@ class PersonContext:
         self.segments_of = segments_of
         self.features_of = features_of
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
+        #: Declared computed traits over a PII property: never joined either.
+        self.pii_computed = frozenset(
+            trait.name
+            for trait in profiles.folder.computed
+            if trait.property is not None and trait.property.lower() in self.pii_fields
+        )
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
+        self._loads: queue.SimpleQueue[tuple[str, str, dict[str, Any], str, Any]] = (
+            queue.SimpleQueue()
+        )
+        self._loading: set[tuple[int, str]] = set()  # (id of the entry, source name)
+        self._loader: threading.Thread | None = None
 
     def lookup(
         self, workspace: str, user_id: str | None, anonymous_id: str | None, join: JoinSpec
@@ -90,7 +113,7 @@ class PersonContext:
             "computedTraits": {
                 k: v
                 for k, v in profile.computed_traits.items()
-                if k not in ("firstSeen", "lastSeen", "lastPage")
+                if k not in ("firstSeen", "lastSeen", "lastPage") and k not in self.pii_computed
             },
         }
         return profile.profile_id, person
@@ -98,8 +121,8 @@ class PersonContext:
     def _join_sources(
         self, workspace: str, profile_id: str, person: dict[str, Any], join: JoinSpec
     ) -> None:
-        """Adds the person's segments and ``user_features`` row to the cached entry, each
-        only when a decision point joins it (each is a query over the lake) and once per
+        """Asks the background thread for the person's segments and ``user_features`` row
+        that a decision point joins and the cached entry lacks; each is loaded once per
         entry (a failure too: it is retried when the entry expires)."""
         for name, source, wanted in (
             ("segments", self.segments_of, join.segments),
@@ -107,11 +130,32 @@ class PersonContext:
         ):
             if not wanted or source is None or name in person:
                 continue
+            loading = (id(person), name)
+            if loading in self._loading or len(self._loading) >= _MAX_PENDING_LOADS:
+                continue
+            self._loading.add(loading)
+            self._loads.put((workspace, profile_id, person, name, source))
+            if self._loader is None:
+                self._loader = threading.Thread(
+                    target=self._load_sources, name="auie-person-join", daemon=True
+                )
+                self._loader.start()
+
+    def _load_sources(self) -> None:
+        """The background thread: runs the queued lake reads and stores each result in
+        its cached entry (one dict item assignment, which the serving thread sees whole)."""
+        while True:
+            workspace, profile_id, person, name, source = self._loads.get()
             try:
                 person[name] = source(workspace, profile_id)
-            except AuieError as exc:
+            except AuieError as exc:  # e.g. no mart built yet
                 person[name] = None
                 logger.debug("no %s for %s: %s", name, profile_id, exc.message)
+            except Exception:  # the thread must live on: log it, serve without
+                person[name] = None
+                logger.exception("reading the %s of %s failed", name, profile_id)
+            finally:
+                self._loading.discard((id(person), name))
 
     def allows(
         self,
@@ -128,7 +172,7 @@ class PersonContext:
             return not require_explicit
         cached = self._cache.get((workspace, id_type, value))
         if cached is None or time.monotonic() > cached[0]:
-            self.lookup(workspace, user_id, anonymous_id, JoinSpec())
+            self.lookup(workspace, user_id, anonymous_id, _CONSENT_ONLY)
             cached = self._cache[(workspace, id_type, value)]
         current = cached[2].get("consent", {})
         return consent.allowed(current, purpose, require_explicit=require_explicit)

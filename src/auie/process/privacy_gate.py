@@ -155,13 +155,10 @@ class PrivacyGate:
     def _extra_pii_keys(self, event: Mapping[str, Any]) -> list[str]:
         """PII fields at the event's top level that have no column of their own (a track
         with ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
-        if not self.pii_fields or event.keys() <= TOP_LEVEL_FIELDS:
+        if not self.pii_fields:
             return []
-        return [
-            k
-            for k, v in event.items()
-            if v is not None and k not in TOP_LEVEL_FIELDS and self._is_pii(k)
-        ]
+        extra = event.keys() - TOP_LEVEL_FIELDS  # mostly empty, or an SDK's few extras
+        return [k for k in extra if event[k] is not None and self._is_pii(k)] if extra else []
 
     def _is_pii(self, key: str) -> bool:
         """Whether a field name is a configured PII field (remembered per name)."""

@@ -89,6 +89,9 @@ class NodeState:
     closed_until: int | None = None
     #: Events counted in no name of ``counts`` (names beyond the bound).
     other_events: int = 0
+    #: The last of the kept bounded names once the bound dropped some (not stored: found
+    #: again at the next drop), so an event of a dropped name costs one comparison.
+    last_kept: str | None = field(default=None, compare=False, repr=False)
 
     # -- serialisation -------------------------------------------------------------
 
@@ -326,6 +329,9 @@ class StateFolder:
     def _count_new_name(self, state: NodeState, key: str) -> None:
         """Count the first event of a name when the state is at its bound: the name is
         kept if it sorts before a kept one, whose events then become other events."""
+        if state.last_kept is not None and key > state.last_kept:
+            state.other_events += 1
+            return
         state.counts[key] = 1
         self._trim_names(state)
 
@@ -337,9 +343,15 @@ class StateFolder:
         excess = len(bounded) - self.max_event_names
         if excess <= 0:
             return
-        dropped = (max(bounded),) if excess == 1 else sorted(bounded)[self.max_event_names :]
-        for name in dropped:
+        if excess == 1:
+            last = max(bounded)
+            state.other_events += counts.pop(last)
+            state.last_kept = max(name for name in bounded if name != last)
+            return
+        ordered = sorted(bounded)
+        for name in ordered[self.max_event_names :]:
             state.other_events += counts.pop(name)
+        state.last_kept = ordered[self.max_event_names - 1]
 
     def _session_time(self, state: NodeState, ts: int) -> None:
         """Add an event time to the state's sessions; close the oldest beyond the bound.
