@@ -16,7 +16,10 @@ Rules (each violation raises :class:`~auie.errors.InvalidEvent` with a precise c
 * ``properties``, ``traits``, ``context``, ``integrations`` are objects when present;
 * identify traits sent in ``context.traits`` (some mobile SDKs) become ``traits``;
 * ``timestamp = receivedAt - (sentAt - originalTimestamp)`` when the client sent both,
-  which removes the client's clock skew; ``originalTimestamp`` keeps what it sent.
+  which removes the client's clock skew; ``originalTimestamp`` keeps what it sent;
+* a ``timestamp`` more than :data:`MAX_FUTURE` (a day) after ``receivedAt`` becomes
+  ``receivedAt`` (``originalTimestamp`` keeps it): event time orders traits and consent,
+  and one event from a clock set to 2999 would otherwise win over every later one.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ _MANAGED = frozenset(
 )
 
 
+#: How far after its arrival an event's time may lie; later ones take the arrival time.
+MAX_FUTURE = timedelta(days=1)
 #: The exact text :func:`format_time` writes; a timestamp sent like this is kept as sent.
 _CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
@@ -311,8 +316,13 @@ class Normalizer:
         try:
             original_text = None if original is None else _formatted(original_raw, original)
             if original is not None and sent is not None:
-                event["timestamp"] = format_time(received - (sent[0] - original))
-            elif original_text is not None:
+                corrected = received - (sent[0] - original)
+                event["timestamp"] = (
+                    format_time(corrected)
+                    if corrected <= received + MAX_FUTURE
+                    else self._received_text
+                )
+            elif original is not None and original <= received + MAX_FUTURE:
                 event["timestamp"] = original_text
             else:
                 event["timestamp"] = self._received_text

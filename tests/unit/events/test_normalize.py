@@ -166,3 +166,20 @@ def test_format_time_is_isoformat_in_utc_with_milliseconds(moment: datetime) -> 
     expected = moment.astimezone(UTC).isoformat(timespec="milliseconds")
     assert format_time(moment) == expected.removesuffix("+00:00") + "Z"
     assert format_time(moment) == format_time(moment)  # from the cache, the same
+
+
+def test_an_event_time_far_in_the_future_takes_the_arrival_time() -> None:
+    """A clock set years ahead would make its events win every last-write-wins (traits,
+    consent) for ever: beyond a day after arrival, the event time is the arrival time."""
+    ahead = RECEIVED + timedelta(days=2)
+    event = normalize({"type": "identify", "userId": "u", "timestamp": ahead.isoformat()})
+    assert event["timestamp"] == "2026-11-25T12:00:00.123Z"  # received
+    assert event["originalTimestamp"] == format_time(ahead)
+    skewed = {"timestamp": "2999-01-01T00:00:00Z", "sentAt": "2999-01-01T00:00:01Z"}
+    corrected = normalize({"type": "track", "userId": "u", "event": "E", **skewed})
+    assert corrected["timestamp"] == format_time(RECEIVED - timedelta(seconds=1))  # skew fix
+    tomorrow = RECEIVED + timedelta(hours=23)
+    kept = normalize(
+        {"type": "track", "userId": "u", "event": "E", "timestamp": tomorrow.isoformat()}
+    )
+    assert kept["timestamp"] == format_time(tomorrow)
