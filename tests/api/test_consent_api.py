@@ -61,3 +61,17 @@ def test_a_statement_dated_in_the_future_is_refused(
     accepted = {"analytics": True, "marketing": None, "timestamp": soon}
     assert client.put(URL, json=accepted, headers=admin).status_code == 200
     assert runtime.audit.entries(None, action="consent.recorded")[0].outcome == "ok"
+
+
+def test_an_identifier_with_a_slash_is_stated_and_read(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """Ids may hold "/" (the profile API reads them too): the route takes the rest of the
+    path, escaped or not."""
+    url = "/v1/privacy/consent/user_id/team%2Fa b"
+    reply = client.put(url, json={"analytics": False}, headers=admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["consent"] == {"analytics": False}
+    # Read back once the processor has folded it; until then the id is named whole.
+    shown = client.get(url, headers=admin)
+    assert shown.json()["message"] == "no profile has user_id 'team/a b'"

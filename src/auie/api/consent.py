@@ -85,7 +85,7 @@ def _identity(runtime: Runtime, workspace: str, id_type: str, id_value: str) -> 
 
 
 @router.put(
-    "/{id_type}/{id_value}",
+    "/{id_type}/{id_value:path}",
     response_model=ConsentRecorded,
     operation_id="put_consent",
     responses={400: {"model": Error}, 404: {"model": Error}},
@@ -141,7 +141,7 @@ async def put_consent(
 
 
 @router.get(
-    "/{id_type}/{id_value}",
+    "/{id_type}/{id_value:path}",
     response_model=ConsentOut,
     operation_id="get_consent",
     responses={404: {"model": Error}},
