@@ -639,3 +639,36 @@ def test_installed_script_error_is_red(data_dir: Path) -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
     assert plain == "error (config_error): invalid configuration: unknown key 'server.prot'"
     assert "Traceback" not in result.stderr
+
+
+def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> None:
+    from pipeline import drain, log_record
+
+    workspace = runtime.bootstrap()
+    assert workspace is not None
+    events = [
+        {"type": "identify", "userId": "u-cli", "traits": {"plan": "pro", "seats": 3}},
+        *({"type": "track", "userId": "u-cli", "event": "Opened"} for _ in range(3)),
+        {"type": "track", "userId": "u-cli", "event": "Bought"},
+    ]
+    now = "2026-11-25T12:00:00.000Z"
+    runtime.eventlog.append(
+        [
+            log_record(
+                {**e, "messageId": f"m-{i}", "timestamp": now, "receivedAt": now, "context": {}},
+                workspace.workspace,
+            )
+            for i, e in enumerate(events)
+        ]
+    )
+    drain(runtime.processor())
+    shown = auie("profiles", "show", "user_id", "u-cli", env={"COLUMNS": "120"}).output
+    for title in ("Identities", "Traits", "Computed traits", "Event counts"):
+        assert title in shown
+    assert re.search(r"│ plan +│ pro +│", shown), shown
+    assert re.search(r"│ seats +│ 3 +│", shown), shown
+    assert shown.index("Opened") < shown.index("Bought") < shown.index("identify")  # by count
+    assert "{'" not in shown  # no Python repr
+    data = json.loads(auie("profiles", "show", "user_id", "u-cli", "--json").output)
+    assert data["traits"] == {"plan": "pro", "seats": 3}
+    assert data["computedTraits"]["eventCounts"] == {"Opened": 3, "Bought": 1, "identify": 1}

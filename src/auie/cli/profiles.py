@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.pretty import Pretty
+from rich.table import Table
+from rich.text import Text
 
 from auie.cli.common import (
     console,
@@ -41,7 +44,42 @@ def profiles_show(
     if as_json:
         click.echo(json.dumps(data))
     else:
-        console.print(Pretty(data, expand_all=True))
+        _print_profile(data)
+
+
+def _print_profile(data: dict[str, Any]) -> None:
+    """The profile as tables: identities, traits, computed traits (event counts apart,
+    most frequent first), consent and merges; values as JSON."""
+
+    def table(title: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        shown = Table(title=title, title_justify="left")
+        for column in columns:
+            shown.add_column(column, overflow="fold")
+        for row in rows:
+            shown.add_row(*(Text(v if isinstance(v, str) else json.dumps(v)) for v in row))
+        console.print(shown)
+
+    console.print(f"[bold]Profile {data['profileId']}[/bold]")
+    table("Identities", ("type", "value"), ((i["type"], i["value"]) for i in data["identities"]))
+    table("Traits", ("trait", "value"), sorted(data["traits"].items()))
+    computed = dict(data["computedTraits"])
+    counts = computed.pop("eventCounts", {}) or {}
+    table("Computed traits", ("trait", "value"), computed.items())
+    by_count = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    table("Event counts", ("event", "count"), by_count)
+    consent = data.get("consent") or {}
+    table("Consent", ("purpose", "granted"), sorted((consent.get("current") or {}).items()))
+    table(
+        "Merges",
+        ("timestamp", "kind", "from", "into", "messageId"),
+        (
+            (m["timestamp"], m["kind"], m["fromProfileId"], m["intoProfileId"], m["messageId"])
+            for m in data["merges"]
+        ),
+    )
 
 
 @click.group()
