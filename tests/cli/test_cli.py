@@ -672,3 +672,15 @@ def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> No
     data = json.loads(auie("profiles", "show", "user_id", "u-cli", "--json").output)
     assert data["traits"] == {"plan": "pro", "seats": 3}
     assert data["computedTraits"]["eventCounts"] == {"Opened": 3, "Bought": 1, "identify": 1}
+
+
+def test_with_json_an_error_is_json_too(auie: Run, runtime: Runtime) -> None:
+    """A script reading a command's --json output gets the API's error shape, exit 2."""
+    assert runtime.bootstrap() is not None
+    failed = auie("analytics", "sql", "--json", "copy (select 1) to 'x.csv'", status=2)
+    error = json.loads(failed.stdout)
+    assert set(error) == {"code", "message"}
+    assert error["code"] == "read_only"
+    plain = auie("analytics", "sql", "copy (select 1) to 'x.csv'", status=2)
+    assert plain.stdout == ""
+    assert plain.stderr.startswith("error (read_only): ")

@@ -179,7 +179,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def fail(error: AuieError) -> NoReturn:
+def fail(error: AuieError, *, as_json: bool = False) -> NoReturn:
+    """Exit with status 2 after the error: one red line on stderr, or with ``as_json`` the
+    API's ``{"code", "message"}`` on stdout (where the command's JSON would have gone)."""
+    if as_json:
+        click.echo(json.dumps({"code": error.code, "message": error.message}))
+        raise SystemExit(2)
     # One line (soft wrap) and no markup: messages quote user input such as "[/x]".
     line = Text.assemble(("error", "red"), f" ({error.code}): {error.message}")
     err_console.print(line, soft_wrap=True)

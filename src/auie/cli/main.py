@@ -137,10 +137,11 @@ class AuieGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        as_json = "--json" in ctx.args  # the command's output is for a machine: so is its error
         try:
             return super().invoke(ctx)
         except AuieError as exc:
-            fail(exc)
+            fail(exc, as_json=as_json)
 
 
 @click.group(cls=AuieGroup, context_settings={"help_option_names": ["-h", "--help"]})
