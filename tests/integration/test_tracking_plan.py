@@ -280,6 +280,10 @@ def test_plan_versions_and_violations_api(app: App, admin: dict[str, str]) -> No
         {"page": "flag"},
         {"unknown_key": {}},
         {"events": {}, "track": {"mode": "block"}},
+        {"events": {"Order Completed": {"mode": "flag", "shema": {"required": ["x"]}}}},
+        {"identify": {"mode": "flag", "junk": 1}},
+        {"events": {"": {"mode": "block"}}},
+        {"events": {"  ": {"mode": "block"}}},
     ],
 )
 def test_invalid_plans_are_rejected(app: App, admin: dict[str, str], plan: dict[str, Any]) -> None:

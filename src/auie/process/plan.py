@@ -66,10 +66,12 @@ class TrackingPlan:
         self.version = version
         self.document = document
         self.unplanned: Mode = _mode(document.get("unplanned", "allow"), "unplanned")
-        self.events = {
-            str(name): _rule(spec, f"events.{name}")
-            for name, spec in _mapping(document.get("events", {}), "events").items()
-        }
+        events = _mapping(document.get("events", {}), "events")
+        if any(not name.strip() for name in events):
+            raise InvalidRequest(
+                "tracking plan events: an event name is empty", code="invalid_plan"
+            )
+        self.events = {str(name): _rule(spec, f"events.{name}") for name, spec in events.items()}
         self.types = {key: _rule(document[key], key) for key in _TYPE_KEYS if key in document}
         unknown = set(document) - {"unplanned", "events", *_TYPE_KEYS}
         if unknown:
@@ -118,6 +120,13 @@ def _mode(value: Any, where: str) -> Mode:
 
 def _rule(spec: Any, where: str) -> _Rule:
     spec = _mapping(spec, where)
+    unknown = set(spec) - {"mode", "schema"}
+    if unknown:  # a typo ("shema") would otherwise silently check nothing
+        raise InvalidRequest(
+            f"tracking plan {where}: unknown key(s) {', '.join(sorted(unknown))} "
+            "(a rule has mode and schema)",
+            code="invalid_plan",
+        )
     schema = spec.get("schema", {})
     try:
         validator = jsonschema_rs.validator_for(
