@@ -231,6 +231,11 @@ def test_plan_versions_and_violations_api(app: App, admin: dict[str, str]) -> No
         "version": 2,
         "plan": FIXED,
     }
+    past = app.client.get("/v1/tracking-plan", params={"version": 1}, headers=admin)
+    assert past.json() == {"version": 1, "plan": PLAN}
+    absent = app.client.get("/v1/tracking-plan", params={"version": 3}, headers=admin)
+    assert absent.status_code == 404
+    assert absent.json()["message"] == "tracking plan version 3 does not exist"
     versions = app.client.get("/v1/tracking-plan/versions", headers=admin).json()
     assert [v["version"] for v in versions] == [1, 2]
     assert all(set(v) == {"version", "createdAt"} for v in versions)

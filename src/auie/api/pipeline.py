@@ -45,9 +45,17 @@ def _runtime(request: Request) -> Runtime:
     operation_id="get_tracking_plan",
     responses={404: {"model": Error}},
 )
-def get_plan(request: Request, who: Principal = _admin) -> Any:
-    """The current tracking plan."""
-    current = _runtime(request).plans.current(who.workspace_id)
+def get_plan(
+    request: Request,
+    version: int | None = Query(None, ge=1, description="A past version (default: current)"),
+    who: Principal = _admin,
+) -> Any:
+    """The current tracking plan, or the version asked for."""
+    plans = _runtime(request).plans
+    if version is not None:
+        shown = plans.version(who.workspace_id, version)  # 404 when there is no such version
+        return {"version": shown.version, "plan": shown.document}
+    current = plans.current(who.workspace_id)
     if current is None:
         raise NotFound("this workspace has no tracking plan yet")
     return {"version": current.version, "plan": current.document}
