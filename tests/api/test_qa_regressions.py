@@ -442,3 +442,23 @@ def test_rollback_of_a_point_with_an_experiment_is_refused(
     assert decide().split(".")[0] == before.split(".")[0]
     point = client.get("/v1/decision-points/exp", headers=admin).json()
     assert point["activeVersion"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("PUT", "/v1/tracking-plan", '{"events": {"E": {"schema": {"maximum": NaN}}}}'),
+        ("PUT", "/v1/privacy/consent/user_id/u-1", '{"analytics": true, "x": Infinity}'),
+        ("POST", "/v1/privacy/export", '{"userId": "u-1", "x": -Infinity}'),
+        ("POST", "/v1/admin/sources", '{"name": "web", "x": 1e400}'),
+    ],
+)
+def test_every_json_api_refuses_non_finite_numbers(
+    client: TestClient, boot: Bootstrap, method: str, url: str, body: str
+) -> None:
+    """Not only decide and analytics: a NaN stored in a plan or a request is read back as
+    null (or breaks what reads it), so every JSON route reads standard JSON."""
+    reply = _raw(client, method, url, body, _admin(client, boot))
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "invalid_request"
+    assert "finite" in reply.json()["message"]

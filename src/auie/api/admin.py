@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import (
     AuditOut,
     ClientIn,
@@ -27,6 +28,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     prefix="/v1/admin",
+    route_class=StrictJSONRoute,
     tags=["admin"],
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import PRIVACY_ADMIN
@@ -32,6 +33,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     prefix="/v1/privacy/consent",
+    route_class=StrictJSONRoute,
     tags=["privacy"],
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import (
     DeadLetterOut,
     Error,
@@ -26,6 +27,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     tags=["pipeline"],
+    route_class=StrictJSONRoute,
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},
         403: {"model": Error, "description": "Token lacks the admin scope"},

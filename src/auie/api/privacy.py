@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import PRIVACY_ADMIN
@@ -29,6 +30,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     prefix="/v1/privacy",
+    route_class=StrictJSONRoute,
     tags=["privacy"],
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from auie.api.routing import StrictJSONRoute
 from auie.api.schemas import Error, ProfileEventsOut, ProfileOut
 from auie.api.security import scope
 from auie.auth.scopes import PROFILES_READ
@@ -18,6 +19,7 @@ from auie.runtime import Runtime
 
 router = APIRouter(
     prefix="/v1/profiles",
+    route_class=StrictJSONRoute,
     tags=["profiles"],
     responses={
         401: {"model": Error, "description": "Missing or invalid token"},

@@ -4,7 +4,9 @@ the float range.
 Python's ``json`` (which Starlette's ``Request.json`` uses) accepts ``NaN``, ``Infinity``
 and ``-Infinity`` and reads ``1e400`` as infinity. Such values pass models typed ``Any``
 and break later: a policy parameter stored as ``null``, a context served with NaN and
-logged as ``null``. Routers built with ``route_class=StrictJSONRoute`` refuse them with
+logged as ``null``. Every JSON router of the API (all but the collector's, which reads
+with msgspec, and the form-encoded token endpoint) is built with
+``route_class=StrictJSONRoute`` and refuses them with
 ``400 invalid_request`` before any model sees the body, as msgspec does on the fast paths,
 and say so precisely for a body nested too deeply to parse.
 """
