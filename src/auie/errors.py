@@ -83,10 +83,23 @@ class AuthenticationFailed(TerminalError):
 
 
 class PermissionDenied(TerminalError):
-    """Valid credentials that do not allow this operation."""
+    """Valid credentials that do not allow this operation. ``client`` and ``workspace``
+    name whose token it was, when a token was (the API audits the refusal)."""
 
     code = "forbidden"
     http_status = 403
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        client: str | None = None,
+        workspace: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.client = client
+        self.workspace = workspace
 
 
 class NotFound(TerminalError):

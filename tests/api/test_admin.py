@@ -492,3 +492,25 @@ def test_failed_authentication_audits_the_route_not_the_identifier(
         "/oauth/token",
     ]
     assert "zed" not in str([f.to_dict() for f in failures])
+
+
+def test_a_token_refused_for_its_scopes_is_audited_in_its_workspace(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    reader = bearer(get_token(client, boot.client_id, boot.client_secret, "analytics:read"))
+    for _ in range(3):  # once a minute per client, route and code
+        assert client.get("/v1/profiles/email/zed@example.com", headers=reader).status_code == 403
+    [denied] = runtime.audit.entries(boot.workspace, action="auth.denied")
+    assert (denied.actor, denied.target, denied.outcome) == (
+        boot.client_id,
+        "/v1/profiles/{id_type}/{id_value}",
+        "denied",
+    )
+    assert denied.details == {
+        "code": "insufficient_scope",
+        "message": "this token lacks the 'profiles:read' scope",
+    }
+    admin = bearer(get_token(client, boot.client_id, boot.client_secret, "admin"))
+    shown = client.get("/v1/admin/audit?action=auth.denied", headers=admin).json()
+    assert [e["target"] for e in shown] == ["/v1/profiles/{id_type}/{id_value}"]
+    assert "zed" not in str(shown)

@@ -14,7 +14,13 @@ from starlette.exceptions import HTTPException
 
 from auie.api.collect import COLLECT_ROUTES
 from auie.api.schemas import Error
-from auie.errors import AuieError, AuthenticationFailed, Overloaded, RateLimited
+from auie.errors import (
+    AuieError,
+    AuthenticationFailed,
+    Overloaded,
+    PermissionDenied,
+    RateLimited,
+)
 from auie.metrics import REQUESTS_REJECTED
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,8 @@ async def auie_error(request: Request, exc: Exception) -> JSONResponse:
         REQUESTS_REJECTED.labels(exc.code).inc()
     if isinstance(exc, AuthenticationFailed):
         await _audit_failure(request, exc)
+    elif isinstance(exc, PermissionDenied) and exc.client is not None:
+        await _audit_denial(request, exc)
     body = exc.to_dict()
     if path == _OAUTH_ENDPOINT:
         # RFC 6749 names the fields error / error_description; we send both spellings.
@@ -94,6 +102,39 @@ async def _audit_failure(request: Request, exc: AuthenticationFailed) -> None:
             details={"code": exc.code, "peer": peer},
         )
     except Exception:  # auditing must never turn a 401 into a 500
+        logger.exception("could not write the audit log")
+
+
+async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
+    """A valid token refused for its scopes goes to the audit log of its workspace as
+    ``auth.denied`` (at most once a minute per client, route and code)."""
+    target = _route_template(request)
+    key = (f"client:{exc.client}", target, exc.code)
+    now = time.monotonic()
+    recent: dict[tuple[str, str, str], float] | None = getattr(
+        request.app.state, "recent_auth_failures", None
+    )
+    if recent is None:
+        recent = request.app.state.recent_auth_failures = {}
+    if now - recent.get(key, -_AUDIT_FAILURE_EVERY_SECONDS) < _AUDIT_FAILURE_EVERY_SECONDS:
+        return
+    if len(recent) > 10_000:
+        recent.clear()
+    recent[key] = now
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    try:
+        await run_in_threadpool(
+            runtime.audit.record,
+            "auth.denied",
+            actor=exc.client or "anonymous",
+            workspace=exc.workspace,
+            target=target,
+            outcome="denied",
+            details={"code": exc.code, "message": exc.message},
+        )
+    except Exception:  # auditing must never turn a 403 into a 500
         logger.exception("could not write the audit log")
 
 

@@ -65,7 +65,10 @@ class Principal:
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise PermissionDenied(
-                f"this token lacks the {scope!r} scope", code="insufficient_scope"
+                f"this token lacks the {scope!r} scope",
+                code="insufficient_scope",
+                client=self.client_id,
+                workspace=self.workspace_id,
             )
 
 
