@@ -462,3 +462,24 @@ def test_every_json_api_refuses_non_finite_numbers(
     assert reply.status_code == 400, reply.text
     assert reply.json()["code"] == "invalid_request"
     assert "finite" in reply.json()["message"]
+
+
+def test_a_body_that_is_not_json_gets_a_precise_error(client: TestClient, boot: Bootstrap) -> None:
+    admin = _admin(client, boot)
+    reply = _raw(client, "PUT", "/v1/tracking-plan", '{"events": {bad', admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {
+        "code": "invalid_request",
+        "message": "body is not valid JSON: Expecting property name enclosed in double quotes "
+        "at character 12",
+    }
+    # curl -d without -H sends a form type: say what to send instead of "not a dictionary".
+    for content_type in ("application/x-www-form-urlencoded", "application/xml"):
+        reply = client.put(
+            "/v1/tracking-plan",
+            content=b'{"events": {}}',
+            headers={**admin, "content-type": content_type},
+        )
+        assert reply.status_code == 415, reply.text
+        assert reply.json()["code"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in reply.json()["message"]

@@ -236,6 +236,8 @@ def test_plan_versions_and_violations_api(app: App, admin: dict[str, str]) -> No
     absent = app.client.get("/v1/tracking-plan", params={"version": 3}, headers=admin)
     assert absent.status_code == 404
     assert absent.json()["message"] == "tracking plan version 3 does not exist"
+    huge = app.client.get("/v1/tracking-plan", params={"version": 2**70}, headers=admin)
+    assert huge.status_code == 400, huge.text  # found by schemathesis: was a 500
     versions = app.client.get("/v1/tracking-plan/versions", headers=admin).json()
     assert [v["version"] for v in versions] == [1, 2]
     assert all(set(v) == {"version", "createdAt"} for v in versions)

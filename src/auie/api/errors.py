@@ -160,10 +160,28 @@ _OAUTH_ENDPOINT = "/oauth/token"
 _COLLECT_PATHS = frozenset(COLLECT_ROUTES)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    content_type = request.headers.get("content-type", "")
+    if (
+        errors
+        and isinstance(errors[0].get("input"), bytes)  # a body FastAPI did not read as JSON
+        and "json" not in content_type.lower()
+    ):
+        return error_response(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), not {content_type!r}",
+        )
     problems = []
-    for error in exc.errors():
+    for error in errors:
+        if error.get("type") == "json_invalid":  # loc is ("body", character position)
+            position = next((p for p in error.get("loc", ()) if isinstance(p, int)), None)
+            reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+            at = f" at character {position}" if position is not None else ""
+            problems.append(f"body is not valid JSON: {reason}{at}")
+            continue
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
     return error_response(400, "invalid_request", "; ".join(problems) or "invalid request")
@@ -183,8 +201,9 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def document(schema: dict[str, Any]) -> None:
     """Describe validation errors in an OpenAPI document as they are sent: ``400`` with an
-    ``Error`` body. FastAPI documents them as ``422`` ``HTTPValidationError``, which
-    :func:`_validation_error` never sends."""
+    ``Error`` body (FastAPI documents them as ``422`` ``HTTPValidationError``, which
+    :func:`_validation_error` never sends); and on operations with a body, ``413`` (the
+    body limit) and ``415`` (a body not sent as JSON)."""
     error = {"$ref": "#/components/schemas/Error"}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
@@ -197,6 +216,18 @@ def document(schema: dict[str, Any]) -> None:
                         "content": {"application/json": {"schema": error}},
                     },
                 )
+            if "requestBody" in operation and "413" not in responses:  # not the collector's
+                for status, description in (
+                    ("413", "Body larger than server.max_body_bytes"),
+                    ("415", "Body not sent as application/json"),
+                ):
+                    responses.setdefault(
+                        status,
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": error}},
+                        },
+                    )
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", Error.model_json_schema())
     if "HTTPValidationError" not in str(schema.get("paths")):

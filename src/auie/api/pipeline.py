@@ -49,7 +49,9 @@ def _runtime(request: Request) -> Runtime:
 )
 def get_plan(
     request: Request,
-    version: int | None = Query(None, ge=1, description="A past version (default: current)"),
+    version: int | None = Query(
+        None, ge=1, le=2**31 - 1, description="A past version (default: current)"
+    ),
     who: Principal = _admin,
 ) -> Any:
     """The current tracking plan, or the version asked for."""
