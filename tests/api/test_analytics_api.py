@@ -489,6 +489,24 @@ def test_sql_refuses_statements_with_codes(setup: Setup) -> None:
     assert_error(sql(setup, "SELECT * FROM no_such_table"), 400, "unknown_table")
 
 
+def test_sql_does_not_show_view_definitions(setup: Setup) -> None:
+    """The views' SQL names the lake's files on the server and internal tables: not for
+    callers. Table and column listings stay (BI tools read them)."""
+    warehouse = setup.runtime.settings.lake_warehouse.removeprefix("file://")
+    for query in (
+        "SELECT view_definition FROM information_schema.views",
+        "SELECT sql FROM sqlite_master",
+        'SELECT sql FROM "SQLITE_SCHEMA"',
+        "SELECT definition FROM pg_catalog.pg_views",
+    ):
+        reply = sql(setup, query)
+        assert_error(reply, 400, "unknown_table")
+        assert warehouse not in reply.text
+    tables = sql(setup, "SELECT table_name FROM information_schema.tables")
+    assert tables.status_code == 200, tables.text
+    assert ["events"] in tables.json()["rows"]
+
+
 def test_sql_cannot_read_another_workspace_files(setup: Setup) -> None:
     warehouse = setup.runtime.settings.lake_warehouse.removeprefix("file://")
     theirs = sorted(glob.glob(f"{warehouse}/{setup.b.id}/events/data/**/*.parquet", recursive=True))

@@ -330,6 +330,18 @@ def _parser() -> duckdb.DuckDBPyConnection:
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 _SAFE_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
 _FILE_LIKE = re.compile(r"[./\\:*?]")
+#: Catalog views that show views' definitions: those name the lake's files on the server
+#: (paths) and the engine's internal tables. Table and column listings stay readable.
+_DEFINITION_VIEWS = frozenset(
+    {
+        "pg_views",
+        "pg_matviews",
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_temp_master",
+        "sqlite_temp_schema",
+    }
+)
 
 
 def check_untrusted(sql: str) -> None:
@@ -338,7 +350,7 @@ def check_untrusted(sql: str) -> None:
     ``glob``... would reach files or raw data behind the views), no call of the views' hash
     functions (:data:`~auie.analytics.pseudonymous.INTERNAL_FUNCTIONS`: they would hash
     guessed identifiers), no file paths as tables (DuckDB's replacement scans), no hidden
-    ``__`` tables."""
+    ``__`` tables, no catalog view of view definitions (they name server paths)."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -391,6 +403,14 @@ def _check_node(node: dict[str, Any]) -> None:
         ):
             raise InvalidRequest(
                 f"{table!r} is not a table of this workspace (GET /v1/sql/tables)",
+                code="unknown_table",
+            )
+        if table.lower() in _DEFINITION_VIEWS or (
+            table.lower() == "views" and schema == "information_schema"
+        ):
+            raise InvalidRequest(
+                f"{table!r} shows the engine's view definitions, which are internal; the"
+                " workspace's tables and their columns are in GET /v1/sql/tables",
                 code="unknown_table",
             )
 
