@@ -77,39 +77,44 @@ async def _audit_failure(request: Request, exc: AuthenticationFailed) -> None:
     (a scanner hammering the collector must not flood it)."""
     peer = request.client.host if request.client else "unknown"
     kind = "collect" if request.url.path in _COLLECT_PATHS else _route_template(request)
-    key = (peer, kind, exc.code)
-    now = time.monotonic()
-    recent: dict[tuple[str, str, str], float] | None = getattr(
-        request.app.state, "recent_auth_failures", None
+    await _audit_refusal(
+        request,
+        (peer, kind, exc.code),
+        "auth.failed",
+        actor="anonymous",
+        workspace=None,
+        target=kind,
+        details={"code": exc.code, "peer": peer},
     )
-    if recent is None:
-        recent = request.app.state.recent_auth_failures = {}
-    if now - recent.get(key, -_AUDIT_FAILURE_EVERY_SECONDS) < _AUDIT_FAILURE_EVERY_SECONDS:
-        return
-    if len(recent) > 10_000:
-        recent.clear()
-    recent[key] = now
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None:
-        return
-    try:
-        await run_in_threadpool(
-            runtime.audit.record,
-            "auth.failed",
-            actor="anonymous",
-            target=kind,
-            outcome="denied",
-            details={"code": exc.code, "peer": peer},
-        )
-    except Exception:  # auditing must never turn a 401 into a 500
-        logger.exception("could not write the audit log")
 
 
 async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
     """A valid token refused for its scopes goes to the audit log of its workspace as
     ``auth.denied`` (at most once a minute per client, route and code)."""
     target = _route_template(request)
-    key = (f"client:{exc.client}", target, exc.code)
+    await _audit_refusal(
+        request,
+        (f"client:{exc.client}", target, exc.code),
+        "auth.denied",
+        actor=exc.client or "anonymous",
+        workspace=exc.workspace,
+        target=target,
+        details={"code": exc.code, "message": exc.message},
+    )
+
+
+async def _audit_refusal(
+    request: Request,
+    key: tuple[str, str, str],
+    action: str,
+    *,
+    actor: str,
+    workspace: str | None,
+    target: str,
+    details: dict[str, Any],
+) -> None:
+    """Record a refused request (outcome ``denied``) unless one with the same ``key`` was
+    recorded in the last minute; never fails the request it audits."""
     now = time.monotonic()
     recent: dict[tuple[str, str, str], float] | None = getattr(
         request.app.state, "recent_auth_failures", None
@@ -127,14 +132,14 @@ async def _audit_denial(request: Request, exc: PermissionDenied) -> None:
     try:
         await run_in_threadpool(
             runtime.audit.record,
-            "auth.denied",
-            actor=exc.client or "anonymous",
-            workspace=exc.workspace,
+            action,
+            actor=actor,
+            workspace=workspace,
             target=target,
             outcome="denied",
-            details={"code": exc.code, "message": exc.message},
+            details=details,
         )
-    except Exception:  # auditing must never turn a 403 into a 500
+    except Exception:  # auditing must never turn a 401 or 403 into a 500
         logger.exception("could not write the audit log")
 
 
