@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from auie.eventlog import DECISIONS_TOPIC, LogRecord
 from conftest import App
 from helpers import basic, bearer, get_token, stored_events
@@ -39,6 +41,19 @@ def token(app: App, scope: str | None = None) -> dict[str, str]:
 
 def lake_rows(app: App, query: str) -> list[tuple[Any, ...]]:
     return app.runtime.analytics.query(app.boot.workspace, query).rows
+
+
+def finished(app: App, admin: dict[str, str], path: str, body: dict[str, Any]) -> str:
+    """Start a privacy request (export or erasure), wait until it is done; its id."""
+    request_id = str(app.client.post(path, json=body, headers=admin).json()["requestId"])
+    deadline = time.monotonic() + 60
+    while (status := app.client.get(f"/v1/privacy/requests/{request_id}", headers=admin).json())[
+        "status"
+    ] not in ("done", "failed"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["status"] == "done", status
+    return request_id
 
 
 def files_contain(root: Path, needle: str, suffixes: tuple[str, ...]) -> list[Path]:
@@ -125,16 +140,7 @@ def test_without_analytics_consent_events_reach_the_lake_pseudonymised(
     assert [h["purpose"] for h in consent["history"]] == ["analytics", "marketing"]
     # The access export carries the consent and its history.
     admin = token(app, "privacy:admin")
-    request_id = app.client.post("/v1/privacy/export", json={"userId": "no"}, headers=admin).json()[
-        "requestId"
-    ]
-    deadline = time.monotonic() + 60
-    while (status := app.client.get(f"/v1/privacy/requests/{request_id}", headers=admin).json())[
-        "status"
-    ] not in ("done", "failed"):
-        assert time.monotonic() < deadline, status
-        time.sleep(0.05)
-    assert status["status"] == "done", status
+    request_id = finished(app, admin, "/v1/privacy/export", {"userId": "no"})
     archive = app.client.get(f"/v1/privacy/requests/{request_id}/archive", headers=admin)
     with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
         exported = json.loads(opened.read("consent.json"))
@@ -294,6 +300,73 @@ def test_decisions_log_no_pii_traits_and_sql_without_pii_read_hides_them(
     )
     assert {row[0] for row in raw.json()["rows"]} == {"u1"}
     assert email in raw.text
+
+
+@pytest.mark.parametrize("mode", ["pseudonymise", "drop"])
+def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
+    make_app: Callable[..., App], mode: str
+) -> None:
+    """Events of a person who refused ``analytics`` reach the lake pseudonymised (or not
+    at all); their decisions reach it with the ids' keyed hashes in place of the ids, in
+    both modes (the row is the decision point's record of what it served). Every decision
+    row carries the hashes beside the ids, so SQL without ``pii:read`` shows one hash per
+    person in ``decisions`` and ``events`` alike, and erasure finds the hashed rows."""
+    app = make_app(mode, **{"privacy.without_analytics_consent": mode})
+    refuser, consenter = "refuser-7f3a91", "consenter-5c2e"
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    send(
+        app,
+        {"type": "identify", "userId": refuser, "traits": {"plan": "pro"}, "context": refuse},
+        {"type": "track", "userId": refuser, "event": "Read"},
+        {"type": "track", "userId": consenter, "event": "Read"},
+    )
+    process(app)
+    headers = token(app)
+    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+    for user in (refuser, consenter):
+        decide = {"decisionPoint": "hero", "userId": user, "actions": [{"id": "a"}, {"id": "b"}]}
+        reply = app.client.post("/v1/decide", json=decide, headers=headers)
+        assert reply.status_code == 200, reply.text
+    decide = {"decisionPoint": "hero", "anonymousId": "anon-new-81d0", "actions": [{"id": "a"}]}
+    assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
+    process(app)
+
+    def hashed(kind: str, value: str) -> str:
+        return app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"{kind}:{value}")
+
+    rows = lake_rows(app, "SELECT user_id, user_hash, anonymous_id, anonymous_hash FROM decisions")
+    assert sorted(rows, key=str) == sorted(
+        [
+            (hashed("user_id", refuser), hashed("user_id", refuser), None, None),
+            (consenter, hashed("user_id", consenter), None, None),
+            (None, None, "anon-new-81d0", hashed("anonymous_id", "anon-new-81d0")),
+        ],
+        key=str,
+    )
+    # (The identity graph's own tables, ``identities`` and ``profiles``, keep the person.)
+    found = files_contain(app.runtime.settings.data_dir / "lake", refuser, (".parquet",))
+    assert [p for p in found if "/decisions/" in str(p) or "/events/" in str(p)] == []
+    # Without pii:read: one hash per person, in decisions as in events (not hashed twice).
+    analyst = token(app, "analytics:read")
+    query = "SELECT DISTINCT user_id FROM decisions WHERE user_id IS NOT NULL"
+    reply = app.client.post("/v1/sql", json={"query": query}, headers=analyst)
+    assert reply.status_code == 200, reply.text
+    decided = {row[0] for row in reply.json()["rows"]}
+    assert decided == {hashed("user_id", refuser), hashed("user_id", consenter)}
+    query = "SELECT DISTINCT user_id FROM events"
+    reply = app.client.post("/v1/sql", json={"query": query}, headers=analyst)
+    events_users = {row[0] for row in reply.json()["rows"]}
+    dropped = mode == "drop"  # the refuser's events are not in the lake at all
+    assert events_users == {hashed("user_id", consenter)} | (
+        set() if dropped else {hashed("user_id", refuser)}
+    )
+    # Erasure finds the pseudonymised decision.
+    finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": refuser})
+    left = lake_rows(app, "SELECT user_id FROM decisions WHERE user_id IS NOT NULL")
+    assert left == [(consenter,)]
 
 
 def test_top_level_pii_external_ids_and_advertising_id(make_app: Callable[..., App]) -> None:

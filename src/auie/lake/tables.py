@@ -145,6 +145,11 @@ _DECISION_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("timestamp", TimestamptzType(), True),
     ("log_partition", IntegerType(), False),
     ("log_offset", LongType(), False),
+    # Added later (schema evolution appends optional columns; see docs/lake.md): keyed
+    # hashes of the ids, as in ``events`` (the ids themselves are these hashes for a person
+    # without ``analytics`` consent).
+    ("user_hash", StringType(), False),
+    ("anonymous_hash", StringType(), False),
 )
 
 _REWARD_COLUMNS: tuple[tuple[str, object, bool], ...] = (

@@ -15,9 +15,10 @@ For every event, after enrichment and before identity resolution:
 
 After identity resolution the person's ``analytics`` consent decides the lake row: kept,
 pseudonymised (ids replaced by their hashes; traits, IP, external ids, advertising id and
-PII fields removed) or not
-written (``privacy.without_analytics_consent``). Identity uses the event as sent (an
-encrypted e-mail could not link profiles), which is why it is computed before step 3.
+PII fields removed) or not written (``privacy.without_analytics_consent``). A ``decisions``
+row gets the ids' hashes too, and the hashes in place of the ids without that consent
+(:meth:`PrivacyGate.lake_decision`). Identity uses the event as sent (an encrypted e-mail
+could not link profiles), which is why it is computed before step 3.
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ class PrivacyGate:
         return consent.allowed(
             current or {}, "analytics", require_explicit=self.config.require_explicit_consent
         )
+
+    def lake_decision(self, workspace: str, row: dict[str, Any], allowed: bool) -> dict[str, Any]:
+        """The ``decisions`` row as the lake may hold it, changed in place: keyed hashes of
+        its ids beside them (``user_hash``, ``anonymous_hash``), and without ``analytics``
+        consent the hashes in place of the ids, in either ``without_analytics_consent``
+        mode. The row is not dropped: it is the decision point's record of what was served
+        (its experiment arms, off-policy training and evaluation), which the
+        ``personalization`` purpose governs; it holds no PII field (the decision service
+        joins none)."""
+        user_hash = self._hash(workspace, "user_id", row.get("user_id"))
+        anonymous_hash = self._hash(workspace, "anonymous_id", row.get("anonymous_id"))
+        row["user_hash"], row["anonymous_hash"] = user_hash, anonymous_hash
+        if not allowed:
+            row["user_id"], row["anonymous_id"] = user_hash, anonymous_hash
+        return row
 
     def lake_event(
         self, workspace: str, event: Mapping[str, Any], columns: dict[str, Any], allowed: bool

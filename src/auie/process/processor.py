@@ -388,7 +388,8 @@ class Processor:
         accepted = self._check(events, change)
         report.events = len(events)
         report.dead_letters = self._collector_dead_letters(dead, change)
-        report.decisions = self._lake_records(lake_only, change)
+        lake_rows = self._lake_records(lake_only, change)
+        report.decisions = len(lake_only)
         self._advance(events, change, EVENTS_TOPIC)
         self._advance(dead, change, DEAD_LETTERS_TOPIC)
         for record in lake_only:
@@ -398,6 +399,7 @@ class Processor:
             resolved = self._write_profiles(accepted, change)
         for item in resolved:
             self._lake_event(item)
+        self._add_lake_rows(lake_rows)  # after the batch's consent statements are stored
         if change.nodes or change.reassign or change.closed:
             self.exports.touch()
         for topic, offsets in change.offsets.items():
@@ -583,9 +585,13 @@ class Processor:
             extra=item.columns,
         )
 
-    def _lake_records(self, records: list[StoredRecord], change: ProfileWrite) -> int:
+    def _lake_records(
+        self, records: list[StoredRecord], change: ProfileWrite
+    ) -> list[tuple[str, str, dict[str, Any]]]:
         """Rows of the ``decisions`` and ``rewards`` tables (records the lake does not hold
-        yet); a record that is not a decision or reward becomes a dead letter."""
+        yet) as (workspace, table, row); a record that is not a decision or reward becomes
+        a dead letter."""
+        rows: list[tuple[str, str, dict[str, Any]]] = []
         for record in records:
             workspace = record.headers.get("workspaceId", "")
             table = LAKE_TOPICS[record.topic]
@@ -604,8 +610,43 @@ class Processor:
                 )
                 and not (self.gate is not None and self.gate.suppressed(workspace, value))
             ):
-                self.writer.add(workspace, table, row)
-        return len(records)
+                rows.append((workspace, table, row))
+        return rows
+
+    def _add_lake_rows(self, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Buffer the rows of :meth:`_lake_records`; with the privacy stage, a decision is
+        pseudonymised as the person's ``analytics`` consent says
+        (:meth:`~auie.process.privacy_gate.PrivacyGate.lake_decision`)."""
+        gate = self.gate
+        decisions = [(ws, row) for ws, table, row in rows if table == DECISIONS]
+        allowed = self._analytics_allowed(decisions) if gate is not None and decisions else {}
+        for workspace, table, row in rows:
+            if gate is not None and table == DECISIONS:
+                gate.lake_decision(workspace, row, allowed[id(row)])  # in place
+            self.writer.add(workspace, table, row)
+
+    def _analytics_allowed(self, decisions: list[tuple[str, dict[str, Any]]]) -> dict[int, bool]:
+        """Whether each decision's person allows ``analytics``, by ``id`` of its row: the
+        consent stored on the identifier it belongs to (its user id, else its anonymous id),
+        as for the events of that identifier."""
+        assert self.gate is not None
+        owners: dict[int, str | None] = {}
+        by_workspace: dict[str, set[str]] = {}
+        for workspace, row in decisions:
+            owner = owners[id(row)] = self.profiles.rules.owner(
+                row.get("user_id"), row.get("anonymous_id")
+            )
+            if owner is not None:
+                by_workspace.setdefault(workspace, set()).add(owner)
+        known = {ws: self.store.nodes(ws, nodes) for ws, nodes in by_workspace.items()}
+        allowed: dict[int, bool] = {}
+        for workspace, row in decisions:
+            owner = owners[id(row)]
+            found = known.get(workspace, {}).get(owner) if owner is not None else None
+            state = found.state if found is not None else None
+            stated = {p: g for p, (g, _) in state.consent.items()} if state is not None else None
+            allowed[id(row)] = self.gate.allows_analytics(stated)
+        return allowed
 
     def _plan(self, workspace: str) -> TrackingPlan | None:
         cached = self._plans.get(workspace)
