@@ -168,6 +168,10 @@ def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:
     assert lake_rows(app, "SELECT user_id FROM events") == [("granted",)]
     # The profile of the silent person still exists (identity and consent live there).
     assert app.client.get("/v1/profiles/user_id/silent", headers=token(app)).status_code == 200
+    # It has no events in the lake (a read of none of its rows, not an error).
+    reply = app.client.get("/v1/profiles/user_id/silent/events", headers=token(app))
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["events"] == []
 
 
 def test_consent_from_the_api_governs_decisions(make_app: Callable[..., App]) -> None:

@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import duckdb
 import pyarrow as pa
@@ -37,7 +36,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from auie.analytics import pseudonymous as pseudo
 from auie.analytics.engine import QueryEngine, QueryResult, json_bytes
 from auie.errors import InvalidRequest, NotFound
-from auie.lake.catalog import Lake
+from auie.lake.catalog import Lake, local_path
 from auie.lake.tables import IDENTITIES, TABLES
 
 logger = logging.getLogger(__name__)
@@ -52,10 +51,6 @@ _CURRENT_IDS_SQL = """SELECT id_type, id_value, profile_id FROM identities
     WHERE id_type IN ('user_id', 'anonymous_id')
     QUALIFY row_number() OVER (
         PARTITION BY id_type, id_value ORDER BY changed_at DESC, profile_id DESC) = 1"""
-
-
-def _local_path(uri: str) -> str:
-    return urlparse(uri).path if uri.startswith("file://") else uri
 
 
 @dataclass(slots=True)
@@ -99,7 +94,7 @@ class DuckDBEngine(QueryEngine):
         pii_fields: tuple[str, ...] = (),
     ) -> None:
         self.lake = lake
-        self.warehouse = _local_path(warehouse).rstrip("/")
+        self.warehouse = local_path(warehouse).rstrip("/")
         self.marts_root = marts_root
         self.memory_limit = memory_limit
         self.threads = threads
@@ -173,7 +168,7 @@ class DuckDBEngine(QueryEngine):
             return
         files = []
         if table is not None and table.current_snapshot() is not None:
-            files = [_local_path(task.file.file_path) for task in table.scan().plan_files()]
+            files = [local_path(task.file.file_path) for task in table.scan().plan_files()]
         conn = state.connection
         # An empty table with the current schema gives every column its type, also columns
         # added after older files were written (UNION ALL BY NAME fills them with NULL).

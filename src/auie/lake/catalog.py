@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
@@ -32,6 +33,11 @@ OFFSETS_PROPERTY = "auie.log-offsets"
 #: ``n * 1000 + i`` for member ``i`` of a group of ``n``. Being in the same property, it is
 #: carried by compaction and erasure and protected by expiry exactly like log offsets.
 PROFILE_CHANGES = "profile-changes"
+
+
+def local_path(uri: str) -> str:
+    """The local file path of a lake file's URI (``file://...``); other URIs as they are."""
+    return urlparse(uri).path if uri.startswith("file://") else uri
 
 
 def open_catalog(settings: Settings) -> SqlCatalog:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
+import duckdb
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
 
 from auie.events import format_time
-from auie.lake.catalog import Lake, committed_offsets
+from auie.lake.catalog import Lake, committed_offsets, local_path
 
 _JSON_COLUMNS = {
     "properties": "properties",
@@ -60,31 +60,71 @@ def person_events(
 ) -> list[dict[str, Any]]:
     """The most recent events of a person with these user and anonymous ids, newest first,
     in the Segment shape. An event carrying one of the person's anonymous ids and another
-    person's user id (a shared device) is the other person's: ``belongs`` decides."""
-    row_filter = _filter(users, anonymous)
-    if row_filter is None:
+    person's user id (a shared device) is the other person's: ``belongs`` decides.
+
+    Read by DuckDB from the data files of the table's current snapshot that may hold the ids
+    (Iceberg's plan prunes by partition and column statistics), in two passes: the id, time
+    and position columns of every such file find the person's rows and the newest
+    ``limit`` of them; only the files holding those are then read whole. The wide JSON
+    columns of a file without any of them are never decoded. (The lake is copy-on-write:
+    AUIE writes no delete files, as the analytics engine also assumes.)"""
+    if not users and not anonymous:
         return []
-    columns = (*_FIELDS, *_JSON_COLUMNS)
-    data = table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
-    ids = zip(data["user_id"].to_pylist(), data["anonymous_id"].to_pylist(), strict=True)
-    data = data.filter(pa.array([belongs(user, anonymous) for user, anonymous in ids]))
-    if data.num_rows == 0:
+    files = [local_path(task.file.file_path) for task in table.scan(
+        row_filter=_filter(users, anonymous) or AlwaysTrue()
+    ).plan_files()]  # fmt: skip
+    if not files:
         return []
-    data = data.sort_by([("timestamp", "descending"), ("message_id", "ascending")])
-    events = []
-    for row in data.slice(0, limit).to_pylist():
-        event: dict[str, Any] = {}
-        for column, key in _FIELDS.items():
-            value = row.get(column)
-            if isinstance(value, datetime):
-                value = format_time(value)
-            if value is not None:
-                event[key] = value
-        for column, key in _JSON_COLUMNS.items():
-            if row.get(column) is not None:
-                event[key] = json.loads(row[column])
-        events.append(event)
-    return events
+    ids = [*users, *anonymous]
+    where = " OR ".join(
+        f"{column} IN ({', '.join('?' * len(values))})"
+        for column, values in (("user_id", users), ("anonymous_id", anonymous))
+        if values
+    )
+    with duckdb.connect(":memory:", config={"threads": 2}) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        found = connection.execute(
+            "SELECT filename, file_row_number, user_id, anonymous_id,"
+            ' epoch_us("timestamp"), message_id FROM read_parquet(?, filename = true,'
+            f" file_row_number = true, union_by_name = true) WHERE {where}",
+            [files, *ids],
+        ).fetchall()
+        hits = [h for h in found if belongs(h[2], h[3])]
+        hits.sort(key=lambda h: h[5])
+        hits.sort(key=lambda h: h[4], reverse=True)  # newest first, then by message id
+        top = {(h[0], h[1]): rank for rank, h in enumerate(hits[:limit])}
+        if not top:
+            return []
+        cursor = connection.execute(
+            f"SELECT filename, file_row_number, {', '.join(_COLUMNS)} FROM read_parquet(?,"
+            f" filename = true, file_row_number = true, union_by_name = true) WHERE {where}",
+            [sorted({file for file, _ in top}), *ids],
+        )
+        names = [column[0] for column in cursor.description or ()]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+    ranked = sorted(
+        (top[(row["filename"], row["file_row_number"])], row)
+        for row in rows
+        if (row["filename"], row["file_row_number"]) in top
+    )
+    return [_segment_shape(row) for _, row in ranked]
+
+
+_COLUMNS = tuple(f'"{column}"' for column in (*_FIELDS, *_JSON_COLUMNS))
+
+
+def _segment_shape(row: dict[str, Any]) -> dict[str, Any]:
+    event: dict[str, Any] = {}
+    for column, key in _FIELDS.items():
+        value = row.get(column)
+        if isinstance(value, datetime):
+            value = format_time(value)
+        if value is not None:
+            event[key] = value
+    for column, key in _JSON_COLUMNS.items():
+        if row.get(column) is not None:
+            event[key] = json.loads(row[column])
+    return event
 
 
 @dataclass(frozen=True, slots=True)

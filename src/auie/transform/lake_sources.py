@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import duckdb
 import pyarrow as pa
@@ -27,7 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 
-from auie.lake.catalog import Lake
+from auie.lake.catalog import Lake, local_path
 from auie.lake.tables import TABLES
 
 if TYPE_CHECKING:
@@ -39,10 +38,6 @@ logger = logging.getLogger(__name__)
 DUCKDB_LAKE_SCHEMA = "lake"
 _STATE_TABLE = "_auie_loaded_files"
 _COPY_BATCH_ROWS = 50_000
-
-
-def local_path(uri: str) -> str:
-    return urlparse(uri).path if uri.startswith("file://") else uri
 
 
 def snapshot_files(lake: Lake, workspace: str, name: str) -> list[str]:
