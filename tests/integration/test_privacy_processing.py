@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from auie.eventlog import DECISIONS_TOPIC, LogRecord
+from auie.transform.runner import TransformRunner
 from conftest import App
 from helpers import basic, bearer, get_token, stored_events
 from pipeline import drain
@@ -367,6 +368,13 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     assert events_users == {hashed("user_id", consenter)} | (
         set() if dropped else {hashed("user_id", refuser)}
     )
+    # The training mart too (its id columns shown as the stored hashes, not hashed again).
+    result = TransformRunner(app.runtime.settings, app.runtime.lake).run(app.boot.workspace)
+    assert result.success, result.error
+    query = "SELECT DISTINCT user_id FROM decision_training WHERE user_id IS NOT NULL"
+    reply = app.client.post("/v1/sql", json={"query": query}, headers=analyst)
+    assert reply.status_code == 200, reply.text
+    assert {row[0] for row in reply.json()["rows"]} == decided
     # Erasure finds the pseudonymised decision.
     finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": refuser})
     left = lake_rows(app, "SELECT user_id FROM decisions WHERE user_id IS NOT NULL")

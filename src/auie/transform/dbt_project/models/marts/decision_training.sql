@@ -34,6 +34,8 @@ select
     d.decision_point,
     d.user_id,
     d.anonymous_id,
+    d.user_hash,
+    d.anonymous_hash,
     d.profile_id,
     {{ auie.utc('d."timestamp"') }} as decided_at,
     d.context,
