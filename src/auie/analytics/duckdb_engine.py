@@ -62,6 +62,8 @@ class _Workspace:
     views: dict[str, str] = field(default_factory=dict)
     marts: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Cursors running a query now (interrupted when the engine closes).
+    running: set[duckdb.DuckDBPyConnection] = field(default_factory=set)
 
 
 def _drop(conn: duckdb.DuckDBPyConnection, name: str, kinds: tuple[str, ...]) -> None:
@@ -228,6 +230,7 @@ class DuckDBEngine(QueryEngine):
             check_untrusted(sql)
         state = self._refresh(workspace, pseudonymous)
         cursor = state.connection.cursor()
+        state.running.add(cursor)
         limit = self.default_limit if limit is None else limit
         timer = threading.Timer(timeout or self.default_timeout, cursor.interrupt)
         started = time.perf_counter()
@@ -258,6 +261,7 @@ class DuckDBEngine(QueryEngine):
             raise InvalidRequest(_first_line(exc), code="invalid_query") from None
         finally:
             timer.cancel()
+            state.running.discard(cursor)
             cursor.close()
         return QueryResult(columns, rows[:limit], truncated, time.perf_counter() - started)
 
@@ -280,10 +284,29 @@ class DuckDBEngine(QueryEngine):
         return found
 
     def close(self) -> None:
+        """Close every connection. A background reader (the decision service's segment and
+        feature loader) may be running a query or refreshing views: its queries are
+        interrupted (it gets ``query_timeout``), and each connection is closed once it is no
+        longer busy (DuckDB refuses to close one busy with a call), waiting 5 s at most."""
         with self._lock:
             for state in self._workspaces.values():
-                state.connection.close()
+                with state.lock:
+                    _close(state)
             self._workspaces.clear()
+
+
+def _close(state: _Workspace, wait: float = 5.0) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        for cursor in list(state.running):
+            cursor.interrupt()
+        try:
+            state.connection.close()
+            return
+        except duckdb.ResourceInUseException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _fetch_within(
