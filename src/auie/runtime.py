@@ -130,10 +130,13 @@ class Runtime:
         return service
 
     def _decrypt(self, workspace: str, value: Any) -> Any:
-        """Field values as stored, decrypted (the key manager loads on the first ciphertext)."""
-        from auie.privacy.crypto import is_encrypted
+        """Field values as stored, decrypted at any depth (the key manager loads on the first
+        ciphertext)."""
+        from auie.privacy.crypto import holds_ciphertext
 
-        return self.privacy.cipher.decrypt(workspace, value) if is_encrypted(value) else value
+        return (
+            self.privacy.cipher.decrypt_all(workspace, value) if holds_ciphertext(value) else value
+        )
 
     @cached_property
     def plans(self) -> PlanStore:

@@ -98,6 +98,72 @@ def test_pii_fields_are_encrypted_at_rest_and_shredded_by_key_destruction(
     assert profile["traits"]["plan"] == "pro"
 
 
+def test_pii_fields_nested_in_objects_and_arrays_are_encrypted_and_left_out(
+    make_app: Callable[..., App],
+) -> None:
+    """A PII field is one by its name at any depth of traits and properties (and of the
+    top-level extras): encrypted at rest, decrypted by the API, never masked as free text
+    (it is kept whole, encrypted), left out of a decision's joined traits, and removed from
+    the lake row of a person without ``analytics`` consent."""
+    app = make_app()
+    email, street, phone = "ada.nested@example.com", "12 Analytical Way", "+44 20 7946 0111"
+    traits = {"plan": "pro", "contact": {"email": email, "kind": "work"}}
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "nested",
+            "traits": {**traits, "homes": [{"address": {"street": street}}]},
+        },
+        {
+            "type": "track",
+            "userId": "nested",
+            "event": "Ordered",
+            "properties": {"customer": {"phone": phone, "tier": "gold"}},
+            "shipping": {"address": street},
+        },
+        {
+            "type": "track",
+            "userId": "refuser",
+            "event": "Ordered",
+            "properties": {"customer": {"phone": phone, "tier": "gold"}},
+            "context": {"consent": {"categoryPreferences": {"analytics": False}}},
+        },
+    )
+    process(app)
+    data = app.runtime.settings.data_dir
+    for secret in (email, street, phone):
+        assert files_contain(data / "lake", secret, (".parquet",)) == []
+        assert files_contain(data, secret, ("profiles.db", "profiles.db-wal")) == []
+    headers = token(app)
+    profile = app.client.get("/v1/profiles/user_id/nested", headers=headers).json()
+    assert profile["traits"]["contact"] == {"email": email, "kind": "work"}
+    assert profile["traits"]["homes"] == [{"address": {"street": street}}]
+    events = app.client.get("/v1/profiles/user_id/nested/events", headers=headers).json()
+    ordered = next(e for e in events["events"] if e.get("event") == "Ordered")
+    # Decrypted whole, not masked as free text before encryption ("[phone]").
+    assert ordered["properties"]["customer"] == {"phone": phone, "tier": "gold"}
+    [[properties]] = lake_rows(app, "SELECT properties FROM events WHERE user_id = 'nested'"
+                               " AND event = 'Ordered'")  # fmt: skip
+    assert json.loads(properties)["customer"]["phone"].startswith("enc:v1:")
+    # Without analytics consent: gone from the row, other nested fields kept.
+    rows = lake_rows(app, "SELECT properties FROM events WHERE user_id LIKE 'h_%'")
+    assert [json.loads(r[0]) for r in rows] == [{"customer": {"tier": "gold"}}]
+    # A decision joins the traits without the nested PII field.
+    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+    decide = {"decisionPoint": "hero", "userId": "nested", "actions": [{"id": "a"}, {"id": "b"}]}
+    assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
+    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    assert record["context"]["user"]["traits"] == {
+        "plan": "pro",
+        "contact": {"kind": "work"},
+        "homes": [{}],
+    }
+
+
 def test_without_analytics_consent_events_reach_the_lake_pseudonymised(
     make_app: Callable[..., App],
 ) -> None:

@@ -1,10 +1,10 @@
 """What the decision service knows about the person: profile traits, computed traits,
 segments and the ``user_features`` mart, joined into the context under ``user``.
 
-Configured PII fields (``privacy.pii_fields``) of the traits, and declared computed traits
-of such a property, are never joined: the context is logged with the decision (event log,
-lake ``decisions`` table, training mart), and the same context must feed the policies online
-and offline, so they are left out of both.
+Configured PII fields (``privacy.pii_fields``) of the traits, at any depth, and declared
+computed traits of such a property, are never joined: the context is logged with the
+decision (event log, lake ``decisions`` table, training mart), and the same context must
+feed the policies online and offline, so they are left out of both.
 
 Segments and the mart row are queries over the lake (milliseconds to seconds): they are
 loaded by a background thread into the person's cached entry, never while a decision waits,
@@ -22,7 +22,7 @@ from typing import Any
 
 from auie.decide.config import JoinSpec
 from auie.errors import AuieError, NotFound
-from auie.privacy import consent
+from auie.privacy import consent, fields
 from auie.profiles.service import ProfileService
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class PersonContext:
             if trait.property is not None and trait.property.lower() in self.pii_fields
         )
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
+        self._is_pii = lambda name: name.lower() in self.pii_fields
         self._loads: queue.SimpleQueue[tuple[str, str, dict[str, Any], str, Any]] = (
             queue.SimpleQueue()
         )
@@ -109,7 +110,7 @@ class PersonContext:
             return None, {}
         person: dict[str, Any] = {
             "consent": dict(profile.consent.get("current", {})),
-            "traits": {k: v for k, v in profile.traits.items() if k.lower() not in self.pii_fields},
+            "traits": fields.without(profile.traits, self._is_pii),
             "computedTraits": {
                 k: v
                 for k, v in profile.computed_traits.items()

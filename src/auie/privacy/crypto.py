@@ -274,3 +274,12 @@ def _chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
 
 def is_encrypted(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def holds_ciphertext(value: Any) -> bool:
+    """Whether ``value`` is, or holds at any depth of its objects and arrays, a ciphertext."""
+    if isinstance(value, dict):
+        return any(holds_ciphertext(v) for v in value.values())
+    if isinstance(value, list):
+        return any(holds_ciphertext(v) for v in value)
+    return is_encrypted(value)

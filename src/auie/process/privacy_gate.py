@@ -5,11 +5,12 @@ For every event, after enrichment and before identity resolution:
 1. an event carrying an erased identifier (suppression list) is dropped and counted;
 2. e-mail addresses, phone and card numbers in free-text properties are masked or flagged
    (``privacy.pii_in_text``);
-3. configured PII fields (``privacy.pii_fields``: top-level keys of ``traits``,
-   ``context.traits`` and ``properties``, and top-level fields of the event that have no
-   column of their own and so go to the lake's ``extra`` column) are encrypted with the
-   data key of the event's primary identifier (``privacy.encrypt_pii``), so the profile
-   store and the lake hold ciphertext and erasure can shred them;
+3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits``,
+   ``context.traits`` and ``properties``, and of the event's top-level fields that have
+   no column of their own and so go to the lake's ``extra`` column; see
+   :mod:`auie.privacy.fields`) are encrypted whole with the data key of the event's
+   primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
+   ciphertext and erasure can shred them (step 2 leaves them alone);
 4. the lake row gets keyed hashes of the ids (``user_hash``, ``anonymous_hash``) for
    pseudonymous SQL access.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from auie.config import PrivacyConfig
 from auie.lake.rows import TOP_LEVEL_FIELDS
-from auie.privacy import consent
+from auie.privacy import consent, fields
 from auie.privacy.crypto import FieldCipher, Pseudonymizer
 from auie.privacy.pii import scan
 from auie.privacy.suppression import SuppressionList
@@ -88,15 +89,16 @@ class PrivacyGate:
         keyed.update((workspace, n) for n in wanted)
 
     def needs_key(self, event: Mapping[str, Any]) -> bool:
-        """Whether the event holds a PII field to encrypt (stops at the first)."""
+        """Whether the event holds a PII field to encrypt, at any depth (stops at the
+        first)."""
         if not self.config.encrypt_pii or not self.pii_fields:
             return False
         is_pii = self._is_pii
-        return any(
-            value is not None and is_pii(key)
-            for holder in self._holders(event)
-            for key, value in holder.items()
-        ) or bool(self._extra_pii_keys(event))
+        return any(fields.holds(holder, is_pii) for holder in self._holders(event)) or any(
+            is_pii(key) or fields.holds(event[key], is_pii)
+            for key in self._extra_keys(event)
+            if event[key] is not None
+        )
 
     def protect(
         self,
@@ -117,11 +119,17 @@ class PrivacyGate:
                 event["properties"] = cleaned
                 flags |= found
         if self.config.encrypt_pii and primary is not None and has_pii_fields:
+
+            def encrypt(value: Any) -> str:
+                return self.cipher.encrypt(workspace, primary, value)
+
             for holder in self._holders(event):
-                for key in self._pii_keys(holder):
-                    holder[key] = self.cipher.encrypt(workspace, primary, holder[key])
-            for key in self._extra_pii_keys(event):
-                event[key] = self.cipher.encrypt(workspace, primary, event[key])
+                fields.replace_in_place(holder, self._is_pii, encrypt)
+            for key in self._extra_keys(event):
+                if self._is_pii(key) and event[key] is not None:
+                    event[key] = encrypt(event[key])
+                else:
+                    fields.replace_in_place(event[key], self._is_pii, encrypt)
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
             "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
@@ -144,22 +152,19 @@ class PrivacyGate:
         return found
 
     def _skip(self, values: Mapping[str, Any]) -> frozenset[str]:
+        """The PII field names in ``values`` at any depth: the free-text scan leaves them
+        alone (they are encrypted whole, not masked)."""
         if not self.pii_fields:
             return frozenset()
-        return frozenset(k for k in values if self._is_pii(k))
+        return fields.names(values, self._is_pii)
 
-    def _pii_keys(self, holder: Mapping[str, Any]) -> list[str]:
-        if not self.pii_fields:
+    @staticmethod
+    def _extra_keys(event: Mapping[str, Any]) -> list[str]:
+        """The event's top-level fields that have no column of their own (a track with
+        ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
+        if event.keys() <= TOP_LEVEL_FIELDS:  # nearly always: no set is built
             return []
-        return [k for k, v in holder.items() if v is not None and self._is_pii(k)]
-
-    def _extra_pii_keys(self, event: Mapping[str, Any]) -> list[str]:
-        """PII fields at the event's top level that have no column of their own (a track
-        with ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
-        if not self.pii_fields:
-            return []
-        extra = event.keys() - TOP_LEVEL_FIELDS  # mostly empty, or an SDK's few extras
-        return [k for k in extra if event[k] is not None and self._is_pii(k)] if extra else []
+        return [k for k in event if k not in TOP_LEVEL_FIELDS]
 
     def _is_pii(self, key: str) -> bool:
         """Whether a field name is a configured PII field (remembered per name)."""
@@ -217,8 +222,11 @@ class PrivacyGate:
             if masked.get(field):
                 masked[field] = self._hash(workspace, id_type, masked[field])
         masked.pop("traits", None)
-        for key in self._extra_pii_keys(masked):
-            del masked[key]
+        for key in self._extra_keys(masked):
+            if self._is_pii(key):
+                del masked[key]
+            else:
+                masked[key] = fields.without(masked[key], self._is_pii)
         context = masked.get("context")
         if isinstance(context, dict):
             for key in ("ip", "traits", "userAgent", "page", "externalIds"):
@@ -226,10 +234,8 @@ class PrivacyGate:
             device = context.get("device")
             if isinstance(device, dict):
                 device.pop("advertisingId", None)
-        properties = masked.get("properties")
-        if isinstance(properties, dict):
-            for key in self._pii_keys(properties):
-                del properties[key]
+        if isinstance(masked.get("properties"), dict):
+            masked["properties"] = fields.without(masked["properties"], self._is_pii)
         columns["user_hash"] = masked.get("userId")
         columns["anonymous_hash"] = masked.get("anonymousId")
         return masked
