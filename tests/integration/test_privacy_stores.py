@@ -39,7 +39,11 @@ EVENTS = [
         type="identify",
         userId="ada",
         anonymousId="dev-laptop",
-        traits={"email": "Ada@Example.com", "name": "Ada Lovelace"},
+        traits={
+            "email": "Ada@Example.com",
+            "name": "Ada Lovelace",
+            "family": [{"name": "Augusta Ada King"}],  # a PII field nested in an array
+        },
     ),
     _event(4, userId="ada", anonymousId="dev-phone"),  # merges the phone's profile
     _event(5, type="alias", userId="ada", previousId="ada-old"),
@@ -89,6 +93,7 @@ def setup(store: SqlProfileStore) -> ProfileService:
     violations = [
         Violation(WS, "Signed Up", 1, False, "'Ada Lovelace' is too long"),
         Violation(WS, "Viewed", 1, False, "'adam' is not valid"),
+        Violation(WS, "Family Changed", 1, False, "'Augusta Ada King' is not valid"),
     ]
     store.write(ProfileWrite(dead_letters=letters, violations=violations))
     return service
@@ -109,10 +114,10 @@ def test_the_person_and_only_the_person_is_found_and_deleted(
         "user_id:ada-old",
         "anonymous_id:ada-old",
     }
-    assert person.pii == {"Ada Lovelace"}
+    assert person.pii == {"Ada Lovelace", "Augusta Ada King"}
     rows = profileops.find(profile_store, person)
     assert {r["id"] for r in rows.dead_letters} == {"dl-1", "dl-3"}
-    assert [r["event_key"] for r in rows.violations] == ["Signed Up"]
+    assert sorted(r["event_key"] for r in rows.violations) == ["Family Changed", "Signed Up"]
     assert len(rows.merges) >= 1
     # the edge ada—dev-shared touches one of ada's identifiers: it goes too
     assert ("anonymous_id:dev-shared", "user_id:ada", "link") in {
@@ -127,7 +132,7 @@ def test_the_person_and_only_the_person_is_found_and_deleted(
     assert cache.nodes(WS, person.nodes) == {}, "the processor forgets the erased nodes"
     assert counts["identityNodes"] == 6
     assert counts["deadLetters"] == 2
-    assert counts["planViolations"] == 1
+    assert counts["planViolations"] == 2
     assert profileops.find(profile_store, person).counts() == dict.fromkeys(counts, 0)
     # everyone else is untouched
     assert service.profile(WS, "user_id", "bob").to_dict() == bob_before

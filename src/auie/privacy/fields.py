@@ -9,7 +9,7 @@ removed as one); the walk does not go into it. Null values are no PII.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: Objects and arrays deeper than this are not looked into (as the free-text scan).
@@ -18,64 +18,55 @@ MAX_DEPTH = 8
 IsPii = Callable[[str], bool]
 
 
-def holds(value: Any, is_pii: IsPii, depth: int = 0) -> bool:
-    """Whether ``value`` (an object or array) holds a PII field with a value."""
+def _fields(value: Any, is_pii: IsPii, depth: int = 0) -> Iterator[tuple[dict[str, Any], str]]:
+    """(object, name) of every PII field with a value in ``value``, at any depth."""
     if type(value) is dict:
         for key, inner in value.items():
             if inner is None:
                 continue
             if is_pii(key):
-                return True
-            if (
-                type(inner) in (dict, list)
-                and depth < MAX_DEPTH
-                and holds(inner, is_pii, depth + 1)
-            ):
-                return True
-    elif type(value) is list:
-        return depth < MAX_DEPTH and any(
-            holds(inner, is_pii, depth + 1) for inner in value if type(inner) in (dict, list)
-        )
-    return False
+                yield value, key
+            elif type(inner) in (dict, list) and depth < MAX_DEPTH:
+                yield from _fields(inner, is_pii, depth + 1)
+    elif type(value) is list and depth < MAX_DEPTH:
+        for inner in value:
+            if type(inner) in (dict, list):
+                yield from _fields(inner, is_pii, depth + 1)
+
+
+def holds(value: Any, is_pii: IsPii) -> bool:
+    """Whether ``value`` (an object or array) holds a PII field with a value."""
+    return next(_fields(value, is_pii), None) is not None
 
 
 def names(value: Any, is_pii: IsPii) -> frozenset[str]:
     """The names of the PII fields in ``value`` at any depth (as spelled there)."""
-    found: set[str] = set()
-    _names(value, is_pii, 0, found)
-    return frozenset(found)
+    return frozenset(key for _, key in _fields(value, is_pii))
 
 
-def _names(value: Any, is_pii: IsPii, depth: int, found: set[str]) -> None:
-    if type(value) is dict:
-        for key, inner in value.items():
-            if is_pii(key):
-                found.add(key)
-            elif type(inner) in (dict, list) and depth < MAX_DEPTH:
-                _names(inner, is_pii, depth + 1, found)
-    elif type(value) is list and depth < MAX_DEPTH:
-        for inner in value:
-            if type(inner) in (dict, list):
-                _names(inner, is_pii, depth + 1, found)
+def values(value: Any, is_pii: IsPii) -> list[Any]:
+    """The values of the PII fields in ``value`` at any depth (nulls left out)."""
+    return [holder[key] for holder, key in _fields(value, is_pii)]
 
 
-def replace_in_place(
-    value: Any, is_pii: IsPii, replace: Callable[[Any], Any], depth: int = 0
-) -> None:
+def replace_in_place(value: Any, is_pii: IsPii, replace: Callable[[Any], Any]) -> None:
     """Replace the value of every PII field in ``value`` (decoded JSON: dicts and lists,
     changed in place) by ``replace(value)``."""
-    if type(value) is dict:
-        for key, inner in value.items():
-            if inner is None:
-                continue
-            if is_pii(key):
-                value[key] = replace(inner)
-            elif type(inner) in (dict, list) and depth < MAX_DEPTH:
-                replace_in_place(inner, is_pii, replace, depth + 1)
-    elif type(value) is list and depth < MAX_DEPTH:
-        for inner in value:
-            if type(inner) in (dict, list):
-                replace_in_place(inner, is_pii, replace, depth + 1)
+    for holder, key in list(_fields(value, is_pii)):
+        holder[key] = replace(holder[key])
+
+
+def strings(value: Any, depth: int = 0) -> list[str]:
+    """The strings in a JSON value: itself, or those of its objects and arrays."""
+    if isinstance(value, str):
+        return [value]
+    if depth >= MAX_DEPTH:
+        return []
+    if isinstance(value, dict):
+        return [text for inner in value.values() for text in strings(inner, depth + 1)]
+    if isinstance(value, list):
+        return [text for inner in value for text in strings(inner, depth + 1)]
+    return []
 
 
 def without(value: Any, is_pii: IsPii, depth: int = 0) -> Any:

@@ -25,7 +25,8 @@ from typing import Any
 import msgspec
 
 from auie.errors import InvalidRequest
-from auie.privacy.crypto import FieldCipher, is_encrypted
+from auie.privacy import fields
+from auie.privacy.crypto import FieldCipher
 from auie.profiles.identity import ANONYMOUS_ID, EMAIL, MAX_ID_LENGTH, USER_ID, node, split
 from auie.profiles.identity import profile_id as derive_profile_id
 from auie.profiles.store.base import ProfileStore
@@ -334,15 +335,18 @@ def resolve_person(
             profile_ids.update((merge.from_profile, merge.into_profile))
     pii: set[str] = set()
     wanted = {f.lower() for f in pii_fields}
+
+    def is_pii(name: str) -> bool:
+        return name.lower() in wanted
+
     for item in store.nodes(workspace, nodes).values():
         if item.state is None:
             continue
         for name, (stored, _stamp) in item.state.traits.items():
-            if name.lower() not in wanted:
-                continue
-            value = cipher.decrypt(workspace, stored) if cipher and is_encrypted(stored) else stored
-            if isinstance(value, str) and value.strip():
-                pii.add(value.strip())
+            # PII fields at any depth (auie.privacy.fields), each value's strings
+            for found in [stored] if is_pii(name) else fields.values(stored, is_pii):
+                value = cipher.decrypt_all(workspace, found) if cipher else found
+                pii.update(text.strip() for text in fields.strings(value) if text.strip())
     return Person(
         workspace,
         nodes,
