@@ -3,6 +3,7 @@ rewards (for off-policy evaluation)."""
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
@@ -65,8 +67,9 @@ def person_events(
     Read by DuckDB from the data files of the table's current snapshot that may hold the ids
     (Iceberg's plan prunes by partition and column statistics), in two passes: the id, time
     and position columns of every such file find the person's rows and the newest
-    ``limit`` of them; only the files holding those are then read whole. The wide JSON
-    columns of a file without any of them are never decoded. (The lake is copy-on-write:
+    ``limit`` of them (taken in chunks: a person with millions of events costs time, not
+    memory); then only those rows are read whole, from the files that hold them. The wide
+    JSON columns of a file without any of them are never decoded. (The lake is copy-on-write:
     AUIE writes no delete files, as the analytics engine also assumes.)"""
     if not users and not anonymous:
         return []
@@ -81,35 +84,41 @@ def person_events(
         for column, values in (("user_id", users), ("anonymous_id", anonymous))
         if values
     )
+    source = "read_parquet(?, filename = true, file_row_number = true, union_by_name = true)"
     with duckdb.connect(":memory:", config={"threads": 2}) as connection:
         connection.execute("SET TimeZone = 'UTC'")
-        found = connection.execute(
-            "SELECT filename, file_row_number, user_id, anonymous_id,"
-            ' epoch_us("timestamp"), message_id FROM read_parquet(?, filename = true,'
-            f" file_row_number = true, union_by_name = true) WHERE {where}",
+        cursor = connection.execute(
+            'SELECT filename, file_row_number, user_id, anonymous_id, epoch_us("timestamp"),'
+            f" message_id FROM {source} WHERE {where}",
             [files, *ids],
-        ).fetchall()
-        hits = [h for h in found if belongs(h[2], h[3])]
-        hits.sort(key=lambda h: h[5])
-        hits.sort(key=lambda h: h[4], reverse=True)  # newest first, then by message id
-        top = {(h[0], h[1]): rank for rank, h in enumerate(hits[:limit])}
+        )
+        top: list[tuple[Any, ...]] = []  # newest first, then by message id; memory bounded
+        while chunk := cursor.fetchmany(_CHUNK_ROWS):
+            mine = [hit for hit in chunk if belongs(hit[2], hit[3])]
+            top = heapq.nsmallest(limit, [*top, *mine], key=lambda h: (-h[4], h[5]))
         if not top:
             return []
+        wanted = pa.table(
+            {
+                "wanted_file": [hit[0] for hit in top],
+                "wanted_row": pa.array([hit[1] for hit in top], pa.int64()),
+                "wanted_rank": list(range(len(top))),
+            }
+        )
+        connection.register("_auie_wanted", wanted)
         cursor = connection.execute(
-            f"SELECT filename, file_row_number, {', '.join(_COLUMNS)} FROM read_parquet(?,"
-            f" filename = true, file_row_number = true, union_by_name = true) WHERE {where}",
-            [sorted({file for file, _ in top}), *ids],
+            f"SELECT {', '.join(_COLUMNS)} FROM {source} JOIN _auie_wanted"
+            " ON filename = wanted_file AND file_row_number = wanted_row"
+            f" WHERE {where} ORDER BY wanted_rank",
+            [sorted({hit[0] for hit in top}), *ids],
         )
         names = [column[0] for column in cursor.description or ()]
         rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
-    ranked = sorted(
-        (top[(row["filename"], row["file_row_number"])], row)
-        for row in rows
-        if (row["filename"], row["file_row_number"]) in top
-    )
-    return [_segment_shape(row) for _, row in ranked]
+    return [_segment_shape(row) for row in rows]
 
 
+#: Rows of the first pass taken into Python at a time.
+_CHUNK_ROWS = 50_000
 _COLUMNS = tuple(f'"{column}"' for column in (*_FIELDS, *_JSON_COLUMNS))
 
 

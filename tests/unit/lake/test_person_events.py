@@ -12,6 +12,7 @@ import pytest
 from pyiceberg.table import Table
 
 from auie.events import format_time
+from auie.lake import query
 from auie.lake.catalog import Lake, open_catalog
 from auie.lake.query import person_events
 from auie.lake.tables import EVENTS
@@ -66,9 +67,11 @@ def mine(user: str | None, anonymous: str | None) -> bool:
     return user == "u1" or (user is None and anonymous == "a1")
 
 
+@pytest.mark.parametrize("chunk", [3, 50_000])
 def test_the_newest_events_are_those_of_a_full_sort_whatever_the_files(
-    writer: LakeWriter,
+    writer: LakeWriter, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(query, "_CHUNK_ROWS", chunk)  # the first pass's rows, a few at a time
     rng = random.Random(20261127)
     people = [("u1", "a1"), ("u1", None), (None, "a1"), ("u2", "a1"), ("u2", None), (None, "a9")]
     batches = []
