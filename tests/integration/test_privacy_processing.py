@@ -98,35 +98,36 @@ def test_pii_fields_are_encrypted_at_rest_and_shredded_by_key_destruction(
     assert profile["traits"]["plan"] == "pro"
 
 
-def test_pii_fields_nested_in_objects_and_arrays_are_encrypted_and_left_out(
+def test_pii_fields_nested_in_traits_are_encrypted_and_left_out(
     make_app: Callable[..., App],
 ) -> None:
-    """A PII field is one by its name at any depth of traits and properties (and of the
-    top-level extras): encrypted at rest, decrypted by the API, never masked as free text
-    (it is kept whole, encrypted), left out of a decision's joined traits, and removed from
-    the lake row of a person without ``analytics`` consent."""
+    """A PII field is one by its name at any depth of the person's traits (and
+    ``context.traits``): encrypted at rest, decrypted by the API, left out of a decision's
+    joined traits, and gone with the traits from the lake row of a person without
+    ``analytics`` consent. In ``properties`` only the top level counts: a product's
+    ``name`` stays readable, nested text is scanned as free text."""
     app = make_app()
     email, street, phone = "ada.nested@example.com", "12 Analytical Way", "+44 20 7946 0111"
     traits = {"plan": "pro", "contact": {"email": email, "kind": "work"}}
+    products = [{"name": "Blue Shirt", "sku": "s-1"}]
     send(
         app,
         {
             "type": "identify",
             "userId": "nested",
             "traits": {**traits, "homes": [{"address": {"street": street}}]},
+            "context": {"traits": {"contact": {"phone": phone}}},
         },
         {
             "type": "track",
             "userId": "nested",
             "event": "Ordered",
-            "properties": {"customer": {"phone": phone, "tier": "gold"}},
-            "shipping": {"address": street},
+            "properties": {"products": products, "customer": {"phone": phone, "tier": "gold"}},
         },
         {
-            "type": "track",
+            "type": "identify",
             "userId": "refuser",
-            "event": "Ordered",
-            "properties": {"customer": {"phone": phone, "tier": "gold"}},
+            "traits": {"contact": {"email": email}},
             "context": {"consent": {"categoryPreferences": {"analytics": False}}},
         },
     )
@@ -137,19 +138,22 @@ def test_pii_fields_nested_in_objects_and_arrays_are_encrypted_and_left_out(
         assert files_contain(data, secret, ("profiles.db", "profiles.db-wal")) == []
     headers = token(app)
     profile = app.client.get("/v1/profiles/user_id/nested", headers=headers).json()
-    assert profile["traits"]["contact"] == {"email": email, "kind": "work"}
+    # (context.traits are the profile's traits too)
+    assert profile["traits"]["contact"] == {"email": email, "kind": "work", "phone": phone}
     assert profile["traits"]["homes"] == [{"address": {"street": street}}]
     events = app.client.get("/v1/profiles/user_id/nested/events", headers=headers).json()
-    ordered = next(e for e in events["events"] if e.get("event") == "Ordered")
-    # Decrypted whole, not masked as free text before encryption ("[phone]").
-    assert ordered["properties"]["customer"] == {"phone": phone, "tier": "gold"}
-    [[properties]] = lake_rows(app, "SELECT properties FROM events WHERE user_id = 'nested'"
-                               " AND event = 'Ordered'")  # fmt: skip
-    assert json.loads(properties)["customer"]["phone"].startswith("enc:v1:")
-    # Without analytics consent: gone from the row, other nested fields kept.
-    rows = lake_rows(app, "SELECT properties FROM events WHERE user_id LIKE 'h_%'")
-    assert [json.loads(r[0]) for r in rows] == [{"customer": {"tier": "gold"}}]
-    # A decision joins the traits without the nested PII field.
+    identify = next(e for e in events["events"] if e["type"] == "identify")
+    assert identify["traits"]["contact"] == {"email": email, "kind": "work", "phone": phone}
+    assert identify["context"]["traits"] == {"contact": {"phone": phone}}
+    query = "SELECT properties FROM events WHERE user_id = 'nested' AND event = 'Ordered'"
+    [[properties]] = lake_rows(app, query)
+    assert json.loads(properties) == {
+        "products": products,  # a product's name is no person's
+        "customer": {"phone": "[phone]", "tier": "gold"},  # free text, masked
+    }
+    # Without analytics consent the traits, nested PII and all, are not in the row.
+    assert lake_rows(app, "SELECT traits FROM events WHERE user_id LIKE 'h_%'") == [(None,)]
+    # A decision joins the traits without the nested PII fields.
     point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
     assert (
         app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
@@ -300,6 +304,14 @@ def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> 
     [[properties]] = lake_rows(masked, "SELECT properties FROM events")
     assert json.loads(properties)["text"] == "call [phone] or write to [email], card [card]"
 
+    # Without field encryption, a PII field (at any depth) is masked like any other text.
+    plain = make_app("plain", **{"privacy.encrypt_pii": False})
+    nested = {"customer": {"email": "ann@example.com", "note": "call ann@example.com"}}
+    send(plain, {"type": "track", "userId": "u", "event": "Note", "properties": nested})
+    process(plain)
+    [[properties]] = lake_rows(plain, "SELECT properties FROM events")
+    assert json.loads(properties) == {"customer": {"email": "[email]", "note": "call [email]"}}
+
     flagged = make_app("flag", **{"privacy.pii_in_text": "flag"})
     send(flagged, {"type": "track", "userId": "u", "event": "Note", "properties": {"text": text}})
     process(flagged)
@@ -398,8 +410,15 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
         app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
     )
     for user in (refuser, consenter):
+        # a request context with personal fields, as a web client might send it
+        context = {
+            "ip": "198.51.100.7",
+            "traits": {"email": f"{user}@example.com"},
+            "page": {"url": f"https://shop.example/?uid={user}"},
+            "screen": "home",
+        }
         decide = {"decisionPoint": "hero", "userId": user, "actions": [{"id": "a"}, {"id": "b"}]}
-        reply = app.client.post("/v1/decide", json=decide, headers=headers)
+        reply = app.client.post("/v1/decide", json={**decide, "context": context}, headers=headers)
         assert reply.status_code == 200, reply.text
     decide = {"decisionPoint": "hero", "anonymousId": "anon-new-81d0", "actions": [{"id": "a"}]}
     assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
@@ -418,6 +437,18 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
         key=str,
     )
     # (The identity graph's own tables, ``identities`` and ``profiles``, keep the person.)
+    # The refuser's row keeps no personal field of its context, nor the joined traits, and
+    # its profile id is hashed (the identities table would name the person).
+    rows = lake_rows(app, "SELECT user_hash, profile_id, context FROM decisions")
+    contexts = {user_hash: (profile, json.loads(text)) for user_hash, profile, text in rows}
+    profile, logged = contexts[hashed("user_id", refuser)]
+    assert profile.startswith("h_")
+    assert logged["screen"] == "home"
+    assert not {"ip", "traits", "page"} & logged.keys()
+    assert "traits" not in logged.get("user", {})
+    profile, logged = contexts[hashed("user_id", consenter)]  # as logged
+    assert profile.startswith("p_")
+    assert logged["ip"] == "198.51.100.7"
     found = files_contain(app.runtime.settings.data_dir / "lake", refuser, (".parquet",))
     assert [p for p in found if "/decisions/" in str(p) or "/events/" in str(p)] == []
     # Without pii:read: one hash per person, in decisions as in events (not hashed twice).

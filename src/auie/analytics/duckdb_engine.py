@@ -18,6 +18,7 @@ SQL is one SELECT that calls no file-reading table function (:func:`check_untrus
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -290,8 +291,12 @@ class DuckDBEngine(QueryEngine):
         longer busy (DuckDB refuses to close one busy with a call), waiting 5 s at most."""
         with self._lock:
             for state in self._workspaces.values():
-                with state.lock:
+                locked = state.lock.acquire(timeout=5.0)  # a view refresh in progress
+                try:
                     _close(state)
+                finally:
+                    if locked:
+                        state.lock.release()
             self._workspaces.clear()
 
 
@@ -299,7 +304,8 @@ def _close(state: _Workspace, wait: float = 5.0) -> None:
     deadline = time.monotonic() + wait
     while True:
         for cursor in list(state.running):
-            cursor.interrupt()
+            with contextlib.suppress(duckdb.Error):  # it may have finished meanwhile
+                cursor.interrupt()
         try:
             state.connection.close()
             return

@@ -304,6 +304,25 @@ def _json_forms(value: str) -> Iterator[bytes]:
         yield ascii_form
 
 
+def _pii_texts(
+    workspace: str, traits: dict[str, Any], is_pii: fields.IsPii, cipher: FieldCipher | None
+) -> set[str]:
+    """The text values stored under a PII field name at any depth of ``traits``
+    (``address.street``; decrypted), never every string of an object-valued PII field (its
+    city, or a phone's "mobile" type, would match other people's messages)."""
+    texts: set[str] = set()
+    pending = fields.values(traits, is_pii)
+    while pending:
+        found = pending.pop()
+        value = cipher.decrypt_all(workspace, found) if cipher else found
+        if isinstance(value, str):
+            if value.strip():
+                texts.add(value.strip())
+        else:  # an object or array decrypted: its own PII fields
+            pending.extend(fields.values(value, is_pii))
+    return texts
+
+
 def resolve_person(
     workspace: str,
     subject: Subject,
@@ -335,18 +354,10 @@ def resolve_person(
             profile_ids.update((merge.from_profile, merge.into_profile))
     pii: set[str] = set()
     wanted = {f.lower() for f in pii_fields}
-
-    def is_pii(name: str) -> bool:
-        return name.lower() in wanted
-
     for item in store.nodes(workspace, nodes).values():
-        if item.state is None:
-            continue
-        for name, (stored, _stamp) in item.state.traits.items():
-            # PII fields at any depth (auie.privacy.fields), each value's strings
-            for found in [stored] if is_pii(name) else fields.values(stored, is_pii):
-                value = cipher.decrypt_all(workspace, found) if cipher else found
-                pii.update(text.strip() for text in fields.strings(value) if text.strip())
+        if item.state is not None:
+            traits = {name: stored for name, (stored, _stamp) in item.state.traits.items()}
+            pii |= _pii_texts(workspace, traits, lambda name: name.lower() in wanted, cipher)
     return Person(
         workspace,
         nodes,

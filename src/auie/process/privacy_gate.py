@@ -5,9 +5,9 @@ For every event, after enrichment and before identity resolution:
 1. an event carrying an erased identifier (suppression list) is dropped and counted;
 2. e-mail addresses, phone and card numbers in free-text properties are masked or flagged
    (``privacy.pii_in_text``);
-3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits``,
-   ``context.traits`` and ``properties``, and of the event's top-level fields that have
-   no column of their own and so go to the lake's ``extra`` column; see
+3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits`` and
+   ``context.traits``, top-level keys of ``properties``, and top-level fields of the event
+   that have no column of their own and so go to the lake's ``extra`` column; see
    :mod:`auie.privacy.fields`) are encrypted whole with the data key of the event's
    primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
    ciphertext and erasure can shred them (step 2 leaves them alone);
@@ -25,19 +25,36 @@ could not link profiles), which is why it is computed before step 3.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from auie.config import PrivacyConfig
-from auie.lake.rows import TOP_LEVEL_FIELDS
+from auie.lake.rows import TOP_LEVEL_FIELDS, as_text
 from auie.privacy import consent, fields
 from auie.privacy.crypto import FieldCipher, Pseudonymizer
 from auie.privacy.pii import scan
 from auie.privacy.suppression import SuppressionList
 
-_OBJECT_FIELDS = ("traits", "properties")
+#: How deep PII fields are looked for in ``properties``: the top level only. Nested objects
+#: of an event's properties are mostly about things, not the person (a product's ``name``
+#: in ``products``, an order's ``address`` of a store); the person's own objects are traits.
+_PROPERTIES_DEPTH = 0
 #: Entries of each per-identifier cache before it is emptied (a bound, not a tuning knob).
 _CACHE_MAX = 100_000
+
+
+def _holders(event: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
+    """The objects of an event that hold PII fields, and how deep to look in each: the
+    traits (and ``context.traits``) at any depth, the properties at the top level."""
+    holders: list[tuple[Any, int]] = [
+        (event.get("traits"), fields.MAX_DEPTH),
+        (event.get("properties"), _PROPERTIES_DEPTH),
+    ]
+    context = event.get("context")
+    if isinstance(context, dict):
+        holders.append((context.get("traits"), fields.MAX_DEPTH))
+    return [(h, limit) for h, limit in holders if isinstance(h, dict)]
 
 
 class PrivacyGate:
@@ -89,15 +106,12 @@ class PrivacyGate:
         keyed.update((workspace, n) for n in wanted)
 
     def needs_key(self, event: Mapping[str, Any]) -> bool:
-        """Whether the event holds a PII field to encrypt, at any depth (stops at the
-        first)."""
+        """Whether the event holds a PII field to encrypt (stops at the first)."""
         if not self.config.encrypt_pii or not self.pii_fields:
             return False
         is_pii = self._is_pii
-        return any(fields.holds(holder, is_pii) for holder in self._holders(event)) or any(
-            is_pii(key) or fields.holds(event[key], is_pii)
-            for key in self._extra_keys(event)
-            if event[key] is not None
+        return any(fields.holds(holder, is_pii, limit) for holder, limit in _holders(event)) or any(
+            is_pii(key) for key in self._extra_keys(event) if event[key] is not None
         )
 
     def protect(
@@ -112,24 +126,25 @@ class PrivacyGate:
         (hashed ids, PII flags).
         ``has_pii_fields=False`` (what :meth:`needs_key` said) skips looking for fields."""
         flags: set[str] = set()
+        encrypting = self.config.encrypt_pii and primary is not None and has_pii_fields
         if self.config.pii_in_text != "keep":
             properties = event.get("properties")
             if isinstance(properties, dict) and properties:
-                cleaned, found = scan(properties, self.config.pii_in_text, self._skip(properties))
+                # PII fields about to be encrypted are left whole; any other text is scanned
+                skip = self._skip(properties) if encrypting else frozenset()
+                cleaned, found = scan(properties, self.config.pii_in_text, skip)
                 event["properties"] = cleaned
                 flags |= found
-        if self.config.encrypt_pii and primary is not None and has_pii_fields:
+        if encrypting and primary is not None:
 
             def encrypt(value: Any) -> str:
                 return self.cipher.encrypt(workspace, primary, value)
 
-            for holder in self._holders(event):
-                fields.replace_in_place(holder, self._is_pii, encrypt)
+            for holder, limit in _holders(event):
+                fields.replace_in_place(holder, self._is_pii, encrypt, limit)
             for key in self._extra_keys(event):
                 if self._is_pii(key) and event[key] is not None:
                     event[key] = encrypt(event[key])
-                else:
-                    fields.replace_in_place(event[key], self._is_pii, encrypt)
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
             "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
@@ -151,12 +166,12 @@ class PrivacyGate:
             found = cache[key] = self.pseudonyms.pseudonym(workspace, f"{id_type}:{value}")
         return found
 
-    def _skip(self, values: Mapping[str, Any]) -> frozenset[str]:
-        """The PII field names in ``values`` at any depth: the free-text scan leaves them
+    def _skip(self, properties: Mapping[str, Any]) -> frozenset[str]:
+        """The PII field names of ``properties`` (top level): the free-text scan leaves them
         alone (they are encrypted whole, not masked)."""
         if not self.pii_fields:
             return frozenset()
-        return fields.names(values, self._is_pii)
+        return fields.names(properties, self._is_pii, _PROPERTIES_DEPTH)
 
     @staticmethod
     def _extra_keys(event: Mapping[str, Any]) -> list[str]:
@@ -175,14 +190,6 @@ class PrivacyGate:
             known = self._pii_names[key] = key.lower() in self.pii_fields
         return known
 
-    @staticmethod
-    def _holders(event: Mapping[str, Any]) -> list[dict[str, Any]]:
-        holders = [event.get(name) for name in _OBJECT_FIELDS]
-        context = event.get("context")
-        if isinstance(context, dict):
-            holders.append(context.get("traits"))
-        return [h for h in holders if isinstance(h, dict)]
-
     # -- after identity resolution ---------------------------------------------------------
 
     def allows_analytics(self, current: Mapping[str, Any] | None) -> bool:
@@ -192,18 +199,40 @@ class PrivacyGate:
 
     def lake_decision(self, workspace: str, row: dict[str, Any], allowed: bool) -> dict[str, Any]:
         """The ``decisions`` row as the lake may hold it, changed in place: keyed hashes of
-        its ids beside them (``user_hash``, ``anonymous_hash``), and without ``analytics``
-        consent the hashes in place of the ids, in either ``without_analytics_consent``
-        mode. The row is not dropped: it is the decision point's record of what was served
-        (its experiment arms, off-policy training and evaluation), which the
-        ``personalization`` purpose governs; it holds no PII field (the decision service
-        joins none)."""
+        its ids beside them (``user_hash``, ``anonymous_hash``). Without ``analytics``
+        consent, in either ``without_analytics_consent`` mode, it is pseudonymised as an
+        event is: the hashes in place of the ids, the profile id hashed too (``identities``
+        would name the person), and its ``context`` without the personal fields an event
+        loses (IP, traits, user agent, page, external ids, advertising id, PII fields) nor
+        the traits the decision service joined (``user.traits``). The row is not dropped:
+        it is the decision point's record of what was served (its experiment arms,
+        off-policy training and evaluation), which the ``personalization`` purpose governs.
+        """
         user_hash = self._hash(workspace, "user_id", row.get("user_id"))
         anonymous_hash = self._hash(workspace, "anonymous_id", row.get("anonymous_id"))
         row["user_hash"], row["anonymous_hash"] = user_hash, anonymous_hash
-        if not allowed:
-            row["user_id"], row["anonymous_id"] = user_hash, anonymous_hash
+        if allowed:
+            return row
+        row["user_id"], row["anonymous_id"] = user_hash, anonymous_hash
+        row["profile_id"] = self._hash(workspace, "profile_id", row.get("profile_id"))
+        context = json.loads(row["context"]) if row.get("context") else None
+        if isinstance(context, dict):
+            context = self._personal_context_removed(context)
+            user = context.get("user")
+            if isinstance(user, dict):
+                user.pop("traits", None)
+            row["context"] = as_text(context)
         return row
+
+    @staticmethod
+    def _personal_context_removed(context: dict[str, Any]) -> dict[str, Any]:
+        """An event's or decision's ``context`` without its personal fields (in place)."""
+        for key in ("ip", "traits", "userAgent", "page", "externalIds"):
+            context.pop(key, None)
+        device = context.get("device")
+        if isinstance(device, dict):
+            device.pop("advertisingId", None)
+        return context
 
     def lake_event(
         self, workspace: str, event: Mapping[str, Any], columns: dict[str, Any], allowed: bool
@@ -225,17 +254,12 @@ class PrivacyGate:
         for key in self._extra_keys(masked):
             if self._is_pii(key):
                 del masked[key]
-            else:
-                masked[key] = fields.without(masked[key], self._is_pii)
-        context = masked.get("context")
-        if isinstance(context, dict):
-            for key in ("ip", "traits", "userAgent", "page", "externalIds"):
-                context.pop(key, None)
-            device = context.get("device")
-            if isinstance(device, dict):
-                device.pop("advertisingId", None)
+        if isinstance(masked.get("context"), dict):
+            masked["context"] = self._personal_context_removed(masked["context"])
         if isinstance(masked.get("properties"), dict):
-            masked["properties"] = fields.without(masked["properties"], self._is_pii)
+            masked["properties"] = fields.without(
+                masked["properties"], self._is_pii, _PROPERTIES_DEPTH
+            )
         columns["user_hash"] = masked.get("userId")
         columns["anonymous_hash"] = masked.get("anonymousId")
         return masked
