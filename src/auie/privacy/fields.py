@@ -42,11 +42,15 @@ def _fields(
 
 def holds(value: Any, is_pii: IsPii, limit: int = MAX_DEPTH) -> bool:
     """Whether ``value`` (an object or array) holds a PII field with a value."""
+    if limit == 0 and type(value) is dict:  # the top level (an event's properties): no walk
+        return any(inner is not None and is_pii(key) for key, inner in value.items())
     return next(_fields(value, is_pii, limit), None) is not None
 
 
 def names(value: Any, is_pii: IsPii, limit: int = MAX_DEPTH) -> frozenset[str]:
     """The names of the PII fields in ``value`` (as spelled there)."""
+    if limit == 0 and type(value) is dict:
+        return frozenset(key for key, inner in value.items() if inner is not None and is_pii(key))
     return frozenset(key for _, key in _fields(value, is_pii, limit))
 
 

@@ -72,3 +72,16 @@ def test_without_copies_only_what_changes() -> None:
 def test_names_are_as_spelled_at_any_depth() -> None:
     assert fields.names(NESTED, is_pii) == {"Email", "phone", "address"}
     assert fields.names({"plan": "pro"}, is_pii) == frozenset()
+
+
+def test_limit_zero_looks_at_the_top_level_only() -> None:
+    """How an event's properties are read: a product's ``name`` in a nested object is not
+    a person's."""
+    assert not fields.holds({"products": [{"email": "x"}], "a": {"phone": "1"}}, is_pii, 0)
+    assert fields.holds({"email": "x"}, is_pii, 0)
+    assert not fields.holds({"email": None}, is_pii, 0)
+    assert fields.names(NESTED, is_pii, 0) == {"address"}
+    assert fields.without(NESTED, is_pii, 0) == {k: v for k, v in NESTED.items() if k != "address"}
+    value = copy.deepcopy(NESTED)
+    fields.replace_in_place(value, is_pii, lambda v: "enc", 0)
+    assert value == {**NESTED, "address": "enc"}
