@@ -122,7 +122,19 @@ def test_pii_fields_nested_in_traits_are_encrypted_and_left_out(
             "type": "track",
             "userId": "nested",
             "event": "Ordered",
-            "properties": {"products": products, "customer": {"phone": phone, "tier": "gold"}},
+            "properties": {
+                "products": products,
+                "customer": {"phone": phone, "tier": "gold"},
+                "email": email,  # a top-level PII property: encrypted
+                "recipient": {"email": "bob.nested@example.com"},  # same name, nested: text
+            },
+            "buyer": {"email": "carol.nested@example.com"},  # an extra field: walked
+        },
+        {
+            "type": "identify",
+            "userId": "nested",
+            # an array, kept as sent by the collector: walked like traits
+            "context": {"traits": [{"email": "dan.nested@example.com"}]},
         },
         {
             "type": "identify",
@@ -133,7 +145,8 @@ def test_pii_fields_nested_in_traits_are_encrypted_and_left_out(
     )
     process(app)
     data = app.runtime.settings.data_dir
-    for secret in (email, street, phone):
+    secrets = (email, street, phone, "bob.nested@", "carol.nested@", "dan.nested@")
+    for secret in secrets:
         assert files_contain(data / "lake", secret, (".parquet",)) == []
         assert files_contain(data, secret, ("profiles.db", "profiles.db-wal")) == []
     headers = token(app)
@@ -142,14 +155,20 @@ def test_pii_fields_nested_in_traits_are_encrypted_and_left_out(
     assert profile["traits"]["contact"] == {"email": email, "kind": "work", "phone": phone}
     assert profile["traits"]["homes"] == [{"address": {"street": street}}]
     events = app.client.get("/v1/profiles/user_id/nested/events", headers=headers).json()
-    identify = next(e for e in events["events"] if e["type"] == "identify")
+    identify = next(
+        e for e in events["events"] if e["type"] == "identify" and "plan" in e.get("traits", {})
+    )
     assert identify["traits"]["contact"] == {"email": email, "kind": "work", "phone": phone}
     assert identify["context"]["traits"] == {"contact": {"phone": phone}}
     query = "SELECT properties FROM events WHERE user_id = 'nested' AND event = 'Ordered'"
     [[properties]] = lake_rows(app, query)
-    assert json.loads(properties) == {
+    stored = json.loads(properties)
+    assert stored["email"].startswith("enc:v1:")
+    assert stored == {
         "products": products,  # a product's name is no person's
         "customer": {"phone": "[phone]", "tier": "gold"},  # free text, masked
+        "email": stored["email"],
+        "recipient": {"email": "[email]"},
     }
     # Without analytics consent the traits, nested PII and all, are not in the row.
     assert lake_rows(app, "SELECT traits FROM events WHERE user_id LIKE 'h_%'") == [(None,)]
@@ -414,6 +433,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
         context = {
             "ip": "198.51.100.7",
             "traits": {"email": f"{user}@example.com"},
+            "email": f"{user}@example.com",  # a top-level PII field of the request context
             "page": {"url": f"https://shop.example/?uid={user}"},
             "screen": "home",
         }
@@ -444,7 +464,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     profile, logged = contexts[hashed("user_id", refuser)]
     assert profile.startswith("h_")
     assert logged["screen"] == "home"
-    assert not {"ip", "traits", "page"} & logged.keys()
+    assert not {"ip", "traits", "page", "email"} & logged.keys()
     assert "traits" not in logged.get("user", {})
     profile, logged = contexts[hashed("user_id", consenter)]  # as logged
     assert profile.startswith("p_")

@@ -42,7 +42,9 @@ EVENTS = [
         traits={
             "email": "Ada@Example.com",
             "name": "Ada Lovelace",
-            "family": [{"name": "Augusta Ada King"}],  # a PII field nested in an array
+            # a PII field nested in an array, one holding several values, a number
+            "family": [{"name": ["Augusta Ada King", "Ada Byron"]}],
+            "phone": 4930123456,
             # an object-valued PII field: its street is PII (by name), its city is not
             "address": {"city": "Berlin", "street": "Analytical Way 12"},
         },
@@ -110,7 +112,7 @@ def test_the_person_and_only_the_person_is_found_and_deleted(
         WS,
         Subject.of([("email", "ADA@example.com")]),
         profile_store,
-        pii_fields=("name", "address", "street"),
+        pii_fields=("name", "address", "street", "phone"),
     )
     assert person.nodes == {
         "user_id:ada",
@@ -120,7 +122,13 @@ def test_the_person_and_only_the_person_is_found_and_deleted(
         "user_id:ada-old",
         "anonymous_id:ada-old",
     }
-    assert person.pii == {"Ada Lovelace", "Augusta Ada King", "Analytical Way 12"}
+    assert person.pii == {
+        "Ada Lovelace",
+        "Augusta Ada King",
+        "Ada Byron",
+        "4930123456",
+        "Analytical Way 12",
+    }
     rows = profileops.find(profile_store, person)
     assert {r["id"] for r in rows.dead_letters} == {"dl-1", "dl-3"}
     assert sorted(r["event_key"] for r in rows.violations) == ["Family Changed", "Signed Up"]

@@ -290,10 +290,12 @@ class DuckDBEngine(QueryEngine):
         interrupted (it gets ``query_timeout``), and each connection is closed once it is no
         longer busy (DuckDB refuses to close one busy with a call), waiting 5 s at most."""
         with self._lock:
-            for state in self._workspaces.values():
+            for key, state in self._workspaces.items():
                 locked = state.lock.acquire(timeout=5.0)  # a view refresh in progress
                 try:
                     _close(state)
+                except duckdb.Error:  # still busy: the others are closed all the same
+                    logger.warning("analytics connection of %s not closed", key, exc_info=True)
                 finally:
                     if locked:
                         state.lock.release()

@@ -5,9 +5,10 @@ A field is PII by its name (the predicate ``is_pii``, case-insensitive in practi
 object at any depth up to :data:`MAX_DEPTH` (``limit``), objects inside arrays included:
 the ``email`` of ``traits.contact`` as much as a top-level ``email``. A PII field's whole
 value is one field (an ``address`` object is encrypted or removed as one); the walk does
-not go into it. Null values are no PII. The privacy stage walks the person's traits at any
-depth and an event's ``properties`` at the top level only (a product's ``name`` in
-``properties.products`` is no person's; see :mod:`auie.process.privacy_gate`).
+not go into it. Null values are no PII. The privacy stage walks the person's traits (and an
+event's extra fields) at any depth and an event's ``properties`` at the top level only (a
+product's ``name`` in ``properties.products`` is no person's; see
+:mod:`auie.process.privacy_gate`).
 """
 
 from __future__ import annotations

@@ -318,7 +318,11 @@ def _pii_texts(
         if isinstance(value, str):
             if value.strip():
                 texts.add(value.strip())
-        else:  # an object or array decrypted: its own PII fields
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            texts.add(str(value))  # a phone number sent as a number
+        elif isinstance(value, list):  # several values under the name: each of them
+            pending.extend(value)
+        else:  # an object (decrypted): its own PII fields
             pending.extend(fields.values(value, is_pii))
     return texts
 

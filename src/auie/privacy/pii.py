@@ -102,7 +102,8 @@ def _scan_string(text: str, mode: str) -> tuple[str, frozenset[str] | set[str]]:
 def scan(
     value: Any, mode: str, skip: frozenset[str] = frozenset(), depth: int = 0
 ) -> tuple[Any, set[str]]:
-    """Mask or flag PII in every string of a JSON value (keys in ``skip`` are left alone).
+    """Mask or flag PII in every string of a JSON value (keys in ``skip`` of its top-level
+    object are left alone; a nested key of the same name is scanned).
 
     Returns the value itself where nothing in it changed (a mapping or list is copied only
     if a string in it was masked), and a new set of the kinds found."""
@@ -142,7 +143,7 @@ def _scan_container(
     for key, inner in items:
         if key in skip or type(inner) in _SCALARS or not isinstance(inner, _CONTAINERS):
             continue  # numbers, booleans and null hold no text
-        changed = _scan(inner, mode, skip, depth + 1, found)
+        changed = _scan(inner, mode, _NONE, depth + 1, found)  # skip: the top level's keys
         if changed is not inner:
             if out is None:
                 out = copy(value)

@@ -5,9 +5,9 @@ For every event, after enrichment and before identity resolution:
 1. an event carrying an erased identifier (suppression list) is dropped and counted;
 2. e-mail addresses, phone and card numbers in free-text properties are masked or flagged
    (``privacy.pii_in_text``);
-3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits`` and
-   ``context.traits``, top-level keys of ``properties``, and top-level fields of the event
-   that have no column of their own and so go to the lake's ``extra`` column; see
+3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits``,
+   ``context.traits`` and of the event's top-level fields that have no column of their own
+   and so go to the lake's ``extra`` column, top-level keys of ``properties``; see
    :mod:`auie.privacy.fields`) are encrypted whole with the data key of the event's
    primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
    ciphertext and erasure can shred them (step 2 leaves them alone);
@@ -44,9 +44,12 @@ _PROPERTIES_DEPTH = 0
 _CACHE_MAX = 100_000
 
 
-def _holders(event: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """The objects of an event that hold PII fields, and how deep to look in each: the
-    traits (and ``context.traits``) at any depth, the properties at the top level."""
+def _holders(event: Mapping[str, Any]) -> list[tuple[Any, int]]:
+    """The objects (or arrays: the collector keeps a ``context.traits`` array as sent) of an
+    event that hold PII fields, and how deep to look in each: the traits (and
+    ``context.traits``) at any depth, the properties at the top level. The top-level fields
+    without a column of their own (the lake's ``extra``) are walked at any depth too: unlike
+    properties they are never scanned as free text."""
     holders: list[tuple[Any, int]] = [
         (event.get("traits"), fields.MAX_DEPTH),
         (event.get("properties"), _PROPERTIES_DEPTH),
@@ -54,7 +57,7 @@ def _holders(event: Mapping[str, Any]) -> list[tuple[dict[str, Any], int]]:
     context = event.get("context")
     if isinstance(context, dict):
         holders.append((context.get("traits"), fields.MAX_DEPTH))
-    return [(h, limit) for h, limit in holders if isinstance(h, dict)]
+    return [(h, limit) for h, limit in holders if isinstance(h, dict | list)]
 
 
 class PrivacyGate:
@@ -111,7 +114,8 @@ class PrivacyGate:
             return False
         is_pii = self._is_pii
         return any(fields.holds(holder, is_pii, limit) for holder, limit in _holders(event)) or any(
-            is_pii(key) for key in self._extra_keys(event) if event[key] is not None
+            event[key] is not None and (is_pii(key) or fields.holds(event[key], is_pii))
+            for key in self._extra_keys(event)
         )
 
     def protect(
@@ -142,9 +146,11 @@ class PrivacyGate:
 
             for holder, limit in _holders(event):
                 fields.replace_in_place(holder, self._is_pii, encrypt, limit)
-            for key in self._extra_keys(event):
+            for key in self._extra_keys(event):  # never scanned as free text: walked
                 if self._is_pii(key) and event[key] is not None:
                     event[key] = encrypt(event[key])
+                else:
+                    fields.replace_in_place(event[key], self._is_pii, encrypt)
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
             "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
@@ -203,11 +209,11 @@ class PrivacyGate:
         consent, in either ``without_analytics_consent`` mode, it is pseudonymised as an
         event is: the hashes in place of the ids, the profile id hashed too (``identities``
         would name the person), and its ``context`` without the personal fields an event
-        loses (IP, traits, user agent, page, external ids, advertising id, PII fields) nor
-        the traits the decision service joined (``user.traits``). The row is not dropped:
-        it is the decision point's record of what was served (its experiment arms,
-        off-policy training and evaluation), which the ``personalization`` purpose governs.
-        """
+        loses (IP, traits, user agent, page, external ids, advertising id), its top-level
+        PII fields, nor the traits the decision service joined (``user.traits``). The row
+        is not dropped: it is the decision point's record of what was served (its
+        experiment arms, off-policy training and evaluation), which the ``personalization``
+        purpose governs."""
         user_hash = self._hash(workspace, "user_id", row.get("user_id"))
         anonymous_hash = self._hash(workspace, "anonymous_id", row.get("anonymous_id"))
         row["user_hash"], row["anonymous_hash"] = user_hash, anonymous_hash
@@ -217,7 +223,7 @@ class PrivacyGate:
         row["profile_id"] = self._hash(workspace, "profile_id", row.get("profile_id"))
         context = json.loads(row["context"]) if row.get("context") else None
         if isinstance(context, dict):
-            context = self._personal_context_removed(context)
+            context = fields.without(self._personal_context_removed(context), self._is_pii, 0)
             user = context.get("user")
             if isinstance(user, dict):
                 user.pop("traits", None)
@@ -254,6 +260,8 @@ class PrivacyGate:
         for key in self._extra_keys(masked):
             if self._is_pii(key):
                 del masked[key]
+            else:
+                masked[key] = fields.without(masked[key], self._is_pii)
         if isinstance(masked.get("context"), dict):
             masked["context"] = self._personal_context_removed(masked["context"])
         if isinstance(masked.get("properties"), dict):

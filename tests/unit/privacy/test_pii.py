@@ -69,3 +69,12 @@ def test_the_remembered_strings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(pii._clean) <= 3
     assert scan("x" * 300, "mask") == ("x" * 300, set())
     assert "x" * 300 not in pii._clean  # long strings are never kept
+
+
+def test_skipped_keys_are_those_of_the_top_level_object_only() -> None:
+    """The privacy stage skips the top-level PII properties it encrypts; a nested field of
+    the same name is text like any other."""
+    value = {"email": "ada@example.com", "recipient": {"email": "bob@example.com"}}
+    masked, found = scan(value, "mask", frozenset({"email"}))
+    assert masked == {"email": "ada@example.com", "recipient": {"email": "[email]"}}
+    assert found == {"email"}
