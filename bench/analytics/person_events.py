@@ -28,7 +28,14 @@ from pyiceberg.table import Table
 
 from auie.config import Settings
 from auie.lake.catalog import Lake, open_catalog
-from auie.lake.query import Belongs, _filter, _segment_shape, person_events
+from auie.lake.query import (
+    _FIELDS,
+    _JSON_COLUMNS,
+    Belongs,
+    _filter,
+    _segment_shape,
+    person_events,
+)
 from auie.lake.tables import EVENTS, IDENTITIES
 from auie.profiles.identity import IdentityRules, node
 from bench.analytics.dataset import DEFAULT_DIR, build_dataset, manifest
@@ -46,9 +53,7 @@ def full_scan(
     row_filter = _filter(users, anonymous)
     if row_filter is None:
         return []
-    columns = ("message_id", "type", "event", "name", "category", "user_id", "anonymous_id",
-               "group_id", "previous_id", "timestamp", "original_timestamp", "sent_at",
-               "received_at", "properties", "traits", "context", "integrations")  # fmt: skip
+    columns = (*_FIELDS, *_JSON_COLUMNS)
     data = table.scan(row_filter=row_filter, selected_fields=columns).to_arrow()
     ids = zip(data["user_id"].to_pylist(), data["anonymous_id"].to_pylist(), strict=True)
     data = data.filter(pa.array([belongs(u, a) for u, a in ids], pa.bool_()))

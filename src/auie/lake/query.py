@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Or
+from pyiceberg.expressions import BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
 
 from auie.events import format_time
@@ -71,11 +71,10 @@ def person_events(
     memory); then only those rows are read whole, from the files that hold them. The wide
     JSON columns of a file without any of them are never decoded. (The lake is copy-on-write:
     AUIE writes no delete files, as the analytics engine also assumes.)"""
-    if not users and not anonymous:
+    row_filter = _filter(users, anonymous)
+    if row_filter is None:
         return []
-    files = [local_path(task.file.file_path) for task in table.scan(
-        row_filter=_filter(users, anonymous) or AlwaysTrue()
-    ).plan_files()]  # fmt: skip
+    files = [local_path(task.file.file_path) for task in table.scan(row_filter).plan_files()]
     if not files:
         return []
     ids = [*users, *anonymous]

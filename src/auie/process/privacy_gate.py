@@ -60,6 +60,14 @@ def _holders(event: Mapping[str, Any]) -> list[tuple[Any, int]]:
     return [(h, limit) for h, limit in holders if isinstance(h, dict | list)]
 
 
+def _extras(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's top-level fields that have no column of their own (a track with
+    ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
+    if event.keys() <= TOP_LEVEL_FIELDS:  # nearly always: no set is built
+        return {}
+    return {k: v for k, v in event.items() if k not in TOP_LEVEL_FIELDS}
+
+
 class PrivacyGate:
     """See the module docstring."""
 
@@ -113,9 +121,9 @@ class PrivacyGate:
         if not self.config.encrypt_pii or not self.pii_fields:
             return False
         is_pii = self._is_pii
-        return any(fields.holds(holder, is_pii, limit) for holder, limit in _holders(event)) or any(
-            event[key] is not None and (is_pii(key) or fields.holds(event[key], is_pii))
-            for key in self._extra_keys(event)
+        extras = _extras(event)
+        return any(fields.holds(holder, is_pii, limit) for holder, limit in _holders(event)) or (
+            bool(extras) and fields.holds(extras, is_pii)
         )
 
     def protect(
@@ -146,11 +154,10 @@ class PrivacyGate:
 
             for holder, limit in _holders(event):
                 fields.replace_in_place(holder, self._is_pii, encrypt, limit)
-            for key in self._extra_keys(event):  # never scanned as free text: walked
-                if self._is_pii(key) and event[key] is not None:
-                    event[key] = encrypt(event[key])
-                else:
-                    fields.replace_in_place(event[key], self._is_pii, encrypt)
+            extras = _extras(event)  # never scanned as free text: walked at any depth
+            if extras:
+                fields.replace_in_place(extras, self._is_pii, encrypt)
+                event.update(extras)
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
             "anonymous_hash": self._hash(workspace, "anonymous_id", event.get("anonymousId")),
@@ -178,14 +185,6 @@ class PrivacyGate:
         if not self.pii_fields:
             return frozenset()
         return fields.names(properties, self._is_pii, _PROPERTIES_DEPTH)
-
-    @staticmethod
-    def _extra_keys(event: Mapping[str, Any]) -> list[str]:
-        """The event's top-level fields that have no column of their own (a track with
-        ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
-        if event.keys() <= TOP_LEVEL_FIELDS:  # nearly always: no set is built
-            return []
-        return [k for k in event if k not in TOP_LEVEL_FIELDS]
 
     def _is_pii(self, key: str) -> bool:
         """Whether a field name is a configured PII field (remembered per name)."""
@@ -257,11 +256,11 @@ class PrivacyGate:
             if masked.get(field):
                 masked[field] = self._hash(workspace, id_type, masked[field])
         masked.pop("traits", None)
-        for key in self._extra_keys(masked):
-            if self._is_pii(key):
-                del masked[key]
-            else:
-                masked[key] = fields.without(masked[key], self._is_pii)
+        extras = _extras(masked)
+        kept = fields.without(extras, self._is_pii)
+        for key in extras.keys() - kept.keys():
+            del masked[key]
+        masked.update(kept)
         if isinstance(masked.get("context"), dict):
             masked["context"] = self._personal_context_removed(masked["context"])
         if isinstance(masked.get("properties"), dict):

@@ -43,7 +43,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -71,7 +71,13 @@ from auie.profiles.identity import EventIdentity, event_identity
 from auie.profiles.nodecache import NodeCache
 from auie.profiles.service import ProfileService
 from auie.profiles.state import CONSENT_TYPE
-from auie.profiles.store.base import DeadLetter, ProfileStore, ProfileWrite, Violation
+from auie.profiles.store.base import (
+    DeadLetter,
+    ProfileStore,
+    ProfileWrite,
+    StoredNode,
+    Violation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -537,23 +543,33 @@ class Processor:
 
     def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:
         """Profile ids of events the profile store already absorbed (read after a crash)."""
+        rules = self.profiles.rules
+        owners = [
+            (i.workspace, (i.identity or event_identity(i.event, i.ts, rules)).primary)
+            for i in items
+        ]
+        known = self._stored_nodes(owners)
         found: dict[int, str | None] = {}
-        by_workspace: dict[str, list[_Accepted]] = {}
-        for item in items:
-            by_workspace.setdefault(item.workspace, []).append(item)
-        for workspace, group in by_workspace.items():
-            primaries = {
-                id(i): (i.identity or event_identity(i.event, i.ts, self.profiles.rules)).primary
-                for i in group
-            }
-            known = self.store.nodes(workspace, {p for p in primaries.values() if p})
-            for item in group:
-                primary = primaries[id(item)]
-                node = known.get(primary) if primary else None
-                found[id(item)] = node.profile_id if node is not None else None
-                if node is not None and node.state is not None and node.state.consent:
-                    item.consent = {p: g for p, (g, _) in node.state.consent.items()}
+        for item, owner in zip(items, owners, strict=True):
+            node = known.get(owner)
+            found[id(item)] = node.profile_id if node is not None else None
+            if node is not None and node.state is not None and node.state.consent:
+                item.consent = node.state.current_consent()
         return found
+
+    def _stored_nodes(
+        self, owners: Sequence[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], StoredNode]:
+        """The stored nodes of these (workspace, identifier) pairs, one read per workspace."""
+        wanted: dict[str, set[str]] = {}
+        for workspace, owner in owners:
+            if owner:
+                wanted.setdefault(workspace, set()).add(owner)
+        return {
+            (workspace, owner): node
+            for workspace, nodes in wanted.items()
+            for owner, node in self.store.nodes(workspace, nodes).items()
+        }
 
     def _lake_event(self, item: _Accepted) -> None:
         record = item.record
@@ -630,21 +646,14 @@ class Processor:
         consent stored on the identifier it belongs to (its user id, else its anonymous id),
         as for the events of that identifier."""
         assert self.gate is not None
-        owners: dict[int, str | None] = {}
-        by_workspace: dict[str, set[str]] = {}
-        for workspace, row in decisions:
-            owner = owners[id(row)] = self.profiles.rules.owner(
-                row.get("user_id"), row.get("anonymous_id")
-            )
-            if owner is not None:
-                by_workspace.setdefault(workspace, set()).add(owner)
-        known = {ws: self.store.nodes(ws, nodes) for ws, nodes in by_workspace.items()}
+        owner = self.profiles.rules.owner
+        owners = [(ws, owner(row.get("user_id"), row.get("anonymous_id"))) for ws, row in decisions]
+        known = self._stored_nodes(owners)
         allowed: dict[int, bool] = {}
-        for workspace, row in decisions:
-            owner = owners[id(row)]
-            found = known.get(workspace, {}).get(owner) if owner is not None else None
-            state = found.state if found is not None else None
-            stated = {p: g for p, (g, _) in state.consent.items()} if state is not None else None
+        for (_, row), key in zip(decisions, owners, strict=True):
+            node = known.get(key)
+            state = node.state if node is not None else None
+            stated = state.current_consent() if state is not None else None
             allowed[id(row)] = self.gate.allows_analytics(stated)
         return allowed
 

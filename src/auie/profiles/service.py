@@ -210,7 +210,7 @@ class ProfileService:
                 result.profile_ids[index] = profiles[ident.primary]
                 state = states.get(ident.primary)
                 if state is not None and state.consent:
-                    result.consent[index] = {p: g for p, (g, _) in state.consent.items()}
+                    result.consent[index] = state.current_consent()
         result.changed |= {(ws, profiles[k]) for k in states}
         result.write.edges.extend((ws, e) for e in changed_edges)
 

@@ -93,6 +93,10 @@ class NodeState:
     #: again at the next drop), so an event of a dropped name costs one comparison.
     last_kept: str | None = field(default=None, compare=False, repr=False)
 
+    def current_consent(self) -> dict[str, bool]:
+        """Consent per purpose as it stands ({purpose: granted})."""
+        return {purpose: granted for purpose, (granted, _stamp) in self.consent.items()}
+
     # -- serialisation -------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
