@@ -247,6 +247,10 @@ DEFAULT_PII_FIELDS = (
     "street",
     "birthday",
 )
+#: Property names Segment's spec reserves for things, not people: ``name`` is a page's name
+#: (``page``) and a product's (the e-commerce events). Left out of the default
+#: ``privacy.pii_properties``.
+SEGMENT_RESERVED_PROPERTIES = frozenset({"name"})
 Purpose = Literal["analytics", "personalization", "marketing"]
 DEFAULT_CONSENT_CATEGORIES: dict[str, Purpose] = {
     "analytics": "analytics",
@@ -277,8 +281,13 @@ class PrivacyConfig(_Section):
     master_key: SecretStr | None = None
     #: Defaults to ``<data_dir>/keys/master.key`` (created on first use, mode 0600).
     master_key_file: Path | None = None
-    #: Traits and properties encrypted at rest with the person's data key.
+    #: Fields encrypted at rest with the person's data key, matched by name (any case) at
+    #: any depth of traits, ``context.traits`` and an event's extra top-level fields.
     pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
+    #: The same for the top level of an event's ``properties``. Unset: ``pii_fields``
+    #: without the names Segment's spec reserves there for things (``name``: a page's or a
+    #: product's name), so product names stay readable in analytics.
+    pii_properties: tuple[str, ...] | None = None
     encrypt_pii: bool = True
     #: Consent-manager category names (``context.consent.categoryPreferences``) → purpose.
     consent_categories: dict[str, Literal["analytics", "personalization", "marketing"]] = Field(
@@ -302,6 +311,13 @@ class PrivacyConfig(_Section):
     #: when older than this (a commit in flight has written files nothing refers to yet);
     #: with no processor running, every unreferenced file goes.
     erasure_orphan_min_age_seconds: float = Field(60, ge=0)
+
+    @property
+    def property_pii_fields(self) -> tuple[str, ...]:
+        """``pii_properties``, or its default (see there)."""
+        if self.pii_properties is not None:
+            return self.pii_properties
+        return tuple(f for f in self.pii_fields if f.lower() not in SEGMENT_RESERVED_PROPERTIES)
 
 
 class Settings(_Section):

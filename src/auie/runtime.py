@@ -153,6 +153,7 @@ class Runtime:
     @cached_property
     def analytics(self) -> QueryEngine:
         from auie.analytics.duckdb_engine import DuckDBEngine
+        from auie.privacy.fields import PiiRules
 
         config = self.settings.analytics
         return DuckDBEngine(
@@ -163,7 +164,7 @@ class Runtime:
             threads=config.threads,
             default_timeout=config.query_timeout_seconds,
             pseudonyms=self.privacy.pseudonyms.pseudonym,
-            pii_fields=self.settings.privacy.pii_fields,
+            pii_rules=PiiRules.of(self.settings.privacy),
         )
 
     @cached_property

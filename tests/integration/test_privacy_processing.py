@@ -549,3 +549,85 @@ def test_top_level_pii_external_ids_and_advertising_id(make_app: Callable[..., A
     assert json.loads(shown[0][0]) == {"shelf": "b"}
     assert shown[1][0] is None
     assert all(json.loads(row[1])["device"] == {"type": "ios"} for row in shown)
+
+
+def test_segment_names_of_things_stay_readable_and_pii_properties_can_claim_them(
+    make_app: Callable[..., App],
+) -> None:
+    """Segment's spec reserves ``properties.name`` for a page's or product's name: by default
+    it is no PII field there (so analysts can group by product), while a person's ``name``
+    trait still is. ``privacy.pii_properties`` names the property fields explicitly."""
+    product = {"type": "track", "userId": "u1", "event": "Product Viewed"}
+    page = {"type": "page", "userId": "u1", "name": "Pricing"}
+    batch = (
+        {"type": "identify", "userId": "u1", "traits": {"name": NAME}},
+        {**product, "properties": {"name": "Blue Shoes", "Email": "ada@example.com"}},
+        {**page, "properties": {"name": "Pricing", "path": "/pricing"}},
+    )
+    app = make_app()
+    send(app, *batch)
+    process(app)
+    rows = lake_rows(app, "SELECT type, traits, properties FROM events ORDER BY type")
+    identify, page_row, track = ((t, json.loads(p) if p else None, r) for t, p, r in rows)
+    assert identify[1]["name"].startswith("enc:v1:")
+    assert json.loads(page_row[2])["name"] == "Pricing"
+    properties = json.loads(track[2])
+    assert properties["name"] == "Blue Shoes"
+    assert properties["Email"].startswith("enc:v1:")  # any case
+    # Claimed explicitly, the property is encrypted like a trait.
+    strict = make_app(name="strict", **{"privacy.pii_properties": ["name", "email"]})
+    send(strict, *batch)
+    process(strict)
+    [[stored]] = lake_rows(strict, "SELECT properties FROM events WHERE type = 'track'")
+    assert json.loads(stored)["name"].startswith("enc:v1:")
+
+    def plain_in_lake(app: App) -> bool:
+        lake = app.runtime.settings.data_dir / "lake"
+        return bool(files_contain(lake, "Blue Shoes", (".parquet",)))
+
+    assert plain_in_lake(app)
+    assert not plain_in_lake(strict)
+
+
+def test_sql_without_pii_read_hides_plain_pii_fields_of_any_spelling_and_depth(
+    make_app: Callable[..., App],
+) -> None:
+    """With ``privacy.encrypt_pii = false`` the lake holds PII fields in the clear; SQL
+    without ``pii:read`` must still not show them, however the key is spelled and wherever
+    the privacy stage would have found it."""
+    app = make_app(**{"privacy.encrypt_pii": False})
+    email, phone = "grace@example.com", "+1 202 555 0143"
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "u2",
+            "traits": {"EMAIL": email, "contact": {"Phone": phone}, "plan": "team"},
+        },
+        {
+            "type": "track",
+            "userId": "u2",
+            "event": "Signed Up",
+            "properties": {"Email": email, "name": "Team plan"},
+            "account": {"owner": {"email": email}, "seats": 5},  # an extra field
+        },
+    )
+    process(app)
+    with_pii = app.client.post(
+        "/v1/sql",
+        json={"query": "SELECT traits, properties, extra FROM events"},
+        headers=token(app),
+    )
+    assert email in with_pii.text  # stored in the clear, as configured
+    reply = app.client.post(
+        "/v1/sql",
+        json={"query": "SELECT type, traits, properties, extra FROM events ORDER BY type"},
+        headers=token(app, "analytics:read"),
+    )
+    assert reply.status_code == 200, reply.text
+    assert email not in reply.text
+    assert phone not in reply.text
+    identify, track = reply.json()["rows"]
+    assert json.loads(identify[1]) == {"contact": {}, "plan": "team"}
+    assert json.loads(track[2]) == {"name": "Team plan"}
+    assert json.loads(track[3]) == {"account": {"owner": {}, "seats": 5}}

@@ -9,16 +9,20 @@ import pytest
 
 from auie.analytics import pseudonymous
 from auie.analytics.duckdb_engine import check_untrusted
+from auie.config import PrivacyConfig
 from auie.errors import InvalidRequest
 from auie.privacy.crypto import Pseudonymizer
+from auie.privacy.fields import PiiRules
 
 KEY = Pseudonymizer(b"k" * 32)
+#: The defaults: ``name`` counts in traits and extra fields, not in properties.
+RULES = PiiRules.of(PrivacyConfig())
 
 
 @pytest.fixture
 def conn() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect(":memory:")
-    pseudonymous.register(connection, "ws1", KEY.pseudonym)
+    pseudonymous.register(connection, "ws1", KEY.pseudonym, RULES)
     return connection
 
 
@@ -31,7 +35,7 @@ def test_mart_people_keep_profile_ids_and_hash_unresolved_ids(
         ") t(person_id, previous_person_id, user_id, events)"
     )
     columns = ["person_id", "previous_person_id", "user_id", "events"]
-    rows = conn.execute(pseudonymous.view_sql("user_features", columns, [])).fetchall()
+    rows = conn.execute(pseudonymous.view_sql("user_features", columns)).fetchall()
     assert rows == [
         (
             "p_123",
@@ -50,7 +54,7 @@ def test_identities_and_json_fields(conn: duckdb.DuckDBPyConnection) -> None:
         " ('user_id', 'u-1', 'p_1', 'h_stored')) t(id_type, id_value, profile_id, id_hash)"
     )
     rows = conn.execute(
-        pseudonymous.view_sql("identities", ["id_type", "id_value", "profile_id", "id_hash"], [])
+        pseudonymous.view_sql("identities", ["id_type", "id_value", "profile_id", "id_hash"])
     ).fetchall()
     # A stored hash wins; otherwise the same function computes it.
     assert rows == [
@@ -63,7 +67,7 @@ def test_identities_and_json_fields(conn: duckdb.DuckDBPyConnection) -> None:
         " '10.0.0.1' AS context_ip"
     )
     row = conn.execute(
-        pseudonymous.view_sql("events", ["traits", "context", "context_ip"], ["email"])
+        pseudonymous.view_sql("events", ["traits", "context", "context_ip"], RULES)
     ).fetchone()
     assert row == ('{"plan":"pro"}', '{"locale":"fr"}', None)
 
@@ -119,7 +123,7 @@ def test_decision_context_loses_the_joined_traits(conn: duckdb.DuckDBPyConnectio
         """ ('u-2', '{"device": "mobile"}'), ('u-3', '{"user": "x"}')) t(user_id, context)"""
     )
     rows = conn.execute(
-        pseudonymous.view_sql("decisions", ["user_id", "context"], ["email"])
+        pseudonymous.view_sql("decisions", ["user_id", "context"], RULES)
     ).fetchall()
     assert rows == [
         (KEY.pseudonym("ws1", "user_id:u-1"), '{"user":{"computed":{"n":1}}}'),
@@ -138,10 +142,64 @@ def test_extra_pii_fields_external_ids_and_advertising_id_are_hidden(
         """   "device": {"advertisingId": "ad-1", "type": "ios"}, "locale": "fr"}'),"""
         """ (NULL, '{"locale": "de"}')) t(extra, context)"""
     )
-    rows = conn.execute(
-        pseudonymous.view_sql("events", ["extra", "context"], ["email", "phone"])
-    ).fetchall()
+    rows = conn.execute(pseudonymous.view_sql("events", ["extra", "context"], RULES)).fetchall()
     assert json.loads(rows[0][0]) == {"campaign": "x"}
     assert json.loads(rows[0][1]) == {"device": {"type": "ios"}, "locale": "fr"}
     assert rows[1][0] is None  # NULL stays NULL
     assert json.loads(rows[1][1]) == {"locale": "de"}  # no "device" added
+
+
+def test_pii_fields_are_removed_as_the_privacy_stage_finds_them(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    """Any case, at any depth of traits and extra fields, at the top level of properties with
+    their own names: what ``privacy.encrypt_pii = false`` leaves in the lake must not reach
+    a caller without ``pii:read`` through a differently spelled or nested key."""
+    traits = {
+        "Email": "hal@example.com",  # another case
+        "contact": {"PHONE": "+1 555 0100", "kind": "work"},  # nested
+        "children": [{"first_name": "Ann", "age": 4}],  # in an array
+        "plan": "pro",
+    }
+    properties = {
+        "name": "Blue Shoes",  # Segment's product name: not a person's
+        "EMAIL": "hal@example.com",
+        "products": [{"name": "Blue Shoes", "email": "support@shop.example"}],  # top only
+        "price": 9.5,
+    }
+    extra = {"crm": {"Address": {"street": "1 Main St"}, "tier": 2}}
+    escaped = '{"em\\u0061il": "hal@example.com", "ok": 1}'  # a key spelled with an escape
+    untouched = '{"plan": "basic",   "seats": 3}'  # text kept as stored when nothing goes
+    conn.execute("CREATE TABLE events (traits VARCHAR, properties VARCHAR, extra VARCHAR)")
+    conn.executemany(
+        "INSERT INTO events VALUES (?, ?, ?)",
+        [
+            (json.dumps(traits), json.dumps(properties), json.dumps(extra)),
+            (escaped, untouched, "not json {"),
+            (None, None, None),
+        ],
+    )
+    rows = conn.execute(
+        pseudonymous.view_sql("events", ["traits", "properties", "extra"], RULES)
+    ).fetchall()
+    assert json.loads(rows[0][0]) == {
+        "contact": {"kind": "work"},
+        "children": [{"age": 4}],
+        "plan": "pro",
+    }
+    assert json.loads(rows[0][1]) == {
+        "name": "Blue Shoes",
+        "products": [{"name": "Blue Shoes", "email": "support@shop.example"}],
+        "price": 9.5,
+    }
+    assert json.loads(rows[0][2]) == {"crm": {"tier": 2}}
+    assert json.loads(rows[1][0]) == {"ok": 1}
+    assert rows[1][1] == untouched
+    assert rows[1][2] == "not json {"  # no JSON: nothing to strip, no error
+    assert rows[2] == (None, None, None)
+
+
+def test_the_remover_is_internal() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_untrusted("SELECT auie_strip_pii('traits', '{}')")
+    assert caught.value.code == "forbidden_function"

@@ -39,6 +39,7 @@ from auie.analytics.engine import QueryEngine, QueryResult, json_bytes
 from auie.errors import InvalidRequest, NotFound
 from auie.lake.catalog import Lake, local_path
 from auie.lake.tables import IDENTITIES, TABLES
+from auie.privacy.fields import PiiRules
 
 logger = logging.getLogger(__name__)
 _MARTS_SUFFIX = ".parquet"
@@ -94,7 +95,7 @@ class DuckDBEngine(QueryEngine):
         default_timeout: float = 30.0,
         default_limit: int = 10_000,
         pseudonyms: pseudo.Hasher | None = None,
-        pii_fields: tuple[str, ...] = (),
+        pii_rules: PiiRules | None = None,
     ) -> None:
         self.lake = lake
         self.warehouse = local_path(warehouse).rstrip("/")
@@ -104,7 +105,7 @@ class DuckDBEngine(QueryEngine):
         self.default_timeout = default_timeout
         self.default_limit = default_limit
         self.pseudonyms = pseudonyms
-        self.pii_fields = pii_fields
+        self.pii_rules = pii_rules
         self._workspaces: dict[tuple[str, bool], _Workspace] = {}
         self._lock = threading.Lock()
 
@@ -136,7 +137,7 @@ class DuckDBEngine(QueryEngine):
                     "pseudonymised SQL is not available: no pseudonymisation key",
                     code="pii_read_required",
                 )
-            pseudo.register(connection, workspace, self.pseudonyms)
+            pseudo.register(connection, workspace, self.pseudonyms, self.pii_rules)
         # Spill files go to the workspace's own directory: DuckDB allows its temp directory
         # implicitly, and a shared one would let one workspace glob another's spills.
         spill = (self.marts_root / workspace / "tmp").resolve()
@@ -186,7 +187,7 @@ class DuckDBEngine(QueryEngine):
                 f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
             )
         if state.pseudonymous:
-            body = pseudo.view_sql(f"({body})", schema.names, self.pii_fields)
+            body = pseudo.view_sql(f"({body})", schema.names, self.pii_rules)
         _drop(conn, name, ("TABLE",))
         conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
         if name == IDENTITIES and not state.pseudonymous:
@@ -206,7 +207,7 @@ class DuckDBEngine(QueryEngine):
             body = f"SELECT * FROM read_parquet('{quoted}')"
             if state.pseudonymous:
                 columns = [row[0] for row in conn.execute(f"DESCRIBE {body}").fetchall()]
-                body = pseudo.view_sql(f"read_parquet('{quoted}')", columns, self.pii_fields)
+                body = pseudo.view_sql(f"read_parquet('{quoted}')", columns, self.pii_rules)
             conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
             state.marts[name] = mtime
         for name in set(state.marts) - present.keys():

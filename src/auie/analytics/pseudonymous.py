@@ -9,7 +9,9 @@ workspace whose views wrap the lake tables and marts:
   join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
   keep profile ids and hash the ``anon:``/``user:`` fallbacks;
 * ``context_ip`` is NULL; the configured PII fields are removed from ``traits``,
-  ``properties`` and ``extra`` JSON; ``ip``, ``traits``, ``externalIds``,
+  ``properties`` and ``extra`` JSON, found as the privacy stage finds them
+  (:class:`auie.privacy.fields.PiiRules`: any case, at any depth of traits and extra fields,
+  ``privacy.pii_properties`` at the top level of properties); ``ip``, ``traits``, ``externalIds``,
   ``device.advertisingId`` and ``user.traits`` (the profile traits a decision joined)
   from ``context``;
 * raw copies are not reachable: ``dead_letters.payload`` and ``profiles.identities`` are
@@ -24,11 +26,15 @@ with the workspace's key: stable, so counts and joins work; useless without the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Sequence
 
 import duckdb
+import msgspec
 import pyarrow as pa
 from duckdb.func import PythonUDFType
+
+from auie.privacy.fields import Holder, PiiRules
 
 #: Column name → the identifier type its values are hashed as.
 ID_COLUMNS: dict[str, str] = {
@@ -45,22 +51,36 @@ PERSON_COLUMNS = frozenset({"person_id", "previous_person_id"})
 _STORED_HASH = {"user_id": "user_hash", "anonymous_id": "anonymous_hash", "id_value": "id_hash"}
 #: Columns whose content is raw personal data as a whole.
 _BLANKED = frozenset({"context_ip", "payload", "identities"})
-#: JSON columns whose configured PII fields are removed (``extra``: the event's top-level
-#: fields without a column of their own, e.g. a track's ``"email"`` beside ``properties``).
-_JSON_FIELDS = frozenset({"traits", "properties", "extra"})
+#: JSON columns whose configured PII fields are removed, and where in an event each sits
+#: (``extra``: the event's top-level fields without a column of their own, e.g. a track's
+#: ``"email"`` beside ``properties``).
+_JSON_FIELDS: dict[str, Holder] = {"traits": "traits", "properties": "properties", "extra": "extra"}
 _PREFIXES = {"anon:": "anonymous_id", "user:": "user_id"}
 
 HASH_FUNCTION = "auie_pseudonym"
 PERSON_FUNCTION = "auie_person"
+STRIP_FUNCTION = "auie_strip_pii"
 #: Scalar functions only the views may call: called by untrusted SQL, the hash function would
 #: hash any guessed identifier and so re-identify people by joining the guess to the views.
-INTERNAL_FUNCTIONS = frozenset({HASH_FUNCTION, PERSON_FUNCTION})
+INTERNAL_FUNCTIONS = frozenset({HASH_FUNCTION, PERSON_FUNCTION, STRIP_FUNCTION})
+#: Names the native pre-check can look for: printable ASCII without quote or backslash, so
+#: a key spelled any case appears verbatim in the stored JSON text (which AUIE writes with
+#: msgspec: keys are escaped only for quotes, backslashes and control characters).
+_PLAIN_NAME = re.compile(r"[ !#-\[\]-~]+")
+_decode = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder()
 
 Hasher = Callable[[str, str], str | None]
 
 
-def register(connection: duckdb.DuckDBPyConnection, workspace: str, pseudonym: Hasher) -> None:
-    """Give ``connection`` the hash functions, bound to ``workspace``'s key."""
+def register(
+    connection: duckdb.DuckDBPyConnection,
+    workspace: str,
+    pseudonym: Hasher,
+    rules: PiiRules | None = None,
+) -> None:
+    """Give ``connection`` the hash functions, bound to ``workspace``'s key, and the PII
+    field remover of ``rules``."""
 
     def hash_ids(kinds: pa.Array, values: pa.Array) -> pa.Array:
         return pa.array(
@@ -84,6 +104,15 @@ def register(connection: duckdb.DuckDBPyConnection, workspace: str, pseudonym: H
             )
         return pa.array(out, pa.string())
 
+    def strip_pii(holders: pa.Array, texts: pa.Array) -> pa.Array:
+        return pa.array(
+            [
+                None if text is None else _stripped(rules, holder, text)
+                for holder, text in zip(holders.to_pylist(), texts.to_pylist(), strict=True)
+            ],
+            pa.string(),
+        )
+
     arrow = PythonUDFType.ARROW
     connection.create_function(
         HASH_FUNCTION, hash_ids, ["varchar", "varchar"], "varchar", type=arrow, side_effects=False
@@ -91,14 +120,41 @@ def register(connection: duckdb.DuckDBPyConnection, workspace: str, pseudonym: H
     connection.create_function(
         PERSON_FUNCTION, hash_people, ["varchar"], "varchar", type=arrow, side_effects=False
     )
+    connection.create_function(
+        STRIP_FUNCTION, strip_pii, ["varchar", "varchar"], "varchar", type=arrow, side_effects=False
+    )
 
 
-def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> str:
-    """A SELECT over ``source`` (a FROM item) that shows ``columns`` pseudonymised."""
+def _stripped(rules: PiiRules | None, holder: Holder, text: str) -> str:
+    """JSON ``text`` (found at ``holder``) without its PII fields: the same text when it has
+    none (or is no JSON: nothing to strip)."""
+    if rules is None:
+        return text
+    try:
+        value = _decode.decode(text)
+    except msgspec.DecodeError:
+        return text
+    kept = rules.strip(holder, value)
+    return text if kept is value else _encode.encode(kept).decode()
+
+
+def _may_hold(column: str, names: frozenset[str]) -> str:
+    """A native SQL condition true for every row of JSON ``column`` that may hold one of
+    ``names`` as a key (and for some that do not): a case-insensitive search for the quoted
+    name, or any ``\\u`` escape (a key spelled with one would escape the search). TRUE when
+    a name could not be searched for that way."""
+    if not all(_PLAIN_NAME.fullmatch(name) for name in names):
+        return "TRUE"
+    pattern = '(?i)"(?:' + "|".join(re.escape(name) for name in sorted(names)) + ')"'
+    return f"(regexp_matches({column}, {_literal(pattern)}) OR contains({column}, '\\u'))"
+
+
+def view_sql(source: str, columns: Sequence[str], rules: PiiRules | None = None) -> str:
+    """A SELECT over ``source`` (a FROM item) that shows ``columns`` pseudonymised, their
+    JSON without the PII fields of ``rules`` (the connection's, :func:`register`)."""
     present = set(columns)
     replace: list[str] = []
     exclude = [hashed for hashed in _STORED_HASH.values() if hashed in present]
-    strip = _patch(dict.fromkeys(pii_fields))
     for column in columns:
         quoted = f'"{column}"'
         if column in _STORED_HASH.values():
@@ -121,7 +177,14 @@ def view_sql(source: str, columns: Sequence[str], pii_fields: Iterable[str]) -> 
         elif column in _BLANKED:
             expression = "NULL::VARCHAR"
         elif column in _JSON_FIELDS:
-            expression = _unless_null(quoted, f"json_merge_patch({quoted}, {strip})::VARCHAR")
+            holder = _JSON_FIELDS[column]
+            names = rules.names_of(holder) if rules is not None else frozenset()
+            if not names:
+                continue
+            expression = (
+                f"CASE WHEN {_may_hold(quoted, names)}"
+                f" THEN {STRIP_FUNCTION}({_literal(holder)}, {quoted}) ELSE {quoted} END"
+            )
         elif column == "context":
             expression = _unless_null(quoted, _context_expression(quoted))
         else:
@@ -170,8 +233,3 @@ def _unless_null(column: str, expression: str) -> str:
 def _literal(text: str) -> str:
     """``text`` as a SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
-
-
-def _patch(fields: dict[str, None]) -> str:
-    """A JSON merge patch removing ``fields``, as a SQL string literal."""
-    return _literal(json.dumps(fields))

@@ -1,5 +1,5 @@
-"""Configured PII fields (``privacy.pii_fields``) in a JSON value, at any depth or at
-the top level only.
+"""Configured PII fields (``privacy.pii_fields``, ``privacy.pii_properties``) in a JSON value,
+at any depth or at the top level only.
 
 A field is PII by its name (the predicate ``is_pii``, case-insensitive in practice), in an
 object at any depth up to :data:`MAX_DEPTH` (``limit``), objects inside arrays included:
@@ -8,18 +8,79 @@ value is one field (an ``address`` object is encrypted or removed as one); the w
 not go into it. Null values are no PII. The privacy stage walks the person's traits (and an
 event's extra fields) at any depth and an event's ``properties`` at the top level only (a
 product's ``name`` in ``properties.products`` is no person's; see
-:mod:`auie.process.privacy_gate`).
+:mod:`auie.process.privacy_gate`). :class:`PiiRules` holds both lists of names and is what
+the privacy stage and the pseudonymous SQL views (:mod:`auie.analytics.pseudonymous`) ask,
+so both find the same fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from auie.config import PrivacyConfig
 
 #: Objects and arrays deeper than this are not looked into (as the free-text scan).
 MAX_DEPTH = 8
+#: How deep PII fields are looked for in ``properties``: the top level only. Nested objects
+#: of an event's properties are mostly about things, not the person (a product's ``name``
+#: in ``products``, an order's ``address`` of a store); the person's own objects are traits.
+PROPERTIES_DEPTH = 0
 
 IsPii = Callable[[str], bool]
+#: Where a JSON value sits in an event, for :meth:`PiiRules.strip`: a person's traits (and
+#: ``context.traits``) and the extra top-level fields at any depth, ``properties`` at the top
+#: level with its own names.
+Holder = Literal["traits", "extra", "properties"]
+#: Names remembered per rule set before the memo is emptied (a bound, not a tuning knob).
+_MEMO_MAX = 100_000
+
+
+class PiiRules:
+    """Which fields are PII: a name of ``fields`` (any case) in traits and extra fields, a
+    name of ``properties`` at the top level of an event's properties."""
+
+    def __init__(self, fields: Iterable[str], properties: Iterable[str]) -> None:
+        self.fields = frozenset(f.lower() for f in fields)
+        self.properties = frozenset(f.lower() for f in properties)
+        self._memo: dict[str, bool] = {}
+        self._property_memo: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, config: PrivacyConfig) -> PiiRules:
+        return cls(config.pii_fields, config.property_pii_fields)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.properties)
+
+    def is_pii(self, key: str) -> bool:
+        """Whether ``key`` names a PII field of traits or extra fields (remembered)."""
+        return _named(self._memo, self.fields, key)
+
+    def is_pii_property(self, key: str) -> bool:
+        """Whether ``key`` names a PII field at the top level of properties (remembered)."""
+        return _named(self._property_memo, self.properties, key)
+
+    def names_of(self, holder: Holder) -> frozenset[str]:
+        """The (lower-case) names that count in ``holder``."""
+        return self.properties if holder == "properties" else self.fields
+
+    def strip(self, holder: Holder, value: Any) -> Any:
+        """``value`` (decoded JSON found at ``holder``) without its PII fields."""
+        if holder == "properties":
+            return without(value, self.is_pii_property, PROPERTIES_DEPTH)
+        return without(value, self.is_pii)
+
+
+def _named(memo: dict[str, bool], names: frozenset[str], key: str) -> bool:
+    """Whether ``key`` is one of ``names`` in any case, remembered in ``memo``."""
+    known = memo.get(key)
+    if known is None:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        known = memo[key] = key.lower() in names
+    return known
 
 
 def _fields(

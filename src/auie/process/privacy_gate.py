@@ -7,10 +7,10 @@ For every event, after enrichment and before identity resolution:
    (``privacy.pii_in_text``);
 3. configured PII fields (``privacy.pii_fields``: keys at any depth of ``traits``,
    ``context.traits`` and of the event's top-level fields that have no column of their own
-   and so go to the lake's ``extra`` column, top-level keys of ``properties``; see
-   :mod:`auie.privacy.fields`) are encrypted whole with the data key of the event's
-   primary identifier (``privacy.encrypt_pii``), so the profile store and the lake hold
-   ciphertext and erasure can shred them (step 2 leaves them alone);
+   and so go to the lake's ``extra`` column; ``privacy.pii_properties``: top-level keys of
+   ``properties``; see :mod:`auie.privacy.fields`) are encrypted whole with the data key
+   of the event's primary identifier (``privacy.encrypt_pii``), so the profile store and
+   the lake hold ciphertext and erasure can shred them (step 2 leaves them alone);
 4. the lake row gets keyed hashes of the ids (``user_hash``, ``anonymous_hash``) for
    pseudonymous SQL access.
 
@@ -33,31 +33,28 @@ from auie.config import PrivacyConfig
 from auie.lake.rows import TOP_LEVEL_FIELDS, as_text
 from auie.privacy import consent, fields
 from auie.privacy.crypto import FieldCipher, Pseudonymizer
+from auie.privacy.fields import IsPii, PiiRules
 from auie.privacy.pii import scan
 from auie.privacy.suppression import SuppressionList
 
-#: How deep PII fields are looked for in ``properties``: the top level only. Nested objects
-#: of an event's properties are mostly about things, not the person (a product's ``name``
-#: in ``products``, an order's ``address`` of a store); the person's own objects are traits.
-_PROPERTIES_DEPTH = 0
 #: Entries of each per-identifier cache before it is emptied (a bound, not a tuning knob).
 _CACHE_MAX = 100_000
 
 
-def _holders(event: Mapping[str, Any]) -> list[tuple[Any, int]]:
+def _holders(event: Mapping[str, Any], rules: PiiRules) -> list[tuple[Any, IsPii, int]]:
     """The objects (or arrays: the collector keeps a ``context.traits`` array as sent) of an
-    event that hold PII fields, and how deep to look in each: the traits (and
-    ``context.traits``) at any depth, the properties at the top level. The top-level fields
-    without a column of their own (the lake's ``extra``) are walked at any depth too: unlike
-    properties they are never scanned as free text."""
-    holders: list[tuple[Any, int]] = [
-        (event.get("traits"), fields.MAX_DEPTH),
-        (event.get("properties"), _PROPERTIES_DEPTH),
+    event that hold PII fields, which names count in each and how deep to look: the traits
+    (and ``context.traits``) at any depth, the properties at the top level with their own
+    names. The top-level fields without a column of their own (the lake's ``extra``) are
+    walked at any depth too: unlike properties they are never scanned as free text."""
+    holders: list[tuple[Any, IsPii, int]] = [
+        (event.get("traits"), rules.is_pii, fields.MAX_DEPTH),
+        (event.get("properties"), rules.is_pii_property, fields.PROPERTIES_DEPTH),
     ]
     context = event.get("context")
     if isinstance(context, dict):
-        holders.append((context.get("traits"), fields.MAX_DEPTH))
-    return [(h, limit) for h, limit in holders if isinstance(h, dict | list)]
+        holders.append((context.get("traits"), rules.is_pii, fields.MAX_DEPTH))
+    return [h for h in holders if isinstance(h[0], dict | list)]
 
 
 def _extras(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,13 +80,11 @@ class PrivacyGate:
         self.suppressions = suppressions
         self.cipher = cipher
         self.pseudonyms = pseudonyms
-        self.pii_fields = frozenset(f.lower() for f in config.pii_fields)
+        self.rules = PiiRules.of(config)
         #: Keyed hashes of ids already computed: (workspace, id type, value) → pseudonym.
         self._pseudonyms: dict[tuple[str, str, str], str | None] = {}
         #: Identifiers whose data keys were loaded or created: (workspace, node).
         self._keyed: set[tuple[str, str]] = set()
-        #: Field name → whether it is a PII field.
-        self._pii_names: dict[str, bool] = {}
 
     # -- before identity resolution --------------------------------------------------------
 
@@ -118,13 +113,13 @@ class PrivacyGate:
 
     def needs_key(self, event: Mapping[str, Any]) -> bool:
         """Whether the event holds a PII field to encrypt (stops at the first)."""
-        if not self.config.encrypt_pii or not self.pii_fields:
+        rules = self.rules
+        if not self.config.encrypt_pii or not rules:
             return False
-        is_pii = self._is_pii
         extras = _extras(event)
-        return any(fields.holds(holder, is_pii, limit) for holder, limit in _holders(event)) or (
-            bool(extras) and fields.holds(extras, is_pii)
-        )
+        return any(
+            fields.holds(holder, is_pii, limit) for holder, is_pii, limit in _holders(event, rules)
+        ) or (bool(extras) and fields.holds(extras, rules.is_pii))
 
     def protect(
         self,
@@ -152,11 +147,11 @@ class PrivacyGate:
             def encrypt(value: Any) -> str:
                 return self.cipher.encrypt(workspace, primary, value)
 
-            for holder, limit in _holders(event):
-                fields.replace_in_place(holder, self._is_pii, encrypt, limit)
+            for holder, is_pii, limit in _holders(event, self.rules):
+                fields.replace_in_place(holder, is_pii, encrypt, limit)
             extras = _extras(event)  # never scanned as free text: walked at any depth
             if extras:
-                fields.replace_in_place(extras, self._is_pii, encrypt)
+                fields.replace_in_place(extras, self.rules.is_pii, encrypt)
                 event.update(extras)
         columns: dict[str, Any] = {
             "user_hash": self._hash(workspace, "user_id", event.get("userId")),
@@ -182,18 +177,9 @@ class PrivacyGate:
     def _skip(self, properties: Mapping[str, Any]) -> frozenset[str]:
         """The PII field names of ``properties`` (top level): the free-text scan leaves them
         alone (they are encrypted whole, not masked)."""
-        if not self.pii_fields:
+        if not self.rules.properties:
             return frozenset()
-        return fields.names(properties, self._is_pii, _PROPERTIES_DEPTH)
-
-    def _is_pii(self, key: str) -> bool:
-        """Whether a field name is a configured PII field (remembered per name)."""
-        known = self._pii_names.get(key)
-        if known is None:
-            if len(self._pii_names) >= _CACHE_MAX:
-                self._pii_names.clear()
-            known = self._pii_names[key] = key.lower() in self.pii_fields
-        return known
+        return fields.names(properties, self.rules.is_pii_property, fields.PROPERTIES_DEPTH)
 
     # -- after identity resolution ---------------------------------------------------------
 
@@ -222,7 +208,7 @@ class PrivacyGate:
         row["profile_id"] = self._hash(workspace, "profile_id", row.get("profile_id"))
         context = json.loads(row["context"]) if row.get("context") else None
         if isinstance(context, dict):
-            context = fields.without(self._personal_context_removed(context), self._is_pii, 0)
+            context = fields.without(self._personal_context_removed(context), self.rules.is_pii, 0)
             user = context.get("user")
             if isinstance(user, dict):
                 user.pop("traits", None)
@@ -257,16 +243,14 @@ class PrivacyGate:
                 masked[field] = self._hash(workspace, id_type, masked[field])
         masked.pop("traits", None)
         extras = _extras(masked)
-        kept = fields.without(extras, self._is_pii)
+        kept = self.rules.strip("extra", extras)
         for key in extras.keys() - kept.keys():
             del masked[key]
         masked.update(kept)
         if isinstance(masked.get("context"), dict):
             masked["context"] = self._personal_context_removed(masked["context"])
         if isinstance(masked.get("properties"), dict):
-            masked["properties"] = fields.without(
-                masked["properties"], self._is_pii, _PROPERTIES_DEPTH
-            )
+            masked["properties"] = self.rules.strip("properties", masked["properties"])
         columns["user_hash"] = masked.get("userId")
         columns["anonymous_hash"] = masked.get("anonymousId")
         return masked
