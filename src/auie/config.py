@@ -158,6 +158,10 @@ class ProfilesConfig(_Section):
     #: Track event names counted by name per identifier: beyond it, the alphabetically
     #: first are kept and the others' events counted as ``otherEvents`` (docs/profiles.md).
     max_event_names: int = Field(500, ge=1)
+    #: Traits kept per identifier: beyond it, the most recently written are kept (a
+    #: stream of dynamic trait keys would otherwise grow every state it touches); ``email``
+    #: and ``id_traits`` are always kept.
+    max_traits: int = Field(1000, ge=1)
     computed: tuple[ComputedTraitConfig, ...] = ()
     #: Largest identity component re-clustered at once (protects against junk hubs).
     max_component_nodes: int = Field(10_000, ge=10)
@@ -284,9 +288,10 @@ class PrivacyConfig(_Section):
     #: Fields encrypted at rest with the person's data key, matched by name (any case) at
     #: any depth of traits, ``context.traits`` and an event's extra top-level fields.
     pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS
-    #: The same for the top level of an event's ``properties``. Unset: ``pii_fields``
-    #: without the names Segment's spec reserves there for things (``name``: a page's or a
-    #: product's name), so product names stay readable in analytics.
+    #: The same for the top level of an event's ``properties``. Unset: ``pii_fields`` when
+    #: that is set; with both unset, the default ``pii_fields`` without the names Segment's
+    #: spec reserves there for things (``name``: a page's or a product's name), so product
+    #: names stay readable in analytics.
     pii_properties: tuple[str, ...] | None = None
     encrypt_pii: bool = True
     #: Consent-manager category names (``context.consent.categoryPreferences``) → purpose.
@@ -314,9 +319,12 @@ class PrivacyConfig(_Section):
 
     @property
     def property_pii_fields(self) -> tuple[str, ...]:
-        """``pii_properties``, or its default (see there)."""
+        """``pii_properties``, or its default (see there): an operator who chose
+        ``pii_fields`` keeps them for properties too, as before the two lists existed."""
         if self.pii_properties is not None:
             return self.pii_properties
+        if "pii_fields" in self.model_fields_set:
+            return self.pii_fields
         return tuple(f for f in self.pii_fields if f.lower() not in SEGMENT_RESERVED_PROPERTIES)
 
 

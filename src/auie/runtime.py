@@ -124,6 +124,8 @@ class Runtime:
             consent_categories=self.settings.privacy.consent_categories,
             max_sessions=config.max_sessions,
             max_event_names=config.max_event_names,
+            max_traits=config.max_traits,
+            pinned_traits=("email", *config.id_traits),
         )
         service = ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
         service.decrypt = self._decrypt

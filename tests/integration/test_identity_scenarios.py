@@ -580,13 +580,15 @@ def test_profile_api_errors_and_isolation(api: App) -> None:
 
 
 def test_the_profile_bounds_are_settings(make_app: Callable[..., App]) -> None:
-    """``profiles.max_event_names`` and ``profiles.max_sessions`` reach the processor: the
-    profile counts the alphabetically first names and the rest as ``otherEvents``, and
-    counts closed sessions with the kept ones."""
+    """``profiles.max_event_names``, ``profiles.max_sessions`` and ``profiles.max_traits``
+    reach the processor: the profile counts the alphabetically first names and the rest as
+    ``otherEvents``, counts closed sessions with the kept ones, and keeps the traits written
+    last (and ``email``)."""
     app = make_app(
         **{
             "profiles.max_event_names": 1,
             "profiles.max_sessions": 1,
+            "profiles.max_traits": 2,
             "profiles.computed": [{"name": "checkouts", "kind": "count", "event": "Checkout"}],
             "lake.flush_max_seconds": 0.01,
         }
@@ -603,6 +605,18 @@ def test_the_profile_bounds_are_settings(make_app: Callable[..., App]) -> None:
                 "timestamp": at(i * 90),  # every event a session of its own
             }
             for i, name in enumerate(names)
+        ]
+        + [
+            {
+                "type": "identify",
+                "userId": "u-7",
+                "messageId": f"i-{i}",
+                "timestamp": at(i),
+                "traits": traits,
+            }
+            for i, traits in enumerate(
+                [{"plan": "pro", "email": "u7@example.com"}, {"k1": 1}, {"k2": 2, "plan": "team"}]
+            )
         ],
     )
     drain(app.runtime.processor())
@@ -610,10 +624,12 @@ def test_the_profile_bounds_are_settings(make_app: Callable[..., App]) -> None:
     reply = app.client.get("/v1/profiles/user_id/u-7", headers=bearer(token))
     assert reply.status_code == 200, reply.text
     computed = reply.json()["computedTraits"]
-    assert computed["eventCounts"] == {"Checkout": 1, "Viewed A": 2}
+    assert computed["eventCounts"] == {"Checkout": 1, "Viewed A": 2, "identify": 3}
     assert computed["otherEvents"] == 2
     assert computed["checkouts"] == 1
     assert computed["sessions"] == 5
+    # (email, an identifier trait, is always kept)
+    assert reply.json()["traits"] == {"email": "u7@example.com", "k2": 2, "plan": "team"}
     stored = app.runtime.profile_store.nodes(app.boot.workspace, ["user_id:u-7"])
     state = stored["user_id:u-7"].state
     assert state is not None

@@ -57,6 +57,26 @@ def finished(app: App, admin: dict[str, str], path: str, body: dict[str, Any]) -
     return request_id
 
 
+ACTIONS = [{"id": "a"}, {"id": "b"}]
+
+
+def hero_point(app: App, headers: dict[str, str]) -> None:
+    """Configure the decision point ``hero`` (two actions, epsilon-greedy)."""
+    point = {"actions": ACTIONS, "policy": {"type": "epsilon_greedy"}}
+    reply = app.client.put("/v1/decision-points/hero", json=point, headers=headers)
+    assert reply.status_code == 200, reply.text
+
+
+def decide_logged(app: App, headers: dict[str, str], user_id: str) -> dict[str, Any]:
+    """Configure ``hero``, decide for ``user_id``; the decision as the event log holds it."""
+    hero_point(app, headers)
+    decide = {"decisionPoint": "hero", "userId": user_id, "actions": ACTIONS}
+    reply = app.client.post("/v1/decide", json=decide, headers=headers)
+    assert reply.status_code == 200, reply.text
+    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    return record
+
+
 def files_contain(root: Path, needle: str, suffixes: tuple[str, ...]) -> list[Path]:
     found = []
     for path in root.rglob("*"):
@@ -173,13 +193,7 @@ def test_pii_fields_nested_in_traits_are_encrypted_and_left_out(
     # Without analytics consent the traits, nested PII and all, are not in the row.
     assert lake_rows(app, "SELECT traits FROM events WHERE user_id LIKE 'h_%'") == [(None,)]
     # A decision joins the traits without the nested PII fields.
-    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
-    assert (
-        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
-    )
-    decide = {"decisionPoint": "hero", "userId": "nested", "actions": [{"id": "a"}, {"id": "b"}]}
-    assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
-    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    record = decide_logged(app, headers, "nested")
     assert record["context"]["user"]["traits"] == {
         "plan": "pro",
         "contact": {"kind": "work"},
@@ -358,14 +372,7 @@ def test_decisions_log_no_pii_traits_and_sql_without_pii_read_hides_them(
     )
     process(app)
     headers = token(app)
-    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
-    assert (
-        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
-    )
-    decide = {"decisionPoint": "hero", "userId": "u1", "actions": [{"id": "a"}, {"id": "b"}]}
-    reply = app.client.post("/v1/decide", json=decide, headers=headers)
-    assert reply.status_code == 200, reply.text
-    [record] = stored_events(app.runtime, DECISIONS_TOPIC)
+    record = decide_logged(app, headers, "u1")
     assert record["context"]["user"]["traits"] == {"plan": "pro"}
     assert email not in json.dumps(record)
     assert NAME not in json.dumps(record)
@@ -424,10 +431,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     )
     process(app)
     headers = token(app)
-    point = {"actions": [{"id": "a"}, {"id": "b"}], "policy": {"type": "epsilon_greedy"}}
-    assert (
-        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
-    )
+    hero_point(app, headers)
     for user in (refuser, consenter):
         # a request context with personal fields, as a web client might send it
         context = {
@@ -437,7 +441,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
             "page": {"url": f"https://shop.example/?uid={user}"},
             "screen": "home",
         }
-        decide = {"decisionPoint": "hero", "userId": user, "actions": [{"id": "a"}, {"id": "b"}]}
+        decide = {"decisionPoint": "hero", "userId": user, "actions": ACTIONS}
         reply = app.client.post("/v1/decide", json={**decide, "context": context}, headers=headers)
         assert reply.status_code == 200, reply.text
     decide = {"decisionPoint": "hero", "anonymousId": "anon-new-81d0", "actions": [{"id": "a"}]}
@@ -631,3 +635,32 @@ def test_sql_without_pii_read_hides_plain_pii_fields_of_any_spelling_and_depth(
     assert json.loads(identify[1]) == {"contact": {}, "plan": "team"}
     assert json.loads(track[2]) == {"name": "Team plan"}
     assert json.loads(track[3]) == {"account": {"owner": {}, "seats": 5}}
+
+
+def test_computed_traits_over_pii_properties_are_withheld_from_decisions(
+    make_app: Callable[..., App],
+) -> None:
+    """A declared computed trait over a property of ``privacy.pii_properties`` is not joined
+    into a decision's context (it is logged with the decision); one over a property that
+    is not PII there (Segment's ``properties.name``, by default) is."""
+    computed = [
+        {"name": "last_ssn", "kind": "last", "property": "ssn"},
+        {"name": "last_product", "kind": "last", "property": "name"},
+    ]
+    app = make_app(**{"profiles.computed": computed, "privacy.pii_properties": ["email", "ssn"]})
+    send(
+        app,
+        {
+            "type": "track",
+            "userId": "u3",
+            "event": "Product Viewed",
+            "properties": {"name": "Blue Shoes", "ssn": "078-05-1120"},
+        },
+    )
+    process(app)
+    headers = token(app)
+    record = decide_logged(app, headers, "u3")
+    joined = record["context"]["user"]["computed"]
+    assert joined["last_product"] == "Blue Shoes"
+    assert "last_ssn" not in joined
+    assert "078-05-1120" not in json.dumps(record)

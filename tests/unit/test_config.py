@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from auie.config import Settings, load_settings
+from auie.config import PrivacyConfig, Settings, load_settings
 from auie.errors import ConfigError
 
 TOML = """
@@ -346,3 +346,25 @@ def test_database_url_is_a_secret() -> None:
     assert settings.database_url == url
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.model_dump())
+
+
+def test_pii_properties_default_leaves_segments_reserved_name_out_unless_chosen(
+    tmp_path: Path,
+) -> None:
+    """Segment reserves ``properties.name`` for a page's or product's name, so the default
+    property list leaves it out; an operator who chose ``pii_fields`` keeps them for
+    properties too (as before the two lists existed); ``pii_properties`` wins."""
+    default = PrivacyConfig()
+    assert "name" in default.pii_fields
+    assert "name" not in default.property_pii_fields
+    assert set(default.property_pii_fields) == set(default.pii_fields) - {"name"}
+    chosen = PrivacyConfig(pii_fields=("email", "name"))
+    assert chosen.property_pii_fields == ("email", "name")
+    both = PrivacyConfig(pii_fields=("email", "name"), pii_properties=("email",))
+    assert both.property_pii_fields == ("email",)
+    toml = tmp_path / "auie.toml"
+    toml.write_text('[privacy]\npii_fields = ["email", "name"]\n')
+    loaded = load_settings(config_file=toml, environ={})
+    assert loaded.privacy.property_pii_fields == ("email", "name")
+    from_env = load_settings(environ={"AUIE_PRIVACY__PII_FIELDS": '["name"]'})
+    assert from_env.privacy.property_pii_fields == ("name",)

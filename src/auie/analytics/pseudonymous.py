@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import duckdb
 import msgspec
 import pyarrow as pa
-from duckdb.func import PythonUDFType
+from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from auie.privacy.fields import Holder, PiiRules
 
@@ -63,10 +63,11 @@ STRIP_FUNCTION = "auie_strip_pii"
 #: Scalar functions only the views may call: called by untrusted SQL, the hash function would
 #: hash any guessed identifier and so re-identify people by joining the guess to the views.
 INTERNAL_FUNCTIONS = frozenset({HASH_FUNCTION, PERSON_FUNCTION, STRIP_FUNCTION})
-#: Names the native pre-check can look for: printable ASCII without quote or backslash, so
-#: a key spelled any case appears verbatim in the stored JSON text (which AUIE writes with
-#: msgspec: keys are escaped only for quotes, backslashes and control characters).
-_PLAIN_NAME = re.compile(r"[ !#-\[\]-~]+")
+#: Names the native pre-check can look for: printable ASCII without quote, backslash or
+#: slash (JSON may escape it as ``\/``), so a key spelled any case appears verbatim in the
+#: stored JSON text (which AUIE writes with msgspec: keys are escaped only for quotes,
+#: backslashes and control characters).
+_PLAIN_NAME = re.compile(r"[ !#-.0-\[\]-~]+")
 _decode = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
 
@@ -120,20 +121,26 @@ def register(
     connection.create_function(
         PERSON_FUNCTION, hash_people, ["varchar"], "varchar", type=arrow, side_effects=False
     )
-    connection.create_function(
-        STRIP_FUNCTION, strip_pii, ["varchar", "varchar"], "varchar", type=arrow, side_effects=False
+    connection.create_function(  # "special": it returns NULL for text that is no JSON
+        STRIP_FUNCTION,
+        strip_pii,
+        ["varchar", "varchar"],
+        "varchar",
+        type=arrow,
+        null_handling=FunctionNullHandling.SPECIAL,
+        side_effects=False,
     )
 
 
-def _stripped(rules: PiiRules | None, holder: Holder, text: str) -> str:
+def _stripped(rules: PiiRules | None, holder: Holder, text: str) -> str | None:
     """JSON ``text`` (found at ``holder``) without its PII fields: the same text when it has
-    none (or is no JSON: nothing to strip)."""
+    none; NULL when it is no JSON (what it holds cannot be told, so it is not shown)."""
     if rules is None:
         return text
     try:
         value = _decode.decode(text)
-    except msgspec.DecodeError:
-        return text
+    except (msgspec.DecodeError, RecursionError):
+        return None
     kept = rules.strip(holder, value)
     return text if kept is value else _encode.encode(kept).decode()
 

@@ -218,6 +218,7 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
         person = PersonContext(
             runtime.profiles,
             pii_fields=settings.privacy.pii_fields,
+            pii_properties=settings.privacy.property_pii_fields,
             segments_of=functools.partial(segments_of, runtime),
             features_of=functools.partial(features_of, runtime),
         )

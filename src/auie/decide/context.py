@@ -2,9 +2,10 @@
 segments and the ``user_features`` mart, joined into the context under ``user``.
 
 Configured PII fields (``privacy.pii_fields``) of the traits, at any depth, and declared
-computed traits of such a property, are never joined: the context is logged with the
-decision (event log, lake ``decisions`` table, training mart), and the same context must
-feed the policies online and offline, so they are left out of both.
+computed traits over a PII property (``privacy.pii_properties``), are never joined: the
+context is logged with the decision (event log, lake ``decisions`` table, training mart),
+and the same context must feed the policies online and offline, so they are left out of
+both.
 
 Segments and the mart row are queries over the lake (milliseconds to seconds): they are
 loaded by a background thread into the person's cached entry, never while a decision waits,
@@ -64,16 +65,20 @@ class PersonContext:
         segments_of: SegmentsOf | None = None,
         features_of: FeaturesOf | None = None,
         pii_fields: Iterable[str] = (),
+        pii_properties: Iterable[str] | None = None,
     ) -> None:
         self.profiles = profiles
         self.segments_of = segments_of
         self.features_of = features_of
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
+        #: PII fields of ``properties`` (``pii_properties``; ``pii_fields`` when not given).
+        properties = self.pii_fields if pii_properties is None else pii_properties
+        pii_property = {f.lower() for f in properties}
         #: Declared computed traits over a PII property: never joined either.
         self.pii_computed = frozenset(
             trait.name
             for trait in profiles.folder.computed
-            if trait.property is not None and trait.property.lower() in self.pii_fields
+            if trait.property is not None and trait.property.lower() in pii_property
         )
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
         self._is_pii = lambda name: name.lower() in self.pii_fields

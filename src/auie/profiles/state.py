@@ -6,7 +6,12 @@ are the merge of its identifiers' states. Every part merges commutatively and
 associatively, so the result depends only on the *set* of events, never on the order in
 which they arrive:
 
-* traits: last write wins by event time, ties broken by ``messageId``;
+* traits: last write wins by event time, ties broken by ``messageId``. An identifier keeps
+  at most ``max_traits`` traits: the most recently written ones, by the time and
+  ``messageId`` of their latest write, then by name (the later in the alphabet first), so
+  the traits kept are the same in any arrival order; merged states keep the same bound.
+  Pinned traits (the identifier traits: ``email`` and ``profiles.id_traits``) are always
+  kept and do not use up the bound;
 * first/last seen: min/max of event time;
 * counts by event name: sums. An identifier counts at most ``max_event_names`` track event
   names by name: beyond that, the names kept are the alphabetically first (whatever the
@@ -29,6 +34,7 @@ which they arrive:
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import json
 from collections.abc import Mapping, Sequence
@@ -51,6 +57,8 @@ _CONSENT_HISTORY = 200
 DEFAULT_MAX_SESSIONS = 100
 #: Track event names an identifier counts by name by default (``profiles.max_event_names``).
 DEFAULT_MAX_EVENT_NAMES = 500
+#: Traits an identifier keeps by default (``profiles.max_traits``).
+DEFAULT_MAX_TRAITS = 1000
 #: Event types, counted under their type's name (never bounded).
 _TYPES = frozenset({"page", "screen", "identify", "group", "alias"})
 ComputedKind = Literal["count", "sum", "min", "max", "first", "last"]
@@ -278,14 +286,20 @@ class StateFolder:
         *,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_event_names: int = DEFAULT_MAX_EVENT_NAMES,
+        max_traits: int = DEFAULT_MAX_TRAITS,
+        pinned_traits: Sequence[str] = ("email",),
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         if max_event_names < 1:
             raise ValueError("max_event_names must be at least 1")
+        if max_traits < 1:
+            raise ValueError("max_traits must be at least 1")
         self.gap = session_gap_ms
         self.max_sessions = max_sessions
         self.max_event_names = max_event_names
+        self.max_traits = max_traits
+        self.pinned_traits = frozenset(pinned_traits)
         self.computed = tuple(computed)
         #: Names always counted by name: the types and the declared traits' events.
         self.unbounded = _TYPES | {t.event for t in self.computed if t.event is not None}
@@ -318,11 +332,7 @@ class StateFolder:
             self._count_new_name(state, key)
         self._session_time(state, ts)
         if kind == "identify":
-            traits = event.get("traits") or {}
-            for trait, value in traits.items():
-                current = state.traits.get(trait)
-                if current is None or _later(stamp, current[1]):
-                    state.traits[trait] = (value, stamp)
+            self._write_traits(state, event.get("traits") or {}, stamp)
         elif kind == "page":
             page = _page_of(event)
             if state.last_page is None or _later(stamp, state.last_page[1]):
@@ -356,6 +366,35 @@ class StateFolder:
         for name in ordered[self.max_event_names :]:
             state.other_events += counts.pop(name)
         state.last_kept = ordered[self.max_event_names - 1]
+
+    def _write_traits(self, state: NodeState, traits: Mapping[str, Any], stamp: Stamp) -> None:
+        """An identify's traits, each where it is later than the one held."""
+        held = state.traits
+        for trait, value in traits.items():
+            current = held.get(trait)
+            if current is None or _later(stamp, current[1]):
+                held[trait] = (value, stamp)
+        if len(held) > self.max_traits:
+            self._trim_traits(state)
+
+    def _trim_traits(self, state: NodeState) -> None:
+        """Keep the pinned traits and the ``max_traits`` most recently written others (see
+        the module docstring): the kept set is the top of one total order, so trimming in
+        any order, or after any grouping of merges, keeps the same traits."""
+        traits, pinned = state.traits, self.pinned_traits
+        if not self._too_many_traits(traits):
+            return
+        kept = heapq.nlargest(
+            self.max_traits,
+            ((name, held) for name, held in traits.items() if name not in pinned),
+            key=lambda item: (item[1][1], item[0]),
+        )
+        kept.extend((name, traits[name]) for name in pinned if name in traits)
+        state.traits = dict(kept)
+
+    def _too_many_traits(self, traits: Mapping[str, Any]) -> bool:
+        """Whether ``traits`` hold more than ``max_traits`` besides the pinned ones."""
+        return len(traits) - sum(name in traits for name in self.pinned_traits) > self.max_traits
 
     def _session_time(self, state: NodeState, ts: int) -> None:
         """Add an event time to the state's sessions; close the oldest beyond the bound.
@@ -436,6 +475,8 @@ class StateFolder:
             current = into.traits.get(name)
             if current is None or _later(stamp, current[1]):
                 into.traits[name] = (value, stamp)
+        if len(into.traits) > self.max_traits:
+            self._trim_traits(into)
         into.first_seen = _earliest(into.first_seen, other.first_seen)
         into.last_seen = _latest(into.last_seen, other.last_seen)
         for event_name, count in other.counts.items():
@@ -473,8 +514,11 @@ class StateFolder:
         """Whether ``state`` is what merging it into an empty state gives (for the facts
         the presentation reads): its sessions are sorted and further apart than the gap
         (they are unless the gap setting changed since they were written), its event
-        names and consent history are within their bounds, and the history is in order."""
+        names, traits and consent history are within their bounds, and the history is in
+        order."""
         counts, sessions, gap = state.counts, state.sessions, self.gap
+        if self._too_many_traits(state.traits):  # an older writer's, or a lowered bound
+            return False
         if len(counts) > self.max_event_names and (
             sum(name not in self.unbounded for name in counts) > self.max_event_names
         ):  # an older writer's state: more names than the bound

@@ -627,6 +627,66 @@ def test_a_state_with_more_names_than_the_bound_is_trimmed_when_read_and_written
     assert NodeState.decode(older.encode()) == older
 
 
+# -- traits beyond the bound ---------------------------------------------------------------
+
+
+@PROPS
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sets(st.sampled_from("abcdefgh"), max_size=4)),
+        max_size=25,
+    ),
+    st.integers(1, 5),
+    st.randoms(use_true_random=False),
+)
+def test_bounded_traits_are_the_latest_written_in_any_order_and_grouping(
+    writes: list[tuple[int, set[str]]], bound: int, rnd: random.Random
+) -> None:
+    """A stream of dynamic trait keys cannot grow a state without bound: an identifier keeps
+    the ``max_traits`` traits written last (event time, then messageId, then name), whatever
+    the arrival order and however the events are split between identifiers of a profile;
+    each kept trait holds its latest value. A pinned trait (an identifier trait such as
+    ``email``) is always kept and does not use up the bound."""
+    folder = StateFolder(GAP, max_traits=bound, pinned_traits=("a",))
+    stream = [
+        identify(ts, f"m{i:02d}", **{key: f"{key}@{i}" for key in keys})
+        for i, (ts, keys) in enumerate(writes)
+    ]
+    latest: dict[str, tuple[tuple[int, str], str]] = {}
+    for event, ts in stream:
+        for key, value in event["traits"].items():
+            stamp = (ts, event["messageId"])
+            if key not in latest or stamp > latest[key][0]:
+                latest[key] = (stamp, value)
+    others = sorted(
+        (key for key in latest if key != "a"), key=lambda key: (latest[key][0], key), reverse=True
+    )
+    expected = {key: latest[key][1] for key in [*others[:bound], "a"] if key in latest}
+    assert folder.traits(fold(folder, rnd.sample(stream, len(stream)))) == dict(
+        sorted(expected.items())
+    )
+    cut = rnd.randint(0, len(stream))
+    for first, second in ((stream[:cut], stream[cut:]), (stream[cut:], stream[:cut])):
+        merged = fold(folder, rnd.sample(first, len(first)))
+        folder.merge(merged, fold(folder, second))
+        assert folder.traits(merged) == dict(sorted(expected.items()))
+        assert folder.is_merged(merged)
+
+
+def test_a_state_with_more_traits_than_the_bound_is_trimmed_when_read_and_written() -> None:
+    """A state written under a larger bound is shown within the bound, and stored within it
+    at its next identify; a trait written again comes back with its new value."""
+    older = NodeState(traits={"plan": ("pro", (5, "m5")), "a": (1, (1, "m1")), "b": (2, (2, "m2"))})
+    folder = StateFolder(GAP, max_traits=2)
+    assert not folder.is_merged(older)
+    shown = NodeState()
+    folder.merge(shown, older)
+    assert folder.traits(shown) == {"b": 2, "plan": "pro"}
+    folder.apply(older, *identify(3, "m3", a=10))
+    assert folder.traits(older) == {"a": 10, "plan": "pro"}
+    assert NodeState.decode(older.encode()) == older
+
+
 COMPUTED = [
     ComputedTrait("orders", "count", "Order Completed"),
     ComputedTrait("events", "count"),
