@@ -4,6 +4,8 @@ validation, segment CRUD and paging, and the SQL sandbox."""
 from __future__ import annotations
 
 import glob
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +23,7 @@ from auie.analytics.persons import Scope
 from auie.analytics.retention import retention
 from auie.analytics.trends import trends
 from auie.api.app import create_app
-from auie.errors import InvalidRequest
+from auie.errors import InvalidRequest, StorageUnavailable
 from auie.runtime import Runtime
 from conftest import App
 from helpers import basic, bearer, get_token, make_settings
@@ -637,3 +639,39 @@ def test_sql_works_before_and_after_the_lake_has_data(make_app: Callable[..., Ap
         pass
     processor.flush()
     assert app.client.post("/v1/sql", json=query, headers=headers).json()["rows"] == [[1]]
+
+
+def test_a_query_racing_the_engines_close_gets_503_and_opens_nothing(
+    make_app: Callable[..., App],
+) -> None:
+    """At shutdown the engine interrupts the queries in flight: they fail with 503
+    ``shutting_down`` (not a 400 timeout or a raw DuckDB error), and a query asked for
+    after the close opens no new connection."""
+    app = make_app()
+    engine, workspace = app.runtime.analytics, app.boot.workspace
+    slow = "SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3"
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.query(workspace, slow, timeout=120)
+        except BaseException as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not any(state.running for state in list(engine._workspaces.values())):
+        assert time.monotonic() < deadline, "the query never started"
+        time.sleep(0.01)
+    engine.close()
+    worker.join(30)
+    assert not worker.is_alive()
+    [failure] = failures
+    assert isinstance(failure, StorageUnavailable)
+    assert (failure.code, failure.http_status) == ("shutting_down", 503)
+    with pytest.raises(StorageUnavailable):
+        engine.query(workspace, "SELECT 1")
+    with pytest.raises(StorageUnavailable):
+        engine.tables(workspace)
+    assert engine._workspaces == {}

@@ -36,7 +36,7 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from auie.analytics import pseudonymous as pseudo
 from auie.analytics.engine import QueryEngine, QueryResult, json_bytes
-from auie.errors import InvalidRequest, NotFound
+from auie.errors import InvalidRequest, NotFound, StorageUnavailable
 from auie.lake.catalog import Lake, local_path
 from auie.lake.tables import IDENTITIES, TABLES
 from auie.privacy.fields import PiiRules
@@ -108,6 +108,8 @@ class DuckDBEngine(QueryEngine):
         self.pii_rules = pii_rules
         self._workspaces: dict[tuple[str, bool], _Workspace] = {}
         self._lock = threading.Lock()
+        #: Set by :meth:`close`: no connection is opened after it.
+        self._closed = False
 
     # -- connections ---------------------------------------------------------------------
 
@@ -116,6 +118,8 @@ class DuckDBEngine(QueryEngine):
 
     def _workspace(self, workspace: str, pseudonymous: bool) -> _Workspace:
         with self._lock:
+            if self._closed:
+                raise _shut()
             found = self._workspaces.get((workspace, pseudonymous))
             if found is None:
                 connection = self._open(workspace, pseudonymous)
@@ -152,11 +156,22 @@ class DuckDBEngine(QueryEngine):
 
     def _refresh(self, workspace: str, pseudonymous: bool = False) -> _Workspace:
         state = self._workspace(workspace, pseudonymous)
-        with state.lock:
+        with state.lock, self._unless_closed():
             for name, definition in TABLES.items():
                 self._refresh_table(workspace, state, name, definition.arrow)
             self._refresh_marts(workspace, state)
         return state
+
+    @contextlib.contextmanager
+    def _unless_closed(self) -> Iterator[None]:
+        """Turn a DuckDB error raised because :meth:`close` ran meanwhile (the connection
+        closed, the query interrupted) into 503 ``shutting_down``."""
+        try:
+            yield
+        except duckdb.Error:
+            if self._closed:
+                raise _shut() from None
+            raise
 
     def _refresh_table(
         self, workspace: str, state: _Workspace, name: str, schema: pa.Schema
@@ -231,20 +246,22 @@ class DuckDBEngine(QueryEngine):
         if untrusted:
             check_untrusted(sql)
         state = self._refresh(workspace, pseudonymous)
-        cursor = state.connection.cursor()
+        with self._unless_closed():
+            cursor = state.connection.cursor()
         state.running.add(cursor)
         limit = self.default_limit if limit is None else limit
         timer = threading.Timer(timeout or self.default_timeout, cursor.interrupt)
         started = time.perf_counter()
         timer.start()
         try:
-            cursor.execute(sql, params)
-            columns = [d[0] for d in cursor.description or []]
-            if max_bytes is None:
-                rows = cursor.fetchmany(limit + 1)
-                truncated = len(rows) > limit
-            else:
-                rows, truncated = _fetch_within(cursor, limit, max_bytes)
+            with self._unless_closed():  # shutting down: 503, not a query error
+                cursor.execute(sql, params)
+                columns = [d[0] for d in cursor.description or []]
+                if max_bytes is None:
+                    rows = cursor.fetchmany(limit + 1)
+                    truncated = len(rows) > limit
+                else:
+                    rows, truncated = _fetch_within(cursor, limit, max_bytes)
         except duckdb.InterruptException:
             raise InvalidRequest(
                 f"query exceeded its {timeout or self.default_timeout:g}s timeout",
@@ -271,15 +288,16 @@ class DuckDBEngine(QueryEngine):
         self, workspace: str, *, pseudonymous: bool = False
     ) -> dict[str, list[tuple[str, str]]]:
         state = self._refresh(workspace, pseudonymous)
-        cursor = state.connection.cursor()
-        try:
-            rows = cursor.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns"
-                " WHERE NOT starts_with(table_name, '__')"
-                " ORDER BY table_name, ordinal_position"
-            ).fetchall()
-        finally:
-            cursor.close()
+        with self._unless_closed():
+            cursor = state.connection.cursor()
+            try:
+                rows = cursor.execute(
+                    "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                    " WHERE NOT starts_with(table_name, '__')"
+                    " ORDER BY table_name, ordinal_position"
+                ).fetchall()
+            finally:
+                cursor.close()
         found: dict[str, list[tuple[str, str]]] = {}
         for table, column, kind in rows:
             found.setdefault(table, []).append((column, kind))
@@ -288,9 +306,11 @@ class DuckDBEngine(QueryEngine):
     def close(self) -> None:
         """Close every connection. A background reader (the decision service's segment and
         feature loader) may be running a query or refreshing views: its queries are
-        interrupted (it gets ``query_timeout``), and each connection is closed once it is no
-        longer busy (DuckDB refuses to close one busy with a call), waiting 5 s at most."""
+        interrupted, and each connection is closed once it is no longer busy (DuckDB refuses
+        to close one busy with a call), waiting 5 s at most. A query interrupted so, or asked
+        for later, gets 503 ``shutting_down``; no connection is opened after this."""
         with self._lock:
+            self._closed = True
             for key, state in self._workspaces.items():
                 locked = state.lock.acquire(timeout=5.0)  # a view refresh in progress
                 try:
@@ -301,6 +321,12 @@ class DuckDBEngine(QueryEngine):
                     if locked:
                         state.lock.release()
             self._workspaces.clear()
+
+
+def _shut() -> StorageUnavailable:
+    return StorageUnavailable(
+        "the analytics engine is closed: the server is shutting down", code="shutting_down"
+    )
 
 
 def _close(state: _Workspace, wait: float = 5.0) -> None:
