@@ -159,8 +159,8 @@ class ProfilesConfig(_Section):
     #: first are kept and the others' events counted as ``otherEvents`` (docs/profiles.md).
     max_event_names: int = Field(500, ge=1)
     #: Traits kept per identifier: beyond it, the most recently written are kept (a
-    #: stream of dynamic trait keys would otherwise grow every state it touches); ``email``
-    #: and ``id_traits`` are always kept.
+    #: stream of dynamic trait keys would otherwise grow every state it touches); ``email``,
+    #: ``id_traits`` and ``privacy.pii_fields`` are always kept.
     max_traits: int = Field(1000, ge=1)
     computed: tuple[ComputedTraitConfig, ...] = ()
     #: Largest identity component re-clustered at once (protects against junk hubs).

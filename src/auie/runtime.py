@@ -125,7 +125,8 @@ class Runtime:
             max_sessions=config.max_sessions,
             max_event_names=config.max_event_names,
             max_traits=config.max_traits,
-            pinned_traits=("email", *config.id_traits),
+            # identifier and PII traits: erasure and the access export search by them
+            pinned_traits=("email", *config.id_traits, *self.settings.privacy.pii_fields),
         )
         service = ProfileService(self.profile_store, rules, folder, config.max_component_nodes)
         service.decrypt = self._decrypt
