@@ -664,3 +664,61 @@ def test_computed_traits_over_pii_properties_are_withheld_from_decisions(
     assert joined["last_product"] == "Blue Shoes"
     assert "last_ssn" not in joined
     assert "078-05-1120" not in json.dumps(record)
+
+
+def test_a_person_without_analytics_consent_is_one_pseudonymous_person_in_analyses(
+    make_app: Callable[..., App],
+) -> None:
+    """The pseudonymised events of a person without ``analytics`` consent belong to one
+    person, ``pseudo:<user id hash>``, across their devices, in the analyses and the
+    marts alike; the pseudonymous SQL views show that key as it is (it is a hash already),
+    so it joins the events' hashed ids there."""
+    app = make_app()
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    day = "2026-03-02T10:00:00Z"
+    send(
+        app,
+        {"type": "identify", "userId": "no2", "anonymousId": "dev-1", "context": refuse},
+        *(
+            {
+                "type": "track",
+                "event": "Read",
+                "userId": "no2",
+                "anonymousId": device,
+                "timestamp": day,
+            }
+            for device in ("dev-1", "dev-2")
+        ),
+        {"type": "track", "event": "Read", "userId": "yes2", "timestamp": day},
+    )
+    process(app)
+    analyst = token(app, "analytics:read")
+    trends = {
+        "events": ["Read"],
+        "measure": "people",
+        "from": "2026-03-01T00:00:00Z",
+        "to": "2026-03-03T00:00:00Z",
+    }
+    reply = app.client.post("/v1/analytics/trends", json=trends, headers=analyst)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["series"][0]["total"] == 2  # one per person, not per device
+    pseudonym = "pseudo:" + app.runtime.privacy.pseudonyms.pseudonym(
+        app.boot.workspace, "user_id:no2"
+    )
+    result = TransformRunner(app.runtime.settings, app.runtime.lake).run(app.boot.workspace)
+    assert result.success, result.error
+    query = "SELECT person_id FROM user_features WHERE person_id LIKE 'pseudo:%'"
+    for headers in (token(app), analyst):  # with and without pii:read: the same key
+        reply = app.client.post("/v1/sql", json={"query": query}, headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["rows"] == [[pseudonym]]
+    joined = (
+        "SELECT count(*) FROM user_features f JOIN events e"
+        " ON f.person_id = 'pseudo:' || e.user_id WHERE e.event = 'Read'"
+    )
+    reply = app.client.post("/v1/sql", json={"query": joined}, headers=analyst)
+    assert reply.json()["rows"] == [[2]]
+    # Erasure finds the pseudonymous person's mart rows by the key.
+    finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": "no2"})
+    reply = app.client.post("/v1/sql", json={"query": query}, headers=token(app))
+    assert reply.json()["rows"] == []

@@ -5,8 +5,10 @@ straight from the tables the processor writes; no transformation has to run firs
 
 **Person of an event.** The latest profile (by ``changed_at``) that the lake's
 ``identities`` table gives the event's ``user_id``; if it has none, the latest profile of
-its ``anonymous_id``; if that has none either, ``'anon:' || anonymous_id`` (and, for an
-event without anonymous id, ``'user:' || user_id``). Because identities record every move
+its ``anonymous_id``; for an event the processor pseudonymised (its ids are their hashes),
+``'pseudo:' ||`` the user id's hash (else the anonymous id's); otherwise
+``'anon:' || anonymous_id`` (and, for an event without anonymous id,
+``'user:' || user_id``). Because identities record every move
 of an identifier, anonymous events from before a login count for the person who logged in.
 
 **Event name.** ``event`` for track events, the type (``page``, ``screen``, ``identify``,
@@ -48,7 +50,17 @@ _JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'UHUGEINT')"
 #: Current profile of each user and anonymous id: its latest ``identities`` row, which the
 #: engine keeps in a table rebuilt when ``identities`` changes (not once per query).
 IDS_CTE = f'_ids AS (SELECT id_type, id_value, profile_id FROM "{CURRENT_IDS}")'
-PERSON = "coalesce(u.profile_id, a.profile_id, 'anon:' || e.anonymous_id, 'user:' || e.user_id)"
+#: A pseudonymised event (a person without ``analytics`` consent: its ids are their keyed
+#: hashes) belongs to ``'pseudo:' || <user id hash, else anonymous id hash>``: one person
+#: per pseudonym, shown as is by the pseudonymous SQL views (its value is a hash already).
+PSEUDONYM = (
+    "CASE WHEN e.user_id = e.user_hash OR e.anonymous_id = e.anonymous_hash"
+    " THEN 'pseudo:' || coalesce(e.user_hash, e.anonymous_hash) END"
+)
+PERSON = (
+    f"coalesce(u.profile_id, a.profile_id, {PSEUDONYM},"
+    " 'anon:' || e.anonymous_id, 'user:' || e.user_id)"
+)
 PERSON_JOINS = (
     "LEFT JOIN _ids u ON u.id_type = 'user_id' AND u.id_value = e.user_id "
     "LEFT JOIN _ids a ON a.id_type = 'anonymous_id' AND a.id_value = e.anonymous_id"

@@ -168,8 +168,18 @@ class Person:
     @property
     def mart_keys(self) -> set[str]:
         """Values that name the person in the marts (``person_id``: a profile id,
-        ``anon:<anonymousId>`` or ``user:<userId>``) and in id columns of other tables."""
-        return self._mart_keys
+        ``anon:<anonymousId>`` or ``user:<userId>``) and in id columns of other tables;
+        once :attr:`hashes` are known, also those of a person whose events the lake holds
+        pseudonymised: the hashes and ``pseudo:<hash>`` (``anon:``/``user:`` of a hash in
+        marts built before ``pseudo:`` keys existed)."""
+        hashed = self.hashes
+        if not hashed:
+            return self._mart_keys
+        return (
+            self._mart_keys
+            | hashed
+            | {prefix + h for h in hashed for prefix in ("pseudo:", "anon:", "user:")}
+        )
 
     # -- the precise test ---------------------------------------------------------------
 

@@ -98,3 +98,21 @@ def test_subject_normalises_and_refuses_nonsense() -> None:
         Subject.of([("Bad Type!", "x")])
     with pytest.raises(InvalidRequest):
         Subject.of([("user_id", "   ")])
+
+
+def test_mart_keys_name_a_pseudonymised_person_once_the_hashes_are_known() -> None:
+    """Marts key a pseudonymised person (no ``analytics`` consent) by their id's hash:
+    ``pseudo:<hash>`` (``anon:``/``user:`` of it in marts built before), so erasure needs
+    those keys too, and never a hash of anybody else."""
+    subject = person()
+    assert subject.mart_keys >= {"p_current", "p_old", "anon:a-7", "user:u1"}
+    assert not any(key.startswith("pseudo:") for key in subject.mart_keys)
+    subject.hashes = {"h_0123456789abcdef0123"}
+    assert subject.mart_keys >= {
+        "h_0123456789abcdef0123",
+        "pseudo:h_0123456789abcdef0123",
+        "anon:h_0123456789abcdef0123",
+        "user:h_0123456789abcdef0123",
+        "p_current",
+    }
+    assert "pseudo:h_ffffffffffffffffffff" not in subject.mart_keys

@@ -3,6 +3,9 @@
 
         person_id = profile of user_id if it has one,
                     else profile of anonymous_id,
+                    else 'pseudo:' || the user id's hash (else the anonymous id's) for an
+                         event the processor pseudonymised (its ids are their own hashes:
+                         a person without analytics consent),
                     else 'anon:' || anonymous_id (else 'user:' || user_id).
 
     Incremental, two kinds of rows per run, both stamped `transformed_at` = the run's time:
@@ -28,6 +31,10 @@ with lake_events as (
         case when type = 'track' then coalesce(event, type) else type end as event_name,
         user_id,
         anonymous_id,
+        case
+            when user_id = user_hash or anonymous_id = anonymous_hash
+                then 'pseudo:' || coalesce(user_hash, anonymous_hash)
+        end as pseudonym,
         source_id,
         {{ auie.utc('"timestamp"') }} as event_at,
         {{ auie.utc('received_at') }} as received_at,
@@ -69,6 +76,8 @@ candidates as (
         event_name,
         user_id,
         anonymous_id,
+        -- (a pseudonymised event's ids are hashes: never in the identity map, never re-read)
+        cast(null as {{ dbt.type_string() }}) as pseudonym,
         source_id,
         event_at,
         received_at,
@@ -99,6 +108,7 @@ attributed as (
         coalesce(
             users.profile_id,
             anonymous.profile_id,
+            candidates.pseudonym,
             'anon:' || candidates.anonymous_id,
             'user:' || candidates.user_id
         ) as person_id
