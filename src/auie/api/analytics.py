@@ -43,6 +43,7 @@ router = APIRouter(
         400: {"model": Error, "description": "Invalid body or parameters"},
         401: {"model": Error, "description": "Missing or invalid token"},
         403: {"model": Error, "description": "Token lacks the analytics:read scope"},
+        503: {"model": Error, "description": "The server is shutting down (shutting_down)"},
     },
 )
 _reader = Depends(scope(ANALYTICS_READ))
