@@ -666,59 +666,73 @@ def test_computed_traits_over_pii_properties_are_withheld_from_decisions(
     assert "078-05-1120" not in json.dumps(record)
 
 
-def test_a_person_without_analytics_consent_is_one_pseudonymous_person_in_analyses(
+def test_pseudonymised_events_have_one_pseudonymous_key_in_analyses_and_marts(
     make_app: Callable[..., App],
 ) -> None:
-    """The pseudonymised events of a person without ``analytics`` consent belong to one
-    person, ``pseudo:<user id hash>``, across their devices, in the analyses and the
-    marts alike; the pseudonymous SQL views show that key as it is (it is a hash already),
-    so it joins the events' hashed ids there."""
+    """The pseudonymised events of a person without ``analytics`` consent are grouped as an
+    unresolved visitor's are, one person per device, across its login (a funnel from before
+    the login to after it converts), keyed ``pseudo:<anonymous id hash>`` in the analyses
+    and the marts alike. The pseudonymous SQL views show that key as it is (it is a hash
+    already; it used to be hashed a second time), so it joins the events' hashed ids there,
+    and erasure removes it."""
     app = make_app()
+    # (a consent manager's wrapper sends the categories with every event)
     refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
-    day = "2026-03-02T10:00:00Z"
+    events = [
+        ("identify", None, None, "dev-1"),
+        ("track", "Viewed", None, "dev-1"),
+        ("identify", None, "no2", "dev-1"),
+        ("track", "Bought", "no2", "dev-1"),
+        ("track", "Viewed", "no2", "dev-2"),
+    ]
     send(
         app,
-        {"type": "identify", "userId": "no2", "anonymousId": "dev-1", "context": refuse},
         *(
             {
-                "type": "track",
-                "event": "Read",
-                "userId": "no2",
+                "type": kind,
+                **({"event": name} if name else {}),
+                **({"userId": user} if user else {}),
                 "anonymousId": device,
-                "timestamp": day,
+                "context": refuse,
+                "timestamp": f"2026-03-02T10:{minute:02d}:00Z",
             }
-            for device in ("dev-1", "dev-2")
+            for minute, (kind, name, user, device) in enumerate(events)
         ),
-        {"type": "track", "event": "Read", "userId": "yes2", "timestamp": day},
     )
     process(app)
+    assert {row[0] for row in lake_rows(app, "SELECT anonymous_id FROM events")} == {
+        app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"anonymous_id:{d}")
+        for d in ("dev-1", "dev-2")
+    }  # (all pseudonymised)
     analyst = token(app, "analytics:read")
-    trends = {
-        "events": ["Read"],
-        "measure": "people",
-        "from": "2026-03-01T00:00:00Z",
-        "to": "2026-03-03T00:00:00Z",
-    }
+    span = {"from": "2026-03-01T00:00:00Z", "to": "2026-03-03T00:00:00Z"}
+    trends = {"events": ["Viewed"], "measure": "people", **span}
     reply = app.client.post("/v1/analytics/trends", json=trends, headers=analyst)
     assert reply.status_code == 200, reply.text
-    assert reply.json()["series"][0]["total"] == 2  # one per person, not per device
-    pseudonym = "pseudo:" + app.runtime.privacy.pseudonyms.pseudonym(
-        app.boot.workspace, "user_id:no2"
-    )
+    assert reply.json()["series"][0]["total"] == 2  # one per device
+    funnel = {"steps": [{"event": "Viewed"}, {"event": "Bought"}], **span}
+    reply = app.client.post("/v1/analytics/funnels", json=funnel, headers=analyst)
+    assert reply.status_code == 200, reply.text
+    assert [step["count"] for step in reply.json()["steps"]] == [2, 1]  # across the login
+    keys = {
+        "pseudo:"
+        + app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"anonymous_id:{d}")
+        for d in ("dev-1", "dev-2")
+    }
     result = TransformRunner(app.runtime.settings, app.runtime.lake).run(app.boot.workspace)
     assert result.success, result.error
-    query = "SELECT person_id FROM user_features WHERE person_id LIKE 'pseudo:%'"
-    for headers in (token(app), analyst):  # with and without pii:read: the same key
+    query = "SELECT person_id FROM user_features"
+    for headers in (token(app), analyst):  # with and without pii:read: the same keys
         reply = app.client.post("/v1/sql", json={"query": query}, headers=headers)
         assert reply.status_code == 200, reply.text
-        assert reply.json()["rows"] == [[pseudonym]]
+        assert {row[0] for row in reply.json()["rows"]} == keys
     joined = (
         "SELECT count(*) FROM user_features f JOIN events e"
-        " ON f.person_id = 'pseudo:' || e.user_id WHERE e.event = 'Read'"
+        " ON f.person_id = 'pseudo:' || e.anonymous_id WHERE e.event = 'Viewed'"
     )
     reply = app.client.post("/v1/sql", json={"query": joined}, headers=analyst)
     assert reply.json()["rows"] == [[2]]
-    # Erasure finds the pseudonymous person's mart rows by the key.
+    # Erasure removes the pseudonymous person's mart rows.
     finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": "no2"})
     reply = app.client.post("/v1/sql", json={"query": query}, headers=token(app))
     assert reply.json()["rows"] == []

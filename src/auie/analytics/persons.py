@@ -6,7 +6,7 @@ straight from the tables the processor writes; no transformation has to run firs
 **Person of an event.** The latest profile (by ``changed_at``) that the lake's
 ``identities`` table gives the event's ``user_id``; if it has none, the latest profile of
 its ``anonymous_id``; for an event the processor pseudonymised (its ids are their hashes),
-``'pseudo:' ||`` the user id's hash (else the anonymous id's); otherwise
+``'pseudo:' ||`` the anonymous id's hash (else the user id's); otherwise
 ``'anon:' || anonymous_id`` (and, for an event without anonymous id,
 ``'user:' || user_id``). Because identities record every move
 of an identifier, anonymous events from before a login count for the person who logged in.
@@ -51,11 +51,12 @@ _JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'UHUGEINT')"
 #: engine keeps in a table rebuilt when ``identities`` changes (not once per query).
 IDS_CTE = f'_ids AS (SELECT id_type, id_value, profile_id FROM "{CURRENT_IDS}")'
 #: A pseudonymised event (a person without ``analytics`` consent: its ids are their keyed
-#: hashes) belongs to ``'pseudo:' || <user id hash, else anonymous id hash>``: one person
-#: per pseudonym, shown as is by the pseudonymous SQL views (its value is a hash already).
+#: hashes) belongs to ``'pseudo:' || <anonymous id hash, else user id hash>``: grouped as an
+#: unresolved visitor's events are (one person per device, across its login), keyed so that
+#: the pseudonymous SQL views show it as it is (its value is a hash already).
 PSEUDONYM = (
     "CASE WHEN e.user_id = e.user_hash OR e.anonymous_id = e.anonymous_hash"
-    " THEN 'pseudo:' || coalesce(e.user_hash, e.anonymous_hash) END"
+    " THEN 'pseudo:' || coalesce(e.anonymous_hash, e.user_hash) END"
 )
 PERSON = (
     f"coalesce(u.profile_id, a.profile_id, {PSEUDONYM},"

@@ -7,7 +7,8 @@ workspace whose views wrap the lake tables and marts:
   ``id_value``, ``email``) hold the keyed hash AUIE stores beside them (``h_…``, the same
   value the lake's ``user_hash`` / ``anonymous_hash`` / ``id_hash`` columns hold, so hashes
   join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
-  keep profile ids and hash the ``anon:``/``user:`` fallbacks;
+  keep profile ids, hash the ``anon:``/``user:`` fallbacks and keep ``pseudo:<hash>`` (the
+  key of pseudonymised events, a hash already);
 * ``context_ip`` is NULL; the configured PII fields are removed from ``traits``,
   ``properties`` and ``extra`` JSON, found as the privacy stage finds them
   (:class:`auie.privacy.fields.PiiRules`: any case, at any depth of traits and extra fields,
@@ -45,7 +46,8 @@ ID_COLUMNS: dict[str, str] = {
     "email": "email",
 }
 #: Mart columns holding a person: a profile id, or ``anon:<anonymous id>`` /
-#: ``user:<user id>`` for people the identity graph has not resolved (yet).
+#: ``user:<user id>`` for people the identity graph has not resolved (yet), or
+#: ``pseudo:<hash>`` for pseudonymised events (shown as it is).
 PERSON_COLUMNS = frozenset({"person_id", "previous_person_id"})
 #: Lake columns that already hold the stored hash of another column.
 _STORED_HASH = {"user_id": "user_hash", "anonymous_id": "anonymous_hash", "id_value": "id_hash"}

@@ -2,7 +2,9 @@
 //
 // The definitions follow docs/analytics.md: an event's *name* is `event` for track events
 // and the type otherwise; its *person* is the current profile of its user id, else of its
-// anonymous id (the lake's `identities` table), else the raw id.
+// anonymous id (the lake's `identities` table), else the raw id. (The analyses key a
+// pseudonymised event `pseudo:<hash>`; here it is `anon:<hash>`: the same grouping, so the
+// same counts, and the hash columns that tell it apart are not in a pseudonymous view.)
 
 import { literal, sql } from "./api.js";
 import { field, h, isoDate, select, utcDay } from "./ui.js";

@@ -3,9 +3,9 @@
 
         person_id = profile of user_id if it has one,
                     else profile of anonymous_id,
-                    else 'pseudo:' || the user id's hash (else the anonymous id's) for an
+                    else 'pseudo:' || the anonymous id's hash (else the user id's) for an
                          event the processor pseudonymised (its ids are their own hashes:
-                         a person without analytics consent),
+                         a person without analytics consent; grouped like the next rule),
                     else 'anon:' || anonymous_id (else 'user:' || user_id).
 
     Incremental, two kinds of rows per run, both stamped `transformed_at` = the run's time:
@@ -33,7 +33,7 @@ with lake_events as (
         anonymous_id,
         case
             when user_id = user_hash or anonymous_id = anonymous_hash
-                then 'pseudo:' || coalesce(user_hash, anonymous_hash)
+                then 'pseudo:' || coalesce(anonymous_hash, user_hash)
         end as pseudonym,
         source_id,
         {{ auie.utc('"timestamp"') }} as event_at,
