@@ -352,7 +352,8 @@ def test_the_processor_child_yields_the_cpu_to_the_server_and_its_log_writer(
         return int(Path(f"/proc/{of}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
     members = group_size(Settings())
-    deadline = time.monotonic() + 30
+    # (at idle priority a member starts late on a saturated machine: as long as in the others)
+    deadline = time.monotonic() + 90
     while len(processors(server)) < members:  # a member still starting is no one yet
         assert time.monotonic() < deadline, f"{processors(server)} of {members} processors"
         time.sleep(0.2)
