@@ -269,6 +269,17 @@ def add_interval(sessions: list[list[int]], interval: Sequence[int], gap_ms: int
     sessions[lo:hi] = [[start, end]]
 
 
+def _least(a: Decimal, b: Decimal) -> Decimal:
+    """The smaller; of equal numbers spelled apart (``0`` and ``0.0``) always the same one
+    (Decimal's total order), so the stored text does not depend on the arrival order."""
+    return a if a.compare_total(b) <= 0 else b
+
+
+def _greatest(a: Decimal, b: Decimal) -> Decimal:
+    """The larger; of equal numbers spelled apart always the same one (see :func:`_least`)."""
+    return a if a.compare_total(b) >= 0 else b
+
+
 def _number(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
@@ -460,9 +471,11 @@ class StateFolder:
             total = number if current is None else _DECIMALS.add(current, number)
             state.computed[trait.name] = str(total)
         elif trait.kind == "min":
-            state.computed[trait.name] = str(number if current is None else min(current, number))
+            state.computed[trait.name] = str(number if current is None else _least(current, number))
         elif trait.kind == "max":
-            state.computed[trait.name] = str(number if current is None else max(current, number))
+            state.computed[trait.name] = str(
+                number if current is None else _greatest(current, number)
+            )
 
     @staticmethod
     def _consent(state: NodeState, stated: Mapping[str, Any], stamp: Stamp, source: str) -> None:
@@ -573,9 +586,9 @@ class StateFolder:
         elif trait.kind == "sum":
             into.computed[trait.name] = str(_DECIMALS.add(Decimal(ours), Decimal(theirs)))
         elif trait.kind == "min":
-            into.computed[trait.name] = str(min(Decimal(ours), Decimal(theirs)))
+            into.computed[trait.name] = str(_least(Decimal(ours), Decimal(theirs)))
         elif trait.kind == "max":
-            into.computed[trait.name] = str(max(Decimal(ours), Decimal(theirs)))
+            into.computed[trait.name] = str(_greatest(Decimal(ours), Decimal(theirs)))
         elif trait.kind in ("first", "last"):
             newer = tuple(theirs[1]) > tuple(ours[1])
             if newer == (trait.kind == "last"):

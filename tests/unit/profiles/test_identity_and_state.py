@@ -929,3 +929,21 @@ def test_a_state_is_merged_exactly_when_merging_it_into_nothing_changes_nothing(
             or state.consent_history != merged.consent_history
             or state.counts != merged.counts
         )
+
+
+def test_min_and_max_of_equal_numbers_spelled_apart_do_not_depend_on_the_order() -> None:
+    """``0`` and ``0.0`` are equal: which one ``min``/``max`` keep used to follow the
+    arrival order, so the stored state differed (hypothesis found it). Decimal's total
+    order now picks the same one either way, in folding and in merging."""
+    traits = [
+        ComputedTrait("smallest", "min", "Order Completed", "total"),
+        ComputedTrait("largest", "max", "Order Completed", "total"),
+    ]
+    folder = StateFolder(GAP, traits)
+    one, other = track(1, "m1", total=0), track(2, "m2", total="0.0")
+    forward, backward = fold(folder, [one, other]), fold(folder, [other, one])
+    assert forward.computed == backward.computed
+    split = fold(folder, [other])
+    folder.merge(split, fold(folder, [one]))
+    assert split.computed == forward.computed
+    assert folder.computed_traits(forward)["smallest"] == 0
