@@ -27,6 +27,7 @@ from auie.decide.policies import make_policy
 from auie.decide.service import MAIN_ARM
 from auie.errors import InvalidRequest
 from auie.eventlog import DECISIONS_TOPIC
+from auie.privacy.fields import PiiRules
 from auie.runtime import Bootstrap, Runtime
 from conftest import App
 from helpers import bearer, get_token
@@ -121,7 +122,7 @@ def test_computed_traits_of_a_pii_property_are_not_joined(make_app: Callable[...
     runtime.eventlog.append([log_record(event, workspace)])
     drain(runtime.processor())
     assert runtime.profiles.profile(workspace, "user_id", "u-mail").computed_traits["orders"] == 1
-    person = PersonContext(runtime.profiles, pii_fields=runtime.settings.privacy.pii_fields)
+    person = PersonContext(runtime.profiles, pii_rules=PiiRules.of(runtime.settings.privacy))
     _, context = person.lookup(workspace, "u-mail", None, JoinSpec())
     assert context["computed"]["orders"] == 1
     assert "last_email" not in context["computed"]

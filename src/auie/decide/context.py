@@ -18,7 +18,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from auie.decide.config import JoinSpec
@@ -64,24 +64,20 @@ class PersonContext:
         *,
         segments_of: SegmentsOf | None = None,
         features_of: FeaturesOf | None = None,
-        pii_fields: Iterable[str] = (),
-        pii_properties: Iterable[str] | None = None,
+        pii_rules: fields.PiiRules | None = None,
     ) -> None:
         self.profiles = profiles
         self.segments_of = segments_of
         self.features_of = features_of
-        self.pii_fields = frozenset(f.lower() for f in pii_fields)
-        #: PII fields of ``properties`` (``pii_properties``; ``pii_fields`` when not given).
-        properties = self.pii_fields if pii_properties is None else pii_properties
-        pii_property = {f.lower() for f in properties}
+        #: Which trait and property names are PII (none without rules).
+        self.pii_rules = pii_rules or fields.PiiRules((), ())
         #: Declared computed traits over a PII property: never joined either.
         self.pii_computed = frozenset(
             trait.name
             for trait in profiles.folder.computed
-            if trait.property is not None and trait.property.lower() in pii_property
+            if trait.property is not None and self.pii_rules.is_pii_property(trait.property)
         )
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
-        self._is_pii = lambda name: name.lower() in self.pii_fields
         self._loads: queue.SimpleQueue[tuple[str, str, dict[str, Any], str, Any]] = (
             queue.SimpleQueue()
         )
@@ -115,7 +111,7 @@ class PersonContext:
             return None, {}
         person: dict[str, Any] = {
             "consent": dict(profile.consent.get("current", {})),
-            "traits": fields.without(profile.traits, self._is_pii),
+            "traits": self.pii_rules.strip("traits", profile.traits),
             "computedTraits": {
                 k: v
                 for k, v in profile.computed_traits.items()

@@ -367,11 +367,11 @@ def resolve_person(
         for merge in store.merges(workspace, pid):
             profile_ids.update((merge.from_profile, merge.into_profile))
     pii: set[str] = set()
-    wanted = {f.lower() for f in pii_fields}
+    is_pii = fields.PiiRules(pii_fields, ()).is_pii
     for item in store.nodes(workspace, nodes).values():
         if item.state is not None:
             traits = {name: stored for name, (stored, _stamp) in item.state.traits.items()}
-            pii |= _pii_texts(workspace, traits, lambda name: name.lower() in wanted, cipher)
+            pii |= _pii_texts(workspace, traits, is_pii, cipher)
     return Person(
         workspace,
         nodes,
