@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--events", type=int, default=200_000, help="events in the log [200000]")
     parser.add_argument("--people", type=int, default=30_000, help="visitors [30000]")
+    parser.add_argument(
+        "--consent-share",
+        type=float,
+        default=0.0,
+        help="share of visitors whose web events state consent (a consent manager) [0]",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs [3]")
     parser.add_argument(
         "--workers",
@@ -162,7 +168,11 @@ class Runner:
             template = root / "template"
             print(f"writing {args.events:,} events of {args.people:,} visitors ...", flush=True)
             stream = throughput.prepare(
-                template, seed=self.seed, events=args.events, people=args.people
+                template,
+                seed=self.seed,
+                events=args.events,
+                people=args.people,
+                consent=args.consent_share,
             )
             print(
                 f"  {stream['event_bytes']:.0f} bytes per event in the log, "
@@ -403,7 +413,8 @@ def render(result: dict[str, Any]) -> str:
         stream = result["stream"]
         last = runs[-1]
         out.append(
-            f"stream: {stream['events']:,} events of {stream['people']:,} visitors, "
+            f"stream: {stream['events']:,} events of {stream['people']:,} visitors"
+            f" ({stream.get('consent_share', 0):.0%} stating consent), "
             f"{stream['event_bytes']:.0f} bytes each; lake rows {last['lake_events']:,}, "
             f"{last['profiles']:,} profiles of {last['identifiers']:,} identifiers, "
             f"{last['lake_identities']:,} identity rows"

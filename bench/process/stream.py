@@ -85,13 +85,18 @@ class Visitor:
     locale: str
     ip: str
     logged_in: bool = False
+    #: What the visitor's consent manager states with each web event (None: none).
+    consent: dict[str, bool] | None = None
 
     @classmethod
-    def make(cls, rng: random.Random, index: int) -> Visitor:
+    def make(cls, rng: random.Random, index: int, consent_share: float = 0.0) -> Visitor:
         user = f"user-{index:07d}" if rng.random() < 0.5 else None
         email = f"{user}@mail.example.org" if user and rng.random() < 0.6 else None
         agent = rng.choice(_BROWSERS).format(v=rng.randint(118, 127), m=rng.randint(0, 6))
         ip = f"{rng.randint(11, 220)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{index % 250}"
+        consent = None
+        if consent_share and rng.random() < consent_share:
+            consent = {"analytics": rng.random() >= 0.1, "advertising": rng.random() >= 0.4}
         return cls(
             _uuid(rng),
             user,
@@ -99,6 +104,7 @@ class Visitor:
             agent,
             rng.choice(_LOCALES),
             ip,
+            consent=consent,
         )
 
 
@@ -148,16 +154,22 @@ def _message(rng: random.Random, visitor: Visitor, message_id: str) -> dict[str,
             "userAgent": visitor.agent,
             "locale": visitor.locale,
         }
+        if visitor.consent is not None:  # a consent manager's wrapper: on every web event
+            message["context"]["consent"] = {"categoryPreferences": visitor.consent}
     return message
 
 
 class Stream:
-    """``events`` normalised events of ``people`` visitors, in event-time order."""
+    """``events`` normalised events of ``people`` visitors, in event-time order; a share
+    ``consent`` of the visitors state consent with every web event (a consent manager's
+    wrapper; one in ten refuses ``analytics``)."""
 
-    def __init__(self, seed: int, events: int, people: int, hours: float = 3.0) -> None:
+    def __init__(
+        self, seed: int, events: int, people: int, hours: float = 3.0, consent: float = 0.0
+    ) -> None:
         self.rng = random.Random(seed)
         self.events = events
-        self.visitors = [Visitor.make(self.rng, i) for i in range(people)]
+        self.visitors = [Visitor.make(self.rng, i, consent) for i in range(people)]
         self.started = datetime.now(UTC) - timedelta(hours=hours)
         self.step_ms = hours * 3_600_000 / max(1, events)
         self.tag = f"{seed % 10**6:06d}"

@@ -43,18 +43,27 @@ sys.path.insert(0, str(REPO / "tests"))
 from stores import postgres_database  # noqa: E402
 
 
-def prepare(directory: Path, *, seed: int, events: int, people: int) -> dict[str, Any]:
-    """A bootstrapped data directory whose event log holds the whole stream."""
+def prepare(
+    directory: Path, *, seed: int, events: int, people: int, consent: float = 0.0
+) -> dict[str, Any]:
+    """A bootstrapped data directory whose event log holds the whole stream (``consent``:
+    the share of visitors stating consent with their web events)."""
     runtime = Runtime(Settings(data_dir=directory))
     try:
         boot = runtime.bootstrap()
         assert boot is not None, f"{directory} is not a fresh data directory"
         started = time.perf_counter()
-        size = fill(runtime.eventlog, Stream(seed, events, people), boot.workspace, boot.source)
+        size = fill(
+            runtime.eventlog,
+            Stream(seed, events, people, consent=consent),
+            boot.workspace,
+            boot.source,
+        )
         return {
             "workspace": boot.workspace,
             "events": events,
             "people": people,
+            "consent_share": consent,
             "event_bytes": size / events,
             "fill_s": time.perf_counter() - started,
         }

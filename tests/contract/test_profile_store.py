@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 
+from auie import db
 from auie.errors import StorageUnavailable
 from auie.ids import utcnow
 from auie.profiles.identity import Edge, Merge
@@ -23,7 +26,7 @@ from auie.profiles.store.base import (
     StoredNode,
     Violation,
 )
-from auie.profiles.store.sql import SqlProfileStore
+from auie.profiles.store.sql import MIGRATIONS, SqlProfileStore
 from auie.profiles.store.tables import metadata
 
 WS = "ws_one"
@@ -499,3 +502,119 @@ def test_the_migrations_build_the_schema_the_code_declares(profile_store: Profil
     assert [
         d for d in differences if not (d[0] == "remove_table" and d[1].name.startswith("alembic"))
     ] == []
+
+
+# -- consent ------------------------------------------------------------------------------
+
+
+def consenting(key: str, pid: str, **granted: tuple[bool, int]) -> NodeRow:
+    """A node of ``pid`` whose state holds statements: purpose=(granted, event time ms)."""
+    node_state = state(plan="pro")
+    node_state.consent = {p: (g, (ts, f"m-{key}-{p}")) for p, (g, ts) in granted.items()}
+    node_state.consent_history = [
+        [ts, f"m-{key}-{p}", p, g, "api"] for p, (g, ts) in granted.items()
+    ]
+    return NodeRow(WS, key, pid, True, node_state)
+
+
+def test_consents_are_read_by_profile_from_the_nodes_that_hold_one(
+    profile_store: ProfileStore,
+) -> None:
+    write(
+        profile_store,
+        nodes=[
+            consenting("anonymous_id:a1", "p_1", analytics=(False, 1_000)),
+            consenting("user_id:u1", "p_1", analytics=(True, 500), marketing=(False, 700)),
+            row("anonymous_id:a2", "p_1", plan="free"),  # holds no statement
+            row("user_id:u2", "p_2", plan="free"),
+            consenting("user_id:u3", "p_3", personalization=(True, 900)),
+        ],
+    )
+    found = profile_store.consents(WS, ["p_1", "p_2", "p_3", "p_unknown"])
+    assert sorted(found) == ["p_1", "p_3"]  # p_2's nodes state nothing
+    assert sorted(found["p_1"], key=str) == sorted(
+        [
+            {"analytics": (False, (1_000, "m-anonymous_id:a1-analytics"))},
+            {
+                "analytics": (True, (500, "m-user_id:u1-analytics")),
+                "marketing": (False, (700, "m-user_id:u1-marketing")),
+            },
+        ],
+        key=str,
+    )
+    assert profile_store.consents(OTHER, ["p_1"]) == {}
+
+
+def test_a_nodes_consent_follows_it_to_another_profile_and_goes_with_its_statements(
+    profile_store: ProfileStore,
+) -> None:
+    write(profile_store, nodes=[consenting("anonymous_id:a1", "p_1", analytics=(False, 1_000))])
+    write(profile_store, reassign=[(WS, "anonymous_id:a1", "p_2")])  # merged into p_2
+    assert profile_store.consents(WS, ["p_1", "p_2"]) == {
+        "p_2": [{"analytics": (False, (1_000, "m-anonymous_id:a1-analytics"))}]
+    }
+    # Rewritten in place (the writer read it with this profile): the new statement is read.
+    newer = consenting("anonymous_id:a1", "p_2", analytics=(True, 2_000))
+    write(profile_store, nodes=[NodeRow(WS, newer.node, "p_2", True, newer.state, kept=True)])
+    assert profile_store.consents(WS, ["p_2"]) == {
+        "p_2": [{"analytics": (True, (2_000, "m-anonymous_id:a1-analytics"))}]
+    }
+    # A state without statements (or no state) leaves nothing to read.
+    write(profile_store, nodes=[NodeRow(WS, "anonymous_id:a1", "p_2", True, state(), kept=True)])
+    assert profile_store.consents(WS, ["p_2"]) == {}
+
+
+def test_the_upgrade_fills_the_consent_of_nodes_stored_before_it(store_url: str) -> None:
+    """Stores written before ``identity_nodes.consent`` existed (migration p0004): the
+    upgrade reads each stored state's statements into it."""
+    engine = db.create_db_engine(store_url)
+    try:
+        db.migrate(engine, revision="p0004", migrations=MIGRATIONS)
+        stated = state()
+        stated.consent = {"analytics": (False, (1_000, "m-1"))}
+        stated.consent_history = [[1_000, "m-1", "analytics", False, "event"]]
+        trait_k = state(k="a trait named k")  # '"k":' in its text, no statement
+        rows = [
+            ("ws", f"anonymous_id:a{i}", "p_1", stated.encode().decode()) for i in range(1_205)
+        ]  # more than one page of the backfill
+        rows += [("ws", "user_id:u1", "p_1", trait_k.encode().decode())]
+        rows += [("ws", "user_id:u2", "p_2", None), ("ws", "user_id:u3", "p_3", '{"t":{}}')]
+        nodes = sql_table("identity_nodes", *(sql_column(n) for n in _OLD_NODE_COLUMNS))
+        with engine.begin() as conn:
+            conn.execute(
+                nodes.insert(),
+                [
+                    dict(
+                        zip(
+                            _OLD_NODE_COLUMNS,
+                            (ws, key, *key.split(":", 1), pid, True, s, T0),
+                            strict=True,
+                        )
+                    )
+                    for ws, key, pid, s in rows
+                ],
+            )
+    finally:
+        engine.dispose()
+    store = SqlProfileStore.open(store_url)  # migrates to the head
+    try:
+        found = store.consents("ws", ["p_1", "p_2", "p_3"])
+        assert list(found) == ["p_1"]
+        assert found["p_1"] == [{"analytics": (False, (1_000, "m-1"))}] * 1_205
+        # The upgraded nodes read as before, statements included.
+        node = store.nodes("ws", ["anonymous_id:a7"])["anonymous_id:a7"]
+        assert node.state == stated
+    finally:
+        store.close()
+
+
+_OLD_NODE_COLUMNS = (
+    "workspace_id",
+    "node",
+    "id_type",
+    "id_value",
+    "profile_id",
+    "evidenced",
+    "state",
+    "updated_at",
+)

@@ -312,6 +312,77 @@ def test_consent_from_the_api_governs_decisions(make_app: Callable[..., App]) ->
     assert decision_service.point(app.boot.workspace, "hero").policies[""].steps == 0
 
 
+def test_a_refusal_on_any_identifier_of_a_person_covers_all_of_their_events(
+    make_app: Callable[..., App],
+) -> None:
+    """Consent is the person's, not one identifier's: a banner refused before login (on
+    the anonymous id, by an event or through the API) governs the user id's events and
+    decisions after the login links them, in later batches and in the same batch; a later
+    statement on any of the person's identifiers supersedes it."""
+    app = make_app()
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    grant = {"consent": {"categoryPreferences": {"analytics": True}}}
+
+    def at(day: int) -> str:
+        return f"2026-01-{day:02d}T00:00:00Z"
+
+    send(
+        app,
+        {"type": "page", "anonymousId": "a-banner", "context": refuse, "timestamp": at(1)},
+        {"type": "page", "anonymousId": "a-control", "timestamp": at(1)},
+    )
+    process(app)
+    headers = token(app)
+    reply = app.client.put(
+        "/v1/privacy/consent/anonymous_id/a-api", json={"analytics": False}, headers=headers
+    )
+    assert reply.status_code == 200, reply.text
+    send(  # logins, then use under the user ids alone
+        app,
+        {"type": "identify", "userId": "u-banner", "anonymousId": "a-banner", "timestamp": at(2)},
+        {"type": "identify", "userId": "u-api", "anonymousId": "a-api", "timestamp": at(2)},
+        {"type": "identify", "userId": "u-control", "anonymousId": "a-control", "timestamp": at(2)},
+        {"type": "track", "userId": "u-banner", "event": "Read", "timestamp": at(3)},
+        {"type": "track", "userId": "u-api", "event": "Read", "timestamp": at(3)},
+        {"type": "track", "userId": "u-control", "event": "Read", "timestamp": at(3)},
+        # refused and logged in within one batch
+        {"type": "page", "anonymousId": "a-same", "context": refuse, "timestamp": at(2)},
+        {"type": "identify", "userId": "u-same", "anonymousId": "a-same", "timestamp": at(3)},
+        {"type": "track", "userId": "u-same", "event": "Read", "timestamp": at(3)},
+    )
+    process(app)
+    hero_point(app, headers)
+    decide = {"decisionPoint": "hero", "userId": "u-banner", "actions": ACTIONS}
+    assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
+    process(app)
+
+    def hashed(value: str) -> str:
+        return app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"user_id:{value}")
+
+    tracked = {row[0] for row in lake_rows(app, "SELECT user_id FROM events WHERE event = 'Read'")}
+    assert tracked == {hashed("u-banner"), hashed("u-api"), hashed("u-same"), "u-control"}
+    assert lake_rows(app, "SELECT user_id FROM decisions") == [(hashed("u-banner"),)]
+    # What the profile API shows is what the lake applied.
+    profile = app.client.get("/v1/profiles/user_id/u-banner", headers=headers).json()
+    assert profile["consent"]["current"] == {"analytics": False}
+
+    # The person grants later, on the user id: their next events are in the clear again.
+    send(
+        app,
+        {
+            "type": "track",
+            "userId": "u-banner",
+            "event": "Granted",
+            "context": grant,
+            "timestamp": at(4),
+        },
+        {"type": "track", "userId": "u-banner", "event": "Read again", "timestamp": at(5)},
+    )
+    process(app)
+    later = lake_rows(app, "SELECT user_id FROM events WHERE event LIKE '% again'")
+    assert later == [("u-banner",)]
+
+
 def test_suppressed_identifiers_are_dropped_and_counted(make_app: Callable[..., App]) -> None:
     app = make_app()
     suppressions = app.runtime.privacy.suppressions

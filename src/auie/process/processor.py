@@ -43,7 +43,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -170,6 +170,9 @@ class _Accepted(msgspec.Struct, gc=False):
     fresh: bool
     identity: EventIdentity | None = None
     columns: dict[str, Any] = {}
+    #: The profile resolution put the event in.
+    profile_id: str | None = None
+    #: The profile's current consent, when any of its identifiers holds a statement.
     consent: dict[str, bool] | None = None
 
 
@@ -403,6 +406,10 @@ class Processor:
             positions[record.partition] = max(positions[record.partition], record.offset + 1)
         with self.profile_lock():
             resolved = self._write_profiles(accepted, change)
+        if self.gate is not None:  # after the write: the batch's own statements count
+            consents = self._consents((item.workspace, item.profile_id) for item in resolved)
+            for item in resolved:
+                item.consent = consents.get((item.workspace, item.profile_id))
         for item in resolved:
             self._lake_event(item)
         self._add_lake_rows(lake_rows)  # after the batch's consent statements are stored
@@ -469,17 +476,15 @@ class Processor:
         have a profile (the others become dead letters)."""
         fresh_items = [a for a in accepted if a.fresh]
         resolution = self.profiles.resolve(fresh_items, self.node_cache)
-        for item, stated in zip(fresh_items, resolution.consent, strict=True):
-            item.consent = stated
+        for item, pid in zip(fresh_items, resolution.profile_ids, strict=True):
+            item.profile_id = pid
+        self._replayed_profiles([a for a in accepted if not a.fresh])
         change.edges, change.nodes = resolution.write.edges, resolution.write.nodes
         change.reassign, change.merges = resolution.write.reassign, resolution.write.merges
         change.closed = resolution.write.closed
-        profile_ids = dict(zip(map(id, fresh_items), resolution.profile_ids, strict=True))
-        for a, pid in self._replayed_profiles([a for a in accepted if not a.fresh]).items():
-            profile_ids[a] = pid
         resolved = []
         for item in accepted:
-            if profile_ids.get(id(item)) is None:
+            if item.profile_id is None:
                 error = StageError(
                     "identity", "no_identity", "userId and anonymousId are missing or junk values"
                 )
@@ -541,21 +546,33 @@ class Processor:
             item.columns = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
         return kept
 
-    def _replayed_profiles(self, items: list[_Accepted]) -> dict[int, str | None]:
-        """Profile ids of events the profile store already absorbed (read after a crash)."""
+    def _replayed_profiles(self, items: list[_Accepted]) -> None:
+        """Set the profile id of events the profile store already absorbed (read again
+        after a crash)."""
         rules = self.profiles.rules
         owners = [
             (i.workspace, (i.identity or event_identity(i.event, i.ts, rules)).primary)
             for i in items
         ]
         known = self._stored_nodes(owners)
-        found: dict[int, str | None] = {}
         for item, owner in zip(items, owners, strict=True):
             node = known.get(owner)
-            found[id(item)] = node.profile_id if node is not None else None
-            if node is not None and node.state is not None and node.state.consent:
-                item.consent = node.state.current_consent()
-        return found
+            item.profile_id = node.profile_id if node is not None else None
+
+    def _consents(
+        self, profiles: Iterable[tuple[str, str | None]]
+    ) -> dict[tuple[str, str | None], dict[str, bool]]:
+        """The current consent of these (workspace, profile id), of those holding a
+        statement on any of their identifiers: one read per workspace."""
+        wanted: dict[str, set[str]] = {}
+        for workspace, pid in profiles:
+            if pid is not None:
+                wanted.setdefault(workspace, set()).add(pid)
+        return {
+            (workspace, pid): current
+            for workspace, pids in wanted.items()
+            for pid, current in self.profiles.consents(workspace, pids).items()
+        }
 
     def _stored_nodes(
         self, owners: Sequence[tuple[str, str | None]]
@@ -643,19 +660,21 @@ class Processor:
 
     def _analytics_allowed(self, decisions: list[tuple[str, dict[str, Any]]]) -> dict[int, bool]:
         """Whether each decision's person allows ``analytics``, by ``id`` of its row: the
-        consent stored on the identifier it belongs to (its user id, else its anonymous id),
-        as for the events of that identifier."""
+        current consent of the profile its identifier (its user id, else its anonymous id)
+        belongs to now, as for that person's events."""
         assert self.gate is not None
         owner = self.profiles.rules.owner
         owners = [(ws, owner(row.get("user_id"), row.get("anonymous_id"))) for ws, row in decisions]
         known = self._stored_nodes(owners)
-        allowed: dict[int, bool] = {}
-        for (_, row), key in zip(decisions, owners, strict=True):
-            node = known.get(key)
-            state = node.state if node is not None else None
-            stated = state.current_consent() if state is not None else None
-            allowed[id(row)] = self.gate.allows_analytics(stated)
-        return allowed
+        profiles = [
+            (ws, node.profile_id if (node := known.get((ws, key))) is not None else None)
+            for ws, key in owners
+        ]
+        consents = self._consents(profiles)
+        return {
+            id(row): self.gate.allows_analytics(consents.get(profile))
+            for (_, row), profile in zip(decisions, profiles, strict=True)
+        }
 
     def _plan(self, workspace: str) -> TrackingPlan | None:
         cached = self._plans.get(workspace)

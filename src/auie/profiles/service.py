@@ -36,7 +36,7 @@ from auie.profiles.identity import (
     split,
 )
 from auie.profiles.nodecache import NodeCache
-from auie.profiles.state import NodeState, StateFolder
+from auie.profiles.state import Consent, NodeState, StateFolder, merge_consent
 from auie.profiles.store.base import NodeRow, ProfileStore, ProfileWrite, StoredNode
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,6 @@ class Resolution:
     changed: set[tuple[str, str]] = field(default_factory=set)
     #: Identifiers that are new or moved to another profile: (workspace, node, profile id).
     moved: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Consent of each item's primary identifier after the batch ({purpose: granted}).
-    consent: list[dict[str, bool] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +152,7 @@ class ProfileService:
     def resolve(self, items: Sequence[Resolvable], cache: NodeCache | None = None) -> Resolution:
         """Resolve a batch; stored nodes are read through ``cache`` if there is one (the
         caller checks it, writes the result and tells it what was written)."""
-        result = Resolution([None] * len(items), ProfileWrite(), consent=[None] * len(items))
+        result = Resolution([None] * len(items), ProfileWrite())
         read = cache.nodes if cache is not None else self.store.nodes
         by_workspace: dict[str, list[int]] = {}
         for index, item in enumerate(items):
@@ -208,9 +206,6 @@ class ProfileService:
         for index, ident in zip(indexes, idents, strict=True):
             if ident.primary is not None:
                 result.profile_ids[index] = profiles[ident.primary]
-                state = states.get(ident.primary)
-                if state is not None and state.consent:
-                    result.consent[index] = state.current_consent()
         result.changed |= {(ws, profiles[k]) for k in states}
         result.write.edges.extend((ws, e) for e in changed_edges)
 
@@ -369,6 +364,18 @@ class ProfileService:
                 )
 
     # -- reading ---------------------------------------------------------------------------
+
+    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, dict[str, bool]]:
+        """The current consent ({purpose: granted}) of each of these profiles that holds a
+        statement on any of its identifiers: per purpose, the latest statement of any of
+        them (as :meth:`profile` shows it)."""
+        found: dict[str, dict[str, bool]] = {}
+        for pid, statements in self.store.consents(workspace, profile_ids).items():
+            merged: Consent = {}
+            for consent in statements:
+                merge_consent(merged, consent)
+            found[pid] = {purpose: granted for purpose, (granted, _stamp) in merged.items()}
+        return found
 
     def lookup(self, workspace: str, keys: Iterable[str]) -> dict[str, str]:
         """Current profile id of each known identifier."""

@@ -240,6 +240,39 @@ def _later(a: Stamp, b: Stamp) -> bool:
     return a > b
 
 
+#: Consent per purpose as a node holds it: (granted, stamp of the statement).
+Consent = dict[str, tuple[bool, Stamp]]
+
+
+def _overrides(statement: tuple[bool, Stamp], current: tuple[bool, Stamp]) -> bool:
+    """Whether a consent statement replaces the current one: it is later by event time and
+    ``messageId``; of two with the same stamp, the refusal (so the result never depends on
+    which was seen first)."""
+    return statement[1] > current[1] or (statement[1] == current[1] and not statement[0])
+
+
+def merge_consent(into: Consent, other: Mapping[str, tuple[bool, Stamp]]) -> Consent:
+    """Fold ``other``'s consent into ``into`` (in place, and returned): per purpose, the
+    latest statement wins, as in :meth:`StateFolder.merge`."""
+    for purpose, statement in other.items():
+        current = into.get(purpose)
+        if current is None or _overrides(statement, current):
+            into[purpose] = statement
+    return into
+
+
+_decode_consent = msgspec.json.Decoder(dict[str, tuple[bool, tuple[Any, Any]]]).decode
+
+
+def encode_consent(consent: Mapping[str, tuple[bool, Stamp]]) -> str | None:
+    """A node's consent as the profile store's ``consent`` column holds it (None: none)."""
+    return _encode(consent).decode() if consent else None
+
+
+def decode_consent(text: str | bytes) -> Consent:
+    return _decode_consent(text)
+
+
 def _earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -483,7 +516,7 @@ class StateFolder:
             if purpose not in PURPOSES or not isinstance(granted, bool):
                 continue
             current = state.consent.get(purpose)
-            if current is None or _later(stamp, current[1]):
+            if current is None or _overrides((granted, stamp), current):
                 state.consent[purpose] = (granted, stamp)
             entry = [stamp[0], stamp[1], purpose, granted, source]
             if entry not in state.consent_history:
@@ -516,10 +549,7 @@ class StateFolder:
             into.last_page = other.last_page
         for trait in self.computed:
             self._merge_computed(into, other, trait)
-        for purpose, (granted, stamp) in other.consent.items():
-            current = into.consent.get(purpose)
-            if current is None or _later(stamp, current[1]):
-                into.consent[purpose] = (granted, stamp)
+        merge_consent(into.consent, other.consent)
         if other.consent_history:
             seen = {tuple(h) for h in into.consent_history}
             into.consent_history.extend(h for h in other.consent_history if tuple(h) not in seen)

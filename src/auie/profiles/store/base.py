@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from auie.profiles.identity import Edge, Merge
-from auie.profiles.state import NodeState
+from auie.profiles.state import Consent, NodeState
 
 
 class StoredNode(msgspec.Struct, frozen=True, gc=False):
@@ -203,6 +203,11 @@ class ProfileStore(ABC):
         self, workspace: str, profile_ids: Iterable[str]
     ) -> dict[str, list[StoredNode]]:
         """Every node of each of the profiles (profiles without nodes are absent)."""
+
+    @abstractmethod
+    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, list[Consent]]:
+        """The consent of each node of these profiles that holds a statement, by profile
+        (profiles without one are absent); read without the nodes' states."""
 
     @abstractmethod
     def profile_ids(self, workspace: str) -> list[str]:

@@ -30,7 +30,7 @@ from auie import db
 from auie.errors import StorageUnavailable
 from auie.ids import utcnow
 from auie.profiles.identity import Edge, Merge, split
-from auie.profiles.state import NodeState
+from auie.profiles.state import Consent, NodeState, decode_consent, encode_consent
 from auie.profiles.store.base import (
     ClosedProfile,
     DeadLetter,
@@ -91,14 +91,28 @@ _EDGES_TO = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
 _PROFILES_NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
     _n.workspace_id == bindparam("ws"), _n.profile_id.in_(bindparam("keys", expanding=True))
 )
+#: By the partial index ``ix_identity_nodes_consent``: only the nodes with a statement.
+_PROFILES_CONSENT = select(_n.profile_id, _n.consent).where(
+    _n.workspace_id == bindparam("ws"),
+    _n.profile_id.in_(bindparam("keys", expanding=True)),
+    _n.consent.is_not(None),
+)
 
 
 #: An existing node's state columns (see ``NodeRow.kept``), by key.
-_NODE_UPDATE_COLUMNS = ("evidenced", "state", "updated_at", "changed_seq", "workspace_id", "node")
+_NODE_UPDATE_COLUMNS = (
+    "evidenced",
+    "state",
+    "updated_at",
+    "changed_seq",
+    "consent",
+    "workspace_id",
+    "node",
+)
 _NODE_UPDATE = (
     update(identity_nodes)
     .where(_n.workspace_id == bindparam("b_workspace_id"), _n.node == bindparam("b_node"))
-    .values({name: bindparam(f"b_{name}") for name in _NODE_UPDATE_COLUMNS[:4]})
+    .values({name: bindparam(f"b_{name}") for name in _NODE_UPDATE_COLUMNS[:5]})
 )
 _NODE_COLUMNS = (
     "workspace_id",
@@ -111,6 +125,7 @@ _NODE_COLUMNS = (
     "updated_at",
     "moved_seq",
     "changed_seq",
+    "consent",
 )
 #: The change sequence's counter of node writes.
 _NODES_SEQUENCE = "nodes"
@@ -256,6 +271,7 @@ class SqlProfileStore(ProfileStore):
         self._edges_from = _DriverQuery(_EDGES_FROM, engine.dialect)
         self._edges_to = _DriverQuery(_EDGES_TO, engine.dialect)
         self._profiles_nodes = _DriverQuery(_PROFILES_NODES, engine.dialect)
+        self._profiles_consent = _DriverQuery(_PROFILES_CONSENT, engine.dialect)
         #: ``identity_nodes.updated_at`` from the driver's value to an aware datetime.
         self._updated_at = _result_processor(_n.updated_at.type, engine.dialect)
 
@@ -273,6 +289,7 @@ class SqlProfileStore(ProfileStore):
                 "profile_id": new.profile_id,
                 "evidenced": new.evidenced,
                 "state": new.state,
+                "consent": new.consent,
                 "updated_at": new.updated_at,
                 "changed_seq": new.changed_seq,
                 "moved_seq": case(
@@ -442,6 +459,14 @@ class SqlProfileStore(ProfileStore):
             nodes.sort(key=lambda n: n.node)
         return found
 
+    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, list[Consent]]:
+        found: dict[str, list[Consent]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(profile_ids))):
+                for pid, text in self._profiles_consent.rows(conn, workspace, chunk):
+                    found.setdefault(pid, []).append(decode_consent(text))
+        return found
+
     def profile_ids(self, workspace: str) -> list[str]:
         c = identity_nodes.c
         query = (
@@ -543,7 +568,15 @@ class SqlProfileStore(ProfileStore):
             self._node_update.execute(
                 conn,
                 [
-                    (row.evidenced, _state_text(row), now, seq, row.workspace_id, row.node)
+                    (
+                        row.evidenced,
+                        _state_text(row),
+                        now,
+                        seq,
+                        _consent_text(row),
+                        row.workspace_id,
+                        row.node,
+                    )
                     for row in change.nodes
                     if row.kept
                 ],
@@ -561,6 +594,7 @@ class SqlProfileStore(ProfileStore):
                         now,
                         seq,
                         seq,
+                        _consent_text(row),
                     )
                     for row in change.nodes
                     if not row.kept
@@ -675,3 +709,7 @@ class SqlProfileStore(ProfileStore):
 
 def _state_text(row: NodeRow) -> str | None:
     return row.encoded.decode() if row.encoded is not None else _dump(row.state)
+
+
+def _consent_text(row: NodeRow) -> str | None:
+    return encode_consent(row.state.consent) if row.state is not None else None

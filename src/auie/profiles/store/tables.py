@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from auie.db import UtcDateTime
@@ -35,9 +36,21 @@ identity_nodes = Table(
     #: Value of the change sequence when the node was last written in any way: the lake's
     #: ``profiles`` snapshots pick the profiles of rows above their mark.
     Column("changed_seq", BigInteger, nullable=False, server_default="0"),
+    #: The node's current consent per purpose (``state``'s, as JSON: {purpose: [granted,
+    #: [time, messageId]]}); NULL when it holds no statement. The processor reads the
+    #: statements of a profile's every identifier by it (``ix_identity_nodes_consent``)
+    #: without reading their whole states.
+    Column("consent", Text, nullable=True),
     Index("ix_identity_nodes_profile", "workspace_id", "profile_id"),
     Index("ix_identity_nodes_changed", "changed_seq"),
     Index("ix_identity_nodes_moved", "moved_seq"),
+    Index(
+        "ix_identity_nodes_consent",
+        "workspace_id",
+        "profile_id",
+        sqlite_where=text("consent IS NOT NULL"),
+        postgresql_where=text("consent IS NOT NULL"),
+    ),
 )
 
 #: Counters incremented inside a write transaction; ``nodes`` numbers the batches that
