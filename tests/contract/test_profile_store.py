@@ -517,7 +517,14 @@ def consenting(key: str, pid: str, **granted: tuple[bool, int]) -> NodeRow:
     return NodeRow(WS, key, pid, True, node_state)
 
 
-def test_consents_are_read_by_profile_from_the_nodes_that_hold_one(
+A1_REFUSES = {"analytics": (False, (1_000, "m-anonymous_id:a1-analytics"))}
+U1_STATES = {
+    "analytics": (True, (500, "m-user_id:u1-analytics")),
+    "marketing": (False, (700, "m-user_id:u1-marketing")),
+}
+
+
+def test_consents_are_read_for_a_node_from_every_node_of_its_profile_that_holds_one(
     profile_store: ProfileStore,
 ) -> None:
     write(
@@ -530,38 +537,62 @@ def test_consents_are_read_by_profile_from_the_nodes_that_hold_one(
             consenting("user_id:u3", "p_3", personalization=(True, 900)),
         ],
     )
-    found = profile_store.consents(WS, ["p_1", "p_2", "p_3", "p_unknown"])
-    assert sorted(found) == ["p_1", "p_3"]  # p_2's nodes state nothing
-    assert sorted(found["p_1"], key=str) == sorted(
-        [
-            {"analytics": (False, (1_000, "m-anonymous_id:a1-analytics"))},
-            {
-                "analytics": (True, (500, "m-user_id:u1-analytics")),
-                "marketing": (False, (700, "m-user_id:u1-marketing")),
-            },
-        ],
-        key=str,
+    found = profile_store.consents(WS, ["anonymous_id:a2", "user_id:u2", "user_id:u3", "x:y"])
+    # u2's profile states nothing; x:y is unknown
+    assert sorted(found) == ["anonymous_id:a2", "user_id:u3"]
+    assert sorted(found["anonymous_id:a2"], key=str) == sorted([A1_REFUSES, U1_STATES], key=str)
+    assert found["user_id:u3"] == [
+        {"personalization": (True, (900, "m-user_id:u3-personalization"))}
+    ]
+    assert profile_store.consents(OTHER, ["anonymous_id:a2"]) == {}
+
+
+def test_consents_are_read_for_more_nodes_than_one_statement_takes(
+    profile_store: ProfileStore,
+) -> None:
+    keys = [f"anonymous_id:a{i:04d}" for i in range(1_000)]  # chunks of 400
+    write(
+        profile_store,
+        nodes=[row(key, f"p_{i % 3}", plan="free") for i, key in enumerate(keys)]
+        + [consenting("user_id:u1", "p_1", analytics=(True, 500), marketing=(False, 700))],
     )
-    assert profile_store.consents(OTHER, ["p_1"]) == {}
+    found = profile_store.consents(WS, keys)
+    assert sorted(found) == [key for i, key in enumerate(keys) if i % 3 == 1]
+    assert all(statements == [U1_STATES] for statements in found.values())
 
 
 def test_a_nodes_consent_follows_it_to_another_profile_and_goes_with_its_statements(
     profile_store: ProfileStore,
 ) -> None:
-    write(profile_store, nodes=[consenting("anonymous_id:a1", "p_1", analytics=(False, 1_000))])
+    write(
+        profile_store,
+        nodes=[
+            consenting("anonymous_id:a1", "p_1", analytics=(False, 1_000)),
+            row("user_id:u1", "p_2", plan="pro"),
+        ],
+    )
+    assert profile_store.consents(WS, ["user_id:u1"]) == {}
     write(profile_store, reassign=[(WS, "anonymous_id:a1", "p_2")])  # merged into p_2
-    assert profile_store.consents(WS, ["p_1", "p_2"]) == {
-        "p_2": [{"analytics": (False, (1_000, "m-anonymous_id:a1-analytics"))}]
+    assert profile_store.consents(WS, ["user_id:u1", "anonymous_id:a1"]) == {
+        "user_id:u1": [A1_REFUSES],
+        "anonymous_id:a1": [A1_REFUSES],
     }
     # Rewritten in place (the writer read it with this profile): the new statement is read.
     newer = consenting("anonymous_id:a1", "p_2", analytics=(True, 2_000))
     write(profile_store, nodes=[NodeRow(WS, newer.node, "p_2", True, newer.state, kept=True)])
-    assert profile_store.consents(WS, ["p_2"]) == {
-        "p_2": [{"analytics": (True, (2_000, "m-anonymous_id:a1-analytics"))}]
+    assert profile_store.consents(WS, ["user_id:u1"]) == {
+        "user_id:u1": [{"analytics": (True, (2_000, "m-anonymous_id:a1-analytics"))}]
+    }
+    # Moved and rewritten by one upsert: its statements go along.
+    moved = consenting("anonymous_id:a1", "p_3", analytics=(False, 3_000))
+    write(profile_store, nodes=[moved])
+    assert profile_store.consents(WS, ["user_id:u1"]) == {}
+    assert profile_store.consents(WS, ["anonymous_id:a1"]) == {
+        "anonymous_id:a1": [{"analytics": (False, (3_000, "m-anonymous_id:a1-analytics"))}]
     }
     # A state without statements (or no state) leaves nothing to read.
-    write(profile_store, nodes=[NodeRow(WS, "anonymous_id:a1", "p_2", True, state(), kept=True)])
-    assert profile_store.consents(WS, ["p_2"]) == {}
+    write(profile_store, nodes=[NodeRow(WS, "anonymous_id:a1", "p_3", True, state(), kept=True)])
+    assert profile_store.consents(WS, ["anonymous_id:a1"]) == {}
 
 
 def test_the_upgrade_fills_the_consent_of_nodes_stored_before_it(store_url: str) -> None:
@@ -579,6 +610,9 @@ def test_the_upgrade_fills_the_consent_of_nodes_stored_before_it(store_url: str)
         ]  # more than one page of the backfill
         rows += [("ws", "user_id:u1", "p_1", trait_k.encode().decode())]
         rows += [("ws", "user_id:u2", "p_2", None), ("ws", "user_id:u3", "p_3", '{"t":{}}')]
+        # read as NodeState.from_json reads it: a statement it cannot read is left out
+        malformed = '{"t":{},"k":{"analytics":"no","marketing":[0,[5,"m-5","x"]]},"h":[]}'
+        rows += [("ws", "user_id:u4", "p_4", malformed)]
         nodes = sql_table("identity_nodes", *(sql_column(n) for n in _OLD_NODE_COLUMNS))
         with engine.begin() as conn:
             conn.execute(
@@ -598,9 +632,11 @@ def test_the_upgrade_fills_the_consent_of_nodes_stored_before_it(store_url: str)
         engine.dispose()
     store = SqlProfileStore.open(store_url)  # migrates to the head
     try:
-        found = store.consents("ws", ["p_1", "p_2", "p_3"])
-        assert list(found) == ["p_1"]
-        assert found["p_1"] == [{"analytics": (False, (1_000, "m-1"))}] * 1_205
+        found = store.consents("ws", ["user_id:u1", "user_id:u2", "user_id:u3", "user_id:u4"])
+        assert sorted(found) == ["user_id:u1", "user_id:u4"]
+        assert found["user_id:u4"] == [{"marketing": (False, (5, "m-5"))}]
+        # of p_1: its 1,205 anonymous ids' statements
+        assert found["user_id:u1"] == [{"analytics": (False, (1_000, "m-1"))}] * 1_205
         # The upgraded nodes read as before, statements included.
         node = store.nodes("ws", ["anonymous_id:a7"])["anonymous_id:a7"]
         assert node.state == stated

@@ -4,17 +4,19 @@ lake and the decision service, suppression, PII in free text."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from auie.eventlog import DECISIONS_TOPIC, LogRecord
+from auie.profiles.service import Item
 from auie.transform.runner import TransformRunner
 from conftest import App
 from helpers import basic, bearer, get_token, stored_events
@@ -381,6 +383,40 @@ def test_a_refusal_on_any_identifier_of_a_person_covers_all_of_their_events(
     process(app)
     later = lake_rows(app, "SELECT user_id FROM events WHERE event LIKE '% again'")
     assert later == [("u-banner",)]
+
+
+def test_a_merge_by_another_group_member_does_not_lose_a_refusal(
+    make_app: Callable[..., App],
+) -> None:
+    """A processor reads an event's consent after its profile write, outside the group's
+    identity section: another member may merge the event's profile into another in
+    between (a login from another partition). The refusal on the event's identifier
+    still governs it: consent is read by the identifier, which takes its statements to
+    its new profile (a lookup by the profile id the batch resolved found nothing)."""
+    app = make_app()
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    at = "2026-01-01T00:00:00Z"
+    send(app, {"type": "page", "anonymousId": "a-x", "context": refuse, "timestamp": at})
+    process(app)
+    send(app, {"type": "track", "anonymousId": "a-x", "event": "Read", "timestamp": at})
+    processor = app.runtime.processor()
+    workspace = app.boot.workspace
+    login = {"type": "identify", "userId": "u-x", "anonymousId": "a-x", "messageId": "m-login"}
+
+    @contextlib.contextmanager
+    def section_then_another_members_login() -> Iterator[None]:
+        yield
+        # what the other member writes as soon as this one leaves the identity section
+        resolved = processor.profiles.resolve([Item(workspace, login, 1_767_225_600_000)])
+        app.runtime.profile_store.write(resolved.write)
+
+    processor.profile_lock = section_then_another_members_login
+    drain(processor)
+    profile = app.client.get("/v1/profiles/user_id/u-x", headers=token(app)).json()
+    assert {"type": "anonymous_id", "value": "a-x"} in profile["identities"]  # it merged
+    [(anonymous_id,)] = lake_rows(app, "SELECT anonymous_id FROM events WHERE event = 'Read'")
+    hashed = app.runtime.privacy.pseudonyms.pseudonym(workspace, "anonymous_id:a-x")
+    assert anonymous_id == hashed
 
 
 def test_suppressed_identifiers_are_dropped_and_counted(make_app: Callable[..., App]) -> None:

@@ -27,7 +27,10 @@ Several processors can share the work as the members of one group (``process.wor
 member ``i`` of ``n`` consumes the partitions ``p`` with ``p % n == i`` of every topic
 (:func:`auie.process.lock.owns`). The log is partitioned by person, and a profile's state is
 kept per identifier, so decoding, the tracking plan, enrichment, the privacy stage, state
-folding and lake rows need nothing from the other members. What does is identity
+folding and lake rows need nothing from the other members, apart from the consent a lake
+row obeys: the profile's, read after the batch's profile write, so a statement another
+member stored by then counts (a group may pseudonymise an event a lone processor would
+not, or the other way round, when a statement and a login race). What does is identity
 resolution, whose edges join identifiers of different partitions: a member resolves a batch
 and writes it to the profile store inside ``profile_lock``, reading the identity graph once
 it holds the lock, so the graph changes one batch at a time as with one processor. Lake
@@ -406,11 +409,13 @@ class Processor:
             positions[record.partition] = max(positions[record.partition], record.offset + 1)
         with self.profile_lock():
             resolved = self._write_profiles(accepted, change)
+        bound = [item for item in resolved if self._lake_bound(item)]
         if self.gate is not None:  # after the write: the batch's own statements count
-            consents = self._consents((item.workspace, item.profile_id) for item in resolved)
-            for item in resolved:
-                item.consent = consents.get((item.workspace, item.profile_id))
-        for item in resolved:
+            owners = [(item.workspace, self._primary(item)) for item in bound]
+            consents = self._consents(owners)
+            for item, owner in zip(bound, owners, strict=True):
+                item.consent = consents.get(owner)
+        for item in bound:
             self._lake_event(item)
         self._add_lake_rows(lake_rows)  # after the batch's consent statements are stored
         if change.nodes or change.reassign or change.closed:
@@ -546,32 +551,35 @@ class Processor:
             item.columns = gate.protect(item.workspace, item.event, primary, has_pii_fields=needs)
         return kept
 
+    def _primary(self, item: _Accepted) -> str | None:
+        """The identifier an event belongs to (its user id, else its anonymous id)."""
+        identity = item.identity or event_identity(item.event, item.ts, self.profiles.rules)
+        return identity.primary
+
     def _replayed_profiles(self, items: list[_Accepted]) -> None:
         """Set the profile id of events the profile store already absorbed (read again
         after a crash)."""
-        rules = self.profiles.rules
-        owners = [
-            (i.workspace, (i.identity or event_identity(i.event, i.ts, rules)).primary)
-            for i in items
-        ]
+        owners = [(item.workspace, self._primary(item)) for item in items]
         known = self._stored_nodes(owners)
         for item, owner in zip(items, owners, strict=True):
             node = known.get(owner)
             item.profile_id = node.profile_id if node is not None else None
 
     def _consents(
-        self, profiles: Iterable[tuple[str, str | None]]
+        self, owners: Iterable[tuple[str, str | None]]
     ) -> dict[tuple[str, str | None], dict[str, bool]]:
-        """The current consent of these (workspace, profile id), of those holding a
-        statement on any of their identifiers: one read per workspace."""
+        """The current consent of the profile each (workspace, identifier) belongs to now,
+        where one of its identifiers holds a statement: read by the identifier, not by a
+        profile id the batch resolved (another member of the group may have merged that
+        profile into another since), one read per workspace."""
         wanted: dict[str, set[str]] = {}
-        for workspace, pid in profiles:
-            if pid is not None:
-                wanted.setdefault(workspace, set()).add(pid)
+        for workspace, key in owners:
+            if key is not None:
+                wanted.setdefault(workspace, set()).add(key)
         return {
-            (workspace, pid): current
-            for workspace, pids in wanted.items()
-            for pid, current in self.profiles.consents(workspace, pids).items()
+            (workspace, key): current
+            for workspace, keys in wanted.items()
+            for key, current in self.profiles.consents(workspace, keys).items()
         }
 
     def _stored_nodes(
@@ -588,16 +596,20 @@ class Processor:
             for owner, node in self.store.nodes(workspace, nodes).items()
         }
 
-    def _lake_event(self, item: _Accepted) -> None:
-        record = item.record
-        if (
-            item.event.get("type") == CONSENT_TYPE
-            or not item.workspace
-            or not self.writer.accepts(
-                item.workspace, EVENTS, EVENTS_TOPIC, record.partition, record.offset
+    def _lake_bound(self, item: _Accepted) -> bool:
+        """Whether the event becomes a lake row (a consent statement does not, nor one the
+        lake holds already)."""
+        return (
+            item.event.get("type") != CONSENT_TYPE
+            and bool(item.workspace)
+            and self.writer.accepts(
+                item.workspace, EVENTS, EVENTS_TOPIC, item.record.partition, item.record.offset
             )
-        ):
-            return
+        )
+
+    def _lake_event(self, item: _Accepted) -> None:
+        """Buffer the lake row of an event :meth:`_lake_bound` accepts."""
+        record = item.record
         event: Mapping[str, Any] | None = item.event
         if self.gate is not None:
             allowed = self.gate.allows_analytics(item.consent)
@@ -665,15 +677,10 @@ class Processor:
         assert self.gate is not None
         owner = self.profiles.rules.owner
         owners = [(ws, owner(row.get("user_id"), row.get("anonymous_id"))) for ws, row in decisions]
-        known = self._stored_nodes(owners)
-        profiles = [
-            (ws, node.profile_id if (node := known.get((ws, key))) is not None else None)
-            for ws, key in owners
-        ]
-        consents = self._consents(profiles)
+        consents = self._consents(owners)
         return {
-            id(row): self.gate.allows_analytics(consents.get(profile))
-            for (_, row), profile in zip(decisions, profiles, strict=True)
+            id(row): self.gate.allows_analytics(consents.get(key))
+            for (_, row), key in zip(decisions, owners, strict=True)
         }
 
     def _plan(self, workspace: str) -> TrackingPlan | None:

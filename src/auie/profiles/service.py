@@ -365,16 +365,16 @@ class ProfileService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, dict[str, bool]]:
-        """The current consent ({purpose: granted}) of each of these profiles that holds a
-        statement on any of its identifiers: per purpose, the latest statement of any of
-        them (as :meth:`profile` shows it)."""
+    def consents(self, workspace: str, keys: Iterable[str]) -> dict[str, dict[str, bool]]:
+        """The current consent ({purpose: granted}) of the profile each of these identifiers
+        belongs to, where any of its identifiers holds a statement: per purpose, the latest
+        statement of any of them (as :meth:`profile` shows it)."""
         found: dict[str, dict[str, bool]] = {}
-        for pid, statements in self.store.consents(workspace, profile_ids).items():
+        for key, statements in self.store.consents(workspace, keys).items():
             merged: Consent = {}
             for consent in statements:
                 merge_consent(merged, consent)
-            found[pid] = {purpose: granted for purpose, (granted, _stamp) in merged.items()}
+            found[key] = {purpose: granted for purpose, (granted, _stamp) in merged.items()}
         return found
 
     def lookup(self, workspace: str, keys: Iterable[str]) -> dict[str, str]:

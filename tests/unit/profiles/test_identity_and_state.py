@@ -25,7 +25,13 @@ from auie.profiles.identity import (
     event_identity,
     profile_id,
 )
-from auie.profiles.state import DEFAULT_MAX_EVENT_NAMES, ComputedTrait, NodeState, StateFolder
+from auie.profiles.state import (
+    DEFAULT_MAX_EVENT_NAMES,
+    ComputedTrait,
+    NodeState,
+    StateFolder,
+    merge_consent,
+)
 
 RULES = IdentityRules()
 WS = "ws_test"
@@ -947,3 +953,25 @@ def test_min_and_max_of_equal_numbers_spelled_apart_do_not_depend_on_the_order()
     folder.merge(split, fold(folder, [one]))
     assert split.computed == forward.computed
     assert folder.computed_traits(forward)["smallest"] == 0
+
+
+def test_of_two_consent_statements_with_one_stamp_the_refusal_wins_in_any_order() -> None:
+    """Folding and merging keep the same statement whichever arrives first (two stamps
+    are equal only for one message stating a purpose twice, or a replayed import)."""
+    folder = StateFolder(GAP)
+    stamp_ms = 5_000
+
+    def stated(granted: bool) -> dict[str, Any]:
+        return {"type": "consent", "messageId": "c1", "consent": {"analytics": granted}}
+
+    for first, second in ((True, False), (False, True)):
+        folded = NodeState()
+        folder.apply(folded, stated(first), stamp_ms)
+        folder.apply(folded, stated(second), stamp_ms)
+        assert folded.consent == {"analytics": (False, (stamp_ms, "c1"))}
+        merged, other = NodeState(), NodeState()
+        folder.apply(merged, stated(first), stamp_ms)
+        folder.apply(other, stated(second), stamp_ms)
+        folder.merge(merged, other)
+        assert merged.current_consent() == {"analytics": False}
+        assert merge_consent({}, merged.consent) == merged.consent

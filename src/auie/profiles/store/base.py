@@ -205,9 +205,10 @@ class ProfileStore(ABC):
         """Every node of each of the profiles (profiles without nodes are absent)."""
 
     @abstractmethod
-    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, list[Consent]]:
-        """The consent of each node of these profiles that holds a statement, by profile
-        (profiles without one are absent); read without the nodes' states."""
+    def consents(self, workspace: str, keys: Iterable[str]) -> dict[str, list[Consent]]:
+        """For each of these nodes, the consent of every node of the profile it belongs to
+        now that holds a statement (nodes whose profile holds none, and unknown nodes, are
+        absent); read in one snapshot, without the nodes' states."""
 
     @abstractmethod
     def profile_ids(self, workspace: str) -> list[str]:

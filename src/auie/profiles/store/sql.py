@@ -91,11 +91,23 @@ _EDGES_TO = select(_e.a, _e.b, _e.kind, _e.ts_ms, _e.message_id).where(
 _PROFILES_NODES = select(_n.node, _n.profile_id, _n.evidenced, _n.state).where(
     _n.workspace_id == bindparam("ws"), _n.profile_id.in_(bindparam("keys", expanding=True))
 )
-#: By the partial index ``ix_identity_nodes_consent``: only the nodes with a statement.
-_PROFILES_CONSENT = select(_n.profile_id, _n.consent).where(
-    _n.workspace_id == bindparam("ws"),
-    _n.profile_id.in_(bindparam("keys", expanding=True)),
-    _n.consent.is_not(None),
+#: The statements of every node of the profile each node of ``keys`` belongs to, in one
+#: statement (one snapshot: a node moved by another writer meanwhile takes its statements
+#: along): each node by the primary key, its profile's statements by the partial index
+#: ``ix_identity_nodes_consent``.
+_owner, _holder = identity_nodes.alias("owner"), identity_nodes.alias("holder")
+_NODES_CONSENT = (
+    select(_owner.c.node, _holder.c.consent)
+    .join(
+        _holder,
+        (_holder.c.workspace_id == _owner.c.workspace_id)
+        & (_holder.c.profile_id == _owner.c.profile_id)
+        & _holder.c.consent.is_not(None),
+    )
+    .where(
+        _owner.c.workspace_id == bindparam("ws"),
+        _owner.c.node.in_(bindparam("keys", expanding=True)),
+    )
 )
 
 
@@ -271,7 +283,7 @@ class SqlProfileStore(ProfileStore):
         self._edges_from = _DriverQuery(_EDGES_FROM, engine.dialect)
         self._edges_to = _DriverQuery(_EDGES_TO, engine.dialect)
         self._profiles_nodes = _DriverQuery(_PROFILES_NODES, engine.dialect)
-        self._profiles_consent = _DriverQuery(_PROFILES_CONSENT, engine.dialect)
+        self._nodes_consent = _DriverQuery(_NODES_CONSENT, engine.dialect)
         #: ``identity_nodes.updated_at`` from the driver's value to an aware datetime.
         self._updated_at = _result_processor(_n.updated_at.type, engine.dialect)
 
@@ -459,12 +471,12 @@ class SqlProfileStore(ProfileStore):
             nodes.sort(key=lambda n: n.node)
         return found
 
-    def consents(self, workspace: str, profile_ids: Iterable[str]) -> dict[str, list[Consent]]:
+    def consents(self, workspace: str, keys: Iterable[str]) -> dict[str, list[Consent]]:
         found: dict[str, list[Consent]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(profile_ids))):
-                for pid, text in self._profiles_consent.rows(conn, workspace, chunk):
-                    found.setdefault(pid, []).append(decode_consent(text))
+            for chunk in _chunks(sorted(set(keys))):
+                for key, text in self._nodes_consent.rows(conn, workspace, chunk):
+                    found.setdefault(key, []).append(decode_consent(text))
         return found
 
     def profile_ids(self, workspace: str) -> list[str]:
