@@ -260,6 +260,50 @@ def test_without_analytics_consent_events_reach_the_lake_pseudonymised(
     assert all(c["statedAt"].startswith("2026-01-01T00:00:00") for c in statements)
 
 
+def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
+    make_app: Callable[..., App],
+) -> None:
+    """A pseudonymised event's ids are hashes no other table holds: SQL with or without
+    ``pii:read`` cannot join it through ``identities`` to the person's profile (the
+    consenting person's events join as before), and erasure still finds every such row
+    (by the unlinked hashes of the person's identifiers)."""
+    app = make_app()
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    send(
+        app,
+        {"type": "identify", "userId": "u-no", "anonymousId": "a-no", "context": refuse},
+        {"type": "track", "userId": "u-no", "event": "Read"},
+        {"type": "alias", "userId": "u-no", "previousId": "old-no"},
+        {"type": "identify", "userId": "u-yes", "anonymousId": "a-yes"},
+        {"type": "track", "userId": "u-yes", "event": "Read"},
+    )
+    process(app)
+    joins = [
+        (
+            token(app),
+            "SELECT DISTINCT i.profile_id FROM events e JOIN identities i"
+            " ON e.user_hash = i.id_hash OR e.anonymous_hash = i.id_hash",
+        ),
+        (
+            token(app, "analytics:read"),
+            "SELECT DISTINCT i.profile_id FROM events e JOIN identities i"
+            " ON e.user_id = i.id_value OR e.anonymous_id = i.id_value",
+        ),
+    ]
+    consenting = app.client.get("/v1/profiles/user_id/u-yes", headers=token(app)).json()
+    for headers, query in joins:
+        reply = app.client.post("/v1/sql", json={"query": query}, headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["rows"] == [[consenting["profileId"]]]
+    [(previous,)] = lake_rows(app, "SELECT previous_id FROM events WHERE type = 'alias'")
+    assert previous.startswith("h_")
+    finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": "u-no"})
+    assert sorted(lake_rows(app, "SELECT user_id, type FROM events")) == [
+        ("u-yes", "identify"),
+        ("u-yes", "track"),
+    ]
+
+
 def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:
     app = make_app(
         **{"privacy.without_analytics_consent": "drop", "privacy.require_explicit_consent": True}
@@ -358,8 +402,8 @@ def test_a_refusal_on_any_identifier_of_a_person_covers_all_of_their_events(
     assert app.client.post("/v1/decide", json=decide, headers=headers).status_code == 200
     process(app)
 
-    def hashed(value: str) -> str:
-        return app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"user_id:{value}")
+    def hashed(value: str) -> str:  # as a pseudonymised row holds it
+        return app.runtime.privacy.pseudonyms.unlinked(app.boot.workspace, f"user_id:{value}")
 
     tracked = {row[0] for row in lake_rows(app, "SELECT user_id FROM events WHERE event = 'Read'")}
     assert tracked == {hashed("u-banner"), hashed("u-api"), hashed("u-same"), "u-control"}
@@ -415,7 +459,7 @@ def test_a_merge_by_another_group_member_does_not_lose_a_refusal(
     profile = app.client.get("/v1/profiles/user_id/u-x", headers=token(app)).json()
     assert {"type": "anonymous_id", "value": "a-x"} in profile["identities"]  # it merged
     [(anonymous_id,)] = lake_rows(app, "SELECT anonymous_id FROM events WHERE event = 'Read'")
-    hashed = app.runtime.privacy.pseudonyms.pseudonym(workspace, "anonymous_id:a-x")
+    hashed = app.runtime.privacy.pseudonyms.unlinked(workspace, "anonymous_id:a-x")
     assert anonymous_id == hashed
 
 
@@ -558,10 +602,13 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     def hashed(kind: str, value: str) -> str:
         return app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"{kind}:{value}")
 
+    def unlinked(kind: str, value: str) -> str:  # a pseudonymised row's
+        return app.runtime.privacy.pseudonyms.unlinked(app.boot.workspace, f"{kind}:{value}")
+
     rows = lake_rows(app, "SELECT user_id, user_hash, anonymous_id, anonymous_hash FROM decisions")
     assert sorted(rows, key=str) == sorted(
         [
-            (hashed("user_id", refuser), hashed("user_id", refuser), None, None),
+            (unlinked("user_id", refuser), unlinked("user_id", refuser), None, None),
             (consenter, hashed("user_id", consenter), None, None),
             (None, None, "anon-new-81d0", hashed("anonymous_id", "anon-new-81d0")),
         ],
@@ -572,7 +619,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     # its profile id is hashed (the identities table would name the person).
     rows = lake_rows(app, "SELECT user_hash, profile_id, context FROM decisions")
     contexts = {user_hash: (profile, json.loads(text)) for user_hash, profile, text in rows}
-    profile, logged = contexts[hashed("user_id", refuser)]
+    profile, logged = contexts[unlinked("user_id", refuser)]
     assert profile.startswith("h_")
     assert logged["screen"] == "home"
     assert not {"ip", "traits", "page", "email"} & logged.keys()
@@ -582,19 +629,20 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     assert logged["ip"] == "198.51.100.7"
     found = files_contain(app.runtime.settings.data_dir / "lake", refuser, (".parquet",))
     assert [p for p in found if "/decisions/" in str(p) or "/events/" in str(p)] == []
-    # Without pii:read: one hash per person, in decisions as in events (not hashed twice).
+    # Without pii:read: one hash per person, in decisions as in events (not hashed twice);
+    # the refuser's is not their id's own hash, which identities would join to a profile.
     analyst = token(app, "analytics:read")
     query = "SELECT DISTINCT user_id FROM decisions WHERE user_id IS NOT NULL"
     reply = app.client.post("/v1/sql", json={"query": query}, headers=analyst)
     assert reply.status_code == 200, reply.text
     decided = {row[0] for row in reply.json()["rows"]}
-    assert decided == {hashed("user_id", refuser), hashed("user_id", consenter)}
+    assert decided == {unlinked("user_id", refuser), hashed("user_id", consenter)}
     query = "SELECT DISTINCT user_id FROM events"
     reply = app.client.post("/v1/sql", json={"query": query}, headers=analyst)
     events_users = {row[0] for row in reply.json()["rows"]}
     dropped = mode == "drop"  # the refuser's events are not in the lake at all
     assert events_users == {hashed("user_id", consenter)} | (
-        set() if dropped else {hashed("user_id", refuser)}
+        set() if dropped else {unlinked("user_id", refuser)}
     )
     # The training mart too (its id columns shown as the stored hashes, not hashed again).
     result = TransformRunner(app.runtime.settings, app.runtime.lake).run(app.boot.workspace)
@@ -808,7 +856,7 @@ def test_pseudonymised_events_have_one_pseudonymous_key_in_analyses_and_marts(
     )
     process(app)
     assert {row[0] for row in lake_rows(app, "SELECT anonymous_id FROM events")} == {
-        app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"anonymous_id:{d}")
+        app.runtime.privacy.pseudonyms.unlinked(app.boot.workspace, f"anonymous_id:{d}")
         for d in ("dev-1", "dev-2")
     }  # (all pseudonymised)
     analyst = token(app, "analytics:read")
@@ -822,8 +870,7 @@ def test_pseudonymised_events_have_one_pseudonymous_key_in_analyses_and_marts(
     assert reply.status_code == 200, reply.text
     assert [step["count"] for step in reply.json()["steps"]] == [2, 1]  # across the login
     keys = {
-        "pseudo:"
-        + app.runtime.privacy.pseudonyms.pseudonym(app.boot.workspace, f"anonymous_id:{d}")
+        "pseudo:" + app.runtime.privacy.pseudonyms.unlinked(app.boot.workspace, f"anonymous_id:{d}")
         for d in ("dev-1", "dev-2")
     }
     result = TransformRunner(app.runtime.settings, app.runtime.lake).run(app.boot.workspace)

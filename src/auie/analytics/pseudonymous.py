@@ -6,9 +6,11 @@ workspace whose views wrap the lake tables and marts:
 * identifier columns (``user_id``, ``anonymous_id``, ``group_id``, ``previous_id``,
   ``id_value``, ``email``) hold the keyed hash AUIE stores beside them (``h_…``, the same
   value the lake's ``user_hash`` / ``anonymous_hash`` / ``id_hash`` columns hold, so hashes
-  join across tables); person columns of the marts (``person_id``, ``previous_person_id``)
-  keep profile ids, hash the ``anon:``/``user:`` fallbacks and keep ``pseudo:<hash>`` (the
-  key of pseudonymised events, a hash already);
+  join across tables; the rows pseudonymised for want of ``analytics`` consent hold
+  *unlinked* hashes, which join only each other:
+  :meth:`auie.privacy.crypto.Pseudonymizer.unlinked`); person columns of the marts
+  (``person_id``, ``previous_person_id``) keep profile ids, hash the ``anon:``/``user:``
+  fallbacks and keep ``pseudo:<hash>`` (the key of pseudonymised events, a hash already);
 * ``context_ip`` is NULL; the configured PII fields are removed from ``traits``,
   ``properties`` and ``extra`` JSON, found as the privacy stage finds them
   (:class:`auie.privacy.fields.PiiRules`: any case, at any depth of traits and extra fields,

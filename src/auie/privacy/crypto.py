@@ -106,6 +106,17 @@ class Pseudonymizer:
         """``h_<hash>`` for an identifier (None stays None)."""
         return None if value is None else "h_" + self.digest(workspace, value)[:20]
 
+    def unlinked(self, workspace: str, value: str | None) -> str | None:
+        """``h_<hash>`` for an identifier in a row pseudonymised for want of ``analytics``
+        consent: the hash of another text than :meth:`pseudonym`'s (:data:`UNLINKED` and
+        the identifier), so SQL cannot join the row to the identifier's hash elsewhere
+        (``identities.id_hash``, the pseudonymous views' ids) and so to the profile."""
+        return None if value is None else self.pseudonym(workspace, UNLINKED + value)
+
+
+#: What :meth:`Pseudonymizer.unlinked` puts before an identifier it hashes.
+UNLINKED = "unlinked\x00"
+
 
 class FieldCipher:
     """Encrypts field values with per-identifier data keys; see the module docstring."""

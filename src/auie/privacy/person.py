@@ -297,12 +297,14 @@ class Person:
 
     def hash_forms(self, hasher: Any) -> set[str]:
         """Every keyed hash a pseudonymous column may hold for the person: digest and
-        pseudonym, of each identifier's value and of its ``type:value`` node."""
+        pseudonym, of each identifier's value and of its ``type:value`` node, and the
+        node's unlinked hash (a pseudonymised row's)."""
         found: set[str] = set()
         for key in self.nodes:
             for text in (key, split(key)[1]):
                 found.add(hasher.digest(self.workspace, text))
                 found.add(hasher.pseudonym(self.workspace, text))
+            found.add(hasher.unlinked(self.workspace, key))
         return found
 
 

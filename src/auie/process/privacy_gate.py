@@ -15,9 +15,11 @@ For every event, after enrichment and before identity resolution:
    pseudonymous SQL access.
 
 After identity resolution the person's ``analytics`` consent decides the lake row: kept,
-pseudonymised (ids replaced by their hashes; traits, IP, external ids, advertising id and
-PII fields removed) or not written (``privacy.without_analytics_consent``). A ``decisions``
-row gets the ids' hashes too, and the hashes in place of the ids without that consent
+pseudonymised (ids replaced by hashes that join nothing else: not the ids' own hashes,
+which ``identities`` holds, see :meth:`~auie.privacy.crypto.Pseudonymizer.unlinked`;
+traits, IP, external ids, advertising id and PII fields removed) or not written
+(``privacy.without_analytics_consent``). A ``decisions`` row gets the ids' hashes too, and
+those unlinked hashes in place of the ids without that consent
 (:meth:`PrivacyGate.lake_decision`). Identity uses the event as sent (an encrypted e-mail
 could not link profiles), which is why it is computed before step 3.
 """
@@ -82,7 +84,7 @@ class PrivacyGate:
         self.pseudonyms = pseudonyms
         self.rules = PiiRules.of(config)
         #: Keyed hashes of ids already computed: (workspace, id type, value) → pseudonym.
-        self._pseudonyms: dict[tuple[str, str, str], str | None] = {}
+        self._pseudonyms: dict[tuple[str, str, str, bool], str | None] = {}
         #: Identifiers whose data keys were loaded or created: (workspace, node).
         self._keyed: set[tuple[str, str]] = set()
 
@@ -161,17 +163,22 @@ class PrivacyGate:
             columns["pii_flags"] = ",".join(sorted(flags))
         return columns
 
-    def _hash(self, workspace: str, id_type: str, value: Any) -> str | None:
-        """The id's keyed hash (remembered: the same people send event after event)."""
+    def _hash(
+        self, workspace: str, id_type: str, value: Any, *, unlinked: bool = False
+    ) -> str | None:
+        """The id's keyed hash (remembered: the same people send event after event);
+        ``unlinked``: the hash a pseudonymised row holds in its place
+        (:meth:`~auie.privacy.crypto.Pseudonymizer.unlinked`)."""
         if not isinstance(value, str) or not value:
             return None
-        key = (workspace, id_type, value)
+        key = (workspace, id_type, value, unlinked)
         cache = self._pseudonyms
         found = cache.get(key)
         if found is None:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
-            found = cache[key] = self.pseudonyms.pseudonym(workspace, f"{id_type}:{value}")
+            hashed = self.pseudonyms.unlinked if unlinked else self.pseudonyms.pseudonym
+            found = cache[key] = hashed(workspace, f"{id_type}:{value}")
         return found
 
     def _skip(self, properties: Mapping[str, Any]) -> frozenset[str]:
@@ -192,15 +199,19 @@ class PrivacyGate:
         """The ``decisions`` row as the lake may hold it, changed in place: keyed hashes of
         its ids beside them (``user_hash``, ``anonymous_hash``). Without ``analytics``
         consent, in either ``without_analytics_consent`` mode, it is pseudonymised as an
-        event is: the hashes in place of the ids, the profile id hashed too (``identities``
-        would name the person), and its ``context`` without the personal fields an event
-        loses (IP, traits, user agent, page, external ids, advertising id), its top-level
-        PII fields, nor the traits the decision service joined (``user.traits``). The row
+        event is: unlinked hashes in ``user_hash``/``anonymous_hash`` and in place of the
+        ids, the profile id hashed too (``identities`` would name the person), and its
+        ``context`` without the personal fields an event loses (IP, traits, user agent,
+        page, external ids, advertising id), its top-level PII fields, nor the traits the
+        decision service joined (``user.traits``). The row
         is not dropped: it is the decision point's record of what was served (its
         experiment arms, off-policy training and evaluation), which the ``personalization``
         purpose governs."""
-        user_hash = self._hash(workspace, "user_id", row.get("user_id"))
-        anonymous_hash = self._hash(workspace, "anonymous_id", row.get("anonymous_id"))
+        unlinked = not allowed
+        user_hash = self._hash(workspace, "user_id", row.get("user_id"), unlinked=unlinked)
+        anonymous_hash = self._hash(
+            workspace, "anonymous_id", row.get("anonymous_id"), unlinked=unlinked
+        )
         row["user_hash"], row["anonymous_hash"] = user_hash, anonymous_hash
         if allowed:
             return row
@@ -240,7 +251,7 @@ class PrivacyGate:
             ("previousId", "user_id"),
         ):
             if masked.get(field):
-                masked[field] = self._hash(workspace, id_type, masked[field])
+                masked[field] = self._hash(workspace, id_type, masked[field], unlinked=True)
         masked.pop("traits", None)
         extras = _extras(masked)
         kept = self.rules.strip("extra", extras)
