@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from auie.api.app import create_app
 from auie.config import Settings
@@ -19,6 +20,12 @@ from auie.profiles.store.sql import SqlProfileStore
 from auie.runtime import Bootstrap, Runtime
 from helpers import Server, make_settings, start_server
 from stores import BACKENDS, database_url
+
+# Property tests (hypothesis) draw new examples at every run, which is how they find bugs;
+# CI (.ci/run) sets HYPOTHESIS_PROFILE=ci: the same examples at every run, so a landing
+# never fails on a counterexample the change did not cause (a local run finds it instead).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # The CLI's rich consoles are made at import and keep a COLUMNS they find then; pytest-xdist's
 # workers have COLUMNS=80. Without it they read COLUMNS at each use, so the width a test gives
