@@ -266,15 +266,23 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
     """A pseudonymised event's ids are hashes no other table holds: SQL with or without
     ``pii:read`` cannot join it through ``identities`` to the person's profile (the
     consenting person's events join as before), and erasure still finds every such row
-    (by the unlinked hashes of the person's identifiers)."""
+    (by the unlinked hashes of the person's identifiers). The lake's profile snapshots of
+    such a person hold their identities, not what their events told (computed traits,
+    first and last seen) nor their traits."""
     app = make_app()
     refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
     send(
         app,
-        {"type": "identify", "userId": "u-no", "anonymousId": "a-no", "context": refuse},
+        {
+            "type": "identify",
+            "userId": "u-no",
+            "anonymousId": "a-no",
+            "traits": {"plan": "pro"},
+            "context": refuse,
+        },
         {"type": "track", "userId": "u-no", "event": "Read"},
         {"type": "alias", "userId": "u-no", "previousId": "old-no"},
-        {"type": "identify", "userId": "u-yes", "anonymousId": "a-yes"},
+        {"type": "identify", "userId": "u-yes", "anonymousId": "a-yes", "traits": {"plan": "pro"}},
         {"type": "track", "userId": "u-yes", "event": "Read"},
     )
     process(app)
@@ -297,6 +305,20 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
         assert reply.json()["rows"] == [[consenting["profileId"]]]
     [(previous,)] = lake_rows(app, "SELECT previous_id FROM events WHERE type = 'alias'")
     assert previous.startswith("h_")
+    # The profile snapshots keep what the events told of the consenting person only.
+    refuser = app.client.get("/v1/profiles/user_id/u-no", headers=token(app)).json()
+    assert refuser["traits"] == {"plan": "pro"}  # the profile store has it all
+    snapshots = {
+        pid: (json.loads(traits), json.loads(computed), first_seen)
+        for pid, traits, computed, first_seen in lake_rows(
+            app, "SELECT profile_id, traits, computed_traits, first_seen FROM profiles"
+        )
+    }
+    assert snapshots[refuser["profileId"]] == ({}, {}, None)
+    traits, computed, first_seen = snapshots[consenting["profileId"]]
+    assert traits == {"plan": "pro"}
+    assert computed["eventCounts"] == {"identify": 1, "Read": 1}
+    assert first_seen is not None
     finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": "u-no"})
     assert sorted(lake_rows(app, "SELECT user_id, type FROM events")) == [
         ("u-yes", "identify"),

@@ -16,7 +16,10 @@ reaches the lake, and nothing twice.
   encrypted stay encrypted), computed traits, first and last seen; and a closing row for
   each profile merged into another since the last snapshot (``merged_into`` names the
   survivor; no identities, traits or computed traits), so the latest row of every profile
-  id tells whether it still exists.
+  id tells whether it still exists. A profile without ``analytics`` consent is exported
+  without its traits, computed traits and first and last seen (what its events tell about
+  the person stays out of the lake, as their events do): its identities, so the graph stays
+  whole.
 
 Marks are per workspace (one lake namespace each); the sequence is global, so a round reads
 from the lowest mark and skips the rows a workspace already holds. Identifiers on the
@@ -108,18 +111,22 @@ class ProfileExports:
         snapshot_seconds: float,
         pseudonym: Pseudonym | None = None,
         suppressed: Suppressed | None = None,
+        allows_analytics: Callable[[dict[str, bool]], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         share: tuple[int, int] = (0, 1),
         commit_lock: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
     ) -> None:
         """``share``: (this member, group size); ``commit_lock``: held around this
-        exporter's lake commits (the group's lake commit lock)."""
+        exporter's lake commits (the group's lake commit lock); ``allows_analytics``: whether
+        a profile's current consent lets its snapshot hold what it knows of the person
+        (None: every profile's does)."""
         self.store = store
         self.profiles = profiles
         self.lake = lake
         self.snapshot_seconds = snapshot_seconds
         self.pseudonym = pseudonym
         self.suppressed = suppressed
+        self.allows_analytics = allows_analytics
         self.clock = clock
         self.index, self.shares = share
         if not 0 <= self.index < self.shares:
@@ -305,7 +312,9 @@ class ProfileExports:
                     if not self._erased(
                         workspace, [node(i["type"], i["value"]) for i in profile.identities]
                     ):
-                        rows.append(_profile_row(profile, now))
+                        allowed = self.allows_analytics
+                        full = allowed is None or allowed(profile.consent)
+                        rows.append(_profile_row(profile, now, full=full))
             if rows or self.shares > 1:
                 reports.append(self._commit(workspace, PROFILES, rows, upto))
         self._low[PROFILES] = upto
@@ -337,13 +346,14 @@ def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _profile_row(profile: StoredProfile, now: datetime) -> dict[str, Any]:
+def _profile_row(profile: StoredProfile, now: datetime, *, full: bool) -> dict[str, Any]:
+    """A snapshot row; without ``full``, only the profile's identities."""
     return {
         "profile_id": profile.profile_id,
         "identities": as_text(profile.identities),
-        "traits": as_text(profile.traits),
-        "computed_traits": as_text(profile.computed_traits),
-        "first_seen": _time(profile.first_seen),
-        "last_seen": _time(profile.last_seen),
+        "traits": as_text(profile.traits if full else {}),
+        "computed_traits": as_text(profile.computed_traits if full else {}),
+        "first_seen": _time(profile.first_seen) if full else None,
+        "last_seen": _time(profile.last_seen) if full else None,
         "snapshot_at": now,
     }

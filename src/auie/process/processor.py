@@ -260,6 +260,7 @@ class Processor:
             snapshot_seconds=profile_snapshot_seconds,
             pseudonym=gate.pseudonyms.pseudonym if gate is not None else None,
             suppressed=gate.suppressions.is_suppressed if gate is not None else None,
+            allows_analytics=gate.allows_analytics if gate is not None else None,
             share=(member, members),
             commit_lock=writer.commit_lock,
         )

@@ -124,6 +124,8 @@ class StoredProfile:
     computed_traits: dict[str, Any]
     first_seen: int | None
     last_seen: int | None
+    #: Current consent per purpose, over all its identifiers ({purpose: granted}).
+    consent: dict[str, bool] = field(default_factory=dict)
 
 
 def _iso(ms: int) -> str:
@@ -419,6 +421,7 @@ class ProfileService:
                     self.folder.computed_traits(merged),
                     merged.first_seen,
                     merged.last_seen,
+                    merged.current_consent(),
                 )
             )
         return found
