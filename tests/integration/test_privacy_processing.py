@@ -280,8 +280,31 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
             "traits": {"plan": "pro"},
             "context": refuse,
         },
+        {
+            "type": "page",
+            "userId": "u-no",
+            "name": "Settings",
+            "properties": {
+                "url": "https://shop.example/users/u-no/settings?utm_term=u-no",
+                "path": "/users/u-no/settings",
+                "title": "Settings of u-no",
+                "plan": "pro",
+            },
+            "context": {
+                "page": {"url": "https://shop.example/users/u-no/settings?utm_term=u-no"},
+                "device": {"id": "device-u-no", "name": "u-no's phone", "type": "ios"},
+                "location": {"city": "Lovelace"},
+                "referrer": {"id": "ref-u-no"},
+                "campaign": {"name": "u-no"},
+                "groupId": "g-no",
+                "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)",
+                "locale": "en-GB",
+                "sessionRef": "u-no-session",
+            },
+        },
         {"type": "track", "userId": "u-no", "event": "Read"},
         {"type": "alias", "userId": "u-no", "previousId": "old-no"},
+        {"type": "group", "userId": "u-no", "groupId": "g-no"},
         {"type": "identify", "userId": "u-yes", "anonymousId": "a-yes", "traits": {"plan": "pro"}},
         {"type": "track", "userId": "u-yes", "event": "Read"},
     )
@@ -303,8 +326,24 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
         reply = app.client.post("/v1/sql", json={"query": query}, headers=headers)
         assert reply.status_code == 200, reply.text
         assert reply.json()["rows"] == [[consenting["profileId"]]]
+    pseudonyms, workspace = app.runtime.privacy.pseudonyms, app.boot.workspace
     [(previous,)] = lake_rows(app, "SELECT previous_id FROM events WHERE type = 'alias'")
-    assert previous.startswith("h_")
+    assert previous == pseudonyms.unlinked(workspace, "user_id:old-no")
+    # Nothing else of the page view can be matched with the person's other rows: its
+    # context keeps only impersonal fields, its page properties and URL columns are gone.
+    [page] = lake_rows(
+        app,
+        "SELECT context, properties, extra, page_path, page_host, utm_term, browser_name,"
+        " os_version, device_model, group_id FROM events WHERE type = 'page'",
+    )
+    context, properties, extra, *columns, page_group = page
+    assert json.loads(context) == {"device": {"type": "ios"}, "locale": "en-GB"}
+    assert json.loads(properties) == {"plan": "pro"}
+    assert "u-no" not in (extra or "")
+    assert columns == [None, None, None, "Mobile Safari UI/WKWebView", None, None]
+    assert page_group is None  # its context's groupId is gone
+    [(group_id,)] = lake_rows(app, "SELECT group_id FROM events WHERE type = 'group'")
+    assert group_id == pseudonyms.unlinked(workspace, "group_id:g-no")
     # The profile snapshots keep what the events told of the consenting person only.
     refuser = app.client.get("/v1/profiles/user_id/u-no", headers=token(app)).json()
     assert refuser["traits"] == {"plan": "pro"}  # the profile store has it all
@@ -644,8 +683,7 @@ def test_decisions_of_a_person_without_analytics_consent_hold_only_hashed_ids(
     profile, logged = contexts[unlinked("user_id", refuser)]
     assert profile.startswith("h_")
     assert logged["screen"] == "home"
-    assert not {"ip", "traits", "page", "email"} & logged.keys()
-    assert "traits" not in logged.get("user", {})
+    assert not {"ip", "traits", "page", "email", "user"} & logged.keys()
     profile, logged = contexts[hashed("user_id", consenter)]  # as logged
     assert profile.startswith("p_")
     assert logged["ip"] == "198.51.100.7"

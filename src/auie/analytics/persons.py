@@ -5,7 +5,8 @@ straight from the tables the processor writes; no transformation has to run firs
 
 **Person of an event.** The latest profile (by ``changed_at``) that the lake's
 ``identities`` table gives the event's ``user_id``; if it has none, the latest profile of
-its ``anonymous_id``; for an event the processor pseudonymised (its ids are their hashes),
+its ``anonymous_id``; for an event the processor pseudonymised (its ids are unlinked
+hashes, which ``identities`` does not hold),
 ``'pseudo:' ||`` the anonymous id's hash (else the user id's); otherwise
 ``'anon:' || anonymous_id`` (and, for an event without anonymous id,
 ``'user:' || user_id``). Because identities record every move
@@ -50,8 +51,8 @@ _JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'UHUGEINT')"
 #: Current profile of each user and anonymous id: its latest ``identities`` row, which the
 #: engine keeps in a table rebuilt when ``identities`` changes (not once per query).
 IDS_CTE = f'_ids AS (SELECT id_type, id_value, profile_id FROM "{CURRENT_IDS}")'
-#: A pseudonymised event (a person without ``analytics`` consent: its ids are their keyed
-#: hashes) belongs to ``'pseudo:' || <anonymous id hash, else user id hash>``: grouped as an
+#: A pseudonymised event (a person without ``analytics`` consent: its ids are unlinked
+#: keyed hashes) belongs to ``'pseudo:' || <anonymous id hash, else user id hash>``: grouped as an
 #: unresolved visitor's events are (one person per device, across its login), keyed so that
 #: the pseudonymous SQL views show it as it is (its value is a hash already).
 PSEUDONYM = (

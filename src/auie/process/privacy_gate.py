@@ -67,6 +67,32 @@ def _extras(event: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in TOP_LEVEL_FIELDS}
 
 
+#: Segment's context fields that identify a person or their visit: a decision's context
+#: loses them without ``analytics`` consent (and ``user``, the profile's part).
+PERSONAL_CONTEXT = (
+    "ip",
+    "traits",
+    "userAgent",
+    "userAgentData",
+    "page",
+    "referrer",
+    "location",
+    "campaign",
+    "groupId",
+    "externalIds",
+    "instanceId",
+)
+PERSONAL_DEVICE = ("id", "advertisingId", "adTrackingEnabled", "token", "name")
+#: What a pseudonymised event's context keeps (everything else goes).
+KEPT_CONTEXT = ("library", "locale", "timezone", "app", "os", "screen", "network", "channel")
+KEPT_DEVICE = ("type", "manufacturer", "model")
+#: Segment's page properties (where a page's URL, path and title are sent): a pseudonymised
+#: event's properties lose them, as its context loses ``page``.
+PAGE_PROPERTIES = ("url", "path", "referrer", "search", "title", "keywords")
+#: The enrichment columns a pseudonymised event keeps.
+KEPT_ENRICHMENT = frozenset({"browser_name", "os_name", "device_type"})
+
+
 class PrivacyGate:
     """See the module docstring."""
 
@@ -201,9 +227,11 @@ class PrivacyGate:
         consent, in either ``without_analytics_consent`` mode, it is pseudonymised as an
         event is: unlinked hashes in ``user_hash``/``anonymous_hash`` and in place of the
         ids, the profile id hashed too (``identities`` would name the person), and its
-        ``context`` without the personal fields an event loses (IP, traits, user agent,
-        page, external ids, advertising id), its top-level PII fields, nor the traits the
-        decision service joined (``user.traits``). The row
+        ``context`` without Segment's personal context fields (:data:`PERSONAL_CONTEXT`:
+        IP, traits, user agent, page, referrer, location, campaign, group, external ids,
+        the device's ids and name), its top-level PII fields, nor what the decision service
+        joined from the profile (``user``: traits, computed traits, segments, features).
+        The row
         is not dropped: it is the decision point's record of what was served (its
         experiment arms, off-policy training and evaluation), which the ``personalization``
         purpose governs."""
@@ -220,21 +248,40 @@ class PrivacyGate:
         context = json.loads(row["context"]) if row.get("context") else None
         if isinstance(context, dict):
             context = fields.without(self._personal_context_removed(context), self.rules.is_pii, 0)
-            user = context.get("user")
-            if isinstance(user, dict):
-                user.pop("traits", None)
+            context.pop("user", None)
             row["context"] = as_text(context)
         return row
 
     @staticmethod
     def _personal_context_removed(context: dict[str, Any]) -> dict[str, Any]:
-        """An event's or decision's ``context`` without its personal fields (in place)."""
-        for key in ("ip", "traits", "userAgent", "page", "externalIds"):
+        """A decision's ``context`` without Segment's personal context fields (in place);
+        the caller's own fields (a decision's features) stay."""
+        for key in PERSONAL_CONTEXT:
             context.pop(key, None)
         device = context.get("device")
         if isinstance(device, dict):
-            device.pop("advertisingId", None)
+            for key in PERSONAL_DEVICE:
+                device.pop(key, None)
         return context
+
+    @staticmethod
+    def _impersonal_context(context: Mapping[str, Any]) -> dict[str, Any]:
+        """A pseudonymised event's ``context``: only the fields of :data:`KEPT_CONTEXT`
+        (a client may put anything in an event's context, identifiers included)."""
+        kept = {key: context[key] for key in KEPT_CONTEXT if key in context}
+        device = context.get("device")
+        if isinstance(device, Mapping):
+            kept["device"] = {key: device[key] for key in KEPT_DEVICE if key in device}
+        return kept
+
+    @staticmethod
+    def lake_enrichment(enrichment: Mapping[str, Any], allowed: bool) -> Mapping[str, Any]:
+        """The enrichment columns a lake row may hold: without ``analytics`` consent only
+        the coarse families of browser, OS and device (no versions, brand or model, page
+        or campaign)."""
+        if allowed:
+            return enrichment
+        return {key: value for key, value in enrichment.items() if key in KEPT_ENRICHMENT}
 
     def lake_event(
         self, workspace: str, event: Mapping[str, Any], columns: dict[str, Any], allowed: bool
@@ -249,6 +296,7 @@ class PrivacyGate:
             ("userId", "user_id"),
             ("anonymousId", "anonymous_id"),
             ("previousId", "user_id"),
+            ("groupId", "group_id"),
         ):
             if masked.get(field):
                 masked[field] = self._hash(workspace, id_type, masked[field], unlinked=True)
@@ -259,9 +307,12 @@ class PrivacyGate:
             del masked[key]
         masked.update(kept)
         if isinstance(masked.get("context"), dict):
-            masked["context"] = self._personal_context_removed(masked["context"])
+            masked["context"] = self._impersonal_context(masked["context"])
         if isinstance(masked.get("properties"), dict):
-            masked["properties"] = self.rules.strip("properties", masked["properties"])
+            properties = self.rules.strip("properties", masked["properties"])
+            for key in PAGE_PROPERTIES:
+                properties.pop(key, None)
+            masked["properties"] = properties
         columns["user_hash"] = masked.get("userId")
         columns["anonymous_hash"] = masked.get("anonymousId")
         return masked

@@ -612,9 +612,11 @@ class Processor:
         """Buffer the lake row of an event :meth:`_lake_bound` accepts."""
         record = item.record
         event: Mapping[str, Any] | None = item.event
+        enrichment: Mapping[str, Any] = item.enrichment
         if self.gate is not None:
             allowed = self.gate.allows_analytics(item.consent)
             event = self.gate.lake_event(item.workspace, item.event, item.columns, allowed)
+            enrichment = self.gate.lake_enrichment(enrichment, allowed)
         if event is None:
             return
         verdict = item.verdict
@@ -622,7 +624,7 @@ class Processor:
         self.writer.add_event(
             item.workspace,
             event,
-            enrichment=item.enrichment,
+            enrichment=enrichment,
             source_id=record.headers.get("sourceId"),
             plan_version=item.plan.version if item.plan is not None else None,
             violations=flagged,

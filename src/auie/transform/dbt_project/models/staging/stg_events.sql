@@ -4,7 +4,7 @@
         person_id = profile of user_id if it has one,
                     else profile of anonymous_id,
                     else 'pseudo:' || the anonymous id's hash (else the user id's) for an
-                         event the processor pseudonymised (its ids are their own hashes:
+                         event the processor pseudonymised (its ids are unlinked hashes:
                          a person without analytics consent; grouped like the next rule),
                     else 'anon:' || anonymous_id (else 'user:' || user_id).
 
