@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from auie.analytics.segments import segments_of
 from auie.eventlog import DECISIONS_TOPIC, LogRecord
 from auie.profiles.service import Item
 from auie.transform.runner import TransformRunner
@@ -300,7 +301,13 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
                 "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)",
                 "locale": "en-GB",
                 "sessionRef": "u-no-session",
+                "app": {"name": "Shop", "version": "4.2", "owner": {"id": "u-no"}},
+                "os": {"name": "iOS", "version": "17.4.1"},
+                "screen": {"width": 1179, "height": 2556},
+                "timezone": {"name": "u-no's zone"},
             },
+            "integrations": {"All": True, "Amplitude": {"session_id": "u-no-session"}},
+            "sessionOwner": "u-no",
         },
         {"type": "track", "userId": "u-no", "event": "Read"},
         {"type": "alias", "userId": "u-no", "previousId": "old-no"},
@@ -333,29 +340,34 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
     # context keeps only impersonal fields, its page properties and URL columns are gone.
     [page] = lake_rows(
         app,
-        "SELECT context, properties, extra, page_path, page_host, utm_term, browser_name,"
-        " os_version, device_model, group_id FROM events WHERE type = 'page'",
+        "SELECT context, properties, extra, integrations, page_path, page_host, utm_term,"
+        " browser_name, os_version, device_model FROM events WHERE type = 'page'",
     )
-    context, properties, extra, *columns, page_group = page
-    assert json.loads(context) == {"device": {"type": "ios"}, "locale": "en-GB"}
+    context, properties, extra, integrations, *columns = page
+    assert json.loads(context) == {
+        "app": {"name": "Shop", "version": "4.2"},
+        "device": {"type": "ios"},
+        "locale": "en-GB",
+        "os": {"name": "iOS"},
+    }
     assert json.loads(properties) == {"plan": "pro"}
-    assert "u-no" not in (extra or "")
+    assert extra is None
+    assert json.loads(integrations) == {"All": True}
     assert columns == [None, None, None, "Mobile Safari UI/WKWebView", None, None]
-    assert page_group is None  # its context's groupId is gone
     [(group_id,)] = lake_rows(app, "SELECT group_id FROM events WHERE type = 'group'")
     assert group_id == pseudonyms.unlinked(workspace, "group_id:g-no")
     # The profile snapshots keep what the events told of the consenting person only.
     refuser = app.client.get("/v1/profiles/user_id/u-no", headers=token(app)).json()
     assert refuser["traits"] == {"plan": "pro"}  # the profile store has it all
     snapshots = {
-        pid: (json.loads(traits), json.loads(computed), first_seen)
-        for pid, traits, computed, first_seen in lake_rows(
-            app, "SELECT profile_id, traits, computed_traits, first_seen FROM profiles"
+        pid: (json.loads(traits), json.loads(computed), first_seen, withheld)
+        for pid, traits, computed, first_seen, withheld in lake_rows(
+            app, "SELECT profile_id, traits, computed_traits, first_seen, withheld FROM profiles"
         )
     }
-    assert snapshots[refuser["profileId"]] == ({}, {}, None)
-    traits, computed, first_seen = snapshots[consenting["profileId"]]
-    assert traits == {"plan": "pro"}
+    assert snapshots[refuser["profileId"]] == ({}, {}, None, True)
+    traits, computed, first_seen, withheld = snapshots[consenting["profileId"]]
+    assert (traits, withheld) == ({"plan": "pro"}, False)
     assert computed["eventCounts"] == {"identify": 1, "Read": 1}
     assert first_seen is not None
     finished(app, token(app, "privacy:admin"), "/v1/privacy/erase", {"userId": "u-no"})
@@ -363,6 +375,74 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
         ("u-yes", "identify"),
         ("u-yes", "track"),
     ]
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "profile-store"])
+def test_withheld_traits_meet_no_segment_condition_but_decisions_see_them(
+    make_app: Callable[..., App], snapshot: bool
+) -> None:
+    """The traits of a person without ``analytics`` consent are withheld from analyses:
+    no trait condition holds for them in a segment's members, ``neq`` and ``is_set: false``
+    included (withheld is not "has none"), whether read from their lake snapshot or, before
+    one exists, from the profile store. The decision service's segments of that person read
+    the profile store and see the traits (``personalization`` consent governs decisions)."""
+    app = make_app(**({} if snapshot else {"lake.profile_snapshot_seconds": 86_400}))
+    refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
+    send(
+        app,
+        {"type": "identify", "userId": "u-no", "traits": {"plan": "pro"}, "context": refuse},
+        {"type": "identify", "userId": "u-free", "traits": {"plan": "free"}},
+        {"type": "track", "userId": "u-none", "event": "Read"},
+    )
+    if snapshot:
+        process(app)
+    else:  # a lake flush before the first snapshot is due: identities, no profiles
+        processor = app.runtime.processor()
+        while not processor.step().idle:
+            pass
+        processor.writer.flush(processor.positions, after=processor.exports.run)
+    headers = token(app)
+    snapshotted = {row[0] for row in lake_rows(app, "SELECT profile_id FROM profiles")}
+    assert lake_rows(app, "SELECT count(*) FROM identities") == [(3,)]
+    person = {
+        user: app.client.get(f"/v1/profiles/user_id/{user}", headers=headers).json()["profileId"]
+        for user in ("u-no", "u-free", "u-none")
+    }
+    assert snapshotted == (set(person.values()) if snapshot else set())
+    segments: dict[str, str] = {}
+    for name, definition in (
+        ("a: pro", {"trait": "plan", "op": "eq", "value": "pro"}),
+        ("b: not pro", {"trait": "plan", "op": "neq", "value": "pro"}),
+        ("c: no plan", {"trait": "plan", "op": "is_set", "value": False}),
+        ("d: read", {"computedTrait": "eventCounts.Read", "op": "gte", "value": 1}),
+    ):
+        reply = app.client.post(
+            "/v1/analytics/segments",
+            json={"name": name, "definition": definition},
+            headers=headers,
+        )
+        assert reply.status_code == 201, reply.text
+        segments[name] = reply.json()["id"]
+    members = {}
+    for name, segment_id in segments.items():
+        reply = app.client.get(f"/v1/analytics/segments/{segment_id}/members", headers=headers)
+        assert reply.status_code == 200, reply.text
+        members[name] = {m["profileId"] for m in reply.json()["members"]}
+    assert members == {
+        "a: pro": set(),
+        "b: not pro": {person["u-free"], person["u-none"]},
+        "c: no plan": {person["u-none"]},
+        "d: read": {person["u-none"]},
+    }
+    decided = {
+        user: segments_of(app.runtime, app.boot.workspace, profile_id)
+        for user, profile_id in person.items()
+    }
+    assert decided == {
+        "u-no": [segments["a: pro"]],
+        "u-free": [segments["b: not pro"]],
+        "u-none": [segments["b: not pro"], segments["c: no plan"], segments["d: read"]],
+    }
 
 
 def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:

@@ -16,7 +16,11 @@ of an identifier, anonymous events from before a login count for the person who 
 ``group``, ``alias``) for the others, as in the profile's ``eventCounts``.
 
 **Traits of a person.** The latest row (by ``snapshot_at``) of the lake's ``profiles``
-snapshot table; profiles it does not hold yet are read from the profile store.
+snapshot table; profiles it does not hold yet are read from the profile store. A snapshot
+that withholds them (a person without ``analytics`` consent) makes every trait and
+computed-trait condition false for that person, ``neq`` and ``is_set: false`` included:
+withheld is not "has none". :func:`~auie.analytics.segments.evaluate_for` (a decision,
+which the person's ``personalization`` consent governs) reads the profile store instead.
 
 **Filters.** See :func:`condition` and docs/analytics.md: values are compared by their text
 form (strings as they are, numbers as JSON, booleans ``true``/``false``), numerically when
@@ -36,9 +40,11 @@ from auie.analytics.duckdb_engine import CURRENT_IDS
 from auie.analytics.engine import QueryEngine, QueryResult
 from auie.analytics.models import NUMERIC_FIELDS, Filter, Target
 from auie.errors import InvalidRequest
+from auie.privacy import consent
 from auie.profiles.identity import node
 from auie.profiles.service import ProfileService
 from auie.profiles.state import NodeState
+from auie.profiles.store.base import StoredNode
 
 if TYPE_CHECKING:
     from auie.runtime import Runtime
@@ -68,7 +74,8 @@ PERSON_JOINS = (
     "LEFT JOIN _ids a ON a.id_type = 'anonymous_id' AND a.id_value = e.anonymous_id"
 )
 #: Latest snapshot row of each profile.
-SNAPSHOT = """SELECT profile_id, traits, computed_traits FROM profiles
+SNAPSHOT = """SELECT profile_id, traits, computed_traits, coalesce(withheld, false) AS withheld
+    FROM profiles
     QUALIFY row_number() OVER (PARTITION BY profile_id ORDER BY snapshot_at DESC) = 1"""
 
 
@@ -91,10 +98,13 @@ class Scope:
     engine: QueryEngine
     workspace: str
     profiles: ProfileService
+    #: ``privacy.require_explicit_consent``: whether traits need a granted ``analytics``.
+    require_explicit_consent: bool = False
 
     @classmethod
     def of(cls, runtime: Runtime, workspace: str) -> Scope:
-        return cls(runtime.analytics, workspace, runtime.profiles)
+        explicit = runtime.settings.privacy.require_explicit_consent
+        return cls(runtime.analytics, workspace, runtime.profiles, explicit)
 
     def query(self, sql: str, params: Mapping[str, Any]) -> QueryResult:
         result = self.engine.query(self.workspace, sql, dict(params), limit=MAX_ROWS)
@@ -108,21 +118,23 @@ class Scope:
     # -- traits -----------------------------------------------------------------------------
 
     def traits_cte(self, q: Sql, profile_ids: Sequence[str] | None = None) -> str:
-        """``person_traits(profile_id, traits, computed_traits)``: the snapshot table's latest
-        rows, plus, for current profiles it lacks, the profile store's (only ``profile_ids``
-        when given)."""
-        missing = self._missing_from_snapshot(profile_ids)
-        found = self._store_traits(missing)
-        ids = sorted(found)
-        return (
-            f"person_traits AS ({SNAPSHOT} UNION ALL SELECT unnest({q.bind(ids)}::VARCHAR[]),"
-            f" unnest({q.bind([_json(found[i][0]) for i in ids])}::VARCHAR[]),"
-            f" unnest({q.bind([_json(found[i][1]) for i in ids])}::VARCHAR[]))"
-        )
+        """``person_traits(profile_id, traits, computed_traits, withheld)``: the snapshot
+        table's latest rows, plus, for current profiles it lacks, the profile store's (only
+        ``profile_ids`` when given; withheld as a snapshot would be, by consent)."""
+        found = self._store_traits(self._missing_from_snapshot(profile_ids))
+        return f"person_traits AS ({SNAPSHOT} UNION ALL {_traits_rows(q, found)})"
 
-    def _store_traits(self, wanted: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    def store_traits_cte(self, q: Sql, profile_id: str) -> str:
+        """``person_traits`` of one profile as the profile store holds it now, whatever its
+        snapshot shows and its consent (for a decision: see the module's docstring)."""
+        members = self.profiles.store.profile_nodes(self.workspace, profile_id)
+        found = {profile_id: _fold(self.profiles, members, withheld=False)} if members else {}
+        return f"person_traits AS ({_traits_rows(q, found)})"
+
+    def _store_traits(self, wanted: list[str]) -> dict[str, StoreTraits]:
         """Traits of profiles from the profile store: the states of their user and anonymous
-        ids (found through the lake's identities, read in bulk), else one by one."""
+        ids (found through the lake's identities, read in bulk), else one by one; withheld
+        for people without ``analytics`` consent."""
         if not wanted:
             return {}
         q = Sql()
@@ -131,21 +143,28 @@ class Scope:
             f" WHERE profile_id IN (SELECT unnest({q.bind(wanted)}::VARCHAR[]))"
         )
         keys = [node(id_type, value) for id_type, value in self.query(sql, q.params).rows]
-        states: dict[str, NodeState] = {}
-        folder = self.profiles.folder
+        members: dict[str, list[StoredNode]] = {}
         targets = set(wanted)
         for stored in self.profiles.store.nodes(self.workspace, keys).values():
-            if stored.profile_id not in targets:
-                continue
-            merged = states.setdefault(stored.profile_id, NodeState())
-            if stored.state is not None:
-                folder.merge(merged, stored.state)
-        found = {pid: (folder.traits(st), folder.computed_traits(st)) for pid, st in states.items()}
-        for pid in targets - found.keys():
-            single = store_traits(self.profiles, self.workspace, pid)
-            if single is not None:
-                found[pid] = single
-        return found
+            if stored.profile_id in targets:
+                members.setdefault(stored.profile_id, []).append(stored)
+        for pid in targets - members.keys():
+            single = self.profiles.store.profile_nodes(self.workspace, pid)
+            if single:
+                members[pid] = single
+        consents = self.profiles.consents(self.workspace, [m[0].node for m in members.values()])
+        return {
+            pid: _fold(
+                self.profiles,
+                nodes,
+                withheld=not consent.allowed(
+                    consents.get(nodes[0].node, {}),
+                    "analytics",
+                    require_explicit=self.require_explicit_consent,
+                ),
+            )
+            for pid, nodes in members.items()
+        }
 
     def _missing_from_snapshot(self, profile_ids: Sequence[str] | None) -> list[str]:
         q = Sql()
@@ -160,18 +179,30 @@ class Scope:
         return [row[0] for row in self.query(sql, q.params).rows]
 
 
-def store_traits(
-    service: ProfileService, workspace: str, profile_id: str
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Traits and computed traits of a profile from the profile store, None if unknown."""
-    members = service.store.profile_nodes(workspace, profile_id)
-    if not members:
-        return None
+#: A profile's traits, computed traits and whether they are withheld (then both are empty).
+StoreTraits = tuple[dict[str, Any], dict[str, Any], bool]
+
+
+def _fold(service: ProfileService, members: Sequence[StoredNode], *, withheld: bool) -> StoreTraits:
+    """The traits and computed traits of a profile's nodes, merged (or withheld)."""
+    if withheld:
+        return {}, {}, True
     merged = NodeState()
     for member in members:
         if member.state is not None:
             service.folder.merge(merged, member.state)
-    return service.folder.traits(merged), service.folder.computed_traits(merged)
+    return service.folder.traits(merged), service.folder.computed_traits(merged), False
+
+
+def _traits_rows(q: Sql, found: Mapping[str, StoreTraits]) -> str:
+    """``person_traits`` rows of the profiles in ``found``."""
+    ids = sorted(found)
+    return (
+        f"SELECT unnest({q.bind(ids)}::VARCHAR[]) AS profile_id,"
+        f" unnest({q.bind([_json(found[i][0]) for i in ids])}::VARCHAR[]) AS traits,"
+        f" unnest({q.bind([_json(found[i][1]) for i in ids])}::VARCHAR[]) AS computed_traits,"
+        f" unnest({q.bind([found[i][2] for i in ids])}::BOOLEAN[]) AS withheld"
+    )
 
 
 def _json(value: Any) -> str:
@@ -289,6 +320,9 @@ def condition(q: Sql, spec: Filter, event: str = "ev", traits: str = "pt") -> st
         expression = (
             f"coalesce({value.text} {_ORDER_SQL[spec.op]} {q.bind(scalar_text(wanted))}, false)"
         )
+    if spec.target()[0] in ("trait", "computedTrait"):
+        # Withheld traits (see the module's docstring) satisfy no condition.
+        expression = f"(coalesce(NOT {traits}.withheld, true) AND {expression})"
     return expression
 
 

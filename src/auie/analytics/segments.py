@@ -10,7 +10,10 @@ timestamp in ``[now - inLastDays days, now]``).
 Members are evaluated when asked, over the lake: the people are the current profiles of the
 ``identities`` table, their traits those of :mod:`auie.analytics.persons`, their events
 attributed by its person rule. :func:`segments_of` answers the other question, for the
-decision service: which saved segments does one profile belong to right now.
+decision service: which saved segments does one profile belong to right now; it reads the
+profile's traits from the profile store (current, and whole for a person without
+``analytics`` consent, whose lake snapshot withholds them: a decision is governed by
+``personalization`` consent), its behaviour from the lake like the member lists.
 """
 
 from __future__ import annotations
@@ -293,7 +296,8 @@ def members(
 def evaluate_for(
     scope: Scope, saved: list[Segment], profile_id: str, *, now: datetime | None = None
 ) -> list[str]:
-    """Ids of the ``saved`` segments ``profile_id`` belongs to."""
+    """Ids of the ``saved`` segments ``profile_id`` belongs to (traits from the profile
+    store, see the module's docstring)."""
     compiled = _Compiled(Sql(), now or evaluation_time(), [])
     q = compiled.q
     expressions: list[tuple[str, str]] = []
@@ -308,7 +312,7 @@ def evaluate_for(
         return []
     ctes = compiled.ctes(profile_id)
     if compiled.traits:
-        ctes.append(scope.traits_cte(q, [profile_id]))
+        ctes.append(scope.store_traits_cte(q, profile_id))
     ctes.append(f"people AS (SELECT {q.bind(profile_id)}::VARCHAR AS person_id)")
     columns = ", ".join(expr for _id, expr in expressions)
     sql = f"WITH {', '.join(ctes)} SELECT {columns} FROM people {compiled.joins('people')}"

@@ -123,6 +123,9 @@ _PROFILE_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     #: Set on a profile's closing row: the profile it was merged into (it has no
     #: identities, traits or computed traits of its own any more).
     ("merged_into", StringType(), False),
+    #: True on the snapshot of a profile without ``analytics`` consent: it holds the
+    #: profile's identities only (``{}`` traits and computed traits are withheld, not empty).
+    ("withheld", BooleanType(), False),
 )
 
 

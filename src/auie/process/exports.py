@@ -19,7 +19,7 @@ reaches the lake, and nothing twice.
   id tells whether it still exists. A profile without ``analytics`` consent is exported
   without its traits, computed traits and first and last seen (what its events tell about
   the person stays out of the lake, as their events do): its identities, so the graph stays
-  whole.
+  whole, and ``withheld`` set, so that readers tell withheld traits from none.
 
 Marks are per workspace (one lake namespace each); the sequence is global, so a round reads
 from the lowest mark and skips the rows a workspace already holds. Identifiers on the
@@ -356,4 +356,5 @@ def _profile_row(profile: StoredProfile, now: datetime, *, full: bool) -> dict[s
         "first_seen": _time(profile.first_seen) if full else None,
         "last_seen": _time(profile.last_seen) if full else None,
         "snapshot_at": now,
+        "withheld": not full,
     }

@@ -17,7 +17,9 @@ For every event, after enrichment and before identity resolution:
 After identity resolution the person's ``analytics`` consent decides the lake row: kept,
 pseudonymised (ids replaced by hashes that join nothing else: not the ids' own hashes,
 which ``identities`` holds, see :meth:`~auie.privacy.crypto.Pseudonymizer.unlinked`;
-traits, IP, external ids, advertising id and PII fields removed) or not written
+traits, the client's own top-level fields, page properties and all of ``context`` but
+:data:`KEPT_CONTEXT` removed, ``integrations`` reduced to its on/off switches, PII
+properties removed, enrichment reduced to :data:`KEPT_ENRICHMENT`) or not written
 (``privacy.without_analytics_consent``). A ``decisions`` row gets the ids' hashes too, and
 those unlinked hashes in place of the ids without that consent
 (:meth:`PrivacyGate.lake_decision`). Identity uses the event as sent (an encrypted e-mail
@@ -59,6 +61,10 @@ def _holders(event: Mapping[str, Any], rules: PiiRules) -> list[tuple[Any, IsPii
     return [h for h in holders if isinstance(h[0], dict | list)]
 
 
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
 def _extras(event: Mapping[str, Any]) -> dict[str, Any]:
     """The event's top-level fields that have no column of their own (a track with
     ``"email": …`` beside ``properties``): they land in the lake's ``extra``."""
@@ -83,9 +89,21 @@ PERSONAL_CONTEXT = (
     "instanceId",
 )
 PERSONAL_DEVICE = ("id", "advertisingId", "adTrackingEnabled", "token", "name")
-#: What a pseudonymised event's context keeps (everything else goes).
-KEPT_CONTEXT = ("library", "locale", "timezone", "app", "os", "screen", "network", "channel")
-KEPT_DEVICE = ("type", "manufacturer", "model")
+#: What a pseudonymised event's context keeps (everything else goes, nested keys too): of
+#: Segment's context fields, what describes the product (the SDK, the app's build) and
+#: coarse ones, each a string, number or boolean; a ``None`` entry is a scalar field, the
+#: others objects with these keys. Like :data:`KEPT_ENRICHMENT`, no versions of the
+#: person's software and no device model or screen size: with locale and timezone they
+#: would single a device out again.
+KEPT_CONTEXT: dict[str, frozenset[str] | None] = {
+    "library": frozenset({"name", "version"}),
+    "app": frozenset({"name", "version", "build", "namespace"}),
+    "os": frozenset({"name"}),
+    "device": frozenset({"type"}),
+    "locale": None,
+    "timezone": None,
+    "channel": None,
+}
 #: Segment's page properties (where a page's URL, path and title are sent): a pseudonymised
 #: event's properties lose them, as its context loses ``page``.
 PAGE_PROPERTIES = ("url", "path", "referrer", "search", "title", "keywords")
@@ -267,11 +285,18 @@ class PrivacyGate:
     @staticmethod
     def _impersonal_context(context: Mapping[str, Any]) -> dict[str, Any]:
         """A pseudonymised event's ``context``: only the fields of :data:`KEPT_CONTEXT`
-        (a client may put anything in an event's context, identifiers included)."""
-        kept = {key: context[key] for key in KEPT_CONTEXT if key in context}
-        device = context.get("device")
-        if isinstance(device, Mapping):
-            kept["device"] = {key: device[key] for key in KEPT_DEVICE if key in device}
+        (a client may put anything in an event's context, identifiers included); objects
+        left empty are left out."""
+        kept: dict[str, Any] = {}
+        for key, inner in KEPT_CONTEXT.items():
+            value = context.get(key)
+            if inner is None:
+                if _scalar(value):
+                    kept[key] = value
+            elif isinstance(value, Mapping):
+                picked = {k: value[k] for k in sorted(inner) if _scalar(value.get(k))}
+                if picked:
+                    kept[key] = picked
         return kept
 
     @staticmethod
@@ -301,11 +326,11 @@ class PrivacyGate:
             if masked.get(field):
                 masked[field] = self._hash(workspace, id_type, masked[field], unlinked=True)
         masked.pop("traits", None)
-        extras = _extras(masked)
-        kept = self.rules.strip("extra", extras)
-        for key in extras.keys() - kept.keys():
+        for key in _extras(masked):  # a client's own top-level fields: anything at all
             del masked[key]
-        masked.update(kept)
+        integrations = masked.get("integrations")
+        if isinstance(integrations, dict):  # destination switches; settings may hold ids
+            masked["integrations"] = {k: v for k, v in integrations.items() if isinstance(v, bool)}
         if isinstance(masked.get("context"), dict):
             masked["context"] = self._impersonal_context(masked["context"])
         if isinstance(masked.get("properties"), dict):
