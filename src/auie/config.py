@@ -298,8 +298,9 @@ class PrivacyConfig(_Section):
     consent_categories: dict[str, Literal["analytics", "personalization", "marketing"]] = Field(
         default_factory=lambda: dict(DEFAULT_CONSENT_CATEGORIES)
     )
-    #: Without ``analytics`` consent: ``pseudonymise`` (ids hashed, PII fields removed) or
-    #: ``drop`` (the event is not written to the lake at all).
+    #: Without ``analytics`` consent: ``pseudonymise`` (unlinked hashes for the ids, traits,
+    #: PII and page properties, the client's own fields and all but the coarse context
+    #: removed; docs/privacy.md) or ``drop`` (the event is not written to the lake at all).
     without_analytics_consent: Literal["pseudonymise", "drop"] = "pseudonymise"
     #: Treat a person who never stated consent as having refused (opt-in regimes).
     require_explicit_consent: bool = False

@@ -10,6 +10,7 @@ import json
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,15 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
             },
             "context": {
                 "page": {"url": "https://shop.example/users/u-no/settings?utm_term=u-no"},
-                "device": {"id": "device-u-no", "name": "u-no's phone", "type": "ios"},
+                "device": {
+                    "id": "device-u-no",
+                    "name": "u-no's phone",
+                    "type": "ios",
+                    "model": "iPhone15,2",
+                    "manufacturer": "Apple",
+                },
+                "library": {"name": "analytics-ios", "version": "4.1.8", "user": "u-no"},
+                "channel": "mobile",
                 "location": {"city": "Lovelace"},
                 "referrer": {"id": "ref-u-no"},
                 "campaign": {"name": "u-no"},
@@ -346,6 +355,8 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
     context, properties, extra, integrations, *columns = page
     assert json.loads(context) == {
         "app": {"name": "Shop", "version": "4.2"},
+        "channel": "mobile",
+        "library": {"name": "analytics-ios", "version": "4.1.8"},
         "device": {"type": "ios"},
         "locale": "en-GB",
         "os": {"name": "iOS"},
@@ -377,6 +388,53 @@ def test_pseudonymised_events_join_no_identity_and_erasure_still_finds_them(
     ]
 
 
+def process_before_snapshots(app: App) -> None:
+    """Process the log, then flush the lake as the processor does before the first profile
+    snapshot is due (identities, no profiles): analyses read traits from the store."""
+    processor = app.runtime.processor()
+    while not processor.step().idle:
+        pass
+    processor.writer.flush(processor.positions, after=processor.exports.run)
+
+
+@pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "profile-store"])
+def test_with_explicit_consent_only_a_grant_shows_traits_to_analyses(
+    make_app: Callable[..., App], snapshot: bool
+) -> None:
+    """With ``privacy.require_explicit_consent``, a person who never granted ``analytics``
+    has withheld traits, from the snapshot and from the profile store alike."""
+    app = make_app(
+        **{"privacy.require_explicit_consent": True, "lake.profile_snapshot_seconds": 86_400}
+    )
+    grant = {"consent": {"categoryPreferences": {"analytics": True}}}
+    send(
+        app,
+        {"type": "identify", "userId": "u-silent", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "u-granted", "traits": {"plan": "pro"}, "context": grant},
+    )
+    if snapshot:
+        process(app)
+    else:
+        process_before_snapshots(app)
+    headers = token(app)
+    snapshotted = lake_rows(app, "SELECT count(*) FROM profiles")
+    assert snapshotted == [(2 if snapshot else 0,)]
+    granted = app.client.get("/v1/profiles/user_id/u-granted", headers=headers).json()
+    for definition in (
+        {"trait": "plan", "op": "eq", "value": "pro"},
+        {"trait": "plan", "op": "neq", "value": "free"},
+    ):
+        reply = app.client.post(
+            "/v1/analytics/segments",
+            json={"name": json.dumps(definition), "definition": definition},
+            headers=headers,
+        )
+        assert reply.status_code == 201, reply.text
+        path = f"/v1/analytics/segments/{reply.json()['id']}/members"
+        members = app.client.get(path, headers=headers).json()["members"]
+        assert [m["profileId"] for m in members] == [granted["profileId"]], definition
+
+
 @pytest.mark.parametrize("snapshot", [True, False], ids=["snapshot", "profile-store"])
 def test_withheld_traits_meet_no_segment_condition_but_decisions_see_them(
     make_app: Callable[..., App], snapshot: bool
@@ -384,23 +442,25 @@ def test_withheld_traits_meet_no_segment_condition_but_decisions_see_them(
     """The traits of a person without ``analytics`` consent are withheld from analyses:
     no trait condition holds for them in a segment's members, ``neq`` and ``is_set: false``
     included (withheld is not "has none"), whether read from their lake snapshot or, before
-    one exists, from the profile store. The decision service's segments of that person read
-    the profile store and see the traits (``personalization`` consent governs decisions)."""
+    one exists, from the profile store; nor in trend and funnel filters, for their events
+    before the refusal (the profile's) and after it (pseudonymised). The decision service's
+    segments of that person read the profile store and see the traits (``personalization``
+    consent governs decisions)."""
     app = make_app(**({} if snapshot else {"lake.profile_snapshot_seconds": 86_400}))
     refuse = {"consent": {"categoryPreferences": {"analytics": False}}}
     send(
         app,
+        {"type": "track", "userId": "u-no", "event": "Read"},  # before the refusal
         {"type": "identify", "userId": "u-no", "traits": {"plan": "pro"}, "context": refuse},
+        {"type": "track", "userId": "u-no", "event": "Read"},
         {"type": "identify", "userId": "u-free", "traits": {"plan": "free"}},
+        {"type": "track", "userId": "u-free", "event": "Read"},
         {"type": "track", "userId": "u-none", "event": "Read"},
     )
     if snapshot:
         process(app)
-    else:  # a lake flush before the first snapshot is due: identities, no profiles
-        processor = app.runtime.processor()
-        while not processor.step().idle:
-            pass
-        processor.writer.flush(processor.positions, after=processor.exports.run)
+    else:
+        process_before_snapshots(app)
     headers = token(app)
     snapshotted = {row[0] for row in lake_rows(app, "SELECT profile_id FROM profiles")}
     assert lake_rows(app, "SELECT count(*) FROM identities") == [(3,)]
@@ -414,7 +474,7 @@ def test_withheld_traits_meet_no_segment_condition_but_decisions_see_them(
         ("a: pro", {"trait": "plan", "op": "eq", "value": "pro"}),
         ("b: not pro", {"trait": "plan", "op": "neq", "value": "pro"}),
         ("c: no plan", {"trait": "plan", "op": "is_set", "value": False}),
-        ("d: read", {"computedTrait": "eventCounts.Read", "op": "gte", "value": 1}),
+        ("d: identified", {"computedTrait": "eventCounts.identify", "op": "gte", "value": 1}),
     ):
         reply = app.client.post(
             "/v1/analytics/segments",
@@ -432,17 +492,39 @@ def test_withheld_traits_meet_no_segment_condition_but_decisions_see_them(
         "a: pro": set(),
         "b: not pro": {person["u-free"], person["u-none"]},
         "c: no plan": {person["u-none"]},
-        "d: read": {person["u-none"]},
+        "d: identified": {person["u-free"]},
     }
     decided = {
         user: segments_of(app.runtime, app.boot.workspace, profile_id)
         for user, profile_id in person.items()
     }
     assert decided == {
-        "u-no": [segments["a: pro"]],
-        "u-free": [segments["b: not pro"]],
-        "u-none": [segments["b: not pro"], segments["c: no plan"], segments["d: read"]],
+        "u-no": [segments["a: pro"], segments["d: identified"]],
+        "u-free": [segments["b: not pro"], segments["d: identified"]],
+        "u-none": [segments["b: not pro"], segments["c: no plan"]],
     }
+    # Trends and funnels: the refuser's two Reads belong to their profile (the first) and
+    # to a pseudonymous person (the second); neither meets a trait filter.
+    now = datetime.now(UTC)
+    span = {
+        "from": (now - timedelta(days=1)).isoformat(),
+        "to": (now + timedelta(days=1)).isoformat(),
+    }
+    for definition, expected in (
+        ({"trait": "plan", "op": "eq", "value": "pro"}, 0),
+        ({"trait": "plan", "op": "neq", "value": "pro"}, 2),
+        ({"trait": "plan", "op": "is_set", "value": False}, 1),
+        ({"computedTrait": "eventCounts.Read", "op": "gte", "value": 1}, 2),
+    ):
+        trend = {"events": ["Read"], "measure": "people", "filters": [definition], **span}
+        reply = app.client.post("/v1/analytics/trends", json=trend, headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert sum(sum(s["values"]) for s in reply.json()["series"]) == expected, definition
+        steps = [{"event": "Read", "filters": [definition]}, {"event": "Read"}]
+        funnel = {"steps": steps, **span}
+        reply = app.client.post("/v1/analytics/funnels", json=funnel, headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["steps"][0]["count"] == expected, definition
 
 
 def test_drop_mode_and_explicit_consent(make_app: Callable[..., App]) -> None:

@@ -49,7 +49,8 @@ def funnels(scope: Scope, request: FunnelsIn) -> FunnelsOut:
         join = "LEFT JOIN person_traits pt ON pt.profile_id = ev.person_id"
     label = value_sql(q, breakdown).text if breakdown is not None else "NULL::VARCHAR"
     flags = ", ".join(
-        f"(ev.event_name = {q.bind(step.event)} AND {conditions(q, step.filters)}) AS s{i}"
+        f"(ev.event_name = {q.bind(step.event)}"
+        f" AND {conditions(q, step.filters, person='ev.person_id')}) AS s{i}"
         for i, step in enumerate(steps, start=1)
     )
     ctes.append(

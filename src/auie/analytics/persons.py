@@ -19,8 +19,9 @@ of an identifier, anonymous events from before a login count for the person who 
 snapshot table; profiles it does not hold yet are read from the profile store. A snapshot
 that withholds them (a person without ``analytics`` consent) makes every trait and
 computed-trait condition false for that person, ``neq`` and ``is_set: false`` included:
-withheld is not "has none". :func:`~auie.analytics.segments.evaluate_for` (a decision,
-which the person's ``personalization`` consent governs) reads the profile store instead.
+withheld is not "has none"; so it is for the pseudonymised events' ``pseudo:`` people.
+:func:`~auie.analytics.segments.evaluate_for` (a decision, which the person's
+``personalization`` consent governs) reads the profile store instead.
 
 **Filters.** See :func:`condition` and docs/analytics.md: values are compared by their text
 form (strings as they are, numbers as JSON, booleans ``true``/``false``), numerically when
@@ -299,8 +300,12 @@ def _equals(q: Sql, value: ValueSql, wanted: Any) -> str:
 _ORDER_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def condition(q: Sql, spec: Filter, event: str = "ev", traits: str = "pt") -> str:
-    """A boolean SQL expression (never NULL) for one filter."""
+def condition(
+    q: Sql, spec: Filter, event: str = "ev", traits: str = "pt", person: str | None = None
+) -> str:
+    """A boolean SQL expression (never NULL) for one filter. ``person``: the SQL of the
+    person id where it may be a pseudonymised person's (``pseudo:``), whose traits are
+    withheld as well (an event's person, not a profile's)."""
     value = value_sql(q, spec, event, traits)
     wanted: Any = spec.value
     if spec.op == "is_set":
@@ -322,12 +327,19 @@ def condition(q: Sql, spec: Filter, event: str = "ev", traits: str = "pt") -> st
         )
     if spec.target()[0] in ("trait", "computedTrait"):
         # Withheld traits (see the module's docstring) satisfy no condition.
-        expression = f"(coalesce(NOT {traits}.withheld, true) AND {expression})"
+        pseudonymised = f"starts_with({person}, 'pseudo:')" if person is not None else "false"
+        expression = f"(NOT coalesce({traits}.withheld, {pseudonymised}) AND {expression})"
     return expression
 
 
-def conditions(q: Sql, specs: Iterable[Filter], event: str = "ev", traits: str = "pt") -> str:
-    parts = [condition(q, spec, event, traits) for spec in specs]
+def conditions(
+    q: Sql,
+    specs: Iterable[Filter],
+    event: str = "ev",
+    traits: str = "pt",
+    person: str | None = None,
+) -> str:
+    parts = [condition(q, spec, event, traits, person) for spec in specs]
     return " AND ".join(parts) if parts else "true"
 
 

@@ -84,7 +84,7 @@ def trends(scope: Scope, request: TrendsIn) -> TrendsOut:
     ctes.append(
         f"f AS (SELECT ev.event_name, {label} AS label,"
         f" (epoch_us(ev.timestamp) - {first_us}) // {step_us} AS bucket, ev.person_id"
-        f" FROM ev {join} WHERE {conditions(q, request.filters)})"
+        f" FROM ev {join} WHERE {conditions(q, request.filters, person='ev.person_id')})"
     )
     limit = request.breakdown_limit
     # The rows are reduced first (counted per bucket, or made distinct per person and

@@ -10,8 +10,10 @@ matters; every statement is kept as history.
 The one place consent is enforced (see docs/privacy.md):
 
 * no ``analytics``: the event's personal fields are not written to the lake
-  (``privacy.without_analytics_consent``: ``pseudonymise`` keeps the event with hashed
-  ids and without PII fields; ``drop`` keeps it out of the lake);
+  (``privacy.without_analytics_consent``: ``pseudonymise`` keeps the event with
+  unlinked hashed ids and without its personal fields, see
+  :mod:`auie.process.privacy_gate`; ``drop`` keeps it out of the lake), and the profile's
+  lake snapshots withhold its traits;
 * no ``personalization``: the decision service serves the baseline and does not learn;
 * no ``marketing`` (CCPA "do not sell or share"): exports to marketing destinations skip
   the person (none ship today; the flag is on the profile).
