@@ -361,6 +361,64 @@ def test_sql_reads_the_workspace_lake(setup: Setup) -> None:
         assert sql(setup, f"SELECT * FROM {table} LIMIT 1").status_code == 200
 
 
+PERSONAL_TARGETS: list[dict[str, Any]] = [
+    {"field": "user_id"},
+    {"field": "anonymous_id"},
+    {"field": "previous_id"},
+    {"field": "group_id"},
+    {"field": "context_ip"},
+    {"trait": "email"},
+    {"trait": "Phone"},  # the PII names match in any case, as in the processor
+    {"property": "email"},
+]
+
+
+@pytest.mark.parametrize("target", PERSONAL_TARGETS, ids=lambda t: "-".join(next(iter(t.items()))))
+def test_analyses_by_personal_data_need_pii_read(setup: Setup, target: dict[str, Any]) -> None:
+    """Without pii:read, trends, funnels and segments refuse a filter or breakdown by an
+    identifier, the IP, a PII trait or a PII property (403 pii_read_required): a breakdown
+    by user_id would list the raw ids SQL hashes, a filter on a guessed id or e-mail would
+    tell what that person did. With pii:read they run."""
+    client = setup.client
+    pii = setup.runtime.clients.create(setup.a.id, "pii", ["analytics:read", "pii:read"])
+    raw = bearer(get_token(client, pii.client.id, pii.secret))
+    kind, name = next(iter(target.items()))
+    condition = {**target, "op": "eq", "value": "ada@example.com"}
+    steps = [{"event": "page", "filters": [condition]}, {"event": "Order Completed"}]
+    behaviour = {"event": "page", "atLeast": 1, "inLastDays": 3650, "filters": [condition]}
+    # A trait is a segment's condition on the profile; the others filter a behaviour.
+    segment = {
+        "name": f"by {kind} {name}",
+        "definition": condition if kind == "trait" else behaviour,
+    }
+    asked = [
+        ("/v1/analytics/trends", {**TRENDS, "filters": [condition]}),
+        ("/v1/analytics/trends", {**TRENDS, "breakdown": target}),
+        ("/v1/analytics/funnels", {**FUNNEL, "steps": steps}),
+        ("/v1/analytics/funnels", {**FUNNEL, "breakdown": target}),
+        ("/v1/analytics/segments", segment),
+    ]
+    for path, body in asked:
+        refused = assert_error(client.post(path, json=body, headers=setup.a.headers), 403)
+        assert refused["code"] == "pii_read_required", body
+        assert f"{kind} {name!r}" in refused["message"]
+        if not path.endswith("segments"):
+            assert client.post(path, json=body, headers=raw).status_code == 200, body
+    # A segment saved by a token with pii:read: its members and a replacement are refused
+    # to a token without, its definition stays readable (it is the workspace's own).
+    reply = client.post("/v1/analytics/segments", json=segment, headers=raw)
+    assert reply.status_code == 201, reply.text
+    sid = reply.json()["id"]
+    members = f"/v1/analytics/segments/{sid}/members"
+    assert client.get(members, headers=raw).status_code == 200
+    refused = assert_error(client.get(members, headers=setup.a.headers), 403)
+    assert refused["code"] == "pii_read_required"
+    update = client.put(f"/v1/analytics/segments/{sid}", json=segment, headers=setup.a.headers)
+    assert assert_error(update, 403)["code"] == "pii_read_required"
+    assert client.get(f"/v1/analytics/segments/{sid}", headers=setup.a.headers).status_code == 200
+    assert client.delete(f"/v1/analytics/segments/{sid}", headers=raw).status_code == 204
+
+
 def test_sql_without_pii_read_sees_keyed_hashes(setup: Setup) -> None:
     """analytics:read alone: every identifier is the workspace's keyed hash (the same value
     in every table, so joins and distinct counts still work), PII fields and IPs are gone;

@@ -1,5 +1,6 @@
 """Analytics (scope ``analytics:read``): trends, funnels, retention, segments and SQL over
-the token's workspace only. See docs/analytics.md for every rule."""
+the token's workspace only. See docs/analytics.md for every rule. Filters and breakdowns by
+personal data need ``pii:read`` too (:mod:`auie.analytics.personal`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from auie.analytics.models import (
     TrendsIn,
     TrendsOut,
 )
+from auie.analytics.personal import PersonalTargets
 from auie.analytics.persons import Scope
 from auie.analytics.retention import retention
 from auie.analytics.segments import MAX_PAGE, SegmentStore, members
@@ -34,6 +36,8 @@ from auie.api.schemas import Error
 from auie.api.security import scope
 from auie.auth.scopes import ANALYTICS_READ, PII_READ
 from auie.auth.tokens import Principal
+from auie.errors import PermissionDenied
+from auie.privacy.fields import PiiRules
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -42,7 +46,11 @@ router = APIRouter(
     responses={
         400: {"model": Error, "description": "Invalid body or parameters"},
         401: {"model": Error, "description": "Missing or invalid token"},
-        403: {"model": Error, "description": "Token lacks the analytics:read scope"},
+        403: {
+            "model": Error,
+            "description": "Token lacks the analytics:read scope (insufficient_scope), or"
+            " pii:read for a filter or breakdown by personal data (pii_read_required)",
+        },
         503: {"model": Error, "description": "The server is shutting down (shutting_down)"},
     },
 )
@@ -65,18 +73,40 @@ def _segments(request: Request) -> SegmentStore:
     return SegmentStore(_runtime(request).engine)
 
 
+def _personal_allowed(request: Request, who: Principal, *parts: Any) -> None:
+    """Refuse filters and breakdowns by personal data to a token without ``pii:read``
+    (:mod:`auie.analytics.personal`)."""
+    if PII_READ in who.scopes:
+        return
+    runtime = _runtime(request)
+    personal = PersonalTargets(
+        PiiRules.of(runtime.settings.privacy), runtime.profiles.folder.computed
+    )
+    named = personal.named(*parts)
+    if named:
+        raise PermissionDenied(
+            f"{', '.join(named)}: personal data; filtering or breaking down by it needs the"
+            " pii:read scope",
+            code="pii_read_required",
+            client=who.client_id,
+            workspace=who.workspace_id,
+        )
+
+
 # -- analyses ---------------------------------------------------------------------------------
 
 
 @router.post("/v1/analytics/trends", response_model=TrendsOut, operation_id="analytics_trends")
 def post_trends(body: TrendsIn, request: Request, who: Principal = _reader) -> Any:
     """Events or people per hour, day or week, per event name, optionally broken down."""
+    _personal_allowed(request, who, body)
     return trends(_scope(request, who), body)
 
 
 @router.post("/v1/analytics/funnels", response_model=FunnelsOut, operation_id="analytics_funnels")
 def post_funnels(body: FunnelsIn, request: Request, who: Principal = _reader) -> Any:
     """People through ordered steps within a conversion window; rates and median times."""
+    _personal_allowed(request, who, body)
     return funnels(_scope(request, who), body)
 
 
@@ -85,6 +115,7 @@ def post_funnels(body: FunnelsIn, request: Request, who: Principal = _reader) ->
 )
 def post_retention(body: RetentionIn, request: Request, who: Principal = _reader) -> Any:
     """Cohorts by first start event, and how many return in each following period."""
+    _personal_allowed(request, who, body)
     return retention(_scope(request, who), body)
 
 
@@ -110,6 +141,7 @@ def list_segments(request: Request, who: Principal = _reader) -> Any:
 )
 def create_segment(body: SegmentIn, request: Request, who: Principal = _reader) -> Any:
     """Save a segment definition."""
+    _personal_allowed(request, who, body)
     return _segments(request).create(who.workspace_id, body).to_out()
 
 
@@ -133,6 +165,7 @@ def put_segment(
     segment_id: str, body: SegmentIn, request: Request, who: Principal = _reader
 ) -> Any:
     """Replace a segment's name, description and definition."""
+    _personal_allowed(request, who, body)
     return _segments(request).update(who.workspace_id, segment_id, body).to_out()
 
 
@@ -162,6 +195,7 @@ def segment_members(
 ) -> Any:
     """Members now (profile ids, ascending), one page at a time, and their count."""
     segment = _segments(request).get(who.workspace_id, segment_id)
+    _personal_allowed(request, who, segment.node())
     return members(_scope(request, who), segment, limit=limit, cursor=cursor)
 
 

@@ -1,0 +1,72 @@
+"""Which targets of an analysis name personal data: a token needs ``pii:read`` to filter or
+break down by them, as it does to read them in ``POST /v1/sql``.
+
+Without ``pii:read``, SQL shows identifiers as keyed hashes and no IP at all, and a caller
+cannot hash a guess (see :mod:`auie.analytics.pseudonymous`). Trends, funnels, retention and
+segments answer with aggregates and profile ids, but a breakdown by ``user_id`` would list
+the raw ids, and a filter ``user_id eq "ada"`` (or a trait ``email eq ...``) would tell
+whether a guessed person did something. So these targets are refused (403
+``pii_read_required``) for such a token:
+
+* the ``events`` columns of :data:`PERSONAL_FIELDS`;
+* traits that ``privacy.pii_fields`` names, properties that ``privacy.pii_properties``
+  names (the same rules the processor encrypts by and the SQL views strip by);
+* computed traits declared over such a property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from auie.analytics.models import Target
+from auie.privacy.fields import PiiRules
+from auie.profiles.state import ComputedTrait
+
+#: ``events`` columns that hold a raw identifier or a personal value.
+PERSONAL_FIELDS = frozenset({"user_id", "anonymous_id", "group_id", "previous_id", "context_ip"})
+
+
+class PersonalTargets:
+    """See the module's docstring."""
+
+    def __init__(self, rules: PiiRules, computed: Iterable[ComputedTrait]) -> None:
+        self.rules = rules
+        self.computed = frozenset(
+            trait.name
+            for trait in computed
+            if trait.property is not None and rules.is_pii_property(trait.property)
+        )
+
+    def is_personal(self, target: Target) -> bool:
+        kind, name = target.target()
+        if kind == "field":
+            return name in PERSONAL_FIELDS
+        if kind == "trait":
+            return self.rules.is_pii(name)
+        if kind == "property":
+            return self.rules.is_pii_property(name)
+        return name.split(".", 1)[0] in self.computed
+
+    def named(self, *parts: Any) -> list[str]:
+        """The personal targets anywhere in ``parts`` (requests, segment definitions), as
+        ``"<kind> <name>"``, each once, in order of appearance."""
+        found: dict[str, None] = {}
+        for target in _targets(parts):
+            if self.is_personal(target):
+                kind, name = target.target()
+                found[f"{kind} {name!r}"] = None
+        return list(found)
+
+
+def _targets(value: Any) -> Iterator[Target]:
+    if isinstance(value, Target):
+        yield value
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            yield from _targets(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _targets(item)
