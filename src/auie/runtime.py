@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from auie.eventlog import EventLog
     from auie.lake.catalog import Lake
     from auie.privacy.audit import AuditLog
+    from auie.privacy.fields import PiiRules
     from auie.privacy.service import Privacy
     from auie.process.plan import PlanStore
     from auie.process.processor import Processor
@@ -154,9 +155,16 @@ class Runtime:
         return Lake(open_catalog(self.settings))
 
     @cached_property
+    def pii_rules(self) -> PiiRules:
+        """Which fields are PII (``privacy.pii_fields``, ``pii_properties``), shared by the
+        readers in this process (its name memo with them)."""
+        from auie.privacy.fields import PiiRules
+
+        return PiiRules.of(self.settings.privacy)
+
+    @cached_property
     def analytics(self) -> QueryEngine:
         from auie.analytics.duckdb_engine import DuckDBEngine
-        from auie.privacy.fields import PiiRules
 
         config = self.settings.analytics
         return DuckDBEngine(
@@ -167,7 +175,7 @@ class Runtime:
             threads=config.threads,
             default_timeout=config.query_timeout_seconds,
             pseudonyms=self.privacy.pseudonyms.pseudonym,
-            pii_rules=PiiRules.of(self.settings.privacy),
+            pii_rules=self.pii_rules,
         )
 
     @cached_property

@@ -34,11 +34,7 @@ class PersonalTargets:
 
     def __init__(self, rules: PiiRules, computed: Iterable[ComputedTrait]) -> None:
         self.rules = rules
-        self.computed = frozenset(
-            trait.name
-            for trait in computed
-            if trait.property is not None and rules.is_pii_property(trait.property)
-        )
+        self.computed = rules.computed_over(computed)
 
     def is_personal(self, target: Target) -> bool:
         kind, name = target.target()

@@ -37,7 +37,6 @@ from auie.api.security import scope
 from auie.auth.scopes import ANALYTICS_READ, PII_READ
 from auie.auth.tokens import Principal
 from auie.errors import PermissionDenied
-from auie.privacy.fields import PiiRules
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -79,9 +78,7 @@ def _personal_allowed(request: Request, who: Principal, *parts: Any) -> None:
     if PII_READ in who.scopes:
         return
     runtime = _runtime(request)
-    personal = PersonalTargets(
-        PiiRules.of(runtime.settings.privacy), runtime.profiles.folder.computed
-    )
+    personal = PersonalTargets(runtime.pii_rules, runtime.profiles.folder.computed)
     named = personal.named(*parts)
     if named:
         raise PermissionDenied(

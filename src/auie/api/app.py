@@ -40,7 +40,6 @@ from auie.decide.context import PersonContext
 from auie.decide.service import DecisionService
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC
 from auie.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from auie.privacy.fields import PiiRules
 from auie.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -218,7 +217,7 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
         runtime.tokens  # noqa: B018  (load signing keys before the first request)
         person = PersonContext(
             runtime.profiles,
-            pii_rules=PiiRules.of(settings.privacy),
+            pii_rules=runtime.pii_rules,
             segments_of=functools.partial(segments_of, runtime),
             features_of=functools.partial(features_of, runtime),
         )

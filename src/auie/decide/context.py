@@ -72,11 +72,7 @@ class PersonContext:
         #: Which trait and property names are PII (none without rules).
         self.pii_rules = pii_rules or fields.PiiRules((), ())
         #: Declared computed traits over a PII property: never joined either.
-        self.pii_computed = frozenset(
-            trait.name
-            for trait in profiles.folder.computed
-            if trait.property is not None and self.pii_rules.is_pii_property(trait.property)
-        )
+        self.pii_computed = self.pii_rules.computed_over(profiles.folder.computed)
         self._cache: dict[tuple[str, str, str], tuple[float, str | None, dict[str, Any]]] = {}
         self._loads: queue.SimpleQueue[tuple[str, str, dict[str, Any], str, Any]] = (
             queue.SimpleQueue()

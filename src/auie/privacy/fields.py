@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from auie.config import PrivacyConfig
+    from auie.profiles.state import ComputedTrait
 
 #: Objects and arrays deeper than this are not looked into (as the free-text scan).
 MAX_DEPTH = 8
@@ -61,6 +62,15 @@ class PiiRules:
     def is_pii_property(self, key: str) -> bool:
         """Whether ``key`` names a PII field at the top level of properties (remembered)."""
         return _named(self._property_memo, self.properties, key)
+
+    def computed_over(self, computed: Iterable[ComputedTrait]) -> frozenset[str]:
+        """The names of the declared computed traits over a PII property: they hold what
+        that property held, so they count as PII wherever a PII property does."""
+        return frozenset(
+            trait.name
+            for trait in computed
+            if trait.property is not None and self.is_pii_property(trait.property)
+        )
 
     def names_of(self, holder: Holder) -> frozenset[str]:
         """The (lower-case) names that count in ``holder``."""
