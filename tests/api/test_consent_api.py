@@ -4,6 +4,7 @@ is audited."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,3 +76,59 @@ def test_an_identifier_with_a_slash_is_stated_and_read(
     # Read back once the processor has folded it; until then the id is named whole.
     shown = client.get(url, headers=admin)
     assert shown.json()["message"] == "no profile has user_id 'team/a b'"
+
+
+@pytest.mark.parametrize(
+    "path", ["user_id/undefined", "anonymous_id/null", "user_id/%20%20", f"user_id/{'x' * 513}"]
+)
+def test_a_statement_about_nobody_is_refused_not_acknowledged(
+    client: TestClient, admin: dict[str, str], runtime: Runtime, path: str
+) -> None:
+    """A junk value links nobody: the processor would dead-letter the statement, so the
+    API refuses it rather than answer "recorded" for a statement that takes no effect."""
+    reply = client.put(f"/v1/privacy/consent/{path}", json={"analytics": False}, headers=admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "invalid_identifier"
+    assert "identifies nobody" in reply.json()["message"]
+    assert runtime.audit.entries(None, action="consent.recorded") == []
+
+
+def test_a_statement_about_an_erased_identifier_is_refused(
+    client: TestClient, admin: dict[str, str], runtime: Runtime, boot: Bootstrap
+) -> None:
+    started = client.post("/v1/privacy/erase", json={"userId": "u-gone"}, headers=admin)
+    assert started.status_code == 202, started.text
+    url = f"/v1/privacy/requests/{started.json()['requestId']}"
+    deadline = time.monotonic() + 60
+    while client.get(url, headers=admin).json()["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert runtime.privacy.is_suppressed(boot.workspace, "user_id", "u-gone")
+    reply = client.put(
+        "/v1/privacy/consent/user_id/%20u-gone", json={"analytics": True}, headers=admin
+    )
+    assert reply.status_code == 409, reply.text
+    assert reply.json() == {
+        "code": "identifier_erased",
+        "message": "user_id 'u-gone' was erased: a statement about it would be dropped"
+        " like its events",
+    }
+    assert runtime.audit.entries(None, action="consent.recorded") == []
+    # Another person is unaffected.
+    assert client.put(URL, json={"analytics": True}, headers=admin).status_code == 200
+
+
+def test_an_impossible_identifier_type_is_a_bad_request_an_unseen_one_is_not_found(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for method in ("get", "put"):
+        reply = client.request(
+            method, "/v1/privacy/consent/User-Id/u-1", json={"analytics": True}, headers=admin
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_id_type"
+        assert reply.json()["message"].startswith("'User-Id' is not an identifier type")
+    # An external id type nobody has sent yet may still come: not found, not invalid.
+    reply = client.put("/v1/privacy/consent/crm_id/c-1", json={"analytics": True}, headers=admin)
+    assert reply.status_code == 404, reply.text
+    assert reply.json()["message"] == "no profile has crm_id 'c-1'"

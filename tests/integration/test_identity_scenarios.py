@@ -556,6 +556,16 @@ def test_profile_api_errors_and_isolation(api: App) -> None:
         assert_error(
             api.client.get(f"/v1/profiles/{path}/events", headers=bearer(token)), 404, "not_found"
         )
+    for path in ("User_Id/u-1", "crm-id/1", "9/1", f"{'t' * 41}/1"):  # no identifier's type
+        for suffix in ("", "/events"):
+            reply = api.client.get(f"/v1/profiles/{path}{suffix}", headers=bearer(token))
+            assert_error(reply, 400, "invalid_id_type")
+    for limit in ("0", "1001", "ten"):
+        reply = api.client.get(
+            f"/v1/profiles/user_id/u-1/events?limit={limit}", headers=bearer(token)
+        )
+        assert_error(reply, 400, "invalid_request")
+        assert reply.json()["message"].startswith("query.limit: "), reply.json()
 
     admin_only = get_token(api.client, api.boot.client_id, api.boot.client_secret, "admin")
     assert_error(

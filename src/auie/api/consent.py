@@ -24,10 +24,11 @@ from auie.api.security import scope
 from auie.auth.scopes import PRIVACY_ADMIN
 from auie.auth.tokens import Principal
 from auie.collect.service import Collector
-from auie.errors import InvalidRequest, NotFound
+from auie.errors import Conflict, InvalidRequest, NotFound
 from auie.eventlog import EVENTS_TOPIC, LogRecord
 from auie.events import format_time, parse_time
-from auie.profiles.identity import ANONYMOUS_ID, USER_ID
+from auie.profiles.identity import ANONYMOUS_ID, MAX_ID_LENGTH, USER_ID
+from auie.profiles.service import Profile
 from auie.profiles.state import CONSENT_TYPE
 from auie.runtime import Runtime
 
@@ -75,10 +76,30 @@ class ConsentRecorded(BaseModel):
 
 def _identity(runtime: Runtime, workspace: str, id_type: str, id_value: str) -> tuple[str, str]:
     """The identifier a statement is recorded under: the person's user id when there is
-    one, else the anonymous id; other identifiers (e-mail, ...) must name a known profile."""
+    one, else the anonymous id; other identifiers (e-mail, ...) must name a known profile.
+
+    A statement the processor would drop is refused here instead of acknowledged: a junk
+    value (``profiles.junk_values``, empty, over-long) links nobody, and an erased
+    identifier's statements are dropped like its events."""
     if id_type in (USER_ID, ANONYMOUS_ID):
-        return id_type, id_value
-    profile = runtime.profiles.profile(workspace, id_type, id_value)
+        kind, value = id_type, runtime.profiles.rules.clean(id_value)
+        if value is None:
+            raise InvalidRequest(
+                f"{id_type} {id_value[:100]!r} identifies nobody: it is empty, longer than"
+                f" {MAX_ID_LENGTH} characters or a junk value (profiles.junk_values)",
+                code="invalid_identifier",
+            )
+    else:
+        kind, value = _holder(runtime.profiles.profile(workspace, id_type, id_value), id_type)
+    if runtime.privacy.is_suppressed(workspace, kind, value):
+        raise Conflict(
+            f"{kind} {value!r} was erased: a statement about it would be dropped like its events",
+            code="identifier_erased",
+        )
+    return kind, value
+
+
+def _holder(profile: Profile, id_type: str) -> tuple[str, str]:
     for wanted in (USER_ID, ANONYMOUS_ID):
         for identity in profile.identities:
             if identity["type"] == wanted:
@@ -90,7 +111,11 @@ def _identity(runtime: Runtime, workspace: str, id_type: str, id_value: str) -> 
     "/{id_type}/{id_value:path}",
     response_model=ConsentRecorded,
     operation_id="put_consent",
-    responses={400: {"model": Error}, 404: {"model": Error}},
+    responses={
+        400: {"model": Error, "description": "A junk identifier or type, no purpose, a bad time"},
+        404: {"model": Error, "description": "No profile has this e-mail or other identifier"},
+        409: {"model": Error, "description": "The identifier was erased"},
+    },
 )
 async def put_consent(
     id_type: str, id_value: str, body: ConsentIn, request: Request, who: Principal = _admin
@@ -146,7 +171,7 @@ async def put_consent(
     "/{id_type}/{id_value:path}",
     response_model=ConsentOut,
     operation_id="get_consent",
-    responses={404: {"model": Error}},
+    responses={400: {"model": Error}, 404: {"model": Error}},
 )
 async def get_consent(
     id_type: str, id_value: str, request: Request, who: Principal = _admin

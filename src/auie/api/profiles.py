@@ -22,6 +22,7 @@ router = APIRouter(
     route_class=StrictJSONRoute,
     tags=["profiles"],
     responses={
+        400: {"model": Error, "description": "No identifier can be of this type"},
         401: {"model": Error, "description": "Missing or invalid token"},
         403: {"model": Error, "description": "Token lacks the profiles:read scope"},
         404: {"model": Error, "description": "No profile has this identifier"},

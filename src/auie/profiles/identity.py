@@ -123,6 +123,12 @@ class IdentityRules:
             return None
         return text
 
+    def is_id_type(self, id_type: str) -> bool:
+        """Whether identifiers of this type can exist: ``user_id``, ``anonymous_id``,
+        ``email``, the ``id_traits`` and external id types (``context.externalIds``: lower
+        case letters, digits and ``_``, up to 40 characters)."""
+        return bool(_ID_TYPE.match(id_type)) or id_type in (t.lower() for t in self.id_traits)
+
     def owner(self, user_id: Any, anonymous_id: Any) -> str | None:
         """The identifier an event with these ids belongs to: its user id, else its
         anonymous id (as :func:`event_identity`'s ``primary``)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from auie.errors import NotFound
+from auie.errors import InvalidRequest, NotFound
 from auie.events import format_time
 from auie.profiles.identity import (
     ANONYMOUS_ID,
@@ -384,7 +384,15 @@ class ProfileService:
         return {k: s.profile_id for k, s in self.store.nodes(workspace, keys).items()}
 
     def profile(self, workspace: str, id_type: str, id_value: str) -> Profile:
-        """The profile an identifier belongs to; :class:`NotFound` if it is unknown."""
+        """The profile an identifier belongs to; :class:`NotFound` if it is unknown,
+        :class:`InvalidRequest` if no identifier can be of that type."""
+        if not self.rules.is_id_type(id_type):
+            raise InvalidRequest(
+                f"{id_type[:100]!r} is not an identifier type: user_id, anonymous_id, email,"
+                " an id trait (profiles.id_traits) or an external id type (lower-case"
+                " letters, digits and _)",
+                code="invalid_id_type",
+            )
         key = node(id_type, id_value.strip().lower() if id_type == "email" else id_value)
         found = self.store.nodes(workspace, [key]).get(key)
         if found is None:
