@@ -28,6 +28,9 @@ any of them into the body ``{"code": ..., "message": ...}``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class AuieError(Exception):
     """Root of every error AUIE raises on purpose."""
@@ -157,3 +160,16 @@ class Overloaded(TransientError):
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+def describe_problems(errors: Iterable[Mapping[str, Any]], *, whole: str = "body") -> str:
+    """pydantic's validation errors as one line a person reads: ``where: what`` for each,
+    joined by ``; `` (``whole`` names the input itself, for errors of no one field)."""
+    problems = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or whole
+        what = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            what = "unknown field"
+        problems.append(f"{where}: {what}")
+    return "; ".join(problems) or f"invalid {whole}"

@@ -6,6 +6,7 @@ actions and with action features."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -108,3 +109,90 @@ def test_vw_arguments_are_checked_when_configuring(make_app: Callable[..., App])
     )
     assert reply.status_code == 400
     assert reply.json()["code"] == "invalid_policy"
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "message"),
+    [
+        (
+            {"policy": {"type": "linucb", "alpha": "1"}},
+            "invalid_policy",
+            'policy linucb: alpha must be a number, not "1"',
+        ),
+        (
+            {"policy": {"type": "epsilon_greedy", "epsilon": True}},
+            "invalid_policy",
+            "policy epsilon_greedy: epsilon must be a number, not true",
+        ),
+        (
+            {"policy": {"type": "thompson", "samples": 64.5}},
+            "invalid_policy",
+            "policy thompson: samples must be an integer, not 64.5",
+        ),
+        pytest.param(
+            {"policy": {"type": "vw", "args": 5}},  # crashed deep in VW's argument parser
+            "invalid_policy",
+            "policy vw: args must be a string, not 5",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("vowpalwabbit") is None, reason="the vw extra"
+            ),
+        ),
+        (
+            {"policy": {"type": "linucb", "gamma": 1}},
+            "invalid_policy",
+            "policy linucb: unknown parameter(s) gamma;"
+            " linucb takes alpha, exploration_floor, l2, seed",
+        ),
+        (
+            {
+                "experiment": {
+                    "arms": [
+                        {"name": "control", "policy": {"type": "linucb"}, "share": 1},
+                        {"name": "bold", "policy": {"type": "linucb", "alpha": [1]}, "share": 1},
+                    ]
+                }
+            },
+            "invalid_policy",
+            "experiment.arms.1 (bold): policy linucb: alpha must be a number, not [1]",
+        ),
+        (
+            {"reward": {"waitSeconds": -1, "default": "x"}, "mode": "fast", "colour": "red"},
+            "invalid_config",
+            "reward.waitSeconds: Input should be greater than or equal to 0;"
+            " reward.default: Input should be a valid number, unable to parse string as a"
+            " number; mode: Input should be 'online', 'apprentice' or 'frozen';"
+            " colour: unknown field",
+        ),
+        (
+            {"actions": [{"id": "a"}, {"id": "a"}]},
+            "invalid_config",
+            "config: action ids must be unique",
+        ),
+    ],
+)
+def test_a_configuration_error_names_the_field_in_plain_words(
+    make_app: Callable[..., App], config: dict[str, Any], code: str, message: str
+) -> None:
+    app = make_app()
+    admin = _headers(app, "admin decide")
+    body = {"actions": PLAIN, **config}
+    reply = app.client.put(f"/v1/decision-points/{POINT}", json=body, headers=admin)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {"code": code, "message": message}
+    assert app.client.get(f"/v1/decision-points/{POINT}", headers=admin).status_code == 404
+
+
+def test_a_reward_is_a_json_number(make_app: Callable[..., App]) -> None:
+    app = make_app()
+    decide = _headers(app, "decide")
+    body = {"decisionPoint": POINT, "userId": "u-1", "actions": PLAIN}
+    event_id = app.client.post("/v1/decide", json=body, headers=decide).json()["eventId"]
+    for value in ("1", True, None, [1]):
+        reply = app.client.post(
+            f"/v1/decisions/{event_id}/reward", json={"value": value}, headers=decide
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "invalid_request"
+        assert reply.json()["message"].startswith("value: "), reply.json()
+    reply = app.client.post(f"/v1/decisions/{event_id}/reward", json={"value": 1}, headers=decide)
+    assert reply.json()["status"] == "recorded"

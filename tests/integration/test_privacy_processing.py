@@ -703,6 +703,52 @@ def test_suppressed_identifiers_are_dropped_and_counted(make_app: Callable[..., 
     assert (stats["identifiers"], stats["dropped"]) == (1, 1)
 
 
+def test_an_erased_person_gets_the_baseline_and_leaves_no_decision_or_reward(
+    make_app: Callable[..., App],
+) -> None:
+    """After an erasure, the person's decisions are still served (the baseline) but kept
+    nowhere: no decision or reward reaches the log or the lake (the processor would drop the
+    decision, but a reward carries only its eventId and would stay as an orphan), and none
+    is learned from, including a decision made before the erasure and rewarded after it."""
+    app = make_app()
+    headers = token(app)
+    point = {
+        "baseline": "a",
+        "actions": ACTIONS,
+        "policy": {"type": "epsilon_greedy", "epsilon": 1.0},
+    }
+    assert (
+        app.client.put("/v1/decision-points/hero", json=point, headers=headers).status_code == 200
+    )
+
+    def decide(**person: str) -> tuple[str, str]:
+        body = {"decisionPoint": "hero", "actions": ACTIONS, **person}
+        reply = app.client.post("/v1/decide", json=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["eventId"]), str(reply.json()["actionId"])
+
+    open_before, _ = decide(userId="u-gone")
+    app.runtime.privacy.suppressions.add(
+        app.boot.workspace, ["user_id:u-gone", "anonymous_id:a-gone"], request_id="req-test"
+    )
+    erased = [decide(userId="u-gone"), decide(anonymousId="a-gone"), decide(userId="u-gone")]
+    erased += [decide(userId="u-new", anonymousId="a-gone")]  # a new login on an erased device
+    assert {action for _, action in erased} == {"a"}  # the baseline, never explored
+    kept, _ = decide(userId="u-here")
+    for event_id in [open_before, *(e for e, _ in erased), kept]:
+        reward = app.client.post(
+            f"/v1/decisions/{event_id}/reward", json={"value": 1}, headers=headers
+        )
+        assert reward.status_code == 200, reward.text
+        assert reward.json()["status"] == "recorded"
+    process(app)
+    # The decision made before the erasure reached the log; the processor dropped it.
+    assert lake_rows(app, "SELECT event_id FROM decisions") == [(kept,)]
+    assert lake_rows(app, "SELECT event_id FROM rewards") == [(kept,)]
+    service = app.client.app.state.decisions  # type: ignore[attr-defined]
+    assert service.point(app.boot.workspace, "hero").policies[""].steps == 1  # u-here's only
+
+
 def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> None:
     masked = make_app("mask")
     text = "call +44 20 7946 0958 or write to ada@example.com, card 4111 1111 1111 1111"

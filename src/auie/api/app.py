@@ -227,6 +227,7 @@ def create_app(runtime: Runtime, *, fast_paths: bool = True) -> AuieAPI:
             person,
             writer.append,
             consent=lambda ws, user, anon: person.allows(ws, user, anon, require_explicit=require),
+            erased=runtime.privacy.is_erased,
         )
         tasks = [
             asyncio.create_task(_maintenance(runtime)),

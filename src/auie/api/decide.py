@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +19,7 @@ from auie.decide.config import MAX_REWARD, DecisionPointConfig
 from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, parse_candidates
 from auie.decide.registry import check_name
 from auie.decide.service import DecideRequest, DecisionService
-from auie.errors import InvalidRequest
+from auie.errors import InvalidRequest, describe_problems
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -95,7 +95,8 @@ class DecideOut(BaseModel):
 
 
 class RewardIn(_Camel):
-    value: float = Field(allow_inf_nan=False, ge=-MAX_REWARD, le=MAX_REWARD)
+    #: strict: a JSON number, not "1" or true (as consent purposes are JSON booleans)
+    value: float = Field(allow_inf_nan=False, ge=-MAX_REWARD, le=MAX_REWARD, strict=True)
 
 
 class EventStatus(BaseModel):
@@ -234,8 +235,9 @@ async def put_point(
     check_name(name)
     try:
         config = DecisionPointConfig.model_validate(body)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc).replace("\n", " ")[:1000], code="invalid_config") from None
+    except ValidationError as exc:
+        message = describe_problems(exc.errors(), whole="config")
+        raise InvalidRequest(message[:1000], code="invalid_config") from None
     _service(request).configure(who.workspace_id, name, config)
     runtime = _runtime(request)
     await run_in_threadpool(

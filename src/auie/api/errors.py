@@ -20,6 +20,7 @@ from auie.errors import (
     Overloaded,
     PermissionDenied,
     RateLimited,
+    describe_problems,
 )
 from auie.metrics import REQUESTS_REJECTED
 
@@ -187,8 +188,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             at = f" at character {position}" if position is not None else ""
             problems.append(f"body is not valid JSON: {reason}{at}")
             continue
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        problems.append(describe_problems([error]))
     return error_response(400, "invalid_request", "; ".join(problems) or "invalid request")
 
 

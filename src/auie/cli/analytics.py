@@ -55,7 +55,7 @@ from auie.cli.common import (
     workspace_option,
 )
 from auie.config import Settings
-from auie.errors import InvalidRequest
+from auie.errors import InvalidRequest, describe_problems
 from auie.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -127,10 +127,7 @@ def _validate(model: type[M], body: dict[str, Any]) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        ]
-        raise InvalidRequest("; ".join(problems)) from None
+        raise InvalidRequest(describe_problems(exc.errors())) from None
 
 
 def _request_file(path: str | None) -> dict[str, Any] | None:

@@ -8,6 +8,11 @@ topic) aggregate by ``earliest`` (learned at once) or ``sum`` (learned when the 
 ends); a decision without reward is learned with the default reward. Deferred decisions
 start their wait when activated and are never learned from otherwise.
 
+An erased person (an identifier on the suppression list) still gets a decision, the
+baseline's, but nothing of it is kept: no profile is joined, the decision and its rewards
+are not logged and never learned from. A decision whose person is erased while it waits
+for rewards is not learned from either, and its later rewards are not logged.
+
 Learning modes: ``online`` serves and learns; ``apprentice`` serves the baseline, learns
 from it and reports how often the policy would have agreed; ``frozen`` serves, never learns.
 Open decisions live in memory: a restart forgets them (the decision log keeps them for
@@ -61,6 +66,11 @@ ConsentCheck = Callable[[str, str | None, str | None], bool]
 def allow_all(_workspace: str, _user_id: str | None, _anonymous_id: str | None) -> bool:
     """A consent check that allows everyone (tests, and instances without profiles)."""
     return True
+
+
+def none_erased(_workspace: str, _user_id: str | None, _anonymous_id: str | None) -> bool:
+    """An erasure check for instances without a suppression list."""
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,10 @@ class _Pending:
     created: float
     deadline: float | None
     rewards: list[float] = field(default_factory=list)
+    #: The request's (userId, anonymousId): an erasure while the decision is open stops it.
+    person: tuple[str | None, str | None] = (None, None)
+    #: Whether the decision was logged (not for an erased person), and so its rewards are.
+    logged: bool = True
 
 
 @dataclass(slots=True)
@@ -176,12 +190,15 @@ class DecisionService:
         append: Append,
         *,
         consent: ConsentCheck = allow_all,
+        erased: ConsentCheck = none_erased,
         seed: int = 0,
     ) -> None:
         self.store = store
         self.person = person
         self.append = append
         self.consent = consent
+        #: (workspace, userId, anonymousId) → is either identifier on the suppression list?
+        self.erased = erased
         self.seed = seed
         self._points: dict[tuple[str, str], _Point] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}
@@ -259,13 +276,17 @@ class DecisionService:
     def configure(self, workspace: str, name: str, config: DecisionPointConfig) -> None:
         """Validate and store a new configuration; the decision point restarts from its
         active version (or fresh, if the policy's shape changed)."""
-        arms = [config.policy] + [
-            a.policy for a in (config.experiment.arms if config.experiment else [])
+        arms = [("", config.policy)] + [
+            (f"experiment.arms.{i} ({arm.name}): ", arm.policy)
+            for i, arm in enumerate(config.experiment.arms if config.experiment else [])
         ]
-        for policy in arms:
-            make_policy(
-                policy, context_dim=config.features.context_dim, action_dim=config.action_dim
-            )
+        for where, policy in arms:
+            try:
+                make_policy(
+                    policy, context_dim=config.features.context_dim, action_dim=config.action_dim
+                )
+            except InvalidRequest as exc:
+                raise InvalidRequest(where + exc.message, code=exc.code) from None
         self.store.put(workspace, name, config)
         with self._lock:
             self._points.pop((workspace, name), None)
@@ -310,8 +331,13 @@ class DecisionService:
         if set(request.excluded) >= set(ids):
             raise InvalidRequest("every action is excluded", code="invalid_actions")
         point = self.point(workspace, request.decision_point, request.actions)
-        profile_id, person = self.person.lookup(
-            workspace, request.user_id, request.anonymous_id, point.config.join
+        erased = self.erased(workspace, request.user_id, request.anonymous_id)
+        profile_id, person = (
+            (None, None)
+            if erased
+            else self.person.lookup(
+                workspace, request.user_id, request.anonymous_id, point.config.join
+            )
         )
         context = {**request.context, "user": person} if person else dict(request.context)
         event_id = request.event_id or uuid.uuid4().hex
@@ -320,7 +346,7 @@ class DecisionService:
             raise Conflict(f"decision {event_id!r} already exists", code="duplicate_event")
         person_key = request.user_id or request.anonymous_id or event_id
         arm = self._arm(point, workspace, request.decision_point, person_key)
-        allowed = self.consent(workspace, request.user_id, request.anonymous_id)
+        allowed = not erased and self.consent(workspace, request.user_id, request.anonymous_id)
         drawn = self._choose(point, arm, allowed, context, request=request, ids=ids)
         now = time.monotonic()
         deadline = None if request.defer_activation else now + point.config.reward.wait_seconds
@@ -337,21 +363,24 @@ class DecisionService:
             drawn.learn,
             now,
             deadline,
+            person=(request.user_id, request.anonymous_id),
+            logged=not erased,
         )
         point.stats[drawn.arm].decisions += 1
         version = f"{point.version or 0}.{point.updates_since_snapshot}"
         order = sorted(range(len(ids)), key=lambda i: -float(drawn.probabilities[i]))
         ranking = [{"id": ids[i], "probability": float(drawn.probabilities[i])} for i in order]
-        await self._log_decision(
-            workspace,
-            request,
-            event_id,
-            profile_id=profile_id,
-            context=context,
-            ids=ids,
-            drawn=drawn,
-            version=version,
-        )
+        if not erased:
+            await self._log_decision(
+                workspace,
+                request,
+                event_id,
+                profile_id=profile_id,
+                context=context,
+                ids=ids,
+                drawn=drawn,
+                version=version,
+            )
         reply: dict[str, Any] = {
             "eventId": event_id,
             "actionId": ids[drawn.index],
@@ -470,6 +499,16 @@ class DecisionService:
                 code="unknown_decision",
             )
         point = self.point(workspace, pending.point)
+        if pending.logged and self.erased(workspace, *pending.person):
+            pending.logged = pending.learn = False  # erased since the decision
+        if pending.logged:
+            await self._append_reward(workspace, event_id, pending.point, value)
+        pending.rewards.append(value)
+        if point.config.reward.aggregation == "earliest" and pending.deadline is not None:
+            await self._close_now(workspace, event_id)
+        return {"eventId": event_id, "status": "recorded"}
+
+    async def _append_reward(self, workspace: str, event_id: str, point: str, value: float) -> None:
         await self.append(
             [
                 LogRecord(
@@ -478,7 +517,7 @@ class DecisionService:
                     value=_encode(
                         {
                             "eventId": event_id,
-                            "decisionPoint": pending.point,
+                            "decisionPoint": point,
                             "value": value,
                             "timestamp": format_time(datetime.now(UTC)),
                         }
@@ -488,10 +527,6 @@ class DecisionService:
                 )
             ]
         )
-        pending.rewards.append(value)
-        if point.config.reward.aggregation == "earliest" and pending.deadline is not None:
-            await self._close_now(workspace, event_id)
-        return {"eventId": event_id, "status": "recorded"}
 
     async def activate(self, workspace: str, event_id: str) -> dict[str, Any]:
         pending = self._pending.get((workspace, event_id))
@@ -531,7 +566,7 @@ class DecisionService:
             reward = float(sum(pending.rewards))
         point.stats[pending.arm].add(reward)
         policy = point.policies.get(pending.arm)
-        if not pending.learn or policy is None:
+        if not pending.learn or policy is None or self.erased(pending.workspace, *pending.person):
             return False
         with point.lock:
             policy.update(pending.decision, pending.index, reward, pending.probability)

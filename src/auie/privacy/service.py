@@ -54,6 +54,13 @@ class Privacy:
         """Whether an identifier was erased (its events are dropped); answered from memory."""
         return self.suppressions.is_suppressed(workspace, identifier_type, value)
 
+    def is_erased(self, workspace: str, user_id: str | None, anonymous_id: str | None) -> bool:
+        """Whether a person named by a user id and/or an anonymous id was erased (either
+        identifier is suppressed), as the decision service asks."""
+        return bool(user_id and self.is_suppressed(workspace, "user_id", user_id)) or bool(
+            anonymous_id and self.is_suppressed(workspace, "anonymous_id", anonymous_id)
+        )
+
     def run_retention(
         self, *, actor: str = "system", progress: Progress = no_progress
     ) -> dict[str, Any]:

@@ -8,6 +8,8 @@ the optional extras ``vw`` and ``train``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import json
 import math
@@ -88,6 +90,7 @@ def make_policy(
     cls = policy_class(kind)
     params.setdefault("seed", seed)
     try:
+        _check_types(cls, params)
         _check_numbers(params)
         ridge = float(params.pop("l2", l2))
         if not ridge > 0:
@@ -95,6 +98,50 @@ def make_policy(
         return cls(HybridRidge(context_dim, action_dim, ridge), **params)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"policy {kind}: {exc}", code="invalid_policy") from None
+
+
+#: What JSON value each annotation of a policy's keyword parameters takes, and its name
+#: in messages (``bool`` is refused where a number is wanted: ``true`` is no ``1``).
+_JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "float": ((int, float), "a number"),
+    "int": ((int,), "an integer"),
+    "str": ((str,), "a string"),
+    "str | None": ((str, type(None)), "a string or null"),
+    "bool": ((bool,), "true or false"),
+}
+
+
+@functools.cache
+def _parameter_types(cls: type[Policy]) -> dict[str, tuple[tuple[type, ...], str]]:
+    """The JSON types of a policy class's keyword parameters (its own and its bases')."""
+    found: dict[str, tuple[tuple[type, ...], str]] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            wanted = _JSON_TYPES.get(str(parameter.annotation))
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and wanted is not None:
+                found[parameter.name] = wanted
+    return found
+
+
+def _check_types(cls: type[Policy], params: Mapping[str, Any]) -> None:
+    """Refuses a parameter of the wrong JSON type with its name (``"alpha": "1"`` would
+    otherwise fail deep inside the policy, or much later, with Python's words)."""
+    types = _parameter_types(cls)
+    unknown = sorted(set(params) - set(types) - {"l2"})
+    if unknown:
+        known = ", ".join(sorted({*types, "l2"}))
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; {cls.kind} takes {known}")
+    for name, value in params.items():
+        if name not in types:
+            continue  # l2, checked by make_policy
+        allowed, described = types[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            shown = json.dumps(value, default=str)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ValueError(f"{name} must be {described}, not {shown}")
 
 
 def _check_numbers(params: Mapping[str, Any]) -> None:
