@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from auie.runtime import Bootstrap, Runtime
 from conftest import App
-from helpers import basic, stored_events
+from helpers import basic, bearer, get_token, stored_events
 
 SINGLE = {
     "track": {"event": "Order Completed", "properties": {"revenue": 42.5}},
@@ -327,3 +327,55 @@ def test_overload_answers_503_with_retry_after_and_stores_nothing(
     assert (
         post(client, "/v1/track", {"userId": "u", "event": "E"}, boot.write_key).status_code == 200
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"batch": [{"type": "track", "event": "caf\xe9", "userId": "u"}]}',
+            "body is not UTF-8 text: byte 0xe9 at offset 42: invalid continuation byte",
+        ),
+        (
+            b'{"batch": [{"type": "track", "event": "x", "userId": "\xff"}]}',
+            "body is not UTF-8 text: byte 0xff at offset 54: invalid start byte",
+        ),
+        (
+            b'{"batch": [{"type": "track", "event": "x\\ud800", "userId": "u"}]}',
+            "a \\ud800-\\udfff escape must be one half of a pair",
+        ),
+    ],
+)
+def test_text_that_is_not_unicode_is_named_where_it_breaks(
+    client: TestClient, boot: Bootstrap, runtime: Runtime, body: bytes, message: str
+) -> None:
+    """Latin-1 from an old client, or a lone surrogate escape: the offset is the body's
+    (the decoder's own message counted from somewhere inside it)."""
+    reply = post(client, "/v1/batch", body, boot.write_key)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "invalid_json"
+    assert message in reply.json()["message"]
+    assert stored_events(runtime) == []
+
+
+def test_a_leading_byte_order_mark_is_ignored_everywhere(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    """RFC 8259 lets a parser ignore a UTF-8 BOM (Windows tools write one); the collector
+    does, like the rest of the API, whose JSON reader always has."""
+    bom = b"\xef\xbb\xbf"
+    reply = post(client, "/v1/track", bom + b'{"userId": "u", "event": "E"}', boot.write_key)
+    assert reply.status_code == 200, reply.text
+    assert [e["event"] for e in stored_events(runtime)] == ["E"]
+    admin = bearer(get_token(client, boot.client_id, boot.client_secret, "privacy:admin"))
+    headers = {**admin, "Content-Type": "application/json"}
+    reply = client.post("/v1/privacy/export", content=bom + b'{"userId": "u"}', headers=headers)
+    assert reply.status_code == 202, reply.text
+    # Outside the collector, bytes that are no UTF-8 are named as precisely.
+    bad = b'{"userId": "\xff"}'
+    reply = client.post("/v1/privacy/export", content=bad, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {
+        "code": "invalid_request",
+        "message": "body is not UTF-8 text: byte 0xff at offset 12: invalid start byte",
+    }

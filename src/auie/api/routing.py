@@ -21,6 +21,8 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
+from auie.collect.body import utf8_problem
+
 
 class NonFiniteNumber(ValueError):
     """A JSON number that is not a finite float."""
@@ -51,6 +53,9 @@ class StrictJSONRequest(Request):
                 self._json = loads(await self.body())
             except NonFiniteNumber as exc:
                 raise HTTPException(status_code=400, detail=f"body: {exc}") from None
+            except UnicodeDecodeError:  # Starlette would say "error parsing the body"
+                problem = utf8_problem(await self.body()) or "body is not UTF-8 text"
+                raise HTTPException(status_code=400, detail=problem) from None
             except RecursionError:  # Python's parser gives up near a thousand levels
                 raise HTTPException(
                     status_code=400, detail="body: the JSON nests too deeply"

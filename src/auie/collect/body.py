@@ -56,14 +56,40 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return data
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """Where ``body`` stops being UTF-8, in words (its byte offset in the whole body, which
+    the JSON decoder's own message does not give), or None when it is UTF-8."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"body is not UTF-8 text: byte 0x{body[exc.start]:02x} at offset {exc.start}:"
+            f" {exc.reason}"
+        )
+    return None
+
+
 def decode_json(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a precise ``invalid_json`` error."""
+    """The body as a JSON object, or a precise ``invalid_json`` error. A leading UTF-8 byte
+    order mark is ignored, as RFC 8259 allows and the rest of the API does."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
     if not body.strip():
         raise InvalidRequest("request body is empty", code="invalid_json")
     try:
         value = _decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            utf8_problem(body) or "body is not UTF-8 text", code="invalid_json"
+        ) from None
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+        if "surrogate" in reason:  # msgspec's words for "\ud800" alone
+            reason += "; a \\ud800-\\udfff escape must be one half of a pair (valid Unicode)"
+        raise InvalidRequest(f"body is not valid JSON: {reason}", code="invalid_json") from None
     except msgspec.ValidationError as exc:
         raise InvalidRequest(
             f"body has an unrepresentable value: {exc}", code="invalid_json"
