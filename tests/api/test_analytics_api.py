@@ -562,9 +562,39 @@ def test_sql_does_not_show_view_definitions(setup: Setup) -> None:
         reply = sql(setup, query)
         assert_error(reply, 400, "unknown_table")
         assert warehouse not in reply.text
+    for query in ("SELECT current_setting('temp_directory')", "SELECT * FROM pg_settings"):
+        reply = sql(setup, query)
+        assert reply.status_code == 400, reply.text
+        assert warehouse not in reply.text
     tables = sql(setup, "SELECT table_name FROM information_schema.tables")
     assert tables.status_code == 200, tables.text
     assert ["events"] in tables.json()["rows"]
+
+
+@pytest.mark.parametrize("scopes", ["analytics:read", "analytics:read pii:read"])
+def test_sql_lists_the_workspace_tables_and_nothing_of_the_engine(
+    setup: Setup, scopes: str
+) -> None:
+    """SHOW TABLES and DESCRIBE are what an analyst types first: they show the tables of
+    GET /v1/sql/tables, with the same columns, and no helper table of the engine."""
+    made = setup.runtime.clients.create(setup.a.id, f"lister {scopes}", scopes.split())
+    headers = bearer(get_token(setup.client, made.client.id, made.secret))
+
+    def run(query: str) -> list[list[Any]]:
+        reply = setup.client.post("/v1/sql", json={"query": query}, headers=headers)
+        assert reply.status_code == 200, reply.text
+        return list(reply.json()["rows"])
+
+    listed = setup.client.get("/v1/sql/tables", headers=headers).json()
+    names = sorted(table["name"] for table in listed["tables"])
+    assert "events" in names
+    assert sorted(row[0] for row in run("SHOW TABLES")) == names
+    assert sorted({row[2] for row in run("SHOW ALL TABLES") if row[0] == "memory"}) == names
+    columns = [row[0] for row in run("DESCRIBE events")]
+    assert columns == [
+        c["name"] for t in listed["tables"] if t["name"] == "events" for c in t["columns"]
+    ]
+    assert run("SELECT count(*) FROM events")[0][0] == len(setup.a.data.events)
 
 
 def test_sql_cannot_read_another_workspace_files(setup: Setup) -> None:
@@ -670,7 +700,10 @@ def test_a_segment_window_is_measured_from_now(
 def test_sql_cannot_see_another_workspace_spill_files(setup: Setup) -> None:
     # DuckDB allows its temp directory implicitly: each workspace must have its own.
     root = setup.runtime.settings.data_dir / "analytics"
-    [[spill]] = sql(setup, "SELECT current_setting('temp_directory')").json()["rows"]
+    # (read as the server, trusted: callers' SQL may not read the settings, paths among them)
+    [[spill]] = setup.runtime.analytics.query(
+        setup.a.id, "SELECT current_setting('temp_directory')", pseudonymous=True
+    ).rows
     assert Path(spill).resolve().is_relative_to((root / setup.a.id).resolve())
     theirs = (root / setup.b.id / "tmp").resolve()
     theirs.mkdir(parents=True, exist_ok=True)

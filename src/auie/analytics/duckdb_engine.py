@@ -6,9 +6,10 @@ file access is limited to that workspace's lake directory and marts, configurati
 so one workspace's SQL can never read another's files. Views are refreshed when a table's
 snapshot changes; queries run on cursors of that database.
 
-With the ``identities`` view the engine also rebuilds :data:`CURRENT_IDS`, a hidden table
-holding the current profile of every user and anonymous id (the latest ``identities`` row
-of each): every analysis resolves the people of its events through it, so that mapping is
+With the ``identities`` view the engine also rebuilds :data:`CURRENT_IDS`, a table of an
+attached in-memory database of its own (so ``SHOW TABLES`` lists only the workspace's)
+holding the current profile of every user and anonymous id (the latest ``identities`` row of
+each): every analysis resolves the people of its events through it, so that mapping is
 computed once per change of the table instead of once per query.
 
 Callers without the ``pii:read`` scope get a second database of the workspace whose views
@@ -46,9 +47,12 @@ _MARTS_SUFFIX = ".parquet"
 #: Most rows fetched at once under a byte limit.
 _FETCH_BATCH = 1024
 
-#: Hidden table: the current profile of each user and anonymous id, i.e. its latest
-#: ``identities`` row (by ``changed_at``, then ``profile_id``); rebuilt with the view.
-CURRENT_IDS = "__current_ids"
+#: The engine's own tables live in this attached in-memory database: untrusted SQL may not
+#: name it (only the workspace's ``memory`` catalog), and ``SHOW TABLES`` does not list it.
+INTERNAL_CATALOG = "auie_internal"
+#: The current profile of each user and anonymous id, i.e. its latest ``identities`` row
+#: (by ``changed_at``, then ``profile_id``); rebuilt with the view.
+CURRENT_IDS = f"{INTERNAL_CATALOG}.current_ids"
 _CURRENT_IDS_SQL = """SELECT id_type, id_value, profile_id FROM identities
     WHERE id_type IN ('user_id', 'anonymous_id')
     QUALIFY row_number() OVER (
@@ -68,12 +72,26 @@ class _Workspace:
     running: set[duckdb.DuckDBPyConnection] = field(default_factory=set)
 
 
+def _typed_empty(conn: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
+    """A SELECT of no rows whose columns are ``schema``'s, with DuckDB's types for them."""
+    relation = conn.from_arrow(schema.empty_table())  # a relation: nothing is created
+    columns = ", ".join(
+        f"CAST(NULL AS {kind}) AS {_quote(column)}"
+        for column, kind in zip(relation.columns, relation.types, strict=True)
+    )
+    return f"SELECT {columns} WHERE false"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _drop(conn: duckdb.DuckDBPyConnection, name: str, kinds: tuple[str, ...]) -> None:
     """Drop the table or view called ``name`` if it is one of ``kinds`` (``TABLE``,
     ``VIEW``). ``DROP TABLE IF EXISTS`` on a view is an error in DuckDB, not a no-op."""
     found = conn.execute(
-        "SELECT table_type FROM information_schema.tables "
-        "WHERE table_schema = 'main' AND table_name = ?",
+        "SELECT table_type FROM information_schema.tables WHERE table_catalog ="
+        " current_database() AND table_schema = 'main' AND table_name = ?",
         [name],
     ).fetchone()
     kind = None if found is None else "VIEW" if found[0] == "VIEW" else "TABLE"
@@ -142,6 +160,8 @@ class DuckDBEngine(QueryEngine):
                     code="pii_read_required",
                 )
             pseudo.register(connection, workspace, self.pseudonyms, self.pii_rules)
+        else:
+            connection.execute(f"ATTACH ':memory:' AS {INTERNAL_CATALOG}")
         # Spill files go to the workspace's own directory: DuckDB allows its temp directory
         # implicitly, and a shared one would let one workspace glob another's spills.
         spill = (self.marts_root / workspace / "tmp").resolve()
@@ -189,12 +209,10 @@ class DuckDBEngine(QueryEngine):
         if table is not None and table.current_snapshot() is not None:
             files = [local_path(task.file.file_path) for task in table.scan().plan_files()]
         conn = state.connection
-        # An empty table with the current schema gives every column its type, also columns
-        # added after older files were written (UNION ALL BY NAME fills them with NULL).
-        shape = f"__shape_{name}"
-        _drop(conn, shape, ("TABLE",))
-        conn.from_arrow(schema.empty_table()).create(shape)
-        body = f'SELECT * FROM "{shape}"'
+        # A row-less SELECT of typed NULLs gives every column its type, also columns added
+        # after older files were written (UNION ALL BY NAME fills them with NULL); it is
+        # part of the view, so no helper table shows in SHOW TABLES or DESCRIBE.
+        body = _typed_empty(conn, schema)
         if files:
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             body += (
@@ -206,7 +224,7 @@ class DuckDBEngine(QueryEngine):
         _drop(conn, name, ("TABLE",))
         conn.execute(f'CREATE OR REPLACE VIEW "{name}" AS {body}')
         if name == IDENTITIES and not state.pseudonymous:
-            conn.execute(f'CREATE OR REPLACE TABLE "{CURRENT_IDS}" AS {_CURRENT_IDS_SQL}')
+            conn.execute(f"CREATE OR REPLACE TABLE {CURRENT_IDS} AS {_CURRENT_IDS_SQL}")
         state.views[name] = location
 
     def _refresh_marts(self, workspace: str, state: _Workspace) -> None:
@@ -293,7 +311,8 @@ class DuckDBEngine(QueryEngine):
             try:
                 rows = cursor.execute(
                     "SELECT table_name, column_name, data_type FROM information_schema.columns"
-                    " WHERE NOT starts_with(table_name, '__')"
+                    " WHERE table_catalog = current_database() AND table_schema = 'main'"
+                    " AND NOT starts_with(table_name, '__')"
                     " ORDER BY table_name, ordinal_position"
                 ).fetchall()
             finally:
@@ -381,20 +400,17 @@ def _parser() -> duckdb.DuckDBPyConnection:
 
 #: Table functions untrusted SQL may call: generators, nothing that reads files or runs SQL.
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
-_SAFE_SCHEMAS = frozenset({"", "main", "information_schema", "pg_catalog"})
+_SAFE_SCHEMAS = frozenset({"", "main", "information_schema"})
 _FILE_LIKE = re.compile(r"[./\\:*?]")
-#: Catalog views that show views' definitions: those name the lake's files on the server
-#: (paths) and the engine's internal tables. Table and column listings stay readable.
-_DEFINITION_VIEWS = frozenset(
-    {
-        "pg_views",
-        "pg_matviews",
-        "sqlite_master",
-        "sqlite_schema",
-        "sqlite_temp_master",
-        "sqlite_temp_schema",
-    }
-)
+#: The catalog views untrusted SQL may read: table and column listings (BI tools read
+#: them). The others show views' definitions (which name the lake's files on the server),
+#: the engine's settings (paths among them) or its internals: ``information_schema.views``,
+#: ``pg_catalog.*``, and DuckDB's ``duckdb_*``, ``pragma_*``, ``sqlite_*`` and ``pg_*`` views.
+_CATALOG_VIEWS = frozenset({"tables", "columns", "schemata"})
+_ENGINE_VIEW_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_")
+#: Scalar functions that read the engine's settings: ``temp_directory`` and
+#: ``allowed_directories`` are paths on the server.
+_SETTING_FUNCTIONS = frozenset({"current_setting", "getvariable"})
 
 
 def check_untrusted(sql: str) -> None:
@@ -402,8 +418,9 @@ def check_untrusted(sql: str) -> None:
     workspace's views: no table functions but generators (``read_parquet``, ``query``,
     ``glob``... would reach files or raw data behind the views), no call of the views' hash
     functions (:data:`~auie.analytics.pseudonymous.INTERNAL_FUNCTIONS`: they would hash
-    guessed identifiers), no file paths as tables (DuckDB's replacement scans), no hidden
-    ``__`` tables, no catalog view of view definitions (they name server paths)."""
+    guessed identifiers) or of the settings' (:data:`_SETTING_FUNCTIONS`), no file paths as
+    tables (DuckDB's replacement scans), no hidden ``__`` tables or other catalogs, no
+    catalog view but the table and column listings (:data:`_CATALOG_VIEWS`)."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -435,6 +452,12 @@ def _check_node(node: dict[str, Any]) -> None:
             " called; the views already show its result",
             code="forbidden_function",
         )
+    if called in _SETTING_FUNCTIONS:
+        raise InvalidRequest(
+            f"function {called}() reads the engine's settings, which are internal (they name"
+            " paths on the server), and may not be called",
+            code="forbidden_function",
+        )
     if kind == "TABLE_FUNCTION":
         function = node.get("function") or {}
         name = str(function.get("function_name", "")).lower()
@@ -458,12 +481,16 @@ def _check_node(node: dict[str, Any]) -> None:
                 f"{table!r} is not a table of this workspace (GET /v1/sql/tables)",
                 code="unknown_table",
             )
-        if table.lower() in _DEFINITION_VIEWS or (
-            table.lower() == "views" and schema == "information_schema"
+        lowered = table.lower()
+        if (
+            lowered not in _CATALOG_VIEWS
+            if schema == "information_schema"
+            else lowered.startswith(_ENGINE_VIEW_PREFIXES)
         ):
             raise InvalidRequest(
-                f"{table!r} shows the engine's view definitions, which are internal; the"
-                " workspace's tables and their columns are in GET /v1/sql/tables",
+                f"{table!r} shows the engine's internals (view definitions, settings, paths"
+                " on the server); the workspace's tables and their columns are in GET"
+                " /v1/sql/tables and information_schema.tables and .columns",
                 code="unknown_table",
             )
 

@@ -57,7 +57,7 @@ _JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'UHUGEINT')"
 
 #: Current profile of each user and anonymous id: its latest ``identities`` row, which the
 #: engine keeps in a table rebuilt when ``identities`` changes (not once per query).
-IDS_CTE = f'_ids AS (SELECT id_type, id_value, profile_id FROM "{CURRENT_IDS}")'
+IDS_CTE = f"_ids AS (SELECT id_type, id_value, profile_id FROM {CURRENT_IDS})"
 #: A pseudonymised event (a person without ``analytics`` consent: its ids are unlinked
 #: keyed hashes) belongs to ``'pseudo:' || <anonymous id hash, else user id hash>``: grouped as an
 #: unresolved visitor's events are (one person per device, across its login), keyed so that
