@@ -749,6 +749,48 @@ def test_an_erased_person_gets_the_baseline_and_leaves_no_decision_or_reward(
     assert service.point(app.boot.workspace, "hero").policies[""].steps == 1  # u-here's only
 
 
+def test_erasure_leaves_no_identifier_in_saved_segments(make_app: Callable[..., App]) -> None:
+    """A saved segment may name a person (built with pii:read): erasure replaces the
+    values that name them, at any depth and in lists, and the segment keeps working for
+    everyone else."""
+    app = make_app()
+    send(
+        app,
+        {"type": "identify", "userId": "u-ada", "traits": {"email": "ada@example.com"}},
+        {"type": "identify", "userId": "u-bob", "traits": {"email": "bob@example.com"}},
+        {"type": "track", "userId": "u-ada", "event": "Bought"},
+        {"type": "track", "userId": "u-bob", "event": "Bought"},
+    )
+    process(app)
+    headers = token(app, "analytics:read pii:read privacy:admin")
+    bought = {"field": "user_id", "op": "in", "value": ["u-ada", "u-bob"]}
+    definition = {
+        "or": [
+            {"trait": "email", "op": "eq", "value": " ADA@example.com"},
+            {"event": "Bought", "inLastDays": 3650, "filters": [bought]},
+        ]
+    }
+    created = app.client.post(
+        "/v1/analytics/segments",
+        json={"name": "friends", "definition": definition},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    segment = f"/v1/analytics/segments/{created.json()['id']}"
+    members = app.client.get(f"{segment}/members", headers=headers).json()
+    assert len(members["members"]) == 2
+
+    erasure = finished(app, headers, "/v1/privacy/erase", {"userId": "u-ada"})
+    state = app.client.get(f"/v1/privacy/requests/{erasure}", headers=headers).json()
+    assert state["result"]["segments"] == 1
+    stored = app.client.get(segment, headers=headers).json()
+    assert "ada" not in json.dumps(stored).lower()
+    assert stored["definition"]["or"][0]["value"] == "[erased]"
+    assert stored["definition"]["or"][1]["filters"][0]["value"] == ["[erased]", "u-bob"]
+    members = app.client.get(f"{segment}/members", headers=headers).json()
+    assert len(members["members"]) == 1  # Bob's events still match
+
+
 def test_pii_in_free_text_is_masked_or_flagged(make_app: Callable[..., App]) -> None:
     masked = make_app("mask")
     text = "call +44 20 7946 0958 or write to ada@example.com, card 4111 1111 1111 1111"

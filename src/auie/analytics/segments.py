@@ -161,6 +161,15 @@ class SegmentStore:
             raise NotFound(f"segment {segment_id!r} does not exist", code="unknown_segment")
         return self.get(workspace, segment_id)
 
+    def set_definition(self, workspace: str, segment_id: str, definition: dict[str, Any]) -> None:
+        """Replace a definition as it is (erasure's: values naming an erased person)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(segments)
+                .where(segments.c.workspace_id == workspace, segments.c.id == segment_id)
+                .values(definition=json.dumps(definition), updated_at=utcnow())
+            )
+
     def delete(self, workspace: str, segment_id: str) -> None:
         with self.engine.begin() as conn:
             gone = conn.execute(

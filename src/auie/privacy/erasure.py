@@ -11,7 +11,7 @@ The steps, in order (each reports counts, never identifiers):
 4. **event log** — every record of every topic naming the person (``decisions`` first, then
    the ``rewards`` of those decisions);
 5. **profile store** — identity nodes, edges touching them, merges, dead letters, violation
-   counters quoting them;
+   counters quoting them; in saved segments, condition values naming them (``[erased]``);
 6. **lake rows** — in every table of the workspace, one copy-on-write snapshot without the
    person's rows (:mod:`auie.privacy.lakeops`);
 7. **lake history** — older snapshots expired, the files only they used deleted, the
@@ -172,6 +172,50 @@ def _erase_marts(ctx: PrivacyContext, person: Person) -> dict[str, Any]:
     }
 
 
+#: What erasure writes in place of a segment condition's value that named the person: a
+#: string no identifier is (a junk value), so the condition matches nobody, as it would now.
+ERASED_VALUE = "[erased]"
+
+
+def _erase_segment_values(ctx: PrivacyContext, person: Person) -> int:
+    """Saved segments whose conditions name the person by an identifier or a PII value
+    (``user_id eq "ada"``, a trait ``email`` in a list...): those values become
+    :data:`ERASED_VALUE`, so the segment goes on working for everyone else. How many
+    segments changed."""
+    from auie.analytics.segments import SegmentStore
+
+    emails = {e.lower() for e in person.emails}
+    named = person.values | person.pii
+
+    def names(value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        text = value.strip()
+        return text in named or text.lower() in emails
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, list):
+            return [scrub(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: scrub(inner) for key, inner in node.items()}
+        value = node.get("value")
+        if names(value):
+            out["value"] = ERASED_VALUE
+        elif isinstance(value, list):
+            out["value"] = [ERASED_VALUE if names(item) else item for item in value]
+        return out
+
+    store = SegmentStore(ctx.engine)
+    changed = 0
+    for segment in store.list(person.workspace):
+        definition = scrub(segment.definition)
+        if definition != segment.definition:
+            store.set_definition(person.workspace, segment.id, definition)
+            changed += 1
+    return changed
+
+
 def _erase_archives(ctx: PrivacyContext, person: Person, request_id: str) -> int:
     """Delete export archives of requests about the person (matched by keyed hashes)."""
     import json
@@ -273,6 +317,7 @@ class Eraser:
         step("profile store")
         rows = profileops.find(ctx.store, person)
         result["profileStore"] = profileops.delete_rows(ctx.store, person, rows)
+        result["segments"] = _erase_segment_values(ctx, person)
 
         with ctx.lake_mutation():
             step("lake rows")
