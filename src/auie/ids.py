@@ -22,3 +22,10 @@ def secret_hash(secret: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def utc_text(value: datetime) -> str:
+    """A time as the API writes it: ISO-8601 in UTC with a ``Z`` (as its models serialise
+    times); a naive time is taken as UTC, which is how the stores keep them."""
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc.isoformat().replace("+00:00", "Z")

@@ -514,3 +514,28 @@ def test_a_token_refused_for_its_scopes_is_audited_in_its_workspace(
     shown = client.get("/v1/admin/audit?action=auth.denied", headers=admin).json()
     assert [e["target"] for e in shown] == ["/v1/profiles/{id_type}/{id_value}"]
     assert "zed" not in str(shown)
+
+
+def test_every_time_the_api_shows_is_utc_with_a_z(client: TestClient, boot: Bootstrap) -> None:
+    """One format for every time of the API (its models write ``...Z``): privacy requests,
+    the audit log and policy versions said ``+00:00`` before."""
+    headers = bearer(
+        get_token(client, boot.client_id, boot.client_secret, "admin privacy:admin decide")
+    )
+    started = client.post("/v1/privacy/erase", json={"userId": "u-t"}, headers=headers).json()
+    url = f"/v1/privacy/requests/{started['requestId']}"
+    deadline = utcnow() + timedelta(seconds=60)
+    while (state := client.get(url, headers=headers).json())["status"] != "done":
+        assert utcnow() < deadline, state
+    point = {"actions": [{"id": "a"}, {"id": "b"}]}
+    assert client.put("/v1/decision-points/p", json=point, headers=headers).status_code == 200
+    decide = {"decisionPoint": "p", "userId": "u-1", "actions": point["actions"]}
+    assert client.post("/v1/decide", json=decide, headers=headers).status_code == 200
+    client.app.state.decisions.snapshot(boot.workspace, "p")  # type: ignore[attr-defined]
+    [version] = client.get("/v1/decision-points/p/versions", headers=headers).json()
+    audit = client.get("/v1/admin/audit", headers=headers).json()
+    times = [state["createdAt"], state["finishedAt"], version["createdAt"]]
+    times += [entry["at"] for entry in audit]
+    for value in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", value), value
+        assert_timestamp(value)

@@ -20,6 +20,7 @@ from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, p
 from auie.decide.registry import check_name
 from auie.decide.service import DecideRequest, DecisionService
 from auie.errors import InvalidRequest, describe_problems
+from auie.ids import utc_text
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -268,7 +269,7 @@ def versions(name: str, request: Request, who: Principal = _decider) -> Any:
             "updates": v.updates,
             "source": v.source,
             "note": v.note,
-            "createdAt": v.created_at.isoformat(),
+            "createdAt": utc_text(v.created_at),
         }
         for v in runtime.decision_store.versions(who.workspace_id, name)
     ]

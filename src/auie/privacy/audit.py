@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
-from auie.ids import utcnow
+from auie.ids import utc_text, utcnow
 from auie.privacy.tables import audit_log
 
 _GENESIS = "0" * 64
@@ -51,7 +51,7 @@ class AuditEntry:
         return {
             "seq": self.seq,
             "workspaceId": self.workspace_id,
-            "at": self.at.isoformat(),
+            "at": utc_text(self.at),
             "actor": self.actor,
             "action": self.action,
             "target": self.target,

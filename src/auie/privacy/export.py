@@ -45,6 +45,7 @@ from sqlalchemy import select
 from auie.errors import NotFound
 from auie.eventlog import DECISIONS_TOPIC, REWARDS_TOPIC
 from auie.events import format_time
+from auie.ids import utc_text
 from auie.privacy import lakeops, logops, profileops
 from auie.privacy.context import PrivacyContext, Progress, StepTimer, no_progress
 from auie.privacy.person import Person
@@ -304,7 +305,7 @@ class Exporter:
             "format": FORMAT,
             "requestId": request_id,
             "workspace": workspace,
-            "generatedAt": datetime.now(UTC).isoformat(),
+            "generatedAt": utc_text(datetime.now(UTC)),
             "files": [],
         }
         temporary = path.with_name(path.name + ".tmp")

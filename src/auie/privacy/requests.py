@@ -30,7 +30,7 @@ from typing import Any, Literal
 from sqlalchemy import insert, select, update
 
 from auie.errors import Conflict, InvalidRequest, NotFound
-from auie.ids import new_id, utcnow
+from auie.ids import new_id, utc_text, utcnow
 from auie.privacy.context import PrivacyContext, Progress, no_progress
 from auie.privacy.erasure import Eraser, MartsRebuild
 from auie.privacy.export import Exporter
@@ -61,8 +61,8 @@ class PrivacyRequest:
             "requestId": self.id,
             "kind": self.kind,
             "status": self.status,
-            "createdAt": self.created_at.isoformat(),
-            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "createdAt": utc_text(self.created_at),
+            "finishedAt": utc_text(self.finished_at) if self.finished_at else None,
             "result": {k: v for k, v in self.result.items() if k not in ("runner", "progress")},
             "error": self.error,
         }

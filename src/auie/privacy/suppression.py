@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 
-from auie.ids import utcnow
+from auie.ids import utc_text, utcnow
 from auie.privacy.crypto import Pseudonymizer
 from auie.privacy.tables import suppressions
 from auie.profiles.identity import EMAIL, node
@@ -180,7 +180,7 @@ class SuppressionList:
         return {
             "identifiers": int(count or 0),
             "dropped": int(dropped or 0),
-            "lastAddedAt": newest.isoformat() if isinstance(newest, datetime) else newest,
+            "lastAddedAt": utc_text(newest) if isinstance(newest, datetime) else newest,
         }
 
     def forget_cache(self) -> None:
