@@ -45,8 +45,9 @@ class AuieError(Exception):
             self.code = code
 
     def to_dict(self) -> dict[str, str]:
-        """The JSON body the API answers with."""
-        return {"code": self.code, "message": self.message}
+        """The JSON body the API answers with (a lone surrogate quoted from the input is
+        shown escaped: it cannot be encoded, and the error must still be sent)."""
+        return {"code": self.code, "message": printable(self.message)}
 
 
 class TerminalError(AuieError):
@@ -173,3 +174,12 @@ def describe_problems(errors: Iterable[Mapping[str, Any]], *, whole: str = "body
             what = "unknown field"
         problems.append(f"{where}: {what}")
     return "; ".join(problems) or f"invalid {whole}"
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as ``\\udxxx`` (UTF-8 cannot hold one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -4,18 +4,24 @@ invalid plans, replay after fixing the plan (CLI and API), and enrichment column
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.server
 import json
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import insert
 
 from auie.cli.main import cli
+from auie.ids import utcnow
 from auie.lake.tables import DEAD_LETTERS, EVENTS
 from auie.process.enrich import Enricher
+from auie.process.tables import tracking_plans
 from conftest import App
 from helpers import basic, bearer, get_token
 from pipeline import drain, lake_table
@@ -313,6 +319,103 @@ def test_a_plan_must_be_an_object(app: App, admin: dict[str, str]) -> None:
         assert reply.status_code == 400, reply.text
         assert set(reply.json()) == {"code", "message"}
     assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+
+
+def test_a_schema_may_refer_only_inside_itself(
+    app: App, admin: dict[str, str], tmp_path: Path
+) -> None:
+    """A $ref to a URL or a file made the server fetch it (and a host that then failed
+    stopped the processor): refused, with nothing fetched; a $ref inside the schema works."""
+    secret = tmp_path / "schema.json"
+    secret.write_text('{"type": "object"}')
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"type": "object"}')
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for ref in (f"http://127.0.0.1:{server.server_port}/s.json", secret.as_uri(), "x.json"):
+            plan = {"events": {"Remote": {"mode": "block", "schema": {"$ref": ref}}}}
+            reply = app.client.put("/v1/tracking-plan", json=plan, headers=admin)
+            assert reply.status_code == 400, reply.text
+            assert reply.json()["code"] == "invalid_plan"
+            assert "a $ref may only point inside the schema" in reply.json()["message"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert fetched == []
+    assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+    inside = {
+        "$defs": {"money": {"type": "number", "minimum": 0}},
+        "properties": {"total": {"$ref": "#/$defs/money"}},
+    }
+    put_plan(app, admin, {"events": {"Order": {"mode": "block", "schema": inside}}})
+    send(app, [track("m-1", "Order", total=5), track("m-2", "Order", total=-1)])
+    process(app)
+    assert set(lake_events(app)) == {"m-1"}
+
+
+def test_a_stored_rule_that_no_longer_compiles_dead_letters_rather_than_stopping(
+    app: App, admin: dict[str, str]
+) -> None:
+    """A version stored before a rule was tightened (here: a $ref to a URL, accepted
+    before) still loads: its broken rule fails every event it names, in its mode, and the
+    processor goes on with the rest."""
+    broken = {"mode": "block", "schema": {"$ref": "http://127.0.0.1:9/gone.json"}}
+    document = {"events": {"Remote": broken, "Order": {"mode": "block"}}}
+    with app.runtime.engine.begin() as conn:  # as an older version stored it
+        conn.execute(
+            insert(tracking_plans).values(
+                workspace_id=app.boot.workspace,
+                version=1,
+                plan=json.dumps(document),
+                created_at=utcnow(),
+            )
+        )
+    shown = app.client.get("/v1/tracking-plan", headers=admin)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["plan"] == document
+    send(app, [track("m-1", "Remote"), track("m-2", "Order")])
+    process(app)
+    assert set(lake_events(app)) == {"m-2"}
+    [letter] = app.client.get("/v1/dead-letters", headers=admin).json()
+    assert "no longer compiles" in letter["message"], letter
+
+
+def test_a_plan_with_a_lone_surrogate_is_refused_and_not_stored(
+    app: App, admin: dict[str, str]
+) -> None:
+    headers = {**admin, "Content-Type": "application/json"}
+    for body in (
+        r'{"events": {"Y\udbff": {"mode": "flag"}}}',
+        r'{"events": {"Z\ud800": {"mode": "nope"}}}',
+        r'{"identify": {"schema": {"pattern": "\udfff"}}}',
+    ):
+        reply = app.client.put("/v1/tracking-plan", content=body, headers=headers)
+        assert reply.status_code == 400, reply.text
+        assert "lone surrogate" in reply.json()["message"]
+    assert app.client.get("/v1/tracking-plan/versions", headers=admin).json() == []
+    assert app.client.get("/v1/tracking-plan", headers=admin).status_code in (200, 404)
+
+
+def test_plans_put_at_once_all_get_a_version(app: App, admin: dict[str, str]) -> None:
+    """Concurrent writers read the same latest version: each retries with the next one
+    (48 at once gave 23 errors 500 before)."""
+    plans = [{"events": {f"E{i}": {"mode": "flag"}}} for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        replies = list(
+            pool.map(
+                lambda plan: app.client.put("/v1/tracking-plan", json=plan, headers=admin), plans
+            )
+        )
+    assert [r.status_code for r in replies] == [200] * len(plans), [r.text for r in replies]
+    assert sorted(r.json()["version"] for r in replies) == list(range(1, len(plans) + 1))
 
 
 def test_plan_set_refuses_a_file_that_is_not_an_object(app: App, tmp_path: Path) -> None:

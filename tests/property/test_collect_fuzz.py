@@ -664,7 +664,6 @@ FAULTS: dict[str, tuple[int, str]] = {
     "huge_float": (400, "invalid_json"),
     "huge_int": (400, "invalid_json"),
     "deep": (400, "invalid_json"),
-    "bom": (400, "invalid_json"),
     "xml": (415, "unsupported_media_type"),
     "form": (415, "unsupported_media_type"),
     "latin1": (415, "unsupported_charset"),
@@ -723,8 +722,6 @@ def break_request(  # noqa: PLR0912 (one branch per fault)
         body = body[: -1 - len(noise) % max(1, len(body) - 1)]
     elif fault == "trailing_garbage":
         body = body + b"}x" + noise
-    elif fault == "bom":
-        body = b"\xef\xbb\xbf" + body
     elif fault == "xml":
         headers["Content-Type"] = "application/xml"
     elif fault == "form":

@@ -1,5 +1,6 @@
 """Routes whose JSON bodies are standard JSON: no ``NaN``, ``Infinity`` or numbers beyond
-the float range.
+the float range, and no lone surrogate (``"\\ud800"`` without its pair: Python reads it
+into a string no store, hash or JSON response can encode, so it failed late, with a 500).
 
 Python's ``json`` (which Starlette's ``Request.json`` uses) accepts ``NaN``, ``Infinity``
 and ``-Infinity`` and reads ``1e400`` as infinity. Such values pass models typed ``Any``
@@ -24,24 +25,55 @@ from fastapi.routing import APIRoute
 from auie.collect.body import utf8_problem
 
 
-class NonFiniteNumber(ValueError):
-    """A JSON number that is not a finite float."""
+class NotStandardJSON(ValueError):
+    """Standard JSON it is not: a number that is no finite float, or a lone surrogate."""
 
 
 def _constant(name: str) -> float:
-    raise NonFiniteNumber(f"{name} is not a JSON number; numbers must be finite")
+    raise NotStandardJSON(f"{name} is not a JSON number; numbers must be finite")
 
 
 def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise NonFiniteNumber(f"{text[:40]} is beyond the range of finite numbers")
+        raise NotStandardJSON(f"{text[:40]} is beyond the range of finite numbers")
     return value
 
 
 def loads(body: bytes | str) -> Any:
-    """``json.loads`` refusing non-finite numbers (:class:`NonFiniteNumber`)."""
-    return json.loads(body, parse_constant=_constant, parse_float=_float)
+    """``json.loads`` refusing non-finite numbers (:class:`NotStandardJSON`) and lone
+    surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later)."""
+    value = json.loads(body, parse_constant=_constant, parse_float=_float)
+    escapes = body.lower().count(b"\\ud" if isinstance(body, bytes) else "\\ud")
+    if escapes:  # only then can a parsed string hold a surrogate: walk the value
+        _check_surrogates(value, "")
+    return value
+
+
+def _check_surrogates(value: Any, where: str) -> None:
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                _check_text(key, f"{at}.{key}" if at else key, key=True)
+                stack.append((inner, f"{at}.{key}" if at else key))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{at}.{i}" if at else str(i)) for i, inner in enumerate(item))
+        elif isinstance(item, str):
+            _check_text(item, at)
+
+
+def _check_text(text: str, where: str, *, key: bool = False) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = where.encode("utf-8", "backslashreplace").decode()[:200] or "body"
+        raise NotStandardJSON(
+            f"{shown}: the {'key' if key else 'text'} has a lone surrogate"
+            f" (U+{ord(text[exc.start]):04X}) at character {exc.start}; JSON text must be"
+            " valid Unicode (an escaped surrogate needs its pair)"
+        ) from None
 
 
 class StrictJSONRequest(Request):
@@ -51,7 +83,7 @@ class StrictJSONRequest(Request):
         if not hasattr(self, "_json"):
             try:
                 self._json = loads(await self.body())
-            except NonFiniteNumber as exc:
+            except NotStandardJSON as exc:
                 raise HTTPException(status_code=400, detail=f"body: {exc}") from None
             except UnicodeDecodeError:  # Starlette would say "error parsing the body"
                 problem = utf8_problem(await self.body()) or "body is not UTF-8 text"

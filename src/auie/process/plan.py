@@ -15,7 +15,12 @@ Modes: ``allow`` keeps the event and counts the violation; ``flag`` also writes 
 violations into the event's ``plan_violations`` column; ``block`` sends the event to the
 dead-letter store (``auie replay`` brings it back after the plan is fixed). Schemas are
 checked with jsonschema-rs (compiled once per version), ``format`` included (``email``,
-``date-time``, ``uri``...; formats it does not know pass).
+``date-time``, ``uri``...; formats it does not know pass). A ``$ref`` may point inside the
+schema only (``#/$defs/...``): the server fetches no URL and reads no file for a plan.
+
+A stored version always loads: a rule that no longer compiles (a plan stored before a rule
+was tightened) checks every event it names as one violation saying so, in its own mode, so
+``block`` dead-letters them for a replay after the fix rather than stopping the processor.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Any, Literal
 
 import jsonschema_rs
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
-from auie.errors import InvalidRequest, NotFound
+from auie.errors import Conflict, InvalidRequest, NotFound
 from auie.ids import utcnow
 from auie.process.tables import tracking_plans
 
@@ -36,6 +42,8 @@ Mode = Literal["allow", "flag", "block"]
 _MODES = ("allow", "flag", "block")
 _TYPE_KEYS = ("identify", "page", "screen", "group")
 _MAX_PLAN_BYTES = 1_000_000
+#: Versions tried when concurrent writers take the same number (each retry reads anew).
+_PUT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,27 +66,39 @@ class _Rule:
 
 
 class TrackingPlan:
-    """A compiled plan version."""
+    """A compiled plan version (``stored``: read back from the store, see the module)."""
 
-    def __init__(self, version: int, document: Mapping[str, Any]) -> None:
+    def __init__(self, version: int, document: Mapping[str, Any], *, stored: bool = False) -> None:
         if not isinstance(document, dict):  # a plan file may hold any JSON value
             raise InvalidRequest("tracking plan must be a JSON object", code="invalid_plan")
         self.version = version
         self.document = document
+        self._stored = stored
         self.unplanned: Mode = _mode(document.get("unplanned", "allow"), "unplanned")
         events = _mapping(document.get("events", {}), "events")
         if any(not name.strip() for name in events):
             raise InvalidRequest(
                 "tracking plan events: an event name is empty", code="invalid_plan"
             )
-        self.events = {str(name): _rule(spec, f"events.{name}") for name, spec in events.items()}
-        self.types = {key: _rule(document[key], key) for key in _TYPE_KEYS if key in document}
+        self.events = {
+            str(name): self._rule(spec, f"events.{name}") for name, spec in events.items()
+        }
+        self.types = {key: self._rule(document[key], key) for key in _TYPE_KEYS if key in document}
         unknown = set(document) - {"unplanned", "events", *_TYPE_KEYS}
         if unknown:
             raise InvalidRequest(
                 f"unknown tracking plan key(s): {', '.join(sorted(unknown))}",
                 code="invalid_plan",
             )
+
+    def _rule(self, spec: Any, where: str) -> _Rule:
+        try:
+            return _rule(spec, where)
+        except InvalidRequest as exc:
+            if not self._stored or exc.code != "invalid_plan" or not isinstance(spec, dict):
+                raise
+            mode = spec.get("mode", "allow")
+            return _Rule(mode if mode in _MODES else "block", _Unusable(exc.message))
 
     def check(self, event: Mapping[str, Any]) -> Verdict | None:
         """The verdict for one normalised event, or None when the plan has nothing to say."""
@@ -118,6 +138,31 @@ def _mode(value: Any, where: str) -> Mode:
     return value  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    instance_path: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Unusable:
+    """The validator of a stored rule that no longer compiles: every event fails it."""
+
+    reason: str
+
+    def iter_errors(self, _payload: Any) -> list[_Problem]:
+        return [_Problem((), f"this version's rule no longer compiles ({self.reason})")]
+
+
+def _no_documents(uri: str) -> Any:
+    """jsonschema-rs's retriever for ``$ref`` to another document: refused (no fetch)."""
+    raise _OtherDocument(uri)
+
+
+class _OtherDocument(ValueError):
+    pass
+
+
 def _rule(spec: Any, where: str) -> _Rule:
     spec = _mapping(spec, where)
     unknown = set(spec) - {"mode", "schema"}
@@ -130,10 +175,19 @@ def _rule(spec: Any, where: str) -> _Rule:
     schema = spec.get("schema", {})
     try:
         validator = jsonschema_rs.validator_for(
-            dict(_mapping(schema, f"{where}.schema")), validate_formats=True
+            dict(_mapping(schema, f"{where}.schema")),
+            validate_formats=True,
+            retriever=_no_documents,
         )
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         message = str(exc).splitlines()[0]
+        if "is not present in a registry" in message:  # a $ref to another document
+            uri = message.split("'")[1] if message.count("'") >= 2 else "another document"
+            raise InvalidRequest(
+                f"tracking plan {where}.schema refers to {uri[:200]!r}: a $ref may only point"
+                ' inside the schema ("#/$defs/..."); the server fetches no URL or file',
+                code="invalid_plan",
+            ) from None
         raise InvalidRequest(
             f"tracking plan {where}.schema is not a valid JSON Schema: {message}",
             code="invalid_plan",
@@ -152,19 +206,28 @@ class PlanStore:
         text = json.dumps(document, sort_keys=True)
         if len(text) > _MAX_PLAN_BYTES:
             raise InvalidRequest("tracking plan is larger than 1 MB", code="invalid_plan")
+        TrackingPlan(0, document)  # refuse an invalid plan before touching the store
         c = tracking_plans.c
-        with self.engine.begin() as conn:
-            latest = conn.execute(
-                select(func.max(c.version)).where(c.workspace_id == workspace)
-            ).scalar()
-            version = int(latest or 0) + 1
-            plan = TrackingPlan(version, document)
-            conn.execute(
-                insert(tracking_plans).values(
-                    workspace_id=workspace, version=version, plan=text, created_at=utcnow()
-                )
-            )
-        return plan
+        for attempt in range(_PUT_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    latest = conn.execute(
+                        select(func.max(c.version)).where(c.workspace_id == workspace)
+                    ).scalar()
+                    version = int(latest or 0) + 1
+                    conn.execute(
+                        insert(tracking_plans).values(
+                            workspace_id=workspace, version=version, plan=text, created_at=utcnow()
+                        )
+                    )
+                return TrackingPlan(version, document)
+            except IntegrityError:  # another writer took this version number: the next one
+                if attempt == _PUT_ATTEMPTS - 1:
+                    raise Conflict(
+                        "the tracking plan changed too often meanwhile; send it again",
+                        code="plan_conflict",
+                    ) from None
+        raise AssertionError("unreachable")
 
     def current(self, workspace: str) -> TrackingPlan | None:
         c = tracking_plans.c
@@ -176,7 +239,7 @@ class PlanStore:
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else TrackingPlan(int(row[0]), json.loads(row[1]))
+        return None if row is None else TrackingPlan(int(row[0]), json.loads(row[1]), stored=True)
 
     def version(self, workspace: str, version: int) -> TrackingPlan:
         c = tracking_plans.c
@@ -185,7 +248,7 @@ class PlanStore:
             row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"tracking plan version {version} does not exist")
-        return TrackingPlan(version, json.loads(row[0]))
+        return TrackingPlan(version, json.loads(row[0]), stored=True)
 
     def versions(self, workspace: str) -> list[dict[str, Any]]:
         c = tracking_plans.c
