@@ -44,8 +44,8 @@ def loads(body: bytes | str) -> Any:
     """``json.loads`` refusing non-finite numbers (:class:`NotStandardJSON`) and lone
     surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later)."""
     value = json.loads(body, parse_constant=_constant, parse_float=_float)
-    escapes = body.lower().count(b"\\ud" if isinstance(body, bytes) else "\\ud")
-    if escapes:  # only then can a parsed string hold a surrogate: walk the value
+    text = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+    if b"\\ud" in text.lower():  # only then can a parsed string hold one: walk the value
         _check_surrogates(value, "")
     return value
 
