@@ -5,6 +5,7 @@ invalid plans, replay after fixing the plan (CLI and API), and enrichment column
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.server
 import json
 import re
@@ -18,10 +19,13 @@ from click.testing import CliRunner
 from sqlalchemy import insert
 
 from auie.cli.main import cli
+from auie.eventlog import EVENTS_TOPIC
 from auie.ids import utcnow
 from auie.lake.tables import DEAD_LETTERS, EVENTS
 from auie.process.enrich import Enricher
+from auie.process.replay import replay
 from auie.process.tables import tracking_plans
+from auie.runtime import Runtime
 from conftest import App
 from helpers import basic, bearer, get_token
 from pipeline import drain, lake_table
@@ -493,6 +497,96 @@ def test_replay_with_the_cli_after_fixing_the_plan(app: App, admin: dict[str, st
     assert reply.json() == {"replayed": 0, "failed": []}
     process(app)
     assert_replayed_once(app)
+
+
+def test_two_replays_at_once_append_each_letter_once(app: App, admin: dict[str, str]) -> None:
+    """A replay from the CLI and one from the server at the same moment are two writers of
+    the log, each with its own dedupe index: both read the same pending letters and both
+    appended them (every replayed event twice in the lake). They take turns now: the second
+    reads the letters after the first has marked them."""
+    block_orders(app, admin)
+    other = Runtime(app.runtime.settings)  # another process's stores and log writer
+    read_both = threading.Barrier(2)
+
+    def racing(store: Any) -> None:
+        original = store.dead_letters
+
+        def dead_letters(*args: Any, **kwargs: Any) -> Any:
+            letters = original(*args, **kwargs)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                read_both.wait(timeout=2)  # the other replay reads too, if it can
+            return letters
+
+        store.dead_letters = dead_letters
+
+    racing(app.runtime.profile_store)
+    racing(other.profile_store)
+    for runtime in (app.runtime, other):  # long-running writers: their indexes loaded before
+        runtime.eventlog.prepare_appends()
+
+    def run(runtime: Runtime) -> int:
+        return len(
+            replay(
+                runtime.eventlog,
+                runtime.profile_store,
+                runtime.plans,
+                workspace=app.boot.workspace,
+                max_event_bytes=runtime.settings.collect.max_event_bytes,
+                data_dir=runtime.settings.data_dir,
+            ).replayed
+        )
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(run, [app.runtime, other]))
+    finally:
+        other.close()
+    assert sorted(counts) == [0, 3]
+    process(app)
+    assert_replayed_once(app)
+    log = app.runtime.eventlog
+    records = [
+        r
+        for partition in range(log.partitions(EVENTS_TOPIC))
+        for r in log.read(EVENTS_TOPIC, partition, 0, 10_000)
+        if "replayOf" in r.headers
+    ]
+    assert len(records) == 3
+
+
+def test_the_cli_replay_and_plan_set_are_audited_and_bounded(
+    app: App, admin: dict[str, str], tmp_path: Path
+) -> None:
+    block_orders(app, admin)
+    data_dir = str(app.runtime.settings.data_dir)
+    runner = CliRunner()
+    for command in (["replay", "--limit", "0"], ["deadletters", "list", "--limit", "-1"]):
+        result = runner.invoke(cli, [*command, "--data-dir", data_dir])
+        assert result.exit_code == 2, result.output
+        assert "--limit" in result.output
+    assert replay_cli(app, "--stage", "plan") == {"replayed": 3, "failed": []}
+    [entry] = app.runtime.audit.entries(None, action="dead_letters.replayed")
+    assert (entry.actor, entry.target, entry.details["replayed"]) == ("cli", "plan", 3)
+
+    plan_file = tmp_path / "plan.json"
+    for body, message in (
+        (b'{"events": {"A": {"schema": {"default": NaN}}}}', "NaN is not a JSON number"),
+        (b'{"events": {"caf\xe9": {}}}', "the file is not UTF-8 text: byte 0xe9 at offset 16"),
+        (b'{"events": {"A\\ud800": {}}}', "lone surrogate"),
+    ):
+        plan_file.write_bytes(body)
+        result = runner.invoke(cli, ["plan", "set", str(plan_file), "--data-dir", data_dir])
+        assert result.exit_code == 2, result.output
+        assert message in result.output, result.output
+    plan_file.write_bytes(b'\xef\xbb\xbf{"unplanned": "flag"}')  # a BOM, as Windows writes
+    result = runner.invoke(cli, ["plan", "set", str(plan_file), "--data-dir", data_dir])
+    assert result.exit_code == 0, result.output
+    [updated] = app.runtime.audit.entries(None, action="tracking_plan.updated")[-1:]
+    assert (updated.actor, updated.target) == ("cli", "v3")
+    for version in ("0", "-1", "99999999999999999999"):
+        result = runner.invoke(cli, ["plan", "show", "--version", version, "--data-dir", data_dir])
+        assert result.exit_code == 2, result.output
+        assert "--version" in result.output
 
 
 def test_replay_with_the_api_after_fixing_the_plan(app: App, admin: dict[str, str]) -> None:

@@ -158,6 +158,7 @@ async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal =
             code=body.code,
             limit=body.limit,
             max_event_bytes=runtime.settings.collect.max_event_bytes,
+            data_dir=runtime.settings.data_dir,
         ).to_dict()
         runtime.audit.record(
             "dead_letters.replayed",

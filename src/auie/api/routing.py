@@ -14,66 +14,13 @@ and say so precisely for a body nested too deeply to parse.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
-from auie.collect.body import utf8_problem
-
-
-class NotStandardJSON(ValueError):
-    """Standard JSON it is not: a number that is no finite float, or a lone surrogate."""
-
-
-def _constant(name: str) -> float:
-    raise NotStandardJSON(f"{name} is not a JSON number; numbers must be finite")
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NotStandardJSON(f"{text[:40]} is beyond the range of finite numbers")
-    return value
-
-
-def loads(body: bytes | str) -> Any:
-    """``json.loads`` refusing non-finite numbers (:class:`NotStandardJSON`) and lone
-    surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later)."""
-    value = json.loads(body, parse_constant=_constant, parse_float=_float)
-    text = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-    if b"\\ud" in text.lower():  # only then can a parsed string hold one: walk the value
-        _check_surrogates(value, "")
-    return value
-
-
-def _check_surrogates(value: Any, where: str) -> None:
-    stack: list[tuple[Any, str]] = [(value, where)]
-    while stack:
-        item, at = stack.pop()
-        if isinstance(item, dict):
-            for key, inner in item.items():
-                _check_text(key, f"{at}.{key}" if at else key, key=True)
-                stack.append((inner, f"{at}.{key}" if at else key))
-        elif isinstance(item, list):
-            stack.extend((inner, f"{at}.{i}" if at else str(i)) for i, inner in enumerate(item))
-        elif isinstance(item, str):
-            _check_text(item, at)
-
-
-def _check_text(text: str, where: str, *, key: bool = False) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        shown = where.encode("utf-8", "backslashreplace").decode()[:200] or "body"
-        raise NotStandardJSON(
-            f"{shown}: the {'key' if key else 'text'} has a lone surrogate"
-            f" (U+{ord(text[exc.start]):04X}) at character {exc.start}; JSON text must be"
-            " valid Unicode (an escaped surrogate needs its pair)"
-        ) from None
+from auie.jsontext import NotStandardJSON, loads, utf8_problem
 
 
 class StrictJSONRequest(Request):

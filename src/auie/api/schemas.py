@@ -297,7 +297,7 @@ class DeadLetterOut(ApiModel):
 class ReplayIn(ApiModel):
     stage: str | None = None
     code: str | None = None
-    limit: int = Field(10_000, ge=1, le=100_000)
+    limit: int = Field(10_000, ge=1, le=100_000, strict=True)  # not true, not "10"
 
 
 class ReplayFailure(BaseModel):

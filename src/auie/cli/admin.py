@@ -6,37 +6,14 @@ Every change is recorded in the audit log with the action name the HTTP admin AP
 
 from __future__ import annotations
 
-import getpass
 from datetime import timedelta
-from typing import Any
 
 import click
 
 from auie.auth.scopes import ALL_SCOPES
-from auie.cli.common import emit, json_option, open_runtime, settings_options
+from auie.cli.common import audit_cli, emit, json_option, open_runtime, settings_options
 from auie.config import Settings
 from auie.ids import utcnow
-from auie.runtime import Runtime
-
-
-def _audit(
-    runtime: Runtime, action: str, workspace: str | None, target: str, **details: Any
-) -> None:
-    """Record an admin action done on the command line, as the HTTP API records its own."""
-    runtime.audit.record(
-        action,
-        actor="cli",
-        workspace=workspace,
-        target=target,
-        details={**details, "osUser": _os_user()},
-    )
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
-        return "unknown"
 
 
 @click.group()
@@ -52,7 +29,7 @@ def workspaces_create(name: str, as_json: bool, settings: Settings) -> None:
     """Create a workspace."""
     runtime = open_runtime(settings)
     created = runtime.tenancy.create_workspace(name)
-    _audit(runtime, "workspace.created", created.id, created.id)
+    audit_cli(runtime, "workspace.created", created.id, created.id)
     emit(created, as_json)
 
 
@@ -80,7 +57,7 @@ def sources_create(name: str, workspace: str, kind: str, as_json: bool, settings
     runtime = open_runtime(settings)
     ws = runtime.tenancy.workspace(workspace)
     source = runtime.tenancy.create_source(ws.id, name, kind)
-    _audit(runtime, "source.created", ws.id, source.id)
+    audit_cli(runtime, "source.created", ws.id, source.id)
     emit(source, as_json)
 
 
@@ -108,7 +85,7 @@ def keys_create(source_id: str, as_json: bool, settings: Settings) -> None:
     """Create a write key; the key is printed only now."""
     runtime = open_runtime(settings)
     new = runtime.tenancy.create_write_key(source_id)
-    _audit(runtime, "write_key.created", new.info.workspace_id, new.info.id, source=source_id)
+    audit_cli(runtime, "write_key.created", new.info.workspace_id, new.info.id, source=source_id)
     emit({**_dict(new.info), "key": new.key}, as_json)
 
 
@@ -119,7 +96,7 @@ def keys_revoke(key_id: str, settings: Settings) -> None:
     """Revoke a write key (running servers stop accepting it within seconds)."""
     runtime = open_runtime(settings)
     workspace = runtime.tenancy.revoke_write_key(key_id)
-    _audit(runtime, "write_key.revoked", workspace, key_id)
+    audit_cli(runtime, "write_key.revoked", workspace, key_id)
     click.echo(f"revoked {key_id}")
 
 
@@ -161,7 +138,7 @@ def clients_create(
     runtime = open_runtime(settings)
     ws = runtime.tenancy.workspace(workspace)
     new = runtime.clients.create(ws.id, name, scopes.replace(",", " ").split())
-    _audit(runtime, "client.created", ws.id, new.client.id, scopes=sorted(new.client.scopes))
+    audit_cli(runtime, "client.created", ws.id, new.client.id, scopes=sorted(new.client.scopes))
     emit({**_dict(new.client), "secret": new.secret}, as_json)
 
 
@@ -192,7 +169,7 @@ def clients_scopes(
     current = runtime.clients.get(client_id)
     wanted = (set(current.scopes) | _scopes(add)) - _scopes(remove)
     client = runtime.clients.set_scopes(client_id, wanted)
-    _audit(
+    audit_cli(
         runtime,
         "client.scopes_changed",
         client.workspace_id,
@@ -214,7 +191,7 @@ def clients_revoke(client_id: str, settings: Settings) -> None:
     runtime = open_runtime(settings)
     workspace = runtime.clients.get(client_id).workspace_id
     runtime.clients.revoke(client_id)
-    _audit(runtime, "client.revoked", workspace, client_id)
+    audit_cli(runtime, "client.revoked", workspace, client_id)
     click.echo(f"revoked {client_id}")
 
 
@@ -246,7 +223,7 @@ def signing_keys_rotate(settings: Settings) -> None:
     """Start signing with a new key; the old one keeps verifying until pruned."""
     runtime = open_runtime(settings)
     kid = runtime.signing_keys.create(settings.auth.signing_algorithm)
-    _audit(runtime, "signing_key.rotated", None, kid, algorithm=settings.auth.signing_algorithm)
+    audit_cli(runtime, "signing_key.rotated", None, kid, algorithm=settings.auth.signing_algorithm)
     click.echo(
         f"now signing with {kid}; running servers pick it up within "
         f"{settings.auth.key_refresh_seconds:g}s"
@@ -260,7 +237,7 @@ def signing_keys_prune(settings: Settings) -> None:
     cutoff = utcnow() - timedelta(seconds=settings.auth.token_ttl_seconds + 60)
     runtime = open_runtime(settings)
     removed = runtime.signing_keys.prune(cutoff)
-    _audit(runtime, "signing_key.pruned", None, "signing_keys", removed=removed)
+    audit_cli(runtime, "signing_key.pruned", None, "signing_keys", removed=removed)
     click.echo(f"removed {len(removed)} key(s): {' '.join(removed) or '-'}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import logging
 import sys
@@ -208,3 +209,24 @@ def workspace_option(func: F) -> F:
         default=None,
         help="Workspace id or name [default: the only workspace].",
     )(func)
+
+
+def audit_cli(
+    runtime: Runtime, action: str, workspace: str | None, target: str, **details: Any
+) -> None:
+    """Record an action done on the command line (actor ``cli``, with the operating-system
+    user), as the HTTP API records its own."""
+    runtime.audit.record(
+        action,
+        actor="cli",
+        workspace=workspace,
+        target=target,
+        details={**details, "osUser": _os_user()},
+    )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"

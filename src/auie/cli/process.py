@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from auie.cli.common import (
+    audit_cli,
     configure_logging,
     console,
     emit,
@@ -161,7 +162,7 @@ def _process(once: bool, runtime: Runtime, stop: threading.Event) -> None:
 @workspace_option
 @click.option("--stage", default=None, help="Only dead letters of this stage (plan, collect...).")
 @click.option("--code", default=None, help="Only dead letters with this code.")
-@click.option("--limit", type=int, default=10_000, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
 @json_option
 @settings_options()
 def replay(
@@ -184,7 +185,9 @@ def replay(
         code=code,
         limit=limit,
         max_event_bytes=settings.collect.max_event_bytes,
+        data_dir=settings.data_dir,
     )
+    audit_cli(runtime, "dead_letters.replayed", ws, stage or "*", replayed=len(report.replayed))
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return
@@ -201,7 +204,7 @@ def deadletters() -> None:
 @deadletters.command("list")
 @workspace_option
 @click.option("--all", "show_all", is_flag=True, help="Include replayed ones.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @json_option
 @settings_options()
 def deadletters_list(

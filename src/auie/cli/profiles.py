@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auie.cli.common import (
+    audit_cli,
     console,
     emit,
     json_option,
@@ -21,6 +22,7 @@ from auie.cli.common import (
     workspace_option,
 )
 from auie.config import Settings
+from auie.jsontext import loads, utf8_problem
 
 
 @click.group()
@@ -94,23 +96,33 @@ def plan() -> None:
 def plan_set(path: Path, workspace: str | None, settings: Settings) -> None:
     """Store a new version of the plan from a JSON file."""
     runtime = open_runtime(settings)
+    ws = workspace_id(runtime, workspace)
+    data = path.read_bytes()
+    problem = utf8_problem(data)
+    if problem is not None:
+        raise click.BadParameter(f"{path}: {problem.replace('body', 'the file', 1)}")
     try:
-        document = json.loads(path.read_text())
+        document = loads(data.removeprefix(b"\xef\xbb\xbf"))  # the API's standard JSON
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{path} is not JSON: {exc}") from None
-    version = runtime.plans.put(workspace_id(runtime, workspace), document).version
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"{path} is not standard JSON: {exc}") from None
+    version = runtime.plans.put(ws, document).version
+    audit_cli(runtime, "tracking_plan.updated", ws, f"v{version}")
     click.echo(f"tracking plan version {version} stored")
 
 
 @plan.command("show")
-@click.option("--version", "version", type=int, default=None, help="A past version.")
+@click.option(
+    "--version", "version", type=click.IntRange(1, 2**62), default=None, help="A past version."
+)
 @workspace_option
 @settings_options()
 def plan_show(version: int | None, workspace: str | None, settings: Settings) -> None:
     """Print the current (or a past) plan as JSON."""
     runtime = open_runtime(settings)
     ws = workspace_id(runtime, workspace)
-    current = runtime.plans.version(ws, version) if version else runtime.plans.current(ws)
+    current = runtime.plans.current(ws) if version is None else runtime.plans.version(ws, version)
     if current is None:
         click.echo("{}")
         return

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from auie.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from auie.jsontext import utf8_problem
 
 _ACCEPTED_TYPES = frozenset({"", "application/json", "text/plain"})
 _GZIP = frozenset({"gzip", "x-gzip"})
@@ -57,19 +58,6 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 _BOM = b"\xef\xbb\xbf"
-
-
-def utf8_problem(body: bytes) -> str | None:
-    """Where ``body`` stops being UTF-8, in words (its byte offset in the whole body, which
-    the JSON decoder's own message does not give), or None when it is UTF-8."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return (
-            f"body is not UTF-8 text: byte 0x{body[exc.start]:02x} at offset {exc.start}:"
-            f" {exc.reason}"
-        )
-    return None
 
 
 def decode_json(body: bytes) -> dict[str, Any]:

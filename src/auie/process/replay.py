@@ -7,6 +7,13 @@ marked replayed. A dead letter never reached the profile store or the lake, so r
 duplicates nothing. Those that still fail normalisation or the size limit, or that the
 workspace's current tracking plan still blocks, stay pending and are reported (and are not
 counted as violations again).
+
+Replays take turns: an exclusive ``flock`` on ``<data_dir>/replay.lock`` is held from
+reading the pending letters to marking them replayed, so a replay from the CLI and one from
+the API at the same moment cannot both append the same letters (the log's dedupe is per
+writing process). ``replayed`` counts the letters this run appended; a letter appended by a
+run that stopped before marking it is marked, not appended again (same process) and not
+counted.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +31,7 @@ import msgspec
 from auie.errors import InvalidEvent
 from auie.eventlog import EVENTS_TOPIC, EventLog, LogRecord
 from auie.events import Normalizer, check_size
+from auie.filelock import exclusive
 from auie.process.plan import PlanStore, TrackingPlan
 from auie.profiles.store.base import DeadLetter, ProfileStore
 
@@ -93,13 +102,40 @@ def replay(
     code: str | None = None,
     limit: int = 10_000,
     max_event_bytes: int,
+    data_dir: Path,
 ) -> ReplayReport:
     """Replay pending dead letters matching the filters; see the module docstring.
-    ``max_event_bytes`` is the collector's limit (``collect.max_event_bytes``)."""
+    ``max_event_bytes`` is the collector's limit (``collect.max_event_bytes``); ``data_dir``
+    holds the lock replays take turns on."""
+    with exclusive(data_dir / "replay.lock"):
+        return _replay(
+            log,
+            store,
+            plans,
+            workspace=workspace,
+            stage=stage,
+            code=code,
+            limit=limit,
+            max_event_bytes=max_event_bytes,
+        )
+
+
+def _replay(
+    log: EventLog,
+    store: ProfileStore,
+    plans: PlanStore,
+    *,
+    workspace: str | None,
+    stage: str | None,
+    code: str | None,
+    limit: int,
+    max_event_bytes: int,
+) -> ReplayReport:
     report = ReplayReport()
     letters = store.dead_letters(workspace, pending=True, stage=stage, code=code, limit=limit)
     current: dict[str, TrackingPlan | None] = {}
     records = []
+    sent: list[str] = []
     now_ms = int(time.time() * 1000)
     for letter in letters:
         ws = letter.workspace_id
@@ -112,8 +148,13 @@ def replay(
             report.failed.append((letter.id, str(exc)))
             continue
         records.append(_record(letter, event, value, now_ms))
-        report.replayed.append(letter.id)
+        sent.append(letter.id)
     if records:
-        log.append(records)
-        store.mark_replayed(report.replayed, datetime.now(UTC))
+        outcomes = log.append(records)
+        store.mark_replayed(sent, datetime.now(UTC))
+        report.replayed = [
+            letter_id
+            for letter_id, outcome in zip(sent, outcomes, strict=True)
+            if outcome.offset is not None
+        ]
     return report
