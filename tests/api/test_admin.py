@@ -14,6 +14,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
+from auie.errors import InvalidRequest
 from auie.eventlog import EVENTS_TOPIC
 from auie.ids import utcnow
 from auie.runtime import Bootstrap, Runtime
@@ -145,9 +146,8 @@ def test_keys_create_list_and_revoke(
         client.get("/v1/admin/keys", params={"source_id": boot.source}, headers=headers).json()
         == listed
     )
-    assert (
-        client.get("/v1/admin/keys", params={"source_id": "src_none"}, headers=headers).json() == []
-    )
+    unknown = client.get("/v1/admin/keys", params={"source_id": "src_none"}, headers=headers)
+    assert_error(unknown, 404, "not_found")  # as any id that is not the workspace's
 
     reply = client.delete(f"/v1/admin/keys/{new['id']}", headers=headers)
     assert reply.status_code == 204
@@ -396,7 +396,7 @@ def test_a_workspace_never_sees_another_workspaces_records(
         other_source_keys = client.get(
             "/v1/admin/keys", params={"source_id": other.source}, headers=me.headers
         )
-        assert other_source_keys.json() == []
+        assert_error(other_source_keys, 404, "not_found")  # not "no keys": no such source
         clients = client.get("/v1/admin/clients", headers=me.headers).json()
         assert [c["id"] for c in clients] == [me.client_id]
         listings = json.dumps([sources, keys, clients])
@@ -539,3 +539,44 @@ def test_every_time_the_api_shows_is_utc_with_a_z(client: TestClient, boot: Boot
     for value in times:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", value), value
         assert_timestamp(value)
+
+
+def test_names_scopes_and_filters_are_checked_precisely(
+    client: TestClient, boot: Bootstrap, admin: dict[str, str], runtime: Runtime
+) -> None:
+    """What the pipeline audit found: names with a final newline or only blanks were
+    stored, an unknown source listed no keys instead of 404, a 100 KB scope was echoed whole,
+    and a client could take admin from itself."""
+    for name in ("default\n", "\t", "   ", "a\n\x00b", "x" * 201):
+        reply = client.post(
+            "/v1/admin/clients", json={"name": name, "scopes": ["decide"]}, headers=admin
+        )
+        assert_error(reply, 400)
+    reply = client.post("/v1/admin/sources", json={"name": "web\n"}, headers=admin)
+    assert_error(reply, 400, "invalid_name")
+    for bad in ("acme\n", ""):
+        with pytest.raises(InvalidRequest):
+            runtime.tenancy.create_workspace(bad)
+    with pytest.raises(InvalidRequest):
+        runtime.clients.create(boot.workspace, "", ["decide"])  # the CLI's path
+
+    reply = client.post(
+        "/v1/admin/clients", json={"name": "n", "scopes": ["x" * 100_000]}, headers=admin
+    )
+    assert_error(reply, 400, "invalid_scope")
+    assert len(reply.text) < 500
+
+    source = client.get("/v1/admin/sources", headers=admin).json()[0]["id"]
+    for query in (f"sourceId={source}", f"source_id={source}"):
+        keys = client.get(f"/v1/admin/keys?{query}", headers=admin)
+        assert keys.status_code == 200
+        assert [k["sourceId"] for k in keys.json()] == [source]
+    other = runtime.tenancy.create_workspace("other")
+    theirs = runtime.tenancy.create_source(other.id, "theirs")
+    for unknown in ("src_nope", theirs.id):
+        assert_error(client.get(f"/v1/admin/keys?sourceId={unknown}", headers=admin), 404)
+
+    own = f"/v1/admin/clients/{boot.client_id}"
+    reply = client.patch(own, json={"scopes": ["decide"]}, headers=admin)
+    assert_error(reply, 409, "own_admin_scope")
+    assert client.get("/v1/admin/clients", headers=admin).status_code == 200  # still admin

@@ -589,6 +589,20 @@ def test_the_cli_replay_and_plan_set_are_audited_and_bounded(
         assert "--version" in result.output
 
 
+def test_the_dead_letter_api_filters_and_bounds(app: App, admin: dict[str, str]) -> None:
+    block_orders(app, admin)
+    for query, count in (("stage=plan", 3), ("stage=enrich", 0), ("code=plan_violation", 3)):
+        listed = app.client.get(f"/v1/dead-letters?{query}", headers=admin)
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()) == count, query
+    for body in ({"limit": True}, {"limit": "10"}, {"limit": 0}, {"stage": "x" * 51}):
+        reply = app.client.post("/v1/dead-letters/replay", json=body, headers=admin)
+        assert reply.status_code == 400, (body, reply.text)
+    reply = app.client.post("/v1/dead-letters/replay", headers=admin)  # no body: all pending
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"replayed": 3, "failed": []}
+
+
 def test_replay_with_the_api_after_fixing_the_plan(app: App, admin: dict[str, str]) -> None:
     block_orders(app, admin)
     listed = app.client.get("/v1/dead-letters", headers=admin)

@@ -22,8 +22,9 @@ from auie.api.schemas import (
 )
 from auie.api.security import scope
 from auie.auth.clients import Client
-from auie.auth.scopes import ADMIN, format_scopes
+from auie.auth.scopes import ADMIN, format_scopes, parse_scopes
 from auie.auth.tokens import Principal
+from auie.errors import Conflict
 from auie.runtime import Runtime
 
 router = APIRouter(
@@ -84,10 +85,26 @@ def create_source(body: SourceIn, request: Request, who: Principal = _admin) -> 
     return source
 
 
-@router.get("/keys", response_model=list[WriteKeyOut], operation_id="admin_list_keys")
-def list_keys(request: Request, source_id: str | None = None, who: Principal = _admin) -> Any:
-    """Write keys of the workspace (never the keys themselves), optionally of one source."""
-    return _runtime(request).tenancy.list_write_keys(who.workspace_id, source_id)
+@router.get(
+    "/keys",
+    response_model=list[WriteKeyOut],
+    operation_id="admin_list_keys",
+    responses={404: {"model": Error, "description": "No such source in this workspace"}},
+)
+def list_keys(
+    request: Request,
+    source_id: str | None = Query(None, alias="sourceId", description="Only this source's"),
+    source_id_snake: str | None = Query(None, alias="source_id", include_in_schema=False),
+    who: Principal = _admin,
+) -> Any:
+    """Write keys of the workspace (never the keys themselves), optionally of one source
+    (``?sourceId=``, camelCase like the JSON; ``?source_id=`` as before). A source that is
+    not the workspace's is 404, as everywhere in this API, not an empty list."""
+    tenancy = _runtime(request).tenancy
+    wanted = source_id if source_id is not None else source_id_snake
+    if wanted is not None:
+        tenancy.source(wanted, who.workspace_id)  # NotFound for another workspace's too
+    return tenancy.list_write_keys(who.workspace_id, wanted)
 
 
 @router.post(
@@ -148,13 +165,20 @@ def create_client(body: ClientIn, request: Request, who: Principal = _admin) -> 
     "/clients/{client_id}",
     response_model=ClientOut,
     operation_id="admin_set_client_scopes",
-    responses={400: {"model": Error}, 404: {"model": Error}},
+    responses={400: {"model": Error}, 404: {"model": Error}, 409: {"model": Error}},
 )
 def set_client_scopes(
     client_id: str, body: ClientScopesIn, request: Request, who: Principal = _admin
 ) -> Any:
     """Replace an active client's scopes. Tokens it already holds keep their scopes until
-    they expire (``auth.token_ttl_seconds``)."""
+    they expire (``auth.token_ttl_seconds``). A client may not take ``admin`` from itself
+    (409): the workspace could be left with no client to manage it over the API."""
+    if client_id == who.client_id and ADMIN not in parse_scopes(body.scopes):
+        raise Conflict(
+            "a client may not remove its own admin scope; change it with another admin"
+            " client or `auie clients scopes`",
+            code="own_admin_scope",
+        )
     client = _runtime(request).clients.set_scopes(client_id, body.scopes, who.workspace_id)
     _audit(request, who, "client.scopes_changed", client_id, scopes=sorted(client.scopes))
     return _client_out(client)

@@ -107,13 +107,17 @@ def plan_violations(request: Request, who: Principal = _admin) -> Any:
 )
 def list_dead_letters(
     request: Request,
+    *,
     pending: bool = Query(True, description="Only those not replayed yet"),
+    stage: str | None = Query(None, min_length=1, max_length=50, description="Only this stage's"),
+    code: str | None = Query(None, min_length=1, max_length=100, description="Only this code"),
     limit: int = Query(100, ge=1, le=10_000),
     who: Principal = _admin,
 ) -> Any:
-    """Events a stage could not handle, oldest first."""
+    """Events a stage could not handle, oldest first (``stage`` and ``code`` choose the
+    letters before ``limit`` counts them, as replay's filters do)."""
     letters = _runtime(request).profile_store.dead_letters(
-        who.workspace_id, pending=pending, limit=limit
+        who.workspace_id, pending=pending, stage=stage, code=code, limit=limit
     )
     out = []
     for letter in letters:
@@ -142,9 +146,13 @@ def list_dead_letters(
     operation_id="replay_dead_letters",
     responses={400: {"model": Error}},
 )
-async def replay_dead_letters(request: Request, body: ReplayIn, who: Principal = _admin) -> Any:
-    """Send pending dead letters back through the processor."""
+async def replay_dead_letters(
+    request: Request, body: ReplayIn | None = None, who: Principal = _admin
+) -> Any:
+    """Send pending dead letters back through the processor (no body: every pending one,
+    up to the default limit)."""
     runtime = _runtime(request)
+    body = body or ReplayIn()
     if body.stage == "":
         raise InvalidRequest("stage must not be empty")
 

@@ -295,8 +295,8 @@ class DeadLetterOut(ApiModel):
 
 
 class ReplayIn(ApiModel):
-    stage: str | None = None
-    code: str | None = None
+    stage: str | None = Field(None, max_length=50)
+    code: str | None = Field(None, max_length=100)
     limit: int = Field(10_000, ge=1, le=100_000, strict=True)  # not true, not "10"
 
 

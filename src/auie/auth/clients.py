@@ -42,6 +42,20 @@ def _scopes(scopes: Iterable[str]) -> frozenset[str]:
     return allowed
 
 
+#: A client's name: what people read in lists and the audit log.
+MAX_NAME = 200
+
+
+def _check_name(name: str) -> None:
+    """1-200 printable characters, not only spaces (a tab, a newline or NUL would garble
+    listings, and the column holds 200)."""
+    if not name.strip() or len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidRequest(
+            f"client name must be 1-{MAX_NAME} printable characters, not only spaces",
+            code="invalid_name",
+        )
+
+
 def _client(row: Any) -> Client:
     data = dict(row._mapping)
     data.pop("secret_hash", None)
@@ -56,6 +70,7 @@ class ClientStore:
         self.engine = engine
 
     def create(self, workspace_id: str, name: str, scopes: Iterable[str]) -> NewClient:
+        _check_name(name)
         allowed = _scopes(scopes)
         secret = new_secret()
         row: dict[str, Any] = {

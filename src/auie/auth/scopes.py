@@ -32,8 +32,10 @@ def parse_scopes(value: str | Iterable[str]) -> frozenset[str]:
     items = value.split() if isinstance(value, str) else [s for v in value for s in v.split()]
     unknown = sorted(set(items) - set(ALL_SCOPES))
     if unknown:
+        shown = [s if len(s) <= 40 else s[:37] + "..." for s in unknown[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidRequest(
-            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}",
+            f"unknown scope(s) {', '.join(shown)}{more}; known: {', '.join(ALL_SCOPES)}",
             code="invalid_scope",
         )
     return frozenset(items)

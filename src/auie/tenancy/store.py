@@ -70,7 +70,7 @@ class KeyIdentity:
 
 
 def _check_name(name: str, what: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match's $ would let a final newline through
         raise InvalidRequest(
             f"{what} name must be 1-100 letters, digits, spaces, '.', '_' or '-'",
             code="invalid_name",
