@@ -28,10 +28,23 @@ def _float(text: str) -> float:
     return value
 
 
+#: Digits of the longest integer read (Python refuses to convert longer ones itself, with a
+#: ValueError that would surface as "error parsing the body").
+MAX_INT_DIGITS = 4300
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise NotStandardJSON(
+            f"an integer of {len(text)} digits is beyond the {MAX_INT_DIGITS} digits read"
+        )
+    return int(text)
+
+
 def loads(body: bytes | str) -> Any:
     """``json.loads`` refusing non-finite numbers (:class:`NotStandardJSON`) and lone
     surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later)."""
-    value = json.loads(body, parse_constant=_constant, parse_float=_float)
+    value = json.loads(body, parse_constant=_constant, parse_float=_float, parse_int=_int)
     text = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
     if b"\\ud" in text.lower():  # only then can a parsed string hold one: walk the value
         _check_surrogates(value, "")

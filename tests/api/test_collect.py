@@ -379,3 +379,9 @@ def test_a_leading_byte_order_mark_is_ignored_everywhere(
         "code": "invalid_request",
         "message": "body is not UTF-8 text: byte 0xff at offset 12: invalid start byte",
     }
+    huge = b'{"userId": 1' + b"0" * 5000 + b"}"  # Python itself refuses to read it
+    reply = client.post("/v1/privacy/export", content=huge, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"] == (
+        "body: an integer of 5001 digits is beyond the 4300 digits read"
+    )

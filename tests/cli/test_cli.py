@@ -236,6 +236,14 @@ def test_clients_create_list_and_revoke(auie: Run, runtime: Runtime) -> None:
         "clients", "scopes", comma["id"], "--remove", "decide pii:read profiles:read", status=2
     )
     assert_one_line_error(result, "invalid_scope")
+    # An unknown scope to remove is an error too; no option or no change records nothing.
+    result = auie("clients", "scopes", comma["id"], "--remove", "bogus", status=2)
+    assert_one_line_error(result, "invalid_scope", "bogus")
+    recorded = len(runtime.audit.entries(None, action="client.scopes_changed"))
+    auie("clients", "scopes", comma["id"], status=2)
+    auie("clients", "scopes", comma["id"], "--add", "decide", "--remove", "decide", status=2)
+    auie("clients", "scopes", comma["id"], "--add", "decide", "--json")  # holds it already
+    assert len(runtime.audit.entries(None, action="client.scopes_changed")) == recorded
 
     assert auie("clients", "revoke", created["id"]).stdout.strip() == f"revoked {created['id']}"
     with pytest.raises(AuthenticationFailed):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import click
 
-from auie.auth.scopes import ALL_SCOPES
+from auie.auth.scopes import ALL_SCOPES, parse_scopes
 from auie.cli.common import audit_cli, emit, json_option, open_runtime, settings_options
 from auie.config import Settings
 from auie.ids import utcnow
@@ -165,9 +165,18 @@ def clients_scopes(
     client_id: str, add: tuple[str, ...], remove: tuple[str, ...], as_json: bool, settings: Settings
 ) -> None:
     """Grant or take away scopes of an active client (issued tokens keep theirs)."""
+    added, removed = _scopes(add), _scopes(remove)
+    if not added and not removed:
+        raise click.UsageError("name scopes to --add or --remove")
+    if added & removed:
+        raise click.UsageError(f"both added and removed: {', '.join(sorted(added & removed))}")
+    parse_scopes(added | removed)  # an unknown scope is an error, on either side
     runtime = open_runtime(settings)
     current = runtime.clients.get(client_id)
-    wanted = (set(current.scopes) | _scopes(add)) - _scopes(remove)
+    wanted = (set(current.scopes) | added) - removed
+    if wanted == set(current.scopes):  # nothing changes: nothing to record
+        emit(_dict(current), as_json)
+        return
     client = runtime.clients.set_scopes(client_id, wanted)
     audit_cli(
         runtime,
