@@ -386,6 +386,22 @@ def test_dead_letters_filter_by_stage_and_code_before_the_limit(
     assert len(profile_store.dead_letters(WS, pending=False, stage="plan")) == 2
 
 
+def test_dead_letters_page_after_a_letter(profile_store: ProfileStore) -> None:
+    """Pages by (created_at, id): letters of the same instant are neither skipped nor
+    repeated (replay pages past letters that still fail)."""
+    same = [letter(f"dl-s{i}", minutes=5) for i in range(3)]
+    write(
+        profile_store,
+        dead_letters=[letter("dl-first", minutes=1), *same, letter("dl-z", minutes=9)],
+    )
+    seen: list[str] = []
+    after = None
+    while page := profile_store.dead_letters(WS, limit=2, after=after):
+        seen += [d.id for d in page]
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == ["dl-first", "dl-s0", "dl-s1", "dl-s2", "dl-z"]
+
+
 # -- violations ---------------------------------------------------------------------------
 
 

@@ -681,6 +681,28 @@ def test_replay_keeps_letters_the_plan_still_blocks(app: App, admin: dict[str, s
     assert app.runtime.profile_store.dead_letters(app.boot.workspace) == []
 
 
+def test_letters_that_still_fail_do_not_hold_back_newer_ones(
+    app: App, admin: dict[str, str]
+) -> None:
+    """``limit`` counts letters replayed: two old letters the fixed plan still blocks were
+    returned by every limit-2 replay, and the newer, replayable ones were never reached."""
+    put_plan(app, admin, PLAN)
+    send(app, [track("old-1", "Order Completed"), track("old-2", "Order Completed")])
+    process(app)  # no total at all: blocked by every version
+    send(app, [track(f"new-{i}", "Order Completed", total=f"{i}.50") for i in range(3)])
+    process(app)
+    put_plan(app, admin, FIXED)
+    old = [d.id for d in app.runtime.profile_store.dead_letters(app.boot.workspace)][:2]
+    first = app.client.post("/v1/dead-letters/replay", json={"limit": 2}, headers=admin).json()
+    assert first["replayed"] == 2
+    assert [f["id"] for f in first["failed"]] == old
+    assert replay_cli(app, "--limit", "2")["replayed"] == 1
+    process(app)
+    assert set(lake_events(app)) == {"new-0", "new-1", "new-2"}
+    pending = app.runtime.profile_store.dead_letters(app.boot.workspace)
+    assert [d.id for d in pending] == old
+
+
 def test_replay_needs_the_admin_scope(app: App) -> None:
     reader = bearer(
         get_token(app.client, app.boot.client_id, app.boot.client_secret, "profiles:read")

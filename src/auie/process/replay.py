@@ -8,6 +8,10 @@ duplicates nothing. Those that still fail normalisation or the size limit, or th
 workspace's current tracking plan still blocks, stay pending and are reported (and are not
 counted as violations again).
 
+``limit`` counts the letters replayed: those that still fail are stepped over (at most
+:data:`MAX_STILL_FAILING` a run), so old letters that can never pass do not hold back newer
+ones that can.
+
 Replays take turns: an exclusive ``flock`` on ``<data_dir>/replay.lock`` is held from
 reading the pending letters to marking them replayed, so a replay from the CLI and one from
 the API at the same moment cannot both append the same letters (the log's dedupe is per
@@ -36,6 +40,9 @@ from auie.process.plan import PlanStore, TrackingPlan
 from auie.profiles.store.base import DeadLetter, ProfileStore
 
 _encode = msgspec.json.Encoder().encode
+#: Letters that still fail a run steps over (and reports) on its way to ``limit`` replayed
+#: ones; beyond it the run stops, so its reply and its time stay bounded.
+MAX_STILL_FAILING = 10_000
 
 
 @dataclass(slots=True)
@@ -132,23 +139,31 @@ def _replay(
     max_event_bytes: int,
 ) -> ReplayReport:
     report = ReplayReport()
-    letters = store.dead_letters(workspace, pending=True, stage=stage, code=code, limit=limit)
     current: dict[str, TrackingPlan | None] = {}
     records = []
     sent: list[str] = []
     now_ms = int(time.time() * 1000)
-    for letter in letters:
-        ws = letter.workspace_id
-        try:
-            event, value = _event(letter, max_event_bytes)
-            if ws not in current:
-                current[ws] = plans.current(ws)
-            _check_plan(current[ws], event)
-        except (InvalidEvent, ValueError) as exc:
-            report.failed.append((letter.id, str(exc)))
-            continue
-        records.append(_record(letter, event, value, now_ms))
-        sent.append(letter.id)
+    after = None
+    while len(sent) < limit and len(report.failed) < MAX_STILL_FAILING:
+        wanted = min(limit - len(sent), MAX_STILL_FAILING - len(report.failed))
+        letters = store.dead_letters(
+            workspace, pending=True, stage=stage, code=code, limit=wanted, after=after
+        )
+        if not letters:
+            break
+        after = (letters[-1].created_at, letters[-1].id)
+        for letter in letters:
+            ws = letter.workspace_id
+            try:
+                event, value = _event(letter, max_event_bytes)
+                if ws not in current:
+                    current[ws] = plans.current(ws)
+                _check_plan(current[ws], event)
+            except (InvalidEvent, ValueError) as exc:
+                report.failed.append((letter.id, str(exc)))
+                continue
+            records.append(_record(letter, event, value, now_ms))
+            sent.append(letter.id)
     if records:
         outcomes = log.append(records)
         store.mark_replayed(sent, datetime.now(UTC))

@@ -223,9 +223,11 @@ class ProfileStore(ABC):
         stage: str | None = None,
         code: str | None = None,
         limit: int = 1000,
+        after: tuple[datetime, str] | None = None,
     ) -> list[DeadLetter]:
         """Dead letters, oldest first; ``pending`` ones have not been replayed. ``stage`` and
-        ``code`` filter before ``limit`` counts."""
+        ``code`` filter before ``limit`` counts; ``after`` (``created_at``, ``id``) of the last
+        letter of a page gives the next page."""
 
     @abstractmethod
     def count_dead_letters(self) -> int:

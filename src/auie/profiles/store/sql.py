@@ -15,10 +15,12 @@ from sqlalchemy import (
     Dialect,
     Engine,
     Table,
+    and_,
     bindparam,
     case,
     delete,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -498,9 +500,13 @@ class SqlProfileStore(ProfileStore):
         stage: str | None = None,
         code: str | None = None,
         limit: int = 1000,
+        after: tuple[datetime, str] | None = None,
     ) -> list[DeadLetter]:
         c = dead_letters.c
         query = select(dead_letters).order_by(c.created_at, c.id).limit(limit)
+        if after is not None:
+            at, letter_id = after
+            query = query.where(or_(c.created_at > at, and_(c.created_at == at, c.id > letter_id)))
         if workspace is not None:
             query = query.where(c.workspace_id == workspace)
         if pending:
