@@ -34,21 +34,40 @@ MAX_INT_DIGITS = 4300
 
 
 def _int(text: str) -> int:
-    if len(text) > MAX_INT_DIGITS:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
         raise NotStandardJSON(
-            f"an integer of {len(text)} digits is beyond the {MAX_INT_DIGITS} digits read"
+            f"an integer of {digits} digits is beyond the {MAX_INT_DIGITS} digits read"
         )
     return int(text)
 
 
 def loads(body: bytes | str) -> Any:
     """``json.loads`` refusing non-finite numbers (:class:`NotStandardJSON`) and lone
-    surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later)."""
-    value = json.loads(body, parse_constant=_constant, parse_float=_float, parse_int=_int)
-    text = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-    if b"\\ud" in text.lower():  # only then can a parsed string hold one: walk the value
+    surrogates (``"\\ud800"`` alone: no store can encode it, and it would fail later).
+    Bytes must be UTF-8 (a leading BOM is ignored; :class:`UnicodeDecodeError` otherwise):
+    ``json.loads`` would also read UTF-16 and UTF-32, where the escapes look different."""
+    if isinstance(body, bytes):
+        text = body.removeprefix(_BOM).decode("utf-8")  # UTF-8 holds no lone surrogate
+        suspect = "\\ud" in text or "\\uD" in text
+    else:
+        text = body
+        suspect = "\\ud" in text or "\\uD" in text or not _encodable(text)
+    value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    if suspect:  # only then can a parsed string hold one: walk the value
         _check_surrogates(value, "")
     return value
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_surrogates(value: Any, where: str) -> None:

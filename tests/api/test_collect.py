@@ -385,3 +385,25 @@ def test_a_leading_byte_order_mark_is_ignored_everywhere(
     assert reply.json()["message"] == (
         "body: an integer of 5001 digits is beyond the 4300 digits read"
     )
+
+
+def test_review_cases_of_text_that_is_not_unicode(
+    client: TestClient, boot: Bootstrap, runtime: Runtime
+) -> None:
+    """UTF-16 (which Python's JSON reader also decodes) hid a lone surrogate from the check;
+    a BOM shifted the collector's offset; a surrogate at a string's end read "truncated"."""
+    admin = bearer(get_token(client, boot.client_id, boot.client_secret, "privacy:admin"))
+    headers = {**admin, "Content-Type": "application/json"}
+    for body in ('{"userId": "\\ud800"}'.encode("utf-16"), '{"userId": "u"}'.encode("utf-16")):
+        reply = client.post("/v1/privacy/export", content=body, headers=headers)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["message"].startswith("body is not UTF-8 text: byte 0xff at offset 0")
+    reply = post(client, "/v1/track", b'\xef\xbb\xbf{"userId": "\xff"}', boot.write_key)
+    assert reply.json()["message"].endswith("byte 0xff at offset 15: invalid start byte")
+    reply = post(client, "/v1/track", b'{"userId": "u", "event": "\\ud800"}', boot.write_key)
+    assert "must be one half of a pair" in reply.json()["message"], reply.text
+    negative = b'{"userId": -' + b"1" * 4300 + b"}"  # 4,300 digits: read
+    reply = client.post("/v1/privacy/export", content=negative, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert "digits" not in reply.json()["message"]
+    assert stored_events(runtime) == []

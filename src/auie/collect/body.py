@@ -63,19 +63,19 @@ _BOM = b"\xef\xbb\xbf"
 def decode_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a precise ``invalid_json`` error. A leading UTF-8 byte
     order mark is ignored, as RFC 8259 allows and the rest of the API does."""
-    if body.startswith(_BOM):
-        body = body[len(_BOM) :]
-    if not body.strip():
+    text = body[len(_BOM) :] if body.startswith(_BOM) else body
+    if not text.strip():
         raise InvalidRequest("request body is empty", code="invalid_json")
     try:
-        value = _decoder.decode(body)
+        value = _decoder.decode(text)
     except UnicodeDecodeError:
-        raise InvalidRequest(
+        raise InvalidRequest(  # the offset in the body as sent, BOM included
             utf8_problem(body) or "body is not UTF-8 text", code="invalid_json"
         ) from None
     except msgspec.DecodeError as exc:
         reason = str(exc)
-        if "surrogate" in reason:  # msgspec's words for "\ud800" alone
+        lone = "surrogate" in reason or ("truncated" in reason and b"\\ud" in text.lower())
+        if lone:  # msgspec's words for "\ud800" alone (at a string's end: "truncated")
             reason += "; a \\ud800-\\udfff escape must be one half of a pair (valid Unicode)"
         raise InvalidRequest(f"body is not valid JSON: {reason}", code="invalid_json") from None
     except msgspec.ValidationError as exc:
