@@ -579,4 +579,5 @@ def test_names_scopes_and_filters_are_checked_precisely(
     own = f"/v1/admin/clients/{boot.client_id}"
     reply = client.patch(own, json={"scopes": ["decide"]}, headers=admin)
     assert_error(reply, 409, "own_admin_scope")
+    assert_error(client.delete(own, headers=admin), 409, "own_client")
     assert client.get("/v1/admin/clients", headers=admin).status_code == 200  # still admin

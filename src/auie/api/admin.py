@@ -188,9 +188,16 @@ def set_client_scopes(
     "/clients/{client_id}",
     status_code=204,
     operation_id="admin_revoke_client",
-    responses={404: {"model": Error}},
+    responses={404: {"model": Error}, 409: {"model": Error}},
 )
 def revoke_client(client_id: str, request: Request, who: Principal = _admin) -> Response:
+    """Revoke a client (not the caller's own: 409, as for its own admin scope)."""
+    if client_id == who.client_id:
+        raise Conflict(
+            "a client may not revoke itself; revoke it with another admin client or"
+            " `auie clients revoke`",
+            code="own_client",
+        )
     _runtime(request).clients.revoke(client_id, who.workspace_id)
     _audit(request, who, "client.revoked", client_id)
     return Response(status_code=204)
