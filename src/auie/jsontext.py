@@ -28,6 +28,8 @@ def _float(text: str) -> float:
     return value
 
 
+#: A UTF-8 byte order mark: RFC 8259 lets a reader ignore it, and AUIE's readers do.
+BOM = b"\xef\xbb\xbf"
 #: Digits of the longest integer read (Python refuses to convert longer ones itself, with a
 #: ValueError that would surface as "error parsing the body").
 MAX_INT_DIGITS = 4300
@@ -48,7 +50,7 @@ def loads(body: bytes | str) -> Any:
     Bytes must be UTF-8 (a leading BOM is ignored; :class:`UnicodeDecodeError` otherwise):
     ``json.loads`` would also read UTF-16 and UTF-32, where the escapes look different."""
     if isinstance(body, bytes):
-        text = body.removeprefix(_BOM).decode("utf-8")  # UTF-8 holds no lone surrogate
+        text = body.removeprefix(BOM).decode("utf-8")  # UTF-8 holds no lone surrogate
         suspect = "\\ud" in text or "\\uD" in text
     else:
         text = body
@@ -57,9 +59,6 @@ def loads(body: bytes | str) -> Any:
     if suspect:  # only then can a parsed string hold one: walk the value
         _check_surrogates(value, "")
     return value
-
-
-_BOM = b"\xef\xbb\xbf"
 
 
 def _encodable(text: str) -> bool:

@@ -98,11 +98,11 @@ def plan_set(path: Path, workspace: str | None, settings: Settings) -> None:
     runtime = open_runtime(settings)
     ws = workspace_id(runtime, workspace)
     data = path.read_bytes()
-    problem = utf8_problem(data)
-    if problem is not None:
-        raise click.BadParameter(f"{path}: {problem.replace('body', 'the file', 1)}")
     try:
-        document = loads(data.removeprefix(b"\xef\xbb\xbf"))  # the API's standard JSON
+        document = loads(data)  # the API's standard JSON, UTF-8 (a leading BOM ignored)
+    except UnicodeDecodeError:
+        problem = utf8_problem(data) or "body is not UTF-8 text"
+        raise click.BadParameter(f"{path}: {problem.replace('body', 'the file', 1)}") from None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{path} is not JSON: {exc}") from None
     except (ValueError, RecursionError) as exc:

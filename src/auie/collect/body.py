@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from auie.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from auie.jsontext import utf8_problem
+from auie.jsontext import BOM, utf8_problem
 
 _ACCEPTED_TYPES = frozenset({"", "application/json", "text/plain"})
 _GZIP = frozenset({"gzip", "x-gzip"})
@@ -57,13 +57,10 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return data
 
 
-_BOM = b"\xef\xbb\xbf"
-
-
 def decode_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a precise ``invalid_json`` error. A leading UTF-8 byte
     order mark is ignored, as RFC 8259 allows and the rest of the API does."""
-    text = body[len(_BOM) :] if body.startswith(_BOM) else body
+    text = body.removeprefix(BOM)
     if not text.strip():
         raise InvalidRequest("request body is empty", code="invalid_json")
     try:

@@ -206,7 +206,7 @@ class PlanStore:
         text = json.dumps(document, sort_keys=True)
         if len(text) > _MAX_PLAN_BYTES:
             raise InvalidRequest("tracking plan is larger than 1 MB", code="invalid_plan")
-        TrackingPlan(0, document)  # refuse an invalid plan before touching the store
+        plan = TrackingPlan(0, document)  # compiled (refused if invalid) before any write
         c = tracking_plans.c
         for attempt in range(_PUT_ATTEMPTS):
             try:
@@ -220,7 +220,8 @@ class PlanStore:
                             workspace_id=workspace, version=version, plan=text, created_at=utcnow()
                         )
                     )
-                return TrackingPlan(version, document)
+                plan.version = version
+                return plan
             except IntegrityError:  # another writer took this version number: the next one
                 if attempt == _PUT_ATTEMPTS - 1:
                     raise Conflict(
