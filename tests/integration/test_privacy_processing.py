@@ -756,7 +756,11 @@ def test_erasure_leaves_no_identifier_in_saved_segments(make_app: Callable[..., 
     app = make_app()
     send(
         app,
-        {"type": "identify", "userId": "u-ada", "traits": {"email": "ada@example.com"}},
+        {
+            "type": "identify",
+            "userId": "u-ada",
+            "traits": {"email": "ada@example.com", "phone": 4155550100},
+        },
         {"type": "identify", "userId": "u-bob", "traits": {"email": "bob@example.com"}},
         {"type": "track", "userId": "u-ada", "event": "Bought"},
         {"type": "track", "userId": "u-bob", "event": "Bought"},
@@ -768,6 +772,9 @@ def test_erasure_leaves_no_identifier_in_saved_segments(make_app: Callable[..., 
         "or": [
             {"trait": "email", "op": "eq", "value": " ADA@example.com"},
             {"event": "Bought", "inLastDays": 3650, "filters": [bought]},
+            # A number names her too (her phone trait, sent as a number); other numbers
+            # and true stay.
+            {"trait": "phone", "op": "in", "value": [4155550100.0, 17, True]},
         ]
     }
     created = app.client.post(
@@ -787,6 +794,8 @@ def test_erasure_leaves_no_identifier_in_saved_segments(make_app: Callable[..., 
     assert "ada" not in json.dumps(stored).lower()
     assert stored["definition"]["or"][0]["value"] == "[erased]"
     assert stored["definition"]["or"][1]["filters"][0]["value"] == ["[erased]", "u-bob"]
+    assert stored["definition"]["or"][2]["value"] == ["[erased]", 17, True]
+    assert "4155550100" not in json.dumps(stored)
     members = app.client.get(f"{segment}/members", headers=headers).json()
     assert len(members["members"]) == 1  # Bob's events still match
 

@@ -38,7 +38,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from auie.analytics import pseudonymous as pseudo
 from auie.analytics.engine import QueryEngine, QueryResult, json_bytes
 from auie.errors import InvalidRequest, NotFound, StorageUnavailable
-from auie.lake.catalog import Lake, local_path
+from auie.lake.catalog import Lake, local_path, quote_identifier
 from auie.lake.tables import IDENTITIES, TABLES
 from auie.privacy.fields import PiiRules
 
@@ -76,14 +76,10 @@ def _typed_empty(conn: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
     """A SELECT of no rows whose columns are ``schema``'s, with DuckDB's types for them."""
     relation = conn.from_arrow(schema.empty_table())  # a relation: nothing is created
     columns = ", ".join(
-        f"CAST(NULL AS {kind}) AS {_quote(column)}"
+        f"CAST(NULL AS {kind}) AS {quote_identifier(column)}"
         for column, kind in zip(relation.columns, relation.types, strict=True)
     )
     return f"SELECT {columns} WHERE false"
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _drop(conn: duckdb.DuckDBPyConnection, name: str, kinds: tuple[str, ...]) -> None:

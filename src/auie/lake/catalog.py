@@ -40,6 +40,12 @@ def local_path(uri: str) -> str:
     return urlparse(uri).path if uri.startswith("file://") else uri
 
 
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (DuckDB, PostgreSQL, SQLite): a table or
+    view named after a lake table or a workspace, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def open_catalog(settings: Settings) -> SqlCatalog:
     """pyiceberg's SQL catalog. Opening creates its tables on first use; on a SQLite file
     processes opening it at the same moment (a processor group) take turns."""

@@ -188,6 +188,12 @@ def _erase_segment_values(ctx: PrivacyContext, person: Person) -> int:
     named = person.values | person.pii
 
     def names(value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 4155550100.0 names the phone number 4155550100
+        if isinstance(value, int | float):
+            return str(value) in named  # a numeric id or PII value, as a number
         if not isinstance(value, str):
             return False
         text = value.strip()

@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 
-from auie.lake.catalog import Lake, local_path
+from auie.lake.catalog import Lake, local_path, quote_identifier
 from auie.lake.tables import TABLES
 
 if TYPE_CHECKING:
@@ -107,10 +107,6 @@ def _pg_type(kind: pa.DataType) -> str:
         raise TypeError(f"no PostgreSQL type for {kind}") from None
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass(frozen=True, slots=True)
 class LoadReport:
     table: str
@@ -145,9 +141,9 @@ def load_postgres(url: str, schema: str, lake: Lake, workspace: str) -> list[Loa
     reports = []
     with psycopg.connect(url) as conn:
         with conn.transaction():
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_ident(schema)}.{_STATE_TABLE} ("
+                f"CREATE TABLE IF NOT EXISTS {quote_identifier(schema)}.{_STATE_TABLE} ("
                 " table_name text NOT NULL, file_path text NOT NULL,"
                 " loaded_at timestamptz NOT NULL DEFAULT now(),"
                 " PRIMARY KEY (table_name, file_path))"
@@ -176,8 +172,8 @@ def _load_table(
     lake: Lake,
     workspace: str,
 ) -> LoadReport:
-    target = f"{_ident(schema)}.{_ident(name)}"
-    columns = ", ".join(f"{_ident(f.name)} {_pg_type(f.type)}" for f in arrow)
+    target = f"{quote_identifier(schema)}.{quote_identifier(name)}"
+    columns = ", ".join(f"{quote_identifier(f.name)} {_pg_type(f.type)}" for f in arrow)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({columns})")
     present = {
         row[0]
@@ -189,10 +185,9 @@ def _load_table(
     }
     for field in arrow:
         if field.name not in present:
-            conn.execute(
-                f"ALTER TABLE {target} ADD COLUMN {_ident(field.name)} {_pg_type(field.type)}"
-            )
-    state = f"{_ident(schema)}.{_STATE_TABLE}"
+            column = quote_identifier(field.name)
+            conn.execute(f"ALTER TABLE {target} ADD COLUMN {column} {_pg_type(field.type)}")
+    state = f"{quote_identifier(schema)}.{_STATE_TABLE}"
     loaded = {
         row[0]
         for row in conn.execute(f"SELECT file_path FROM {state} WHERE table_name = %s", (name,))
@@ -204,7 +199,7 @@ def _load_table(
         conn.execute(f"DELETE FROM {state} WHERE table_name = %s", (name,))
         loaded = set()
     rows = 0
-    column_list = ", ".join(_ident(f.name) for f in arrow)
+    column_list = ", ".join(quote_identifier(f.name) for f in arrow)
     new = [path for path in current if path not in loaded]
     options = pa_csv.WriteOptions(include_header=False)
     with conn.cursor() as cursor:

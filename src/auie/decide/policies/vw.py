@@ -21,8 +21,10 @@ shows every candidate with the label ``0:<−reward>:<propensity>`` on the shown
 minimises a cost). An importance ``weight`` other than 1 divides the propensity.
 
 Defaults are Azure Personalizer's: ``--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001
---cb_type mtr -q ::``. ``--quiet`` and ``--random_seed <seed>`` are added; options that read
-or write files, or start a daemon, are refused. The state saved by :meth:`Policy.save` is
+--cb_type mtr -q ::``. ``--quiet`` and ``--random_seed <seed>`` are added. Only the options
+of :data:`_OPTIONS` are taken (explorers, the update rule, features and hashing); every
+other one, among them those that read or write files, connect to a server or print, is
+refused. The state saved by :meth:`Policy.save` is
 VW's model file (``--save_resume`` is VW's default, so the optimiser state carries over)
 plus the policy's own metadata, in the same ``.npz`` format as every policy.
 
@@ -50,33 +52,83 @@ DEFAULT_ARGS = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mt
 SHARED = "s"
 ACTION = "a"
 _MODEL = "vw_model"
-_REFUSED = {
-    "-d",
-    "--data",
-    "-f",
-    "--final_regressor",
-    "-i",
-    "--initial_regressor",
-    "--daemon",
-    "--port",
-    "-p",
-    "--predictions",
-    "-r",
-    "--raw_predictions",
-    "--cache",
-    "-c",
-    "--cache_file",
-    "--readable_model",
-    "--invert_hash",
-    "--pid_file",
-    "--port_file",
-    "--passes",
-    "--random_seed",
-    "--audit_regressor",
-    "--output_feature_regularizer_binary",
-    "--output_feature_regularizer_text",
-    "--feature_mask",
+#: The options a decision point may give VW, and whether each takes a value: its
+#: contextual-bandit explorers and learners, the update rule, features and their hashing.
+#: Anything else is refused (VW has options that read or write files, connect to a
+#: spanning-tree server, print, or stop the process): an allowlist, because a denylist
+#: misses the spellings VW also reads (``-f/tmp/x``), and VW gains options in new releases.
+_OPTIONS: dict[str, bool] = {
+    # contextual bandits with action-dependent features, and their explorers
+    "cb_explore_adf": False,
+    "cb_type": True,
+    "cb_min_cost": True,
+    "cb_max_cost": True,
+    "epsilon": True,
+    "first": True,
+    "bag": True,
+    "greedify": False,
+    "cover": True,
+    "psi": True,
+    "nounif": False,
+    "squarecb": False,
+    "gamma_scale": True,
+    "gamma_exponent": True,
+    "elim": False,
+    "mellowness": True,
+    "softmax": False,
+    "lambda": True,
+    "regcb": False,
+    "regcbopt": False,
+    "rnd": True,
+    "rnd_alpha": True,
+    "rnd_invlambda": True,
+    "synthcover": False,
+    "synthcoverpsi": True,
+    "synthcoversize": True,
+    "epsilon_decay": False,
+    # the update rule
+    "learning_rate": True,
+    "power_t": True,
+    "initial_t": True,
+    "decay_learning_rate": True,
+    "l1": True,
+    "l2": True,
+    "adaptive": False,
+    "normalized": False,
+    "invariant": False,
+    "sgd": False,
+    "adax": False,
+    "coin": False,
+    "ftrl": False,
+    "ftrl_alpha": True,
+    "ftrl_beta": True,
+    "pistol": False,
+    "loss_function": True,
+    "quantile_tau": True,
+    "link": True,
+    "min_prediction": True,
+    "max_prediction": True,
+    "initial_weight": True,
+    # features, interactions, hashing
+    "bit_precision": True,
+    "quadratic": True,
+    "cubic": True,
+    "interactions": True,
+    "leave_duplicate_interactions": False,
+    "ignore": True,
+    "ignore_linear": True,
+    "keep": True,
+    "noconstant": False,
+    "ngram": True,
+    "skips": True,
+    "hash": True,
+    "hash_seed": True,
+    "sort_features": False,
+    "quiet": False,
 }
+#: VW's one-letter spellings of allowed options (each takes a value, which may follow
+#: at once: ``-qsa``, ``-b18``, ``-l0.5``).
+_SHORT = {"l": "learning_rate", "b": "bit_precision", "q": "quadratic"}
 _ESCAPES = str.maketrans(
     {"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D"}
 )
@@ -104,6 +156,49 @@ def _bits(tokens: Sequence[str]) -> int:
     return max(found)
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_options(tokens: Sequence[str]) -> None:
+    """Refuse every option that is not in :data:`_OPTIONS` (long) or :data:`_SHORT`, a value
+    given to an option that takes none, and a value with no option before it (VW would
+    read it as a data file)."""
+    refused: list[str] = []
+    expecting = False  # the previous token was an option that takes a value
+    for token in tokens:
+        if token.startswith("--"):
+            name, equals, _ = token[2:].partition("=")
+            takes = _OPTIONS.get(name)
+            if takes is None:
+                refused.append(f"--{name}")
+                takes = True  # whatever follows is the refused option's value, if any
+            elif equals and not takes:
+                raise ValueError(f"vw: --{name} takes no value: {token!r}")
+            expecting = takes and not equals
+        elif token.startswith("-") and len(token) > 1 and not _is_number(token):
+            if token[1] not in _SHORT:
+                refused.append(token[:2])
+            expecting = len(token) == 2  # -q sa; -qsa carries its value (as may -f/x)
+        elif expecting:
+            expecting = False
+        else:
+            raise ValueError(
+                f"vw: {token!r} follows no option that takes a value (VW would read it "
+                "as a data file)"
+            )
+    if refused:
+        allowed = ", ".join(f"--{name}" for name in _OPTIONS)
+        raise ValueError(
+            f"vw: option(s) not allowed: {', '.join(sorted(set(refused)))}; the allowed "
+            f"ones are {allowed} and -l, -b, -q"
+        )
+
+
 def escape(name: str) -> str:
     """A feature name VW's text format cannot misread (percent-encoding, injective)."""
     return name.translate(_ESCAPES)
@@ -117,9 +212,7 @@ class VowpalWabbit(Policy):
         tokens = shlex.split(args)
         if "--cb_explore_adf" not in tokens:
             raise ValueError("vw: the arguments must include --cb_explore_adf")
-        refused = sorted({t.split("=", 1)[0] for t in tokens} & _REFUSED)
-        if refused:
-            raise ValueError(f"vw: option(s) not allowed: {', '.join(refused)}")
+        _check_options(tokens)
         bits = _bits(tokens)
         if bits > MAX_BITS:
             raise ValueError(f"vw: --bit_precision is at most {MAX_BITS}, got {bits}")
