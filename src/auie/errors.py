@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from auie.jsontext import lone_surrogate
+
 
 class AuieError(Exception):
     """Root of every error AUIE raises on purpose."""
@@ -178,8 +180,6 @@ def describe_problems(errors: Iterable[Mapping[str, Any]], *, whole: str = "body
 
 def printable(text: str) -> str:
     """``text`` with any lone surrogate written as ``\\udxxx`` (UTF-8 cannot hold one)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    if lone_surrogate(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -54,19 +54,21 @@ def loads(body: bytes | str) -> Any:
         suspect = "\\ud" in text or "\\uD" in text
     else:
         text = body
-        suspect = "\\ud" in text or "\\uD" in text or not _encodable(text)
+        suspect = "\\ud" in text or "\\uD" in text or lone_surrogate(text) is not None
     value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     if suspect:  # only then can a parsed string hold one: walk the value
         _check_surrogates(value, "")
     return value
 
 
-def _encodable(text: str) -> bool:
+def lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate in ``text`` (which UTF-8 cannot hold: it
+    comes from JSON's ``"\\ud800"`` or an undecodable command-line byte), or None."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _check_surrogates(value: Any, where: str) -> None:
@@ -84,15 +86,14 @@ def _check_surrogates(value: Any, where: str) -> None:
 
 
 def _check_text(text: str, where: str, *, key: bool = False) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = lone_surrogate(text)
+    if at is not None:
         shown = where.encode("utf-8", "backslashreplace").decode()[:200] or "body"
         raise NotStandardJSON(
             f"{shown}: the {'key' if key else 'text'} has a lone surrogate"
-            f" (U+{ord(text[exc.start]):04X}) at character {exc.start}; JSON text must be"
+            f" (U+{ord(text[at]):04X}) at character {at}; JSON text must be"
             " valid Unicode (an escaped surrogate needs its pair)"
-        ) from None
+        )
 
 
 def utf8_problem(body: bytes) -> str | None:

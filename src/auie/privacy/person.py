@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from auie.errors import InvalidRequest
+from auie.jsontext import lone_surrogate
 from auie.privacy import fields
 from auie.privacy.crypto import FieldCipher
 from auie.profiles.identity import ANONYMOUS_ID, EMAIL, MAX_ID_LENGTH, USER_ID, node, split
@@ -88,14 +89,13 @@ def _check_text(id_type: str, value: str) -> None:
     """Refuse a value that is not Unicode text (a lone surrogate, from JSON's ``"\ud800"``
     or an undecodable command-line byte): no store could hash, match or keep it, and the
     request would fail later with an encoding error instead of now with a clear one."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = lone_surrogate(value)
+    if at is not None:
         raise InvalidRequest(
             f"the {id_type} value is not valid Unicode text: it has a lone surrogate"
-            f" (U+{ord(value[exc.start]):04X}) at character {exc.start}",
+            f" (U+{ord(value[at]):04X}) at character {at}",
             code="invalid_subject",
-        ) from None
+        )
 
 
 @dataclass
