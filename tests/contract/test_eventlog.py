@@ -156,6 +156,26 @@ def test_dedupe_survives_reopening(make_log: Factory) -> None:
     assert [o.duplicate for o in outcomes] == [True] * 50 + [False] * 10
 
 
+def test_a_refreshed_writer_knows_the_keys_another_writer_appended(make_log: Factory) -> None:
+    """Each writer's dedupe index is its own; ``refresh_dedupe`` adds what other writers
+    appended since (interleaved with this writer's own appends), and nothing is lost from
+    what it knew."""
+    server = make_log(name="shared")
+    server.ensure_topic("t", 2)
+    server.append([rec("k0", "s0", dedupe="s0")])  # the server's index is loaded
+    cli = make_log(name="shared")
+    cli.append([rec(f"k{i}", f"c{i}", dedupe=f"c{i}") for i in range(5)])
+    server.append([rec("k1", "s1", dedupe="s1")])  # after the other writer's rows
+    assert not server.append([rec("k2", "c2-again", dedupe="c2")])[0].duplicate  # unseen
+    server.refresh_dedupe()
+    again = server.append([rec(f"k{i}", "again", dedupe=f"c{i}") for i in range(5)])
+    assert [o.duplicate for o in again] == [True] * 5
+    mine = server.append([rec("k0", "again", dedupe="s0"), rec("k1", "again", dedupe="s1")])
+    assert [o.duplicate for o in mine] == [True, True]
+    server.refresh_dedupe()  # nothing new: a no-op
+    assert not server.append([rec("k3", "new", dedupe="new")])[0].duplicate
+
+
 def test_append_is_all_or_nothing(make_log: Factory) -> None:
     log = make_log()
     log.ensure_topic("t", 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import http.server
 import json
 import re
@@ -475,6 +476,31 @@ def assert_replayed_once(app: App) -> None:
     assert all(d.replayed_at is not None for d in replayed)
 
 
+def replayed_by(app: App, runtime: Runtime) -> int:
+    """How many letters a replay with ``runtime``'s stores and log writer appended."""
+    return len(
+        replay(
+            runtime.eventlog,
+            runtime.profile_store,
+            runtime.plans,
+            workspace=app.boot.workspace,
+            max_event_bytes=runtime.settings.collect.max_event_bytes,
+            data_dir=runtime.settings.data_dir,
+        ).replayed
+    )
+
+
+def replayed_records(app: App) -> list[Any]:
+    """The log's records that replays appended."""
+    log = app.runtime.eventlog
+    return [
+        r
+        for partition in range(log.partitions(EVENTS_TOPIC))
+        for r in log.read(EVENTS_TOPIC, partition, 0, 10_000)
+        if "replayOf" in r.headers
+    ]
+
+
 def replay_cli(app: App, *args: str) -> dict[str, Any]:
     result = CliRunner().invoke(
         cli, ["replay", "--json", *args, "--data-dir", str(app.runtime.settings.data_dir)]
@@ -524,34 +550,44 @@ def test_two_replays_at_once_append_each_letter_once(app: App, admin: dict[str, 
     for runtime in (app.runtime, other):  # long-running writers: their indexes loaded before
         runtime.eventlog.prepare_appends()
 
-    def run(runtime: Runtime) -> int:
-        return len(
-            replay(
-                runtime.eventlog,
-                runtime.profile_store,
-                runtime.plans,
-                workspace=app.boot.workspace,
-                max_event_bytes=runtime.settings.collect.max_event_bytes,
-                data_dir=runtime.settings.data_dir,
-            ).replayed
-        )
-
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            counts = list(pool.map(run, [app.runtime, other]))
+            counts = list(pool.map(functools.partial(replayed_by, app), [app.runtime, other]))
     finally:
         other.close()
     assert sorted(counts) == [0, 3]
     process(app)
     assert_replayed_once(app)
-    log = app.runtime.eventlog
-    records = [
-        r
-        for partition in range(log.partitions(EVENTS_TOPIC))
-        for r in log.read(EVENTS_TOPIC, partition, 0, 10_000)
-        if "replayOf" in r.headers
-    ]
-    assert len(records) == 3
+    assert len(replayed_records(app)) == 3
+
+
+def test_a_replay_that_stopped_after_appending_in_another_process_is_not_appended_again(
+    app: App, admin: dict[str, str]
+) -> None:
+    """A replay in another process (the CLI) appends the letters and stops before marking
+    them (a crash). The server's log writer loaded its dedupe index before that append, so
+    its next replay used to append every letter again: each replayed event twice in the
+    lake. It now learns the other writer's keys first, marks the letters, and appends
+    nothing."""
+    block_orders(app, admin)
+    app.runtime.eventlog.prepare_appends()  # the server's writer: its index loaded before
+    other = Runtime(app.runtime.settings)  # the CLI's process
+
+    def crash(ids: Any, at: Any) -> None:
+        raise KeyboardInterrupt  # stopped after the append, before the marking
+
+    other.profile_store.mark_replayed = crash  # type: ignore[method-assign]
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replayed_by(app, other)
+    finally:
+        other.close()
+    assert len(app.runtime.profile_store.dead_letters(app.boot.workspace)) == 3  # unmarked
+    assert replayed_by(app, app.runtime) == 0  # marked, not appended again
+    process(app)
+    assert_replayed_once(app)
+    assert len(replayed_records(app)) == 3
 
 
 def test_the_cli_replay_and_plan_set_are_audited_and_bounded(

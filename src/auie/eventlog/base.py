@@ -172,6 +172,12 @@ class EventLog(ABC):
         """Load now what appends need (e.g. the dedupe index) instead of at the first
         append; processes that only read never load it. Optional."""
 
+    def refresh_dedupe(self) -> None:  # noqa: B027 (optional)
+        """Learn the dedupe keys other processes appended since this writer loaded its
+        index, before an append that must not repeat theirs (a replay after one that
+        crashed in another process). Optional: backends whose dedupe is not per writer do
+        nothing."""
+
     def start_checkpointer(self, interval_seconds: float) -> None:  # noqa: B027 (optional)
         """Move the backend's housekeeping of written data (e.g. SQLite's WAL checkpoints)
         off the append path, every ``interval_seconds``; stopped by :meth:`close`. Optional:

@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
 from auie.errors import InvalidRequest, NotFound, StorageUnavailable
 from auie.eventlog.base import (
@@ -118,6 +119,9 @@ class SQLiteEventLog(EventLog):
         self._partitions: dict[str, int] = {}
         self._dedupe = DedupeIndex(dedupe_window_ms)
         self._dedupe_loaded = False  # on the first append: readers never need it
+        #: Per partition table, the offset up to which the index holds every row's key
+        #: (loaded, refreshed, or this writer's own appends right after it).
+        self._dedupe_ends: dict[str, int] = {}
         self._dedupe_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
@@ -222,7 +226,37 @@ class SQLiteEventLog(EventLog):
                 for table, table_rows in rows.items():
                     _insert_rows(conn, table, table_rows)
             self._dedupe.add(fresh, now_ms)
+            ends = self._dedupe_ends
+            for table, table_rows in rows.items():
+                first, last = cast(int, table_rows[0][0]), cast(int, table_rows[-1][0])
+                if ends.get(table, 0) == first - 1:  # no other writer in between
+                    ends[table] = last
         return outcomes
+
+    def refresh_dedupe(self) -> None:
+        """Add the keys of rows past :attr:`_dedupe_ends` (other processes' appends, and
+        this writer's own after theirs) to the index: a read of those rows only."""
+        with self._dedupe_lock:
+            if not self._dedupe_loaded:
+                self._load_dedupe()  # reads everything there is
+                return
+            now_ms = int(time.time() * 1000)
+            cutoff = now_ms - self.dedupe_window_ms
+            conn = self._conn()
+            for topic in self.topics():
+                for part in range(self.partitions(topic)):
+                    table = _table(topic, part)
+                    end = self._dedupe_ends.get(table, 0)
+                    rows = conn.execute(
+                        f"SELECT offset, ts, dedupe FROM {table} WHERE offset > ? ORDER BY offset",
+                        (end,),
+                    ).fetchall()
+                    if rows:
+                        self._dedupe.add(
+                            (key for _, ts, key in rows if key is not None and ts >= cutoff),
+                            now_ms,
+                        )
+                        self._dedupe_ends[table] = rows[-1][0]
 
     def _plan(
         self,
@@ -375,15 +409,26 @@ class SQLiteEventLog(EventLog):
         cutoff = now_ms - self.dedupe_window_ms
         conn = self._conn()
         rows: list[tuple[int, int]] = []
-        for topic in self.topics():
-            for part in range(self.partitions(topic)):
-                rows.extend(
-                    conn.execute(
-                        f"SELECT ts, dedupe FROM {_table(topic, part)}"
-                        " WHERE dedupe IS NOT NULL AND ts >= ?",
-                        (cutoff,),
+        ends: dict[str, int] = {}
+        conn.execute("BEGIN")  # one snapshot: the ends are those of the rows read
+        try:
+            for topic in self.topics():
+                for part in range(self.partitions(topic)):
+                    table = _table(topic, part)
+                    (end,) = conn.execute(
+                        f"SELECT coalesce(max(offset), 0) FROM {table}"
+                    ).fetchone()
+                    ends[table] = int(end)
+                    rows.extend(
+                        conn.execute(
+                            f"SELECT ts, dedupe FROM {table}"
+                            " WHERE dedupe IS NOT NULL AND ts >= ? AND offset <= ?",
+                            (cutoff, end),
+                        )
                     )
-                )
+        finally:
+            conn.execute("COMMIT")
+        self._dedupe_ends = ends
         rows.sort()
         self._dedupe.load(rows, now_ms)
         self._dedupe_loaded = True

@@ -14,10 +14,12 @@ ones that can.
 
 Replays take turns: an exclusive ``flock`` on ``<data_dir>/replay.lock`` is held from
 reading the pending letters to marking them replayed, so a replay from the CLI and one from
-the API at the same moment cannot both append the same letters (the log's dedupe is per
-writing process). ``replayed`` counts the letters this run appended; a letter appended by a
-run that stopped before marking it is marked, not appended again (same process) and not
-counted.
+the API at the same moment cannot both append the same letters. The log's dedupe index is
+per writing process, so before appending, a replay has its log writer learn the keys other
+processes appended since it loaded its index (:meth:`EventLog.refresh_dedupe`): a letter
+appended by a run that stopped before marking it (a crash, in this process or another) is
+marked now, not appended again, and not counted in ``replayed``, which counts the letters
+this run appended.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def _replay(
             records.append(_record(letter, event, value, now_ms))
             sent.append(letter.id)
     if records:
+        log.refresh_dedupe()  # what a replay in another process appended before it stopped
         outcomes = log.append(records)
         store.mark_replayed(sent, datetime.now(UTC))
         report.replayed = [
