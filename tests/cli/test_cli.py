@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -462,6 +463,24 @@ def test_process_once_reports_what_it_processed(
     assert counts(auie("process", "--once", "--workers", workers).output) == ("0", "0")
 
 
+def test_process_refuses_at_once_while_another_processor_runs(
+    auie: Run, app_with_events: App
+) -> None:
+    """With ``auie serve`` running on the data directory, ``auie process`` used to wait two
+    minutes for its locks, deaf to Ctrl+C, and end in a traceback."""
+    from auie.process.lock import ProcessorLock
+
+    data_dir = app_with_events.runtime.settings.data_dir
+    started = time.monotonic()
+    with ProcessorLock(data_dir):  # as a running server's processor holds it
+        for workers in ("1", "2"):
+            result = auie("process", "--once", "--workers", workers, status=2)
+            assert "processor_running" in result.output
+            assert "stop it first" in result.output
+    assert time.monotonic() - started < 30
+    assert "processed" in auie("process", "--once", "--workers", "1").output  # once it is gone
+
+
 def test_log_tail_json(auie: Run, app_with_events: App) -> None:
     lines = auie("log", "tail", "--json").stdout.splitlines()
     events = [json.loads(line) for line in lines]
@@ -649,9 +668,24 @@ def test_installed_script_error_is_red(data_dir: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> None:
+def process_events(runtime: Runtime, workspace: str, events: list[dict[str, Any]]) -> None:
+    """Append ``events`` to the log (as received at one moment) and process them."""
     from pipeline import drain, log_record
 
+    now = "2026-11-25T12:00:00.000Z"
+    runtime.eventlog.append(
+        [
+            log_record(
+                {**e, "messageId": f"m-{i}", "timestamp": now, "receivedAt": now, "context": {}},
+                workspace,
+            )
+            for i, e in enumerate(events)
+        ]
+    )
+    drain(runtime.processor())
+
+
+def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> None:
     workspace = runtime.bootstrap()
     assert workspace is not None
     events = [
@@ -659,17 +693,7 @@ def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> No
         *({"type": "track", "userId": "u-cli", "event": "Opened"} for _ in range(3)),
         {"type": "track", "userId": "u-cli", "event": "Bought"},
     ]
-    now = "2026-11-25T12:00:00.000Z"
-    runtime.eventlog.append(
-        [
-            log_record(
-                {**e, "messageId": f"m-{i}", "timestamp": now, "receivedAt": now, "context": {}},
-                workspace.workspace,
-            )
-            for i, e in enumerate(events)
-        ]
-    )
-    drain(runtime.processor())
+    process_events(runtime, workspace.workspace, events)
     shown = auie("profiles", "show", "user_id", "u-cli", env={"COLUMNS": "120"}).output
     for title in ("Identities", "Traits", "Computed traits", "Event counts"):
         assert title in shown
@@ -680,6 +704,34 @@ def test_profiles_show_prints_tables_and_json(auie: Run, runtime: Runtime) -> No
     data = json.loads(auie("profiles", "show", "user_id", "u-cli", "--json").output)
     assert data["traits"] == {"plan": "pro", "seats": 3}
     assert data["computedTraits"]["eventCounts"] == {"Opened": 3, "Bought": 1, "identify": 1}
+
+
+def test_terminal_control_sequences_in_event_data_are_printed_escaped(
+    auie: Run, runtime: Runtime
+) -> None:
+    """Anyone with a write key (a public one, in a browser) chooses the ids and traits the
+    CLI prints: an ESC sequence in them used to reach the operator's terminal, retitling
+    the window and recolouring what followed. They are printed as visible escapes."""
+    workspace = runtime.bootstrap()
+    assert workspace is not None
+    evil = "evil\x1b]0;pwned\x07\x1b[31m\u202e\x9b"
+    events = [
+        {"type": "identify", "userId": evil, "traits": {"plan": "\x1b[2Jgone", "x\x1b": 1}},
+        {"type": "track", "userId": evil, "event": "Opened"},
+    ]
+    process_events(runtime, workspace.workspace, events)
+    outputs = {
+        "log tail": auie("log", "tail").output,
+        "profiles show": auie("profiles", "show", "user_id", evil, env={"COLUMNS": "200"}).output,
+    }
+    for command, output in outputs.items():
+        for unsafe in ("\x1b", "\x07", "\u202e", "\x9b"):
+            assert unsafe not in output, (command, output)
+    assert "evil\\x1b]0;pwned\\x07\\x1b[31m\\u202e\\x9b" in outputs["log tail"]
+    assert "\\x1b[2Jgone" in outputs["profiles show"]
+    # The JSON output keeps the values exact (JSON escapes control characters itself).
+    data = json.loads(auie("profiles", "show", "user_id", evil, "--json").output)
+    assert data["traits"]["plan"] == "\x1b[2Jgone"
 
 
 def test_with_json_an_error_is_json_too(auie: Run, runtime: Runtime) -> None:

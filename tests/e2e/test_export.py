@@ -432,3 +432,51 @@ def test_the_cli_exports_the_same_rows(setup: Setup, tmp_path: Path) -> None:
     files, _manifest = read_archive(out.read_bytes())
     for name in ("events.json", "identities.json", "decisions.json", "dead_letters.json"):
         assert len(files[name]) == len(setup.archive[name]), name
+
+
+def test_the_cli_checks_where_it_writes_before_it_exports(setup: Setup, tmp_path: Path) -> None:
+    """A folder that does not exist, or a file already there, is refused before the request
+    runs (it used to fail with a traceback after the export was recorded as done, or to
+    replace the file unasked)."""
+
+    def export(out: Path, *flags: str) -> Any:
+        return CliRunner().invoke(
+            cli,
+            [
+                "privacy",
+                "export",
+                "--email",
+                SUBJECT["email"],
+                "--out",
+                str(out),
+                *flags,
+                "--data-dir",
+                str(setup.data_dir),
+            ],
+            env={"COLUMNS": "200"},
+        )
+
+    def requests() -> int:
+        listed = CliRunner().invoke(
+            cli, ["privacy", "requests", "--json", "--data-dir", str(setup.data_dir)]
+        )
+        assert listed.exit_code == 0, listed.output
+        return len(json.loads(listed.output))
+
+    before = requests()
+    missing = export(tmp_path / "no-such-folder" / "subject.zip")
+    assert missing.exit_code == 2, missing.output
+    assert "no-such-folder" in missing.output
+    assert "does not exist" in missing.output
+    assert "Traceback" not in missing.output
+    kept = tmp_path / "kept.zip"
+    kept.write_bytes(b"an earlier archive")
+    refused = export(kept)
+    assert refused.exit_code == 2, refused.output
+    assert "exists; pass --force" in refused.output
+    assert kept.read_bytes() == b"an earlier archive"
+    assert requests() == before  # nothing ran
+    replaced = export(kept, "--force")
+    assert replaced.exit_code == 0, replaced.output
+    assert kept.read_bytes().startswith(b"PK")  # a zip archive now
+    assert requests() == before + 1

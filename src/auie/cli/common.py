@@ -6,6 +6,7 @@ import functools
 import getpass
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, is_dataclass
@@ -174,10 +175,29 @@ def emit(
     console.print(table)
 
 
+#: Characters a terminal may act on rather than show: C0 controls but tab and newline, DEL,
+#: C1 controls (an ESC sequence can retitle the window, recolour or rewrite the screen,
+#: or, in some terminals, write to the clipboard), and bidirectional overrides.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` for a terminal: every character it could act on written as an escape
+    (``\\x1b``, ``\\u202e``). Event data, profile values and messages quoting them come
+    from anyone who holds a write key (a public one, in a browser), so the CLI prints them
+    through this."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return str(value)
+        return safe_text(" ".join(str(v) for v in value))
+    return safe_text(str(value))
 
 
 def fail(error: AuieError, *, as_json: bool = False) -> NoReturn:
@@ -187,7 +207,7 @@ def fail(error: AuieError, *, as_json: bool = False) -> NoReturn:
         click.echo(json.dumps({"code": error.code, "message": error.message}))
         raise SystemExit(2)
     # One line (soft wrap) and no markup: messages quote user input such as "[/x]".
-    line = Text.assemble(("error", "red"), f" ({error.code}): {error.message}")
+    line = Text.assemble(("error", "red"), f" ({error.code}): {safe_text(error.message)}")
     err_console.print(line, soft_wrap=True)
     raise SystemExit(2)
 

@@ -16,6 +16,7 @@ from auie.cli.common import (
     console,
     json_option,
     open_runtime,
+    safe_text,
     settings_options,
     workspace_id,
     workspace_option,
@@ -199,7 +200,7 @@ def _print(result: dict[str, Any]) -> None:
         features.add_column("MSE increase", justify="right")
         for row in result["featureImportance"]:
             features.add_row(
-                Text(row["feature"]),
+                Text(safe_text(row["feature"])),
                 format_number(row["score"], 5),
                 format_number(row["mseIncrease"], 5),
             )

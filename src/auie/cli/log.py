@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import click
 from rich.table import Table
 
-from auie.cli.common import console, open_runtime, settings_options
+from auie.cli.common import console, open_runtime, safe_text, settings_options
 from auie.config import Settings
 from auie.eventlog import DEAD_LETTERS_TOPIC, EVENTS_TOPIC, EventLog, StoredRecord
 
@@ -91,7 +91,7 @@ def tail(
         for record in _records(log_, topic, starts):
             starts[record.partition] = record.offset + 1
             if workspace is None or record.headers.get("workspaceId") == workspace:
-                click.echo(_line(record, as_json, meta))
+                click.echo(safe_text(_line(record, as_json, meta)))
         if not follow:
             return
         time.sleep(0.5)

@@ -20,6 +20,7 @@ from auie.cli.common import (
     json_option,
     open_runtime,
     progress_bar,
+    safe_text,
     settings_options,
     workspace_id,
     workspace_option,
@@ -93,13 +94,28 @@ def _run(
         runtime.close()
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` the archive could not be written to, or would replace unasked."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"the folder {str(folder)!r} does not exist", param_hint="--out")
+    if not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"the folder {str(folder)!r} is not writable", param_hint="--out")
+    if out.is_dir():
+        raise click.BadParameter(f"{str(out)!r} is a folder", param_hint="--out")
+    if out.exists() and not force:
+        raise click.BadParameter(
+            f"{str(out)!r} exists; pass --force to replace it", param_hint="--out"
+        )
+
+
 def _finish(item: PrivacyRequest, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(item.to_dict(), default=str))
     else:
         console.print(f"request {item.id}: {item.status}")
         if item.error:
-            err_console.print(item.error, markup=False, highlight=False)
+            err_console.print(safe_text(item.error), markup=False, highlight=False)
     if item.status != DONE:
         raise SystemExit(1)
 
@@ -110,8 +126,9 @@ def _finish(item: PrivacyRequest, as_json: bool) -> None:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the zip archive (mode 0600).",
+    help="Where to write the zip archive (mode 0600); its folder must exist.",
 )
+@click.option("--force", is_flag=True, help="Replace the file at --out if there is one.")
 @workspace_option
 @json_option
 @settings_options()
@@ -121,12 +138,14 @@ def export(
     email: str | None,
     other_ids: Sequence[str],
     out: Path,
+    force: bool,
     workspace: str | None,
     as_json: bool,
     settings: Settings,
 ) -> None:
     """Export everything held about a person (DSAR) to a zip archive."""
     subject = _subject(user_id, anonymous_id, email, other_ids)
+    _check_out(out, force)  # before the request runs: a failure later would leave it done
     item, archive = _run(settings, workspace, "export", subject, as_json)
     if item.status == DONE and archive is not None:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

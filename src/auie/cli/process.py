@@ -17,16 +17,19 @@ from auie.cli.common import (
     configure_logging,
     console,
     emit,
+    fail,
     json_option,
     open_runtime,
+    safe_text,
     settings_options,
     workspace_id,
     workspace_option,
 )
 from auie.config import Settings
+from auie.errors import Conflict
 from auie.eventlog import EVENTS_TOPIC
 from auie.process import GROUP
-from auie.process.lock import ProcessorLock
+from auie.process.lock import ProcessorLock, processor_running
 from auie.process.processor import topic_partitions
 from auie.process.replay import replay as replay_letters
 from auie.process.supervisor import ProcessorSupervisor, group_size
@@ -71,6 +74,14 @@ def process(once: bool, workers: int | None, settings: Settings) -> None:
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
+    if processor_running(settings.data_dir):  # it would wait for its locks, then fail
+        fail(
+            Conflict(
+                f"a processor is running on {settings.data_dir} (auie serve runs one unless"
+                " process.enabled=false); stop it first",
+                code="processor_running",
+            )
+        )
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     runtime = open_runtime(settings)
@@ -193,7 +204,7 @@ def replay(
         return
     click.echo(f"replayed {len(report.replayed)} dead letter(s)")
     for letter_id, message in report.failed:
-        click.echo(f"  still failing {letter_id}: {message}")
+        click.echo(f"  still failing {letter_id}: {safe_text(message)}")
 
 
 @click.group()

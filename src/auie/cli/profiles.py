@@ -17,6 +17,7 @@ from auie.cli.common import (
     emit,
     json_option,
     open_runtime,
+    safe_text,
     settings_options,
     workspace_id,
     workspace_option,
@@ -61,10 +62,11 @@ def _print_profile(data: dict[str, Any]) -> None:
         for column in columns:
             shown.add_column(column, overflow="fold")
         for row in rows:
-            shown.add_row(*(Text(v if isinstance(v, str) else json.dumps(v)) for v in row))
+            cells = (v if isinstance(v, str) else json.dumps(v) for v in row)
+            shown.add_row(*(Text(safe_text(cell)) for cell in cells))
         console.print(shown)
 
-    console.print(f"[bold]Profile {data['profileId']}[/bold]")
+    console.print(Text(f"Profile {safe_text(data['profileId'])}", style="bold"))
     table("Identities", ("type", "value"), ((i["type"], i["value"]) for i in data["identities"]))
     table("Traits", ("trait", "value"), sorted(data["traits"].items()))
     computed = dict(data["computedTraits"])
