@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,11 +102,25 @@ class EventLogConfig(_Section):
     writer: Literal["process", "thread"] = "process"
 
 
+#: The database URLs AUIE can use: SQLite and PostgreSQL, with or without a driver name.
+_DATABASE_URL = re.compile(r"(sqlite|postgresql)(\+\w+)?://", re.IGNORECASE)
+
+
+def _database_url(value: SecretStr | None) -> SecretStr | None:
+    """Refuse, when the settings load, a URL of a database AUIE cannot use (it would fail
+    later, at the first connection, with a driver's traceback)."""
+    if value is not None and not _DATABASE_URL.match(value.get_secret_value()):
+        raise ValueError("must be a sqlite:// or postgresql:// URL")
+    return value
+
+
 class DatabaseConfig(_Section):
     """The metadata database: workspaces, sources, keys, clients (and later profiles)."""
 
     #: SQLAlchemy URL; defaults to SQLite at ``<data_dir>/auie.db``.
     url: SecretStr | None = None
+
+    _check_url = field_validator("url")(_database_url)
 
 
 class AuthConfig(_Section):
@@ -145,6 +160,7 @@ class ProfilesConfig(_Section):
 
     #: SQLAlchemy URL of the profile store; defaults to SQLite at ``<data_dir>/profiles.db``.
     url: SecretStr | None = None
+    _check_url = field_validator("url")(_database_url)
     #: Distinct users one profile may hold when joined by a shared identifier (not alias).
     max_user_ids: int = Field(1, ge=1)
     #: Identifier values that never link anything (compared lower-cased).
@@ -207,6 +223,7 @@ class LakeConfig(_Section):
 
     #: SQLAlchemy URL of pyiceberg's SQL catalog; defaults to ``<data_dir>/lake/catalog.db``.
     catalog_url: SecretStr | None = None
+    _check_catalog_url = field_validator("catalog_url")(_database_url)
     #: Where data files go; defaults to ``<data_dir>/lake/warehouse``.
     warehouse: str | None = None
     #: A micro-batch is committed when it holds this many records ...
@@ -237,6 +254,7 @@ class AnalyticsConfig(_Section):
     #: PostgreSQL database ``auie transform --target postgres`` loads the lake into and
     #: builds the marts in (schemas ``<workspace>_lake`` and ``<workspace>_marts``).
     postgres_url: SecretStr | None = None
+    _check_postgres_url = field_validator("postgres_url")(_database_url)
 
 
 DEFAULT_PII_FIELDS = (
@@ -406,7 +424,7 @@ def load_settings(
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
 
 

@@ -253,6 +253,9 @@ def test_clients_create_list_and_revoke(auie: Run, runtime: Runtime) -> None:
     assert_one_line_error(auie("clients", "revoke", created["id"], status=2), "not_found")
     result = auie("clients", "scopes", created["id"], "--add", "decide", status=2)
     assert_one_line_error(result, "not_found")
+    # A scope it held before: no change to make, but a revoked client all the same.
+    result = auie("clients", "scopes", created["id"], "--add", "admin", status=2)
+    assert_one_line_error(result, "not_found")
 
     result = auie("clients", "create", "-w", "acme", "--scopes", "ingest root", status=2)
     assert_one_line_error(result, "invalid_scope", "root")
@@ -508,7 +511,11 @@ def test_log_tail_json(auie: Run, app_with_events: App) -> None:
     workspace = app_with_events.boot.workspace
     mine = auie("log", "tail", "--json", "--workspace", workspace).stdout.splitlines()
     assert len(mine) == 5
-    assert auie("log", "tail", "--json", "--workspace", "ws_other").stdout == ""
+    by_name = app_with_events.runtime.tenancy.workspace(workspace).name
+    assert len(auie("log", "tail", "--json", "-w", by_name).stdout.splitlines()) == 5
+    result = auie("log", "tail", "--json", "--workspace", "ws_other", status=2)
+    assert json.loads(result.stdout)["code"] == "not_found"
+    assert "'-n' / '--limit'" in auie("log", "tail", "-n", "-1", status=2).stderr
 
     with_meta = [json.loads(x) for x in auie("log", "tail", "--json", "--meta").stdout.splitlines()]
     for record in with_meta:
@@ -584,6 +591,37 @@ def test_bad_config_from_env_file_and_value(auie: Run, tmp_path: Path) -> None:
     bad.write_text("[collect]\nmax_batch = 1\n")
     result = auie("workspaces", "list", "--config", str(bad), status=2)
     assert_one_line_error(result, "config_error", "unknown key 'collect.max_batch'")
+    bad.write_bytes(b"\xff\xfe[server]\n")
+    result = auie("workspaces", "list", "--config", str(bad), status=2)
+    assert_one_line_error(result, "config_error", "cannot read config file", "decode byte 0xff")
+    # A database URL AUIE cannot use fails when the settings load, not at a connection.
+    for setting in ("database.url", "profiles.url", "lake.catalog_url", "analytics.postgres_url"):
+        result = auie("workspaces", "list", "--set", f"{setting}=garbage://x", status=2)
+        assert_one_line_error(result, "config_error", setting, "sqlite:// or postgresql://")
+
+
+def test_a_data_directory_that_cannot_be_used_is_an_error_and_a_new_one_is_noted(
+    tmp_path: Path,
+) -> None:
+    """A mistyped ``--data-dir`` used to show an empty installation without a word (or a
+    traceback, where it cannot be created)."""
+
+    def run(data_dir: Path) -> Result:
+        return CliRunner().invoke(
+            cli, ["workspaces", "list", "--json", "--data-dir", str(data_dir)]
+        )
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    refused = run(blocker / "data")
+    assert refused.exit_code == 2, refused.output
+    assert json.loads(refused.stdout)["code"] == "invalid_request"
+    assert "cannot use the data directory" in json.loads(refused.stdout)["message"]
+    created = run(tmp_path / "typo")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout) == []
+    assert f"created the data directory {tmp_path / 'typo'}" in created.stderr
+    assert "created" not in run(tmp_path / "typo").stderr  # only the first time
 
 
 def test_malformed_set_is_a_usage_error(auie: Run) -> None:

@@ -13,6 +13,7 @@ import click
 from auie.auth.scopes import ALL_SCOPES, parse_scopes
 from auie.cli.common import audit_cli, emit, json_option, open_runtime, settings_options
 from auie.config import Settings
+from auie.errors import NotFound
 from auie.ids import utcnow
 
 
@@ -173,6 +174,8 @@ def clients_scopes(
     parse_scopes(added | removed)  # an unknown scope is an error, on either side
     runtime = open_runtime(settings)
     current = runtime.clients.get(client_id)
+    if current.revoked_at is not None:  # as set_scopes says, even when nothing would change
+        raise NotFound(f"active client {client_id!r} does not exist")
     wanted = (set(current.scopes) | added) - removed
     if wanted == set(current.scopes):  # nothing changes: nothing to record
         emit(_dict(current), as_json)
@@ -264,7 +267,7 @@ def audit() -> None:
 @audit.command("list")
 @click.option("--workspace", "-w", default=None, help="Only this workspace (id or name).")
 @click.option("--action", default=None, help="Only this action, e.g. auth.failed.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @json_option
 @settings_options()
 def audit_list(

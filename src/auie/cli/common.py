@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auie.config import Settings, load_settings
-from auie.errors import AuieError
+from auie.errors import AuieError, InvalidRequest
 from auie.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,7 +123,22 @@ def configure_logging(level: str) -> None:
 
 
 def open_runtime(settings: Settings) -> Runtime:
-    return Runtime(settings)
+    """The stores of ``settings``' data directory. One that cannot be created or written is
+    an error; one that did not exist is created, with a note on stderr (a mistyped
+    ``--data-dir`` would otherwise show an empty installation without a word)."""
+    data_dir = settings.data_dir
+    new = not data_dir.exists()
+    try:
+        runtime = Runtime(settings)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InvalidRequest(f"cannot use the data directory {data_dir}: {reason}") from None
+    if new:
+        err_console.print(
+            Text(f"note: created the data directory {safe_text(str(data_dir))}", style="yellow"),
+            soft_wrap=True,
+        )
+    return runtime
 
 
 def _plain(value: Any) -> Any:

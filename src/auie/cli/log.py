@@ -64,12 +64,12 @@ def log() -> None:
 @click.option(
     "-n",
     "--limit",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Only about the last N records of each partition [default: all].",
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new records.")
-@click.option("--workspace", "-w", default=None, help="Only this workspace id.")
+@click.option("--workspace", "-w", default=None, help="Only this workspace (id or name).")
 @click.option("--meta", is_flag=True, help="With --json: add _log {partition, offset, ...}.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @settings_options()
@@ -84,6 +84,8 @@ def tail(
 ) -> None:
     """Print stored records, oldest first (normalised Segment events for --topic events)."""
     runtime = open_runtime(settings)
+    if workspace is not None:
+        workspace = runtime.tenancy.workspace(workspace).id  # a name or an id
     log_ = runtime.eventlog
     begins, ends = log_.begin_offsets(topic), log_.end_offsets(topic)
     starts = {p: begins[p] if limit is None else max(begins[p], ends[p] - limit) for p in begins}

@@ -194,7 +194,7 @@ def erase(
 
 @privacy.command("requests")
 @workspace_option
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @json_option
 @settings_options()
 def requests_list(workspace: str | None, limit: int, as_json: bool, settings: Settings) -> None:
