@@ -84,3 +84,15 @@ def test_evaluate_prints_a_table_a_chart_and_json(
     assert "invalid_candidate" in bad.output
     unknown = run(data_dir, POINT, "-c", '{"type": "nope"}', status=2)
     assert "invalid_policy" in unknown.output
+
+
+@pytest.mark.parametrize("command", [["decisions", "evaluate"], ["train"]])
+def test_a_negative_seed_is_refused_naming_the_option(tmp_path: Path, command: list[str]) -> None:
+    """It used to reach the policies' generator and come back as
+    ``invalid_policy: expected non-negative integer``, naming no option."""
+    result = CliRunner().invoke(
+        cli, [*command, POINT, "--seed", "-1", "--data-dir", str(tmp_path / "data")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--seed'" in result.stderr
+    assert "Traceback" not in result.output

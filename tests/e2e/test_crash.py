@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -412,3 +413,28 @@ def test_processors_die_with_a_killed_server_even_without_cpu(server: Server) ->
     while any(Path(f"/proc/{p}").exists() and not is_zombie(p) for p in stopped):
         assert time.monotonic() < deadline, f"processors {stopped} outlived the killed server"
         time.sleep(0.05)
+
+
+def test_a_port_that_is_taken_ends_serve_before_it_creates_or_prints_anything(
+    tmp_path: Path,
+) -> None:
+    """``auie serve`` on a taken port used to bootstrap the data directory, print the first
+    start's credentials and "AUIE listening on ...", and only then fail in uvicorn (exit
+    3). It now binds first: exit status 2, nothing created."""
+    data_dir = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [AUIE, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "listening" not in result.stdout
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -199,6 +200,10 @@ def test_a_candidate_that_is_not_better_is_not_promoted(
     assert "Not promoted: no candidate beats the current policy with confidence" in output
     for expected in ("DR", "SNIPS", "ESS", "DR − current", "always-a", "random", "logging"):
         assert expected in output
+    # The comparison is drawn too: each policy's DR value as a bar with its interval.
+    assert re.search(r"DR with \d+% interval", output), output
+    bars = [line for line in output.splitlines() if "█" in line or "├" in line]
+    assert {"always-a", "random", "current", "logging"} <= {line.split()[0] for line in bars}
     assert _versions(app, decide) == versions
     result = json.loads(
         run(

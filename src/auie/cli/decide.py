@@ -66,7 +66,7 @@ def _candidate(value: str) -> Any:
     default=0.95,
     show_default=True,
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--clip", type=click.FloatRange(0, min_open=True), default=None, help="Cap importance weights."
 )
@@ -192,7 +192,7 @@ def _print(result: dict[str, Any]) -> None:
             Text(verdict, style={"better": "green", "worse": "red"}.get(verdict, "")),
         )
     console.print(table)
-    console.print(_chart(result, "dr"))
+    console.print(policy_chart(result, "dr"))
     if result.get("featureImportance"):
         features = Table(title="Context features the current policy's model relies on")
         features.add_column("feature", overflow="fold")
@@ -207,8 +207,9 @@ def _print(result: dict[str, Any]) -> None:
         console.print(features)
 
 
-def _chart(result: dict[str, Any], estimator: str) -> Table:
-    """Horizontal bars of one estimator with its interval as error bars (├──┤)."""
+def policy_chart(result: dict[str, Any], estimator: str) -> Table:
+    """Horizontal bars of one estimator with its interval as error bars (├──┤), a policy
+    per row (``auie evaluate``, ``auie train``)."""
     rows = [(p["name"], p["estimates"][estimator]) for p in result["policies"]]
     points: list[float] = [
         float(v)
@@ -235,7 +236,7 @@ def _chart(result: dict[str, Any], estimator: str) -> Table:
         value = entry["value"]
         line = Text()
         if value is None:
-            chart.add_row(Text(name), line, "–")
+            chart.add_row(Text(safe_text(name)), line, "–")
             continue
         at = position(value)
         left_bar, right_bar = min(zero, at), max(zero, at)
@@ -250,7 +251,7 @@ def _chart(result: dict[str, Any], estimator: str) -> Table:
                 line.append("─", "bold")
             else:
                 line.append(" ")
-        chart.add_row(Text(name), line, format_number(value))
+        chart.add_row(Text(safe_text(name)), line, format_number(value))
     scale = f"{low:.4g}".ljust(_BAR_WIDTH // 2) + f"{high:.4g}".rjust(_BAR_WIDTH - _BAR_WIDTH // 2)
     chart.add_row("", Text(scale, style="dim"), "")
     return chart

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 from pathlib import Path
 
@@ -68,6 +69,26 @@ def _check_tls(server: ServerConfig) -> None:
         ) from None
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it): an address that is taken or
+    not this machine's is a usage error before the data directory is touched or the first
+    start's credentials are printed."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listening = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError, OverflowError) as exc:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listening
+
+
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [default 8080].")
@@ -92,6 +113,7 @@ def serve(settings: Settings) -> None:
     logging.getLogger("uvicorn.error").addFilter(_not_a_forced_exit)
     server = settings.server
     _check_tls(server)  # before anything is created or printed
+    listening = _listen(server.host, server.port)  # and the address, so a taken port ends here
     runtime = Runtime(settings)
     boot = runtime.bootstrap() if settings.server.bootstrap else None
     if boot is not None:
@@ -117,9 +139,8 @@ def serve(settings: Settings) -> None:
     app.state.processor = supervisor  # its state in /readyz and /metrics
     transforms = TransformScheduler(settings)  # analytics.transform_interval_minutes; 0: off
     scheme = "https" if server.tls_cert else "http"
-    console.print(
-        f"AUIE listening on {scheme}://{server.host}:{server.port}  data: {settings.data_dir}"
-    )
+    port = listening.getsockname()[1]  # the one the system chose for --port 0
+    console.print(f"AUIE listening on {scheme}://{server.host}:{port}  data: {settings.data_dir}")
     try:
         if supervisor is not None:
             supervisor.start()
@@ -131,7 +152,7 @@ def serve(settings: Settings) -> None:
         gcpolicy.settle()
         with contextlib.suppress(KeyboardInterrupt):
             # uvicorn shuts down on Ctrl+C, then raises it again: a clean stop, exit 0.
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[listening])
     finally:
         transforms.stop()
         if supervisor is not None:

@@ -21,7 +21,7 @@ from auie.cli.common import (
     workspace_id,
     workspace_option,
 )
-from auie.cli.decide import format_estimate
+from auie.cli.decide import format_estimate, policy_chart
 from auie.config import Settings
 from auie.decide.evaluation import CURRENT, LOGGING, Candidate, parse_candidates
 from auie.decide.ope import ESTIMATORS
@@ -103,7 +103,7 @@ def _bar(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
 @click.option(
     "--bootstrap-rounds", type=click.IntRange(1, 100_000), default=1000, show_default=True
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option(
     "--clip", type=click.FloatRange(0, min_open=True), default=None, help="Cap importance weights."
 )
@@ -216,6 +216,7 @@ def _print(result: dict[str, Any]) -> None:
             Text(verdict, style={"yes": "green", "no": "red"}.get(verdict, "")),
         )
     console.print(table)
+    console.print(policy_chart(result, "dr"))
     console.print(_verdict(result))
 
 
@@ -232,8 +233,11 @@ def _verdict(result: dict[str, Any]) -> Text:
     return Text(
         f"Promoted {winner}: version {result['version']} is active (was "
         f"{result['previousVersion'] or 'none'}); running servers load it within a second. "
-        "Undo with POST /v1/decision-points/{name}/rollback.".replace(
-            "{name}", result["decisionPoint"]
+        + (
+            f"Undo with: auie decisions rollback {result['decisionPoint']} "
+            f"{result['previousVersion']}"
+            if result["previousVersion"]
+            else ""
         ),
         style="green",
     )
