@@ -478,6 +478,23 @@ def test_cli_builds_every_mart_and_its_tests_pass(
     assert int(reader.stdout) == len(sessions) > 0
 
 
+def test_a_selection_that_matches_nothing_is_an_error(
+    world: World, first_build: dict[str, Any]
+) -> None:
+    """A misspelt ``--select`` used to report "ok ... 0 models" and exit 0."""
+    reply = CliRunner().invoke(
+        cli,
+        [
+            *("transform", "--data-dir", str(world.data_dir), "--workspace", world.workspace),
+            *("-s", "sesions", "--json"),
+        ],
+    )
+    assert reply.exit_code == 2, reply.output
+    error = json.loads(reply.stdout)
+    assert error["code"] == "nothing_selected"
+    assert "--select sesions" in error["message"]
+
+
 def test_marts_match_a_plain_python_computation(world: World, first_build: dict[str, Any]) -> None:
     check_marts(world)
     directory = marts_dir(world.runtime.settings, world.workspace)

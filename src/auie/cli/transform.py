@@ -115,13 +115,26 @@ def transform(
         }
         if as_json:
             results = [runner.run(ws, **options) for ws in workspaces]
+            _check_selected(select, results)
             click.echo(json.dumps([r.to_dict() for r in results]))
         else:
             results = _run_with_progress(runner, workspaces, options)
+            _check_selected(select, results)
     finally:
         runtime.close()
     if any(not r.success for r in results):
         raise SystemExit(1)
+
+
+def _check_selected(select: tuple[str, ...], results: list[TransformResult]) -> None:
+    """A ``--select`` that matches no model or test is a mistake (a misspelt name), not a
+    successful run of nothing."""
+    if select and results and all(r.success and not r.nodes for r in results):
+        raise InvalidRequest(
+            f"no model or test matches --select {' '.join(select)}"
+            " (dbt node selection: a model name, tag:..., path:..., with + for neighbours)",
+            code="nothing_selected",
+        )
 
 
 def _parse_vars(raw: str | None) -> dict[str, Any]:
