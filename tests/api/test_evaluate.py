@@ -199,3 +199,34 @@ def test_decisions_still_in_their_reward_wait_are_left_out(
     assert late["pending"] == 0
     assert late["rounds"] == 120
     assert 0 < late["meanReward"] < 1  # clicks and misses
+
+
+def test_evaluation_reports_its_steps_for_a_progress_bar(
+    logged: tuple[App, dict[str, str]],
+) -> None:
+    """``auie decisions evaluate`` shows a bar over these steps (it showed nothing through
+    a thousand bootstrap resamples)."""
+    from auie.decide.evaluation import EvaluationOptions, evaluate_decision_point, parse_candidates
+
+    app, _headers = logged
+    heard: list[tuple[str, int, int]] = []
+    runtime = app.runtime
+    result = evaluate_decision_point(
+        runtime.decision_store,
+        runtime.eventlog,
+        app.boot.workspace,
+        POINT,
+        parse_candidates([{"type": "linucb"}]),
+        options=EvaluationOptions(bootstrap_rounds=50),
+        lake=runtime.lake,
+        progress=lambda step, done, total: heard.append((step, done, total)),
+    )
+    steps = [step for step, _, _ in heard]
+    assert steps[0] == "reading the logged decisions"
+    assert {"replaying current", "replaying linucb"} <= set(steps)
+    assert "estimating (50 resamples)" in steps
+    assert heard[-1] == ("done", heard[-1][2], heard[-1][2])
+    dones = [done for _, done, _ in heard]
+    assert dones == sorted(dones)  # it only moves forward
+    assert len({total for _, _, total in heard}) == 1
+    assert result["decisions"] >= DECISIONS

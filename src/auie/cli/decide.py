@@ -16,6 +16,7 @@ from auie.cli.common import (
     console,
     json_option,
     open_runtime,
+    progress_bar,
     safe_text,
     settings_options,
     workspace_id,
@@ -127,15 +128,23 @@ def evaluate(
             learn=not frozen,
             importance_top=top,
         )
-        result = evaluate_decision_point(
-            runtime.decision_store,
-            runtime.eventlog,
-            ws,
-            decision_point,
-            parse_candidates([_candidate(c) for c in candidates]),
-            options=options,
-            lake=runtime.lake,
-        )
+        progress = progress_bar(as_json)
+        with progress:
+            task = progress.add_task("starting", total=None)
+
+            def report(step: str, done: int, total: int) -> None:
+                progress.update(task, description=step, completed=done, total=total)
+
+            result = evaluate_decision_point(
+                runtime.decision_store,
+                runtime.eventlog,
+                ws,
+                decision_point,
+                parse_candidates([_candidate(c) for c in candidates]),
+                options=options,
+                lake=runtime.lake,
+                progress=report,
+            )
     finally:
         runtime.close()
     if as_json:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -491,10 +491,12 @@ def evaluate_decision_point(
     *,
     options: EvaluationOptions = EvaluationOptions(),
     lake: Lake | None = None,
+    progress: Callable[[str, int, int], None] = lambda _step, _done, _total: None,
 ) -> dict[str, Any]:
     """Evaluate the logging policy, the current configuration and ``candidates`` on the
     decision point's log (from ``lake`` and the log, or the log alone; see
-    :func:`logged_decisions`); a JSON-ready report (see docs/decide.md, "Evaluation")."""
+    :func:`logged_decisions`); a JSON-ready report (see docs/decide.md, "Evaluation").
+    ``progress(step, done, total)`` hears of each step as it starts (for a progress bar)."""
     point = store.require(workspace, name)
     config = point.config
     configs = {c.name: dict(config.policy) if c.policy is None else c.policy for c in candidates}
@@ -502,7 +504,10 @@ def evaluate_decision_point(
     configs = {CURRENT: configs.pop(CURRENT), **configs}
     for policy in configs.values():
         _policy(config, policy, options.seed)  # invalid configurations fail before any work
+    steps = 3 + len(configs) + (options.importance_top > 0)
+    progress("reading the logged decisions", 0, steps)
     decisions = logged_decisions(eventlog, workspace, name, limit=options.limit, lake=lake)
+    progress("featurizing", 1, steps)
     featurized = featurize(config, decisions)
     rounds = featurized.rounds
     if not rounds:
@@ -517,11 +522,13 @@ def evaluate_decision_point(
     assert log.logging is not None
     targets: dict[str, Any] = {LOGGING: log.logging}
     policies: dict[str, Policy] = {}
-    for candidate, policy_config in configs.items():
+    for done, (candidate, policy_config) in enumerate(configs.items(), 2):
+        progress(f"replaying {candidate}", done, steps)
         policies[candidate] = _policy(config, policy_config, options.seed)
         targets[candidate] = ope.replay(
             policies[candidate], rounds, learn=options.learn, width=log.n_candidates
         )
+    progress(f"estimating ({options.bootstrap_rounds} resamples)", 2 + len(configs), steps)
     try:
         report = ope.evaluate(
             log,
@@ -540,6 +547,7 @@ def evaluate_decision_point(
         entry["policy"] = configs.get(entry["name"])
     importance = []
     if options.importance_top > 0:
+        progress("feature importance", 3 + len(configs), steps)
         # The ridge reward model every native policy learns, as learned from the whole log
         # (the same solution in any order; also for frozen replays and other backends).
         model = ope.fit_ridge(log, l2=policies[CURRENT].model.l2)
@@ -553,6 +561,7 @@ def evaluate_decision_point(
                 seed=options.seed,
             )
         ]
+    progress("done", steps, steps)
     return {
         "decisionPoint": name,
         "decisions": len(decisions),
