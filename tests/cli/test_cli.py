@@ -782,3 +782,19 @@ def test_with_json_an_error_is_json_too(auie: Run, runtime: Runtime) -> None:
     plain = auie("analytics", "sql", "copy (select 1) to 'x.csv'", status=2)
     assert plain.stdout == ""
     assert plain.stderr.startswith("error (read_only): ")
+
+
+def test_a_command_that_needs_one_workspace_names_them_in_its_error(auie: Run) -> None:
+    """With --json, the error is JSON too (it was click's plain usage text)."""
+    result = auie("profiles", "show", "user_id", "u-1", "--json", status=2)
+    assert json.loads(result.stdout)["code"] == "not_found"
+    auie("workspaces", "create", "shop")
+    auie("workspaces", "create", "blog")
+    result = auie("profiles", "show", "user_id", "u-1", "--json", status=2)
+    error = json.loads(result.stdout)
+    assert error["code"] == "workspace_required"
+    assert "2 workspaces exist (" in error["message"]
+    assert "shop" in error["message"]
+    assert "--workspace" in error["message"]
+    result = auie("profiles", "show", "user_id", "u-1", status=2)
+    assert_one_line_error(result, "workspace_required", "blog")

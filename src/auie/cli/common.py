@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auie.config import Settings, load_settings
-from auie.errors import AuieError, InvalidRequest
+from auie.errors import AuieError, InvalidRequest, NotFound
 from auie.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,7 +234,14 @@ def workspace_id(runtime: Runtime, given: str | None) -> str:
     spaces = runtime.tenancy.list_workspaces()
     if len(spaces) == 1:
         return spaces[0].id
-    raise click.UsageError("several workspaces exist; choose one with --workspace")
+    if not spaces:
+        raise NotFound("there is no workspace yet (auie serve creates one on its first start)")
+    names = ", ".join(space.name for space in spaces[:10])
+    raise InvalidRequest(
+        f"{len(spaces)} workspaces exist ({names}{', ...' if len(spaces) > 10 else ''});"
+        " choose one with --workspace",
+        code="workspace_required",
+    )
 
 
 def workspace_option(func: F) -> F:
