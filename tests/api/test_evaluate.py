@@ -159,6 +159,16 @@ def test_evaluate_errors(make_app: Callable[..., App]) -> None:
         reply = client.post(url, json={**body, "candidates": [candidate]}, headers=decide)
         assert reply.status_code == 400, (candidate, reply.text)
         assert reply.json()["code"] == code, candidate
+    twins = [
+        {"name": "a", "policy": {"type": "linucb"}},
+        {"name": "a", "policy": {"type": "thompson"}},
+    ]
+    reply = client.post(url, json={**body, "candidates": twins}, headers=decide)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"] == "two candidates are named 'a': each needs its own name"
+    reserved = [{"name": "current", "policy": {"type": "linucb"}}]
+    reply = client.post(url, json={**body, "candidates": reserved}, headers=decide)
+    assert "'current' is reserved" in reply.json()["message"]
     for bad in ({"bootstrapRounds": -1}, {"confidence": 1.5}, {"folds": 0}, {"clip": 0}):
         reply = client.post(url, json={**body, **bad}, headers=decide)
         assert reply.status_code == 400, bad

@@ -360,9 +360,15 @@ def parse_candidates(items: Sequence[str | Mapping[str, Any]]) -> list[Candidate
             )
         if not isinstance(name, str) or not 0 < len(name) <= 100:
             raise InvalidRequest("candidate names are 1-100 characters", code="invalid_candidate")
-        if name in (CURRENT, LOGGING) or name in {c.name for c in found}:
+        if name in (CURRENT, LOGGING):
             raise InvalidRequest(
-                f"candidate name {name!r} is taken (reserved: current, logging)",
+                f"candidate name {name!r} is reserved (current and logging are the policies"
+                " every evaluation compares)",
+                code="invalid_candidate",
+            )
+        if name in {c.name for c in found}:
+            raise InvalidRequest(
+                f"two candidates are named {name!r}: each needs its own name",
                 code="invalid_candidate",
             )
         found.append(Candidate(name, dict(policy)))
