@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from click.testing import Result
 
 from auie.config import Settings, load_settings
 from auie.runtime import Runtime
@@ -186,3 +187,15 @@ def start_server(data_dir: Path, port: int | None = None, *args: str) -> Server:
 def route_template(path: str) -> str:
     """A route's path as OpenAPI documents it: ``{id_value:path}`` → ``{id_value}``."""
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def assert_usage_error(result: Result, *mentions: str) -> str:
+    """Exit 2 through click's usage error: its one ``Error:`` line holds ``mentions``."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for text in mentions:
+        assert text in errors[0], errors[0]
+    return errors[0]

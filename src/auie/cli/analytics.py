@@ -14,11 +14,10 @@ object. Breakdowns: ``KIND:NAME``.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import BaseModel, ValidationError
@@ -29,6 +28,7 @@ from rich.text import Text
 
 from auie.analytics.funnels import funnels
 from auie.analytics.models import (
+    _MAX_DAYS_RANGE,
     FunnelsIn,
     FunnelsOut,
     FunnelStepOut,
@@ -42,7 +42,7 @@ from auie.analytics.models import (
 )
 from auie.analytics.persons import Scope
 from auie.analytics.retention import retention
-from auie.analytics.segments import SegmentStore, members
+from auie.analytics.segments import MAX_PAGE, SegmentStore, members
 from auie.analytics.sql import run_sql
 from auie.analytics.trends import trends
 from auie.cli.common import (
@@ -50,12 +50,14 @@ from auie.cli.common import (
     emit,
     json_option,
     open_runtime,
+    read_json_file,
     settings_options,
     workspace_id,
     workspace_option,
 )
 from auie.config import Settings
 from auie.errors import InvalidRequest, describe_problems
+from auie.jsontext import loads
 from auie.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -78,18 +80,19 @@ def _value(text: str) -> Any:
         return text
 
 
-def parse_filter(spec: str) -> dict[str, Any]:
-    """``KIND:NAME:OP[:VALUE]`` or a JSON object, as the API's filter object."""
+def parse_filter(spec: str, param_hint: str = "--filter") -> dict[str, Any]:
+    """``KIND:NAME:OP[:VALUE]`` or a JSON object, as the API's filter object; a problem is
+    reported under ``param_hint``, the option it came from."""
     if spec.lstrip().startswith("{"):
         found = _value(spec)
         if not isinstance(found, dict):
-            raise click.BadParameter(f"{spec!r} is not a JSON object", param_hint="--filter")
+            raise click.BadParameter(f"{spec!r} is not a JSON object", param_hint=param_hint)
         return found
     parts = spec.split(":", 3)
     if len(parts) < 3 or parts[0] not in _KINDS:
         raise click.BadParameter(
             f"{spec!r} is not KIND:NAME:OP[:VALUE] (KIND: property, trait, computedTrait, field)",
-            param_hint="--filter",
+            param_hint=param_hint,
         )
     kind, name, op = parts[:3]
     found = {_KINDS[kind]: name, "op": op}
@@ -123,23 +126,53 @@ def _range(start: str | None, end: str | None, last: float) -> dict[str, str]:
     return {"from": begin.isoformat(), "to": stop.isoformat()}
 
 
-def _validate(model: type[M], body: dict[str, Any]) -> M:
+def _validate(model: type[M], body: dict[str, Any], flags: Mapping[str, str] | None = None) -> M:
+    """``body`` as ``model``, or :class:`InvalidRequest` saying what is wrong where. A body
+    built from flags (``flags``: the request's field → the option that sets it) names the
+    option with the field, ``--step (steps.0.event): ...``."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise InvalidRequest(describe_problems(exc.errors())) from None
+        errors = exc.errors()
+        if flags is None:
+            raise InvalidRequest(describe_problems(errors)) from None
+        named = []
+        for error in errors:
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            flag = _flag_of(error.get("loc", ()), flags)
+            named.append({**error, "loc": (f"{flag} ({where})" if flag else where,)})
+        whole = "the range (--from, --to, --last)"
+        raise InvalidRequest(describe_problems(named, whole=whole)) from None
+
+
+def _flag_of(loc: Sequence[Any], flags: Mapping[str, str]) -> str | None:
+    """The option for an error at ``loc``: the longest prefix of it ``flags`` knows
+    (``steps.filters`` for ``steps.0.filters.1.op``; indexes left out)."""
+    path = [str(part) for part in loc if not isinstance(part, int)]
+    for end in range(len(path), 0, -1):
+        flag = flags.get(".".join(path[:end]))
+        if flag is not None:
+            return flag
+    return None
+
+
+def _missing(name: str, message: str) -> NoReturn:
+    """A usage error for the current command's required option ``name`` (the parameter's
+    name): "Missing option '-e' / '--event'. ``message``"."""
+    ctx = click.get_current_context()
+    param = next(p for p in ctx.command.params if p.name == name)
+    raise click.MissingParameter(message, ctx=ctx, param=param)
 
 
 def _request_file(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--request") from None
+    body = read_json_file(path, "--request")
     if not isinstance(body, dict):
-        raise click.BadParameter("the request must be a JSON object", param_hint="--request")
+        raise click.BadParameter(
+            f"{'stdin' if path == '-' else path}: the request must be a JSON object",
+            param_hint="--request",
+        )
     return body
 
 
@@ -150,13 +183,33 @@ def _print_json(model: BaseModel | list[Any]) -> None:
         click.echo(json.dumps(model.model_dump(mode="json", by_alias=True)))
 
 
+class _Days(click.FloatRange):
+    """Days: a finite number, more than 0 and at most the longest range an analysis
+    covers (:class:`click.FloatRange` alone lets ``nan`` through)."""
+
+    name = "days"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, max=_MAX_DAYS_RANGE, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        days = super().convert(value, param, ctx)
+        if math.isnan(days):
+            self.fail(f"{value!r} is not a number of days", param, ctx)
+        return days
+
+
 def range_options(func: F) -> F:
     func = click.option("--from", "start", default=None, help="ISO-8601 start (UTC if naive).")(
         func
     )
     func = click.option("--to", "end", default=None, help="ISO-8601 end, exclusive [now].")(func)
     func = click.option(
-        "--last", type=float, default=30.0, show_default=True, help="Days before --to."
+        "--last",
+        type=_Days(),
+        default=30.0,
+        show_default=True,
+        help="Days before --to (when --from is not given).",
     )(func)
     return click.option(
         "--request",
@@ -199,6 +252,33 @@ def analytics() -> None:
 
 # -- trends ---------------------------------------------------------------------------------------
 
+#: The request's fields (paths, indexes left out) → the options that set them.
+_RANGE_FLAGS = {"from": "--from", "to": "--to"}
+_TRENDS_FLAGS = {
+    "events": "--event",
+    "measure": "--measure",
+    "interval": "--interval",
+    "filters": "--filter",
+    "breakdown": "--breakdown",
+    "breakdownLimit": "--breakdown-limit",
+    **_RANGE_FLAGS,
+}
+_FUNNEL_FLAGS = {
+    "steps": "--step",
+    "steps.filters": "--step-filter",
+    "conversionWindow": "--window",
+    "breakdown": "--breakdown",
+    "breakdownLimit": "--breakdown-limit",
+    **_RANGE_FLAGS,
+}
+_RETENTION_FLAGS = {
+    "startEvent": "--start-event",
+    "returnEvent": "--return-event",
+    "period": "--period",
+    "periods": "--periods",
+    **_RANGE_FLAGS,
+}
+
 
 @analytics.command("trends")
 @click.option("--event", "-e", "events", multiple=True, help="Event name (repeat).")
@@ -206,7 +286,7 @@ def analytics() -> None:
 @click.option("--interval", type=click.Choice(["hour", "day", "week"]), default="day")
 @click.option("--filter", "-f", "filters", multiple=True, metavar="KIND:NAME:OP[:VALUE]")
 @click.option("--breakdown", "-b", default=None, metavar="KIND:NAME")
-@click.option("--breakdown-limit", type=int, default=10, show_default=True)
+@click.option("--breakdown-limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @range_options
 @workspace_option
 @json_option
@@ -227,16 +307,23 @@ def trends_command(
     settings: Settings,
 ) -> None:
     """Events or people per hour, day or week, e.g. `auie analytics trends -e "Signed Up"`."""
-    body = _request_file(request_file) or {
-        "events": list(events),
-        "measure": measure,
-        "interval": interval,
-        "filters": [parse_filter(f) for f in filters],
-        "breakdown": parse_breakdown(breakdown),
-        "breakdownLimit": breakdown_limit,
-        **_range(start, end, last),
-    }
-    _analyse(settings, workspace, trends, _validate(TrendsIn, body), print_trends, as_json)
+    body = _request_file(request_file)
+    flags = None
+    if body is None:
+        if not events:
+            _missing("events", 'Name at least one event (the request\'s "events").')
+        body = {
+            "events": list(events),
+            "measure": measure,
+            "interval": interval,
+            "filters": [parse_filter(f) for f in filters],
+            "breakdown": parse_breakdown(breakdown),
+            "breakdownLimit": breakdown_limit,
+            **_range(start, end, last),
+        }
+        flags = _TRENDS_FLAGS
+    request = _validate(TrendsIn, body, flags)
+    _analyse(settings, workspace, trends, request, print_trends, as_json)
 
 
 def print_trends(out: TrendsOut, height: int = 8) -> None:
@@ -300,10 +387,14 @@ def _when(moment: datetime) -> str:
     help="A filter on one step (1-based), e.g. 1:property:category:eq:shoes.",
 )
 @click.option(
-    "--window", type=int, default=86_400, show_default=True, help="Conversion window, seconds."
+    "--window",
+    type=click.IntRange(1, 366 * 86_400),
+    default=86_400,
+    show_default=True,
+    help="Conversion window, seconds.",
 )
 @click.option("--breakdown", "-b", default=None, metavar="KIND:NAME")
-@click.option("--breakdown-limit", type=int, default=10, show_default=True)
+@click.option("--breakdown-limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @range_options
 @workspace_option
 @json_option
@@ -324,13 +415,19 @@ def funnel_command(
 ) -> None:
     """Conversion through ordered steps, e.g. `auie analytics funnel -s A -s B -s C`."""
     body = _request_file(request_file)
+    flags = None
     if body is None:
+        if not steps:
+            _missing("steps", 'Name at least 2 steps, in order (the request\'s "steps").')
         step_list: list[dict[str, Any]] = [{"event": s, "filters": []} for s in steps]
         for spec in step_filters:
             index, sep, rest = spec.partition(":")
             if not sep or not index.isdigit() or not 1 <= int(index) <= len(step_list):
-                raise click.BadParameter(f"{spec!r}: no step {index}", param_hint="--step-filter")
-            step_list[int(index) - 1]["filters"].append(parse_filter(rest))
+                raise click.BadParameter(
+                    f"{spec!r}: no step {index} (STEP is 1 to {len(step_list)})",
+                    param_hint="--step-filter",
+                )
+            step_list[int(index) - 1]["filters"].append(parse_filter(rest, "--step-filter"))
         body = {
             "steps": step_list,
             "conversionWindow": window,
@@ -338,7 +435,9 @@ def funnel_command(
             "breakdownLimit": breakdown_limit,
             **_range(start, end, last),
         }
-    _analyse(settings, workspace, funnels, _validate(FunnelsIn, body), print_funnel, as_json)
+        flags = _FUNNEL_FLAGS
+    request = _validate(FunnelsIn, body, flags)
+    _analyse(settings, workspace, funnels, request, print_funnel, as_json)
 
 
 def print_funnel(out: FunnelsOut) -> None:
@@ -409,7 +508,13 @@ def _duration(seconds: float) -> str:
 @click.option("--start-event", default=None, help="The event that puts people in a cohort.")
 @click.option("--return-event", default=None, help="The event that counts as coming back.")
 @click.option("--period", type=click.Choice(["day", "week"]), default="day")
-@click.option("--periods", type=int, default=8, show_default=True, help="Columns, 0 included.")
+@click.option(
+    "--periods",
+    type=click.IntRange(1, 100),
+    default=8,
+    show_default=True,
+    help="Columns, 0 included.",
+)
 @range_options
 @workspace_option
 @json_option
@@ -428,14 +533,24 @@ def retention_command(
     settings: Settings,
 ) -> None:
     """Cohorts by first start event and their return, e.g. `--start-event "Signed Up"`."""
-    body = _request_file(request_file) or {
-        "startEvent": start_event,
-        "returnEvent": return_event or start_event,
-        "period": period,
-        "periods": periods,
-        **_range(start, end, last),
-    }
-    _analyse(settings, workspace, retention, _validate(RetentionIn, body), print_retention, as_json)
+    body = _request_file(request_file)
+    flags = None
+    if body is None:
+        if start_event is None:
+            _missing(
+                "start_event",
+                'Name the event that puts people in a cohort (the request\'s "startEvent").',
+            )
+        body = {
+            "startEvent": start_event,
+            "returnEvent": start_event if return_event is None else return_event,
+            "period": period,
+            "periods": periods,
+            **_range(start, end, last),
+        }
+        flags = _RETENTION_FLAGS
+    request = _validate(RetentionIn, body, flags)
+    _analyse(settings, workspace, retention, request, print_retention, as_json)
 
 
 def heat(rate: float) -> Style:
@@ -477,12 +592,15 @@ def segments_group() -> None:
 
 
 def _definition(text: str) -> Any:
+    """``--definition``: JSON, or ``@FILE`` holding it."""
     if text.startswith("@"):
-        text = Path(text[1:]).read_text()
+        return read_json_file(text[1:], "--definition", dash_is_stdin=False)
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--definition") from None
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"not standard JSON: {exc}", param_hint="--definition") from None
 
 
 def _store(settings: Settings, workspace: str | None) -> tuple[Runtime, SegmentStore, str]:
@@ -613,7 +731,7 @@ def segments_delete(segment_id: str, workspace: str | None, settings: Settings) 
 
 @segments_group.command("members")
 @click.argument("segment_id")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=100, show_default=True)
 @click.option("--cursor", default=None, help="nextCursor of the previous page.")
 @workspace_option
 @json_option
@@ -649,7 +767,12 @@ def segments_members(
 
 @analytics.command("sql")
 @click.argument("query")
-@click.option("--limit", type=int, default=None, help="Rows [analytics.sql_row_limit].")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows, at most analytics.sql_row_limit [analytics.sql_row_limit].",
+)
 @workspace_option
 @json_option
 @settings_options()
@@ -657,6 +780,13 @@ def sql_command(
     query: str, limit: int | None, workspace: str | None, as_json: bool, settings: Settings
 ) -> None:
     """One read-only SELECT over the lake tables and marts, as `POST /v1/sql` runs it."""
+    most = settings.analytics.sql_row_limit  # what POST /v1/sql returns at most
+    if limit is not None and limit > most:
+        raise click.BadParameter(
+            f"{limit} is more than analytics.sql_row_limit ({most}) rows;"
+            f" raise that with --set analytics.sql_row_limit={limit}",
+            param_hint="--limit",
+        )
     runtime = open_runtime(settings)
     try:
         out = run_sql(runtime, workspace_id(runtime, workspace), query, limit)

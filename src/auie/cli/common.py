@@ -22,6 +22,7 @@ from rich.text import Text
 
 from auie.config import Settings, load_settings
 from auie.errors import AuieError, InvalidRequest, NotFound
+from auie.jsontext import loads, utf8_problem
 from auie.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -272,3 +273,44 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name and no passwd entry (some containers)
         return "unknown"
+
+
+def read_json_file(source: str, option: str, *, dash_is_stdin: bool = True) -> Any:
+    """The JSON document in file ``source`` (``-``: stdin, with ``dash_is_stdin``) given to
+    ``option``: UTF-8, standard JSON; a missing or unreadable file, a directory, other
+    bytes or malformed JSON is a usage error naming the file."""
+    stdin = dash_is_stdin and source == "-"
+    name = "stdin" if stdin else source
+    try:
+        data = _read_bytes(None if stdin else Path(source))
+    except FileNotFoundError:
+        raise click.BadParameter(f"{name}: no such file", param_hint=option) from None
+    except IsADirectoryError:
+        raise click.BadParameter(f"{name} is a directory, not a file", param_hint=option) from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {name}: {exc.strerror or exc}", param_hint=option
+        ) from None
+    return parse_json(data, name, option)
+
+
+def _read_bytes(path: Path | None) -> bytes:
+    """The bytes of ``path``, or of stdin for None."""
+    if path is None:
+        return sys.stdin.buffer.read()
+    return path.read_bytes()
+
+
+def parse_json(data: bytes | str, name: str, option: str) -> Any:
+    """``data`` as the API reads JSON (UTF-8, standard JSON, a leading BOM ignored): a
+    usage error naming ``name`` (a file, stdin) and ``option`` if it is not."""
+    try:
+        return loads(data)  # the API's standard JSON, UTF-8 (a leading BOM ignored)
+    except UnicodeDecodeError:
+        raw = data if isinstance(data, bytes) else b""
+        problem = (utf8_problem(raw) or "body is not UTF-8 text").replace("body", "the file", 1)
+        raise click.BadParameter(f"{name}: {problem}", param_hint=option) from None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{name} is not JSON: {exc}", param_hint=option) from None
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"{name} is not standard JSON: {exc}", param_hint=option) from None

@@ -17,13 +17,13 @@ from auie.cli.common import (
     emit,
     json_option,
     open_runtime,
+    read_json_file,
     safe_text,
     settings_options,
     workspace_id,
     workspace_option,
 )
 from auie.config import Settings
-from auie.jsontext import loads, utf8_problem
 
 
 @click.group()
@@ -99,16 +99,7 @@ def plan_set(path: Path, workspace: str | None, settings: Settings) -> None:
     """Store a new version of the plan from a JSON file."""
     runtime = open_runtime(settings)
     ws = workspace_id(runtime, workspace)
-    data = path.read_bytes()
-    try:
-        document = loads(data)  # the API's standard JSON, UTF-8 (a leading BOM ignored)
-    except UnicodeDecodeError:
-        problem = utf8_problem(data) or "body is not UTF-8 text"
-        raise click.BadParameter(f"{path}: {problem.replace('body', 'the file', 1)}") from None
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{path} is not JSON: {exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise click.BadParameter(f"{path} is not standard JSON: {exc}") from None
+    document = read_json_file(str(path), "PATH", dash_is_stdin=False)
     version = runtime.plans.put(ws, document).version
     audit_cli(runtime, "tracking_plan.updated", ws, f"v{version}")
     click.echo(f"tracking plan version {version} stored")
