@@ -4,6 +4,7 @@ validation, segment CRUD and paging, and the SQL sandbox."""
 from __future__ import annotations
 
 import glob
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -405,7 +406,8 @@ def test_analyses_by_personal_data_need_pii_read(setup: Setup, target: dict[str,
         if not path.endswith("segments"):
             assert client.post(path, json=body, headers=raw).status_code == 200, body
     # A segment saved by a token with pii:read: its members and a replacement are refused
-    # to a token without, its definition stays readable (it is the workspace's own).
+    # to a token without, which reads its definition with the personal value hidden (it
+    # used to read the e-mail address or id the condition names).
     reply = client.post("/v1/analytics/segments", json=segment, headers=raw)
     assert reply.status_code == 201, reply.text
     sid = reply.json()["id"]
@@ -415,7 +417,15 @@ def test_analyses_by_personal_data_need_pii_read(setup: Setup, target: dict[str,
     assert refused["code"] == "pii_read_required"
     update = client.put(f"/v1/analytics/segments/{sid}", json=segment, headers=setup.a.headers)
     assert assert_error(update, 403)["code"] == "pii_read_required"
-    assert client.get(f"/v1/analytics/segments/{sid}", headers=setup.a.headers).status_code == 200
+    for headers, shown in ((setup.a.headers, "[needs pii:read]"), (raw, "ada@example.com")):
+        one = client.get(f"/v1/analytics/segments/{sid}", headers=headers)
+        assert one.status_code == 200, one.text
+        listed = client.get("/v1/analytics/segments", headers=headers).json()
+        for definition in (one.json()["definition"], *(s["definition"] for s in listed)):
+            condition_seen = definition if kind == "trait" else definition["filters"][0]
+            assert condition_seen["value"] == shown
+            if shown != "ada@example.com":
+                assert "ada@example.com" not in json.dumps(definition)
     assert client.delete(f"/v1/analytics/segments/{sid}", headers=raw).status_code == 204
 
 
@@ -766,3 +776,42 @@ def test_a_query_racing_the_engines_close_gets_503_and_opens_nothing(
     with pytest.raises(StorageUnavailable):
         engine.tables(workspace)
     assert engine._workspaces == {}
+
+
+def test_values_no_analysis_can_use_are_refused_not_500(setup: Setup) -> None:
+    """An audit's 500s: an integer literal beyond the float range in a filter (saved in a
+    segment, it broke its members and the decisions' segments for good), dates at the
+    ends of the calendar, an empty step in a computed trait's path, and SQL values Python
+    cannot hold. Each is a 400 naming the problem, and the server stays healthy."""
+    client, headers = setup.client, setup.a.headers
+    huge = 10**400
+    for body in (
+        {**TRENDS, "filters": [{"property": "total", "op": "eq", "value": huge}]},
+        {**TRENDS, "filters": [{"property": "total", "op": "in", "value": [1, -huge]}]},
+    ):
+        error = assert_error(client.post("/v1/analytics/trends", json=body, headers=headers), 400)
+        assert "beyond the float range" in error["message"]
+    big = {"name": "big", "definition": {"trait": "age", "op": "gt", "value": huge}}
+    error = assert_error(client.post("/v1/analytics/segments", json=big, headers=headers), 400)
+    assert "beyond the float range" in error["message"]
+    for dates in (
+        {"from": "9999-12-25", "to": "9999-12-31T23:59:59"},
+        {"from": "0001-01-01T00:00:00+01:00", "to": "2026-01-01"},
+        {"from": "2026-01-01", "to": "9999-12-31T23:00:00-05:00"},
+    ):
+        body = {**TRENDS, **dates, "interval": "week"}
+        error = assert_error(client.post("/v1/analytics/trends", json=body, headers=headers), 400)
+        assert "from 1900-01-01 to 3000-01-01" in error["message"]
+    longest = {**TRENDS, "from": "2020-01-01", "to": "2030-01-08T23:59:00", "interval": "week"}
+    error = assert_error(client.post("/v1/analytics/trends", json=longest, headers=headers), 400)
+    assert "at most 3660 days" in error["message"]
+    for path in ("a..b", ".", "a."):
+        body = {**TRENDS, "filters": [{"computedTrait": path, "op": "eq", "value": 1}]}
+        error = assert_error(client.post("/v1/analytics/trends", json=body, headers=headers), 400)
+        assert "a name between its dots" in error["message"]
+    for query in ("select INTERVAL '1000000000 days' b", "select INTERVAL '100000000 years' b"):
+        reply = client.post("/v1/sql", json={"query": query}, headers=headers)
+        assert assert_error(reply, 400)["code"] == "unrepresentable_value"
+    reply = client.get("/v1/analytics/segments/" + "x" * 5000, headers=headers)
+    assert len(assert_error(reply, 404)["message"]) < 200
+    assert client.get("/readyz").status_code == 200

@@ -283,7 +283,7 @@ class DuckDBEngine(QueryEngine):
             ) from None
         except duckdb.OutOfMemoryException as exc:
             raise InvalidRequest(
-                f"query exceeded the memory limit: {exc}", code="query_too_large"
+                f"query exceeded the memory limit: {_first_line(exc)}", code="query_too_large"
             ) from None
         except duckdb.CatalogException as exc:
             message = _first_line(exc)
@@ -292,6 +292,11 @@ class DuckDBEngine(QueryEngine):
             raise InvalidRequest(message, code="invalid_query") from None
         except duckdb.Error as exc:
             raise InvalidRequest(_first_line(exc), code="invalid_query") from None
+        except (OverflowError, ValueError) as exc:  # a value Python cannot hold
+            raise InvalidRequest(
+                f"a value of the result has no Python form (cast it to text): {_first_line(exc)}",
+                code="unrepresentable_value",
+            ) from None
         finally:
             timer.cancel()
             state.running.discard(cursor)

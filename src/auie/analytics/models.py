@@ -7,7 +7,7 @@ The exact meaning of every field is in docs/analytics.md.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -56,8 +56,31 @@ class Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+#: The dates an analysis may name: its buckets, weeks and cohorts must stay inside the
+#: years Python's dates can hold.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        moment = None
+    if moment is None or not _EARLIEST <= moment <= _LATEST:
+        raise ValueError("dates must be from 1900-01-01 to 3000-01-01")
+    return moment
+
+
+def _finite(value: Any) -> Any:
+    """A filter value whose number a float holds (an integer literal of 400 digits is
+    valid JSON, but no comparison can use it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError("a number beyond the float range") from None
+    return value
 
 
 # -- filters and breakdowns -------------------------------------------------------------
@@ -85,6 +108,8 @@ class Target(Model):
         given = [n for n in ("property", "trait", "computed_trait", "field") if getattr(self, n)]
         if len(given) != 1:
             raise ValueError("give exactly one of property, trait, computedTrait, field")
+        if self.computed_trait is not None and "" in self.computed_trait.split("."):
+            raise ValueError("computedTrait: a dotted path needs a name between its dots")
         if self.field is not None and self.field not in EVENT_FIELDS:
             raise ValueError(f"unknown field {self.field!r}; fields: {', '.join(EVENT_FIELDS)}")
         return self
@@ -115,6 +140,8 @@ class Filter(Target):
     @model_validator(mode="after")
     def _value_fits_op(self) -> Filter:
         value = self.value
+        for item in value if isinstance(value, list) else (value,):
+            _finite(item)
         if self.op == "in":
             if not isinstance(value, list) or not value or len(value) > 1000:
                 raise ValueError("op 'in' needs a list of 1 to 1000 values")
@@ -147,7 +174,7 @@ class _Range(Model):
     def _ordered(self) -> _Range:
         if self.to <= self.from_:
             raise ValueError("'to' must be after 'from'")
-        if (self.to - self.from_).days > _MAX_DAYS_RANGE:
+        if self.to - self.from_ > timedelta(days=_MAX_DAYS_RANGE):
             raise ValueError(f"the range may span at most {_MAX_DAYS_RANGE} days")
         return self
 

@@ -57,6 +57,32 @@ class PersonalTargets:
         return list(found)
 
 
+#: What a saved segment shows, without ``pii:read``, in place of a condition's value on
+#: personal data.
+HIDDEN = "[needs pii:read]"
+
+
+def hide_personal(definition: Any, personal: PersonalTargets) -> Any:
+    """A stored segment definition (JSON) with the values of its conditions on personal
+    data replaced by :data:`HIDDEN`, at any depth: a token without ``pii:read`` may list
+    and read segments, not the e-mail address or user ids one names."""
+    if isinstance(definition, list):
+        return [hide_personal(item, personal) for item in definition]
+    if not isinstance(definition, dict):
+        return definition
+    out = {key: hide_personal(inner, personal) for key, inner in definition.items()}
+    kinds = [k for k in ("property", "trait", "computedTrait", "field") if k in definition]
+    if len(kinds) == 1 and "value" in definition:
+        try:
+            target = Target.model_validate({kinds[0]: definition[kinds[0]]})
+        except ValueError:
+            target = None  # not a condition after all: shown as it is
+        if target is not None and personal.is_personal(target):
+            value = definition["value"]
+            out["value"] = [HIDDEN] * len(value) if isinstance(value, list) else HIDDEN
+    return out
+
+
 def _targets(value: Any) -> Iterator[Target]:
     if isinstance(value, Target):
         yield value

@@ -84,6 +84,11 @@ def dump_definition(node: Any) -> dict[str, Any]:
     return dumped
 
 
+def _unknown(segment_id: str) -> NotFound:
+    shown = segment_id if len(segment_id) <= 100 else segment_id[:100] + "..."
+    return NotFound(f"segment {shown!r} does not exist", code="unknown_segment")
+
+
 class SegmentStore:
     """Saved segments in the metadata database."""
 
@@ -110,7 +115,7 @@ class SegmentStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
-            raise NotFound(f"segment {segment_id!r} does not exist", code="unknown_segment")
+            raise _unknown(segment_id)
         return self._segment(row)
 
     def create(self, workspace: str, spec: SegmentIn) -> Segment:
@@ -158,7 +163,7 @@ class SegmentStore:
         except IntegrityError:
             raise Conflict(f"a segment named {spec.name!r} already exists") from None
         if not changed:
-            raise NotFound(f"segment {segment_id!r} does not exist", code="unknown_segment")
+            raise _unknown(segment_id)
         return self.get(workspace, segment_id)
 
     def set_definition(self, workspace: str, segment_id: str, definition: dict[str, Any]) -> None:
@@ -178,7 +183,7 @@ class SegmentStore:
                 )
             ).rowcount
         if not gone:
-            raise NotFound(f"segment {segment_id!r} does not exist", code="unknown_segment")
+            raise _unknown(segment_id)
 
 
 # -- evaluation ----------------------------------------------------------------------------------

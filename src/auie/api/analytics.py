@@ -25,7 +25,7 @@ from auie.analytics.models import (
     TrendsIn,
     TrendsOut,
 )
-from auie.analytics.personal import PersonalTargets
+from auie.analytics.personal import PersonalTargets, hide_personal
 from auie.analytics.persons import Scope
 from auie.analytics.retention import retention
 from auie.analytics.segments import MAX_PAGE, SegmentStore, members
@@ -125,8 +125,19 @@ def post_retention(body: RetentionIn, request: Request, who: Principal = _reader
     operation_id="analytics_list_segments",
 )
 def list_segments(request: Request, who: Principal = _reader) -> Any:
-    """The workspace's saved segments, by name."""
-    return [s.to_out() for s in _segments(request).list(who.workspace_id)]
+    """The workspace's saved segments, by name (without ``pii:read``, the values of their
+    conditions on personal data read ``[needs pii:read]``)."""
+    return [_shown(request, who, s.to_out()) for s in _segments(request).list(who.workspace_id)]
+
+
+def _shown(request: Request, who: Principal, segment: SegmentOut) -> SegmentOut:
+    """``segment`` as ``who`` may see it: with ``pii:read`` whole, else with the values of
+    conditions on personal data hidden."""
+    if PII_READ in who.scopes:
+        return segment
+    runtime = _runtime(request)
+    personal = PersonalTargets(runtime.pii_rules, runtime.profiles.folder.computed)
+    return segment.model_copy(update={"definition": hide_personal(segment.definition, personal)})
 
 
 @router.post(
@@ -149,7 +160,8 @@ def create_segment(body: SegmentIn, request: Request, who: Principal = _reader) 
     responses=_not_found,
 )
 def get_segment(segment_id: str, request: Request, who: Principal = _reader) -> Any:
-    return _segments(request).get(who.workspace_id, segment_id).to_out()
+    """One saved segment (without ``pii:read``, as the list shows it)."""
+    return _shown(request, who, _segments(request).get(who.workspace_id, segment_id).to_out())
 
 
 @router.put(
