@@ -749,6 +749,48 @@ def test_an_erased_person_gets_the_baseline_and_leaves_no_decision_or_reward(
     assert service.point(app.boot.workspace, "hero").policies[""].steps == 1  # u-here's only
 
 
+def test_an_analysis_by_a_trait_holding_nested_pii_shows_no_ciphertext(
+    make_app: Callable[..., App],
+) -> None:
+    """A trait that is not PII may hold a PII field (``contact.email``): encrypted in the
+    lake, a breakdown by the trait showed its ciphertext, and the key id in it is the
+    person's own, so a filter ``contains "enc:v1:<key id>"`` picked them out. Analyses show
+    ``[encrypted]`` instead."""
+    app = make_app()
+    send(
+        app,
+        {
+            "type": "identify",
+            "userId": "u-ada",
+            "traits": {"contact": {"email": "ada@example.com", "city": "Berlin"}},
+        },
+        {"type": "track", "userId": "u-ada", "event": "Signed Up"},
+    )
+    process(app)
+    [(traits,)] = lake_rows(app, "SELECT traits FROM events WHERE type = 'identify'")
+    key_id = json.loads(traits)["contact"]["email"].split(":")[2]  # enc:v1:<key id>:...
+    now = datetime.now(UTC)
+    span = {"from": (now - timedelta(days=1)).isoformat()}
+    span["to"] = (now + timedelta(days=1)).isoformat()
+    analyst = token(app, "analytics:read")
+    by_contact = {"events": ["Signed Up"], "breakdown": {"trait": "contact"}, **span}
+    reply = app.client.post("/v1/analytics/trends", json=by_contact, headers=analyst)
+    assert reply.status_code == 200, reply.text
+    [series] = reply.json()["series"]
+    assert json.loads(series["breakdown"]) == {"email": "[encrypted]", "city": "Berlin"}
+    assert "enc:v1:" not in reply.text
+    for value in (f"enc:v1:{key_id}", key_id):
+        guess = {"trait": "contact", "op": "contains", "value": value}
+        trend = {"events": ["Signed Up"], "filters": [guess], **span}
+        reply = app.client.post("/v1/analytics/trends", json=trend, headers=analyst)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["series"][0]["total"] == 0, value
+    berlin = {"trait": "contact", "op": "contains", "value": "Berlin"}
+    trend = {"events": ["Signed Up"], "filters": [berlin], **span}
+    reply = app.client.post("/v1/analytics/trends", json=trend, headers=analyst)
+    assert reply.json()["series"][0]["total"] == 1  # the rest of the trait still counts
+
+
 def test_erasure_leaves_no_identifier_in_saved_segments(make_app: Callable[..., App]) -> None:
     """A saved segment may name a person (built with pii:read): erasure replaces the
     values that name them, at any depth and in lists, and the segment keeps working for

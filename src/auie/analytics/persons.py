@@ -276,11 +276,26 @@ def value_sql(q: Sql, target: Target, event: str = "ev", traits: str = "pt") -> 
         document, keys = f"{traits}.computed_traits", name.split(".")
     path = q.bind("$" + "".join(f'."{key}"' for key in keys))
     kind_sql = f"json_type({document}, {path})"
-    text = f"json_extract_string({document}, {path})"
+    text = _without_ciphertext(f"json_extract_string({document}, {path})")
     return ValueSql(
         text,
         f"CASE WHEN {kind_sql} IN {_JSON_NUMBER} THEN TRY_CAST({text} AS DOUBLE) END",
         f"coalesce({kind_sql} <> 'NULL', false)",
+    )
+
+
+#: Field encryption's ciphertext (:mod:`auie.privacy.crypto`): ``enc:v1:<key id>:<base64>``.
+_CIPHERTEXT = r"enc:v1:[0-9A-Za-z_-]*:[0-9A-Za-z+/=]*"
+ENCRYPTED = "[encrypted]"
+
+
+def _without_ciphertext(text: str) -> str:
+    """``text`` (SQL) with every ciphertext replaced by ``[encrypted]``: a PII field nested
+    in a trait or property an analysis may use (``contact`` holding ``email``) would
+    otherwise show its ciphertext, and the key id in it names the person."""
+    return (
+        f"CASE WHEN contains({text}, 'enc:v1:') THEN regexp_replace({text}, "
+        f"'{_CIPHERTEXT}', '{ENCRYPTED}', 'g') ELSE {text} END"
     )
 
 
