@@ -815,3 +815,22 @@ def test_values_no_analysis_can_use_are_refused_not_500(setup: Setup) -> None:
     reply = client.get("/v1/analytics/segments/" + "x" * 5000, headers=headers)
     assert len(assert_error(reply, 404)["message"]) < 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_numbers_and_dates_are_taken_as_their_json_types(setup: Setup) -> None:
+    """The request models are documented as strict: ``"breakdownLimit": "5"`` and ``true``
+    used to run with 5 and 1, and a number for ``from`` as seconds since 1970."""
+    client, headers = setup.client, setup.a.headers
+    for path, body in (
+        ("/v1/analytics/trends", {**TRENDS, "breakdown": {"field": "type"}, "breakdownLimit": "5"}),
+        (
+            "/v1/analytics/trends",
+            {**TRENDS, "breakdown": {"field": "type"}, "breakdownLimit": True},
+        ),
+        ("/v1/analytics/trends", {**TRENDS, "from": 1_700_000_000}),
+        ("/v1/analytics/funnels", {**FUNNEL, "conversionWindow": "86400"}),
+        ("/v1/analytics/retention", {**RETENTION, "periods": 4.0}),
+    ):
+        assert_error(client.post(path, json=body, headers=headers), 400)
+    ok = {**TRENDS, "breakdown": {"field": "type"}, "breakdownLimit": 5}
+    assert client.post("/v1/analytics/trends", json=ok, headers=headers).status_code == 200

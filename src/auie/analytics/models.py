@@ -165,6 +165,13 @@ class _Range(Model):
     from_: datetime = Field(alias="from", description="Start (inclusive), ISO-8601; UTC if naive")
     to: datetime = Field(description="End (exclusive), ISO-8601; UTC if naive")
 
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if isinstance(value, bool | int | float):  # pydantic would read seconds since 1970
+            raise ValueError("an ISO-8601 date or time as text, e.g. 2026-03-01")
+        return value
+
     @field_validator("from_", "to")
     @classmethod
     def _as_utc(cls, value: datetime) -> datetime:
@@ -197,7 +204,9 @@ class TrendsIn(_Range):
     interval: Literal["hour", "day", "week"] = "day"
     filters: list[Filter] = Field(default_factory=list, max_length=20)
     breakdown: Breakdown | None = None
-    breakdown_limit: int = Field(10, ge=1, le=100, description="Top values kept; the rest: other")
+    breakdown_limit: int = Field(
+        10, ge=1, le=100, strict=True, description="Top values kept; the rest: other"
+    )
 
     @field_validator("events")
     @classmethod
@@ -235,10 +244,14 @@ class FunnelStepIn(Model):
 class FunnelsIn(_Range):
     steps: list[FunnelStepIn] = Field(min_length=2, max_length=20)
     conversion_window: int = Field(
-        86_400, ge=1, le=366 * 86_400, description="Seconds from step 1 to the last step"
+        86_400,
+        ge=1,
+        le=366 * 86_400,
+        description="Seconds from step 1 to the last step",
+        strict=True,
     )
     breakdown: Breakdown | None = Field(None, description="Of the person's step-1 event")
-    breakdown_limit: int = Field(10, ge=1, le=100)
+    breakdown_limit: int = Field(10, ge=1, le=100, strict=True)
 
 
 class FunnelStepOut(Model):
@@ -275,7 +288,7 @@ class RetentionIn(_Range):
     start_event: _EventName
     return_event: _EventName
     period: Literal["day", "week"] = "day"
-    periods: int = Field(8, ge=1, le=100, description="Columns, period 0 included")
+    periods: int = Field(8, ge=1, le=100, strict=True, description="Columns, period 0 included")
 
 
 class RetentionCohort(Model):
@@ -323,8 +336,8 @@ class BehaviourCondition(Model):
     """Did ``event`` at least ``atLeast`` times in the last ``inLastDays`` days."""
 
     event: _EventName
-    at_least: int = Field(1, ge=1, le=1_000_000)
-    in_last_days: int = Field(ge=1, le=_MAX_DAYS_RANGE)
+    at_least: int = Field(1, ge=1, le=1_000_000, strict=True)
+    in_last_days: int = Field(ge=1, le=_MAX_DAYS_RANGE, strict=True)
     filters: list[EventFilter] = Field(default_factory=list, max_length=20)
 
 
