@@ -151,7 +151,7 @@ def test_segments_from_the_command_line(auie: Run, tmp_path: Path) -> None:
         auie(
             "analytics", "segments", "create", "buyers", "-d", json.dumps(definition), "--json"
         ).output
-    )[0]
+    )
     sid = created["id"]
     assert created["definition"] == {**definition, "atLeast": 1, "filters": []}
     listed = json.loads(auie("analytics", "segments", "list", "--json").output)
@@ -168,7 +168,8 @@ def test_segments_from_the_command_line(auie: Run, tmp_path: Path) -> None:
     path.write_text(json.dumps({"trait": "plan", "op": "eq", "value": "pro"}))
     updated = auie("analytics", "segments", "update", sid, "--name", "pros", "-d", f"@{path}")
     assert "pros" in updated.output
-    shown = json.loads(auie("analytics", "segments", "show", sid, "--json").output)[0]
+    shown = json.loads(auie("analytics", "segments", "show", sid, "--json").output)
+    assert isinstance(shown, dict)  # one segment: its object, as the API answers
     assert shown["name"] == "pros"
     assert shown["definition"] == {"trait": "plan", "op": "eq", "value": "pro"}
     assert "deleted" in auie("analytics", "segments", "delete", sid).output

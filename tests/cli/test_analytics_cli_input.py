@@ -127,8 +127,8 @@ def test_definition_file_that_is_good_is_read(auie: Run, tmp_path: Path) -> None
     path.write_text(json.dumps(definition), encoding="utf-8")
     created = auie("segments", "create", "pros", "-d", f"@{path}", "--json")
     assert created.exit_code == 0, (created.output, created.exception)
-    assert json.loads(created.stdout)[0]["definition"] == definition
-    segment = json.loads(created.stdout)[0]["id"]
+    assert json.loads(created.stdout)["definition"] == definition  # the object, not a list
+    segment = json.loads(created.stdout)["id"]
     assert auie("segments", "delete", segment).exit_code == 0
 
 

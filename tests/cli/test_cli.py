@@ -159,6 +159,8 @@ def test_keys_create_list_and_revoke(auie: Run, runtime: Runtime) -> None:
     assert_camel(listed)
     only = out_json(auie("keys", "list", "-w", "acme", "--source", source["id"], "--json"))
     assert len(only) == 2
+    unknown = auie("keys", "list", "-w", "acme", "--source", "src_nope", status=2)
+    assert_one_line_error(unknown, "not_found", "src_nope")  # it listed nothing, silently
 
     revoked = auie("keys", "revoke", key["id"])
     assert revoked.stdout.strip() == f"revoked {key['id']}"
@@ -374,6 +376,7 @@ def test_admin_commands_are_audited_like_the_api(auie: Run, runtime: Runtime) ->
     assert key["key"] not in str(entries)
     assert client["secret"] not in str(entries)
     assert runtime.audit.verify() is None
+    assert out_json(auie("audit", "verify", "--json")) == {"intact": True, "alteredAt": None}
 
 
 def test_set_overrides_reach_the_command(auie: Run) -> None:

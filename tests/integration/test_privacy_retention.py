@@ -4,6 +4,7 @@ audit log still verifies."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,6 +185,16 @@ def test_a_tampered_pruned_log_still_fails_verification(world: World) -> None:
         first = min(e.seq for e in audit.entries(None, limit=1000))
         conn.execute(delete(audit_log).where(audit_log.c.seq == first))
     assert audit.verify() is not None
+    # The CLI says so, in words and as JSON, with exit status 1.
+    data_dir = str(world.runtime.settings.data_dir)
+    for flags, expected in (([], "audit log altered at entry"), (["--json"], '"intact": false')):
+        result = CliRunner().invoke(cli, ["audit", "verify", *flags, "--data-dir", data_dir])
+        assert result.exit_code == 1, result.output
+        assert expected in result.stdout
+    report = json.loads(
+        CliRunner().invoke(cli, ["audit", "verify", "--json", "--data-dir", data_dir]).stdout
+    )
+    assert report == {"intact": False, "alteredAt": audit.verify()}
 
 
 def test_the_cli_applies_retention(world: World) -> None:

@@ -6,6 +6,7 @@ Every change is recorded in the audit log with the action name the HTTP admin AP
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import click
@@ -110,6 +111,8 @@ def keys_list(workspace: str, source_id: str | None, as_json: bool, settings: Se
     """List write keys (ids and prefixes, never the keys)."""
     runtime = open_runtime(settings)
     ws = runtime.tenancy.workspace(workspace)
+    if source_id is not None:
+        runtime.tenancy.source(source_id, ws.id)  # not_found for another workspace's, too
     emit(
         runtime.tenancy.list_write_keys(ws.id, source_id),
         as_json,
@@ -281,11 +284,16 @@ def audit_list(
 
 
 @audit.command("verify")
+@json_option
 @settings_options()
-def audit_verify(settings: Settings) -> None:
+def audit_verify(as_json: bool, settings: Settings) -> None:
     """Check the hash chain: exit 1 and name the first altered entry if any."""
     broken = open_runtime(settings).audit.verify()
-    if broken is not None:
+    if as_json:
+        click.echo(json.dumps({"intact": broken is None, "alteredAt": broken}))
+    elif broken is not None:
         click.echo(f"audit log altered at entry {broken}")
+    else:
+        click.echo("audit log intact")
+    if broken is not None:
         raise SystemExit(1)
-    click.echo("audit log intact")

@@ -608,9 +608,10 @@ def _store(settings: Settings, workspace: str | None) -> tuple[Runtime, SegmentS
     return runtime, SegmentStore(runtime.engine), workspace_id(runtime, workspace)
 
 
-def _show_segments(found: list[SegmentOut], as_json: bool) -> None:
+def _show_segments(found: list[SegmentOut], as_json: bool, *, one: bool = False) -> None:
+    """Segments as a table, or as JSON: a list, or with ``one`` the segment's object."""
     if as_json:
-        _print_json(found)
+        _print_json(found[0] if one else found)
         return
     rows = [
         {
@@ -659,7 +660,7 @@ def segments_create(
     )
     runtime, store, ws = _store(settings, workspace)
     try:
-        _show_segments([store.create(ws, spec).to_out()], as_json)
+        _show_segments([store.create(ws, spec).to_out()], as_json, one=True)
     finally:
         runtime.close()
 
@@ -672,9 +673,10 @@ def segments_create(
 def segments_show(
     segment_id: str, workspace: str | None, as_json: bool, settings: Settings
 ) -> None:
+    """One saved segment and its definition."""
     runtime, store, ws = _store(settings, workspace)
     try:
-        _show_segments([store.get(ws, segment_id).to_out()], as_json)
+        _show_segments([store.get(ws, segment_id).to_out()], as_json, one=True)
     finally:
         runtime.close()
 
@@ -710,7 +712,7 @@ def segments_update(
                 ),
             },
         )
-        _show_segments([store.update(ws, segment_id, spec).to_out()], as_json)
+        _show_segments([store.update(ws, segment_id, spec).to_out()], as_json, one=True)
     finally:
         runtime.close()
 
