@@ -114,6 +114,16 @@ def _database_url(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+_POSTGRES_URL = re.compile(r"(postgresql|postgres)(\+\w+)?://", re.IGNORECASE)
+
+
+def _postgres_url(value: SecretStr | None) -> SecretStr | None:
+    """The transform's PostgreSQL target: a PostgreSQL URL only."""
+    if value is not None and not _POSTGRES_URL.match(value.get_secret_value()):
+        raise ValueError("must be a postgresql:// (or postgres://) URL")
+    return value
+
+
 class DatabaseConfig(_Section):
     """The metadata database: workspaces, sources, keys, clients (and later profiles)."""
 
@@ -254,7 +264,7 @@ class AnalyticsConfig(_Section):
     #: PostgreSQL database ``auie transform --target postgres`` loads the lake into and
     #: builds the marts in (schemas ``<workspace>_lake`` and ``<workspace>_marts``).
     postgres_url: SecretStr | None = None
-    _check_postgres_url = field_validator("postgres_url")(_database_url)
+    _check_postgres_url = field_validator("postgres_url")(_postgres_url)
 
 
 DEFAULT_PII_FIELDS = (

@@ -828,6 +828,7 @@ def test_numbers_and_dates_are_taken_as_their_json_types(setup: Setup) -> None:
             {**TRENDS, "breakdown": {"field": "type"}, "breakdownLimit": True},
         ),
         ("/v1/analytics/trends", {**TRENDS, "from": 1_700_000_000}),
+        ("/v1/analytics/trends", {**TRENDS, "from": "1700000000"}),
         ("/v1/analytics/funnels", {**FUNNEL, "conversionWindow": "86400"}),
         ("/v1/analytics/retention", {**RETENTION, "periods": 4.0}),
     ):

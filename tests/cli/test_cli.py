@@ -598,9 +598,13 @@ def test_bad_config_from_env_file_and_value(auie: Run, tmp_path: Path) -> None:
     result = auie("workspaces", "list", "--config", str(bad), status=2)
     assert_one_line_error(result, "config_error", "cannot read config file", "decode byte 0xff")
     # A database URL AUIE cannot use fails when the settings load, not at a connection.
-    for setting in ("database.url", "profiles.url", "lake.catalog_url", "analytics.postgres_url"):
+    for setting in ("database.url", "profiles.url", "lake.catalog_url"):
         result = auie("workspaces", "list", "--set", f"{setting}=garbage://x", status=2)
         assert_one_line_error(result, "config_error", setting, "sqlite:// or postgresql://")
+    for url in ("garbage://x", "sqlite:///x.db"):  # the transform's target is PostgreSQL
+        result = auie("workspaces", "list", "--set", f"analytics.postgres_url={url}", status=2)
+        assert_one_line_error(result, "config_error", "analytics.postgres_url", "postgresql://")
+    auie("workspaces", "list", "--set", "analytics.postgres_url=postgres://u@h/db")
 
 
 def test_a_data_directory_that_cannot_be_used_is_an_error_and_a_new_one_is_noted(
@@ -773,6 +777,8 @@ def test_terminal_control_sequences_in_event_data_are_printed_escaped(
     # The JSON output keeps the values exact (JSON escapes control characters itself).
     data = json.loads(auie("profiles", "show", "user_id", evil, "--json").output)
     assert data["traits"]["plan"] == "\x1b[2Jgone"
+    lines = auie("log", "tail", "--json").stdout.splitlines()
+    assert {json.loads(line)["userId"] for line in lines} == {evil}  # valid JSON, exact
 
 
 def test_with_json_an_error_is_json_too(auie: Run, runtime: Runtime) -> None:

@@ -168,7 +168,10 @@ class _Range(Model):
     @field_validator("from_", "to", mode="before")
     @classmethod
     def _text(cls, value: Any) -> Any:
-        if isinstance(value, bool | int | float):  # pydantic would read seconds since 1970
+        numeric = (
+            isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+        )
+        if isinstance(value, bool | int | float) or numeric:  # read as seconds since 1970
             raise ValueError("an ISO-8601 date or time as text, e.g. 2026-03-01")
         return value
 

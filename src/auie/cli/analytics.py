@@ -51,6 +51,7 @@ from auie.cli.common import (
     json_option,
     open_runtime,
     read_json_file,
+    safe_text,
     settings_options,
     workspace_id,
     workspace_option,
@@ -347,7 +348,9 @@ def print_trends(out: TrendsOut, height: int = 8) -> None:
             name += " · (other)"
         elif series.breakdown is not None or any(s.breakdown for s in out.series):
             name += f" · {series.breakdown}"
-        console.print(Text.assemble((name, f"bold {color}"), f"  total {series.total:,}"))
+        console.print(
+            Text.assemble((safe_text(name), f"bold {color}"), f"  total {series.total:,}")
+        )
         top = max(values, default=0)
         step = max(1, min(8, width // max(1, len(values))))
         bar = step - 1 if step > 2 else step
@@ -453,13 +456,14 @@ def print_funnel(out: FunnelsOut) -> None:
         table = Table(title="by breakdown (people per step)")
         table.add_column("value", overflow="fold")
         for step in out.steps:
-            table.add_column(f"{step.step}. {step.event}", justify="right", overflow="fold")
+            heading = safe_text(f"{step.step}. {step.event}")
+            table.add_column(heading, justify="right", overflow="fold")
         table.add_column("conversion", justify="right")
         for group in out.breakdowns:
             label = "(other)" if group.other else str(group.breakdown)
             rate = group.steps[-1].conversion_rate
             table.add_row(
-                Text(label),
+                Text(safe_text(label)),
                 *(f"{s.count:,}" for s in group.steps),
                 "—" if rate is None else f"{rate:.1%}",
             )
@@ -473,7 +477,7 @@ def _funnel_bars(steps: list[FunnelStepOut]) -> None:
     for step in steps:
         filled = round(step.count / first * width)
         rate = step.conversion_rate
-        line = Text(f"{step.step}. {step.event}"[:name_width].ljust(name_width) + " ")
+        line = Text(safe_text(f"{step.step}. {step.event}")[:name_width].ljust(name_width) + " ")
         line.append("█" * filled, style="cyan")
         line.append("░" * (width - filled), style="dim")
         line.append(f" {step.count:>7,} {'—' if rate is None else f'{rate:6.1%}'}")
@@ -811,4 +815,4 @@ def sql_command(
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    return value if isinstance(value, str) else json.dumps(value)
+    return safe_text(value if isinstance(value, str) else json.dumps(value))

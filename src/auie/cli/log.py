@@ -93,7 +93,8 @@ def tail(
         for record in _records(log_, topic, starts):
             starts[record.partition] = record.offset + 1
             if workspace is None or record.headers.get("workspaceId") == workspace:
-                click.echo(safe_text(_line(record, as_json, meta)))
+                line = _line(record, as_json, meta)
+                click.echo(line if as_json else safe_text(line))  # JSON escapes its own
         if not follow:
             return
         time.sleep(0.5)

@@ -75,9 +75,11 @@ def _listen(host: str, port: int) -> socket.socket:
     start's credentials are printed."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         listening = socket.socket(family, kind, proto)
+        if family == socket.AF_INET6:  # :: is IPv6 only, as uvicorn's own bind made it
+            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     except (OSError, UnicodeError, OverflowError) as exc:
         raise click.UsageError(f"cannot listen on {host}:{port}: {exc}") from None
     try:

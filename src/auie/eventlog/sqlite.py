@@ -243,20 +243,39 @@ class SQLiteEventLog(EventLog):
             now_ms = int(time.time() * 1000)
             cutoff = now_ms - self.dedupe_window_ms
             conn = self._conn()
-            for topic in self.topics():
-                for part in range(self.partitions(topic)):
-                    table = _table(topic, part)
-                    end = self._dedupe_ends.get(table, 0)
-                    rows = conn.execute(
-                        f"SELECT offset, ts, dedupe FROM {table} WHERE offset > ? ORDER BY offset",
-                        (end,),
-                    ).fetchall()
-                    if rows:
-                        self._dedupe.add(
-                            (key for _, ts, key in rows if key is not None and ts >= cutoff),
-                            now_ms,
+            conn.execute("BEGIN")  # one snapshot: the new ends are those of the rows read
+            try:
+                for topic in self.topics():
+                    for part in range(self.partitions(topic)):
+                        table = _table(topic, part)
+                        known = self._dedupe_ends.get(table, 0)
+                        end = self._end_offset(conn, table)
+                        if end <= known:
+                            continue
+                        keys = conn.execute(
+                            f"SELECT dedupe FROM {table} WHERE offset > ? AND offset <= ?"
+                            " AND dedupe IS NOT NULL AND ts >= ?",
+                            (known, end, cutoff),
                         )
-                        self._dedupe_ends[table] = rows[-1][0]
+                        self._dedupe.add((key for (key,) in keys), now_ms)
+                        self._dedupe_ends[table] = end
+            finally:
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _end_offset(conn: sqlite3.Connection, table: str) -> int:
+        """The last offset ``table`` gave (its rows may be gone to retention: the offset
+        sequence remembers it, as appends do)."""
+        try:
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no AUTOINCREMENT table created yet
+            row = None
+        if row is not None:
+            return int(row[0])
+        (last,) = conn.execute(f"SELECT coalesce(max(offset), 0) FROM {table}").fetchone()
+        return int(last)
 
     def _plan(
         self,
@@ -415,10 +434,7 @@ class SQLiteEventLog(EventLog):
             for topic in self.topics():
                 for part in range(self.partitions(topic)):
                     table = _table(topic, part)
-                    (end,) = conn.execute(
-                        f"SELECT coalesce(max(offset), 0) FROM {table}"
-                    ).fetchone()
-                    ends[table] = int(end)
+                    ends[table] = end = self._end_offset(conn, table)
                     rows.extend(
                         conn.execute(
                             f"SELECT ts, dedupe FROM {table}"

@@ -49,6 +49,7 @@ from auie.errors import NotFound
 from auie.eventlog import DEAD_LETTERS_TOPIC, DECISIONS_TOPIC, EVENTS_TOPIC, REWARDS_TOPIC
 from auie.privacy import lakeops, logops, profileops
 from auie.privacy.context import PrivacyContext, Progress, StepTimer, no_progress
+from auie.privacy.fields import PiiRules
 from auie.privacy.person import Person, Subject
 from auie.privacy.physical import files_containing, make_physical, sqlite_file
 from auie.privacy.tables import privacy_requests
@@ -182,18 +183,30 @@ def _erase_segment_values(ctx: PrivacyContext, person: Person) -> int:
     (``user_id eq "ada"``, a trait ``email`` in a list...): those values become
     :data:`ERASED_VALUE`, so the segment goes on working for everyone else. How many
     segments changed."""
+    from auie.analytics.personal import PERSONAL_FIELDS
     from auie.analytics.segments import SegmentStore
 
     emails = {e.lower() for e in person.emails}
     named = person.values | person.pii
+    rules = PiiRules.of(ctx.settings.privacy)
 
-    def names(value: Any) -> bool:
+    def personal(node: dict[str, Any]) -> bool:
+        """Whether a condition is on an identifier or a PII trait or property: only there
+        does a number name the person (``sessions gt 30`` does not, whoever is 30)."""
+        field, trait, prop = node.get("field"), node.get("trait"), node.get("property")
+        return (
+            (isinstance(field, str) and field in PERSONAL_FIELDS)
+            or (isinstance(trait, str) and rules.is_pii(trait))
+            or (isinstance(prop, str) and rules.is_pii_property(prop))
+        )
+
+    def names(value: Any, numbers: bool) -> bool:
         if isinstance(value, bool):
             return False
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # 4155550100.0 names the phone number 4155550100
         if isinstance(value, int | float):
-            return str(value) in named  # a numeric id or PII value, as a number
+            return numbers and str(value) in named  # a numeric id or PII value
         if not isinstance(value, str):
             return False
         text = value.strip()
@@ -205,11 +218,11 @@ def _erase_segment_values(ctx: PrivacyContext, person: Person) -> int:
         if not isinstance(node, dict):
             return node
         out = {key: scrub(inner) for key, inner in node.items()}
-        value = node.get("value")
-        if names(value):
+        value, numbers = node.get("value"), personal(node)
+        if names(value, numbers):
             out["value"] = ERASED_VALUE
         elif isinstance(value, list):
-            out["value"] = [ERASED_VALUE if names(item) else item for item in value]
+            out["value"] = [ERASED_VALUE if names(item, numbers) else item for item in value]
         return out
 
     store = SegmentStore(ctx.engine)

@@ -8,7 +8,9 @@ shared one on ``processor.lock`` (which tells erasure that a processor is runnin
 processors that would consume the same partition, whatever the sizes of their groups,
 therefore never run at once: after ``kill -9`` of ``auie serve`` its processor children may
 live on for a few seconds until they notice; a new member waits for their locks instead of
-consuming the same partitions at the same time (which would break exactly-once).
+consuming the same partitions at the same time (which would break exactly-once). ``auie
+process`` on its own does not wait: while any processor holds ``processor.lock`` it refuses
+at once (:func:`processor_running`; it can be run again once they are gone).
 
 :class:`SectionLock` is an exclusive ``flock`` for the critical sections of a group of
 more than one member: identity resolution with its profile-store write, and lake commits.

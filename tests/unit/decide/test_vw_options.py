@@ -128,3 +128,16 @@ def test_every_allowed_option_is_one_vw_takes_and_decides_with(name: str) -> Non
 )
 def test_short_spellings_attached_and_negative_values_are_taken(args: str) -> None:
     assert make_policy({"type": "vw", "args": args}, context_dim=4).params() == {"args": args}
+
+
+@pytest.mark.parametrize("spelling", ["-b +25", "-b+25", "--bit_precision=+25", "-b ' 25'"])
+def test_the_bit_bound_has_no_other_spelling(spelling: str) -> None:
+    """VW reads "+25" and " 25" as 25: 2^25 weights past the bound (2^31: tens of GB)."""
+    assert "takes a number of bits" in _refused("--cb_explore_adf " + spelling)
+
+
+@pytest.mark.parametrize(
+    "args", ["--cb_explore_adf -q sa sb", "--cb_explore_adf --interactions sa sb --epsilon 0.1"]
+)
+def test_options_that_take_several_words_take_them(args: str) -> None:
+    assert make_policy({"type": "vw", "args": args}, context_dim=4).params() == {"args": args}

@@ -126,6 +126,9 @@ _OPTIONS: dict[str, bool] = {
     "sort_features": False,
     "quiet": False,
 }
+#: Options VW takes several words for (``-q sa sb``, ``--interactions sa sb``).
+_LISTS = frozenset({"quadratic", "cubic", "interactions", "ignore", "ignore_linear", "keep"})
+_LISTS |= {"ngram", "skips"}
 #: VW's one-letter spellings of allowed options (each takes a value, which may follow
 #: at once: ``-qsa``, ``-b18``, ``-l0.5``).
 _SHORT = {"l": "learning_rate", "b": "bit_precision", "q": "quadratic"}
@@ -151,8 +154,9 @@ def _bits(tokens: Sequence[str]) -> int:
             value = token[2:].lstrip("=")
         else:
             continue
-        if value.isdigit():
-            found.append(int(value))
+        if not (value.isascii() and value.isdigit()):  # VW also reads "+25" and " 25"
+            raise ValueError(f"vw: --bit_precision takes a number of bits, got {value!r}")
+        found.append(int(value))
     return max(found)
 
 
@@ -170,6 +174,7 @@ def _check_options(tokens: Sequence[str]) -> None:
     read it as a data file)."""
     refused: list[str] = []
     expecting = False  # the previous token was an option that takes a value
+    listing = False  # ... or one that takes several (more words are its values)
     for token in tokens:
         if token.startswith("--"):
             name, equals, _ = token[2:].partition("=")
@@ -180,11 +185,13 @@ def _check_options(tokens: Sequence[str]) -> None:
             elif equals and not takes:
                 raise ValueError(f"vw: --{name} takes no value: {token!r}")
             expecting = takes and not equals
+            listing = name in _LISTS
         elif token.startswith("-") and len(token) > 1 and not _is_number(token):
             if token[1] not in _SHORT:
                 refused.append(token[:2])
             expecting = len(token) == 2  # -q sa; -qsa carries its value (as may -f/x)
-        elif expecting:
+            listing = _SHORT.get(token[1]) in _LISTS
+        elif expecting or listing:
             expecting = False
         else:
             raise ValueError(
