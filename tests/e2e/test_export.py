@@ -471,6 +471,7 @@ def test_the_cli_checks_where_it_writes_before_it_exports(setup: Setup, tmp_path
     assert "Traceback" not in missing.output
     kept = tmp_path / "kept.zip"
     kept.write_bytes(b"an earlier archive")
+    kept.chmod(0o644)
     refused = export(kept)
     assert refused.exit_code == 2, refused.output
     assert "exists; pass --force" in refused.output
@@ -479,4 +480,6 @@ def test_the_cli_checks_where_it_writes_before_it_exports(setup: Setup, tmp_path
     replaced = export(kept, "--force")
     assert replaced.exit_code == 0, replaced.output
     assert kept.read_bytes().startswith(b"PK")  # a zip archive now
+    assert kept.stat().st_mode & 0o777 == 0o600  # a new file, private from its first byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.zip"]  # no partial file
     assert requests() == before + 1

@@ -17,6 +17,7 @@ from auie.cli.common import (
     console,
     emit,
     err_console,
+    fail,
     json_option,
     open_runtime,
     progress_bar,
@@ -26,6 +27,7 @@ from auie.cli.common import (
     workspace_option,
 )
 from auie.config import Settings
+from auie.errors import Conflict
 from auie.privacy.person import Subject
 from auie.privacy.requests import DONE, PrivacyRequest
 
@@ -109,6 +111,27 @@ def _check_out(out: Path, force: bool) -> None:
         )
 
 
+def _write_archive(archive: Path, out: Path, force: bool) -> None:
+    """Copy the archive to ``out`` whole, mode 0600 from its first byte: into a new file
+    beside it, renamed over ``out`` (only with ``force`` if ``out`` appeared meanwhile)."""
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as target, archive.open("rb") as source:
+            shutil.copyfileobj(source, target)
+        if force:
+            os.replace(partial, out)
+        else:
+            os.link(partial, out)  # fails if a file took the name since the check
+            partial.unlink()
+    except FileExistsError:
+        partial.unlink(missing_ok=True)
+        fail(Conflict(f"{out} appeared while the export ran; pass --force to replace it"))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def _finish(item: PrivacyRequest, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(item.to_dict(), default=str))
@@ -148,10 +171,7 @@ def export(
     _check_out(out, force)  # before the request runs: a failure later would leave it done
     item, archive = _run(settings, workspace, "export", subject, as_json)
     if item.status == DONE and archive is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as target, archive.open("rb") as source:
-            shutil.copyfileobj(source, target)
-        os.chmod(out, 0o600)
+        _write_archive(archive, out, force)
         if not as_json:
             rows = item.result.get("rows", {})
             console.print(f"wrote {out}: {sum(rows.values())} rows in {len(rows)} files")
