@@ -807,3 +807,28 @@ def test_a_command_that_needs_one_workspace_names_them_in_its_error(auie: Run) -
     assert "--workspace" in error["message"]
     result = auie("profiles", "show", "user_id", "u-1", status=2)
     assert_one_line_error(result, "workspace_required", "blog")
+
+
+def test_serve_binds_every_address_of_its_host_on_one_port() -> None:
+    """``auie serve`` binds before anything else (a taken port ends it at once): every
+    address the host resolves to, on the one port the system chose for ``--port 0``."""
+    import socket
+
+    from auie.cli.serve import _listen
+
+    for host in ("127.0.0.1", "localhost", ""):
+        sockets = _listen(host, 0)
+        try:
+            assert sockets
+            assert len({s.getsockname()[1] for s in sockets}) == 1
+            expected = {
+                a[4][0] for a in socket.getaddrinfo(host or None, 0, flags=socket.AI_PASSIVE)
+            }
+            assert {s.getsockname()[0] for s in sockets} == expected
+            taken = sockets[0].getsockname()[1]
+            sockets[0].listen()
+            with pytest.raises(click.UsageError, match="Address already in use"):
+                _listen(host or "0.0.0.0", taken)
+        finally:
+            for s in sockets:
+                s.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -69,26 +70,45 @@ def _check_tls(server: ServerConfig) -> None:
         ) from None
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (uvicorn listens on it): an address that is taken or
-    not this machine's is a usage error before the data directory is touched or the first
-    start's credentials are printed."""
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``host:port``, one per address the host resolves to (``localhost``:
+    127.0.0.1 and ::1), that uvicorn listens on. A port that is taken, or a host with no
+    address of this machine, is a usage error before the data directory is touched or the
+    first start's credentials are printed. An address the machine cannot use (::1 with
+    IPv6 off) is skipped when another one binds."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
+        found = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listening = socket.socket(family, kind, proto)
-        if family == socket.AF_INET6:  # :: is IPv6 only, as uvicorn's own bind made it
-            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        )
     except (OSError, UnicodeError, OverflowError) as exc:
         raise click.UsageError(f"cannot listen on {host}:{port}: {exc}") from None
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
-    except OSError as exc:
-        listening.close()
-        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return listening
+    sockets: list[socket.socket] = []
+    unusable: list[OSError] = []
+    for family, kind, proto, _, resolved in dict.fromkeys(found):
+        address = resolved
+        if sockets and port == 0:  # the port the system chose for the first address
+            address = (resolved[0], sockets[0].getsockname()[1], *resolved[2:])
+        listening = socket.socket(family, kind, proto)
+        try:
+            if family == socket.AF_INET6:  # :: is IPv6 only, as uvicorn's own bind made it
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+        except OSError as exc:
+            listening.close()
+            if exc.errno != errno.EADDRNOTAVAIL:
+                for bound in sockets:
+                    bound.close()
+                raise click.UsageError(
+                    f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from None
+            unusable.append(exc)
+            continue
+        sockets.append(listening)
+    if not sockets:
+        reason = unusable[0].strerror if unusable else "no address"
+        raise click.UsageError(f"cannot listen on {host}:{port}: {reason}")
+    return sockets
 
 
 @click.command()
@@ -115,7 +135,7 @@ def serve(settings: Settings) -> None:
     logging.getLogger("uvicorn.error").addFilter(_not_a_forced_exit)
     server = settings.server
     _check_tls(server)  # before anything is created or printed
-    listening = _listen(server.host, server.port)  # and the address, so a taken port ends here
+    listening = _listen(server.host, server.port)  # and the address: a taken port ends here
     runtime = Runtime(settings)
     boot = runtime.bootstrap() if settings.server.bootstrap else None
     if boot is not None:
@@ -141,7 +161,7 @@ def serve(settings: Settings) -> None:
     app.state.processor = supervisor  # its state in /readyz and /metrics
     transforms = TransformScheduler(settings)  # analytics.transform_interval_minutes; 0: off
     scheme = "https" if server.tls_cert else "http"
-    port = listening.getsockname()[1]  # the one the system chose for --port 0
+    port = listening[0].getsockname()[1]  # the one the system chose for --port 0
     console.print(f"AUIE listening on {scheme}://{server.host}:{port}  data: {settings.data_dir}")
     try:
         if supervisor is not None:
@@ -154,7 +174,7 @@ def serve(settings: Settings) -> None:
         gcpolicy.settle()
         with contextlib.suppress(KeyboardInterrupt):
             # uvicorn shuts down on Ctrl+C, then raises it again: a clean stop, exit 0.
-            uvicorn.Server(config).run(sockets=[listening])
+            uvicorn.Server(config).run(sockets=listening)
     finally:
         transforms.stop()
         if supervisor is not None:
