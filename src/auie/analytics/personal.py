@@ -16,7 +16,7 @@ whether a guessed person did something. So these targets are refused (403
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,6 +46,18 @@ class PersonalTargets:
             return self.rules.is_pii_property(name)
         return name.split(".", 1)[0] in self.computed
 
+    def is_personal_condition(self, node: Mapping[str, Any]) -> bool:
+        """Whether a condition of a stored segment definition (JSON, camelCase keys) is on
+        personal data; False for anything that is not one condition's target."""
+        kinds = [k for k in ("property", "trait", "computedTrait", "field") if k in node]
+        if len(kinds) != 1:
+            return False
+        try:
+            target = Target.model_validate({kinds[0]: node[kinds[0]]})
+        except ValueError:
+            return False  # not a condition after all
+        return self.is_personal(target)
+
     def named(self, *parts: Any) -> list[str]:
         """The personal targets anywhere in ``parts`` (requests, segment definitions), as
         ``"<kind> <name>"``, each once, in order of appearance."""
@@ -71,15 +83,9 @@ def hide_personal(definition: Any, personal: PersonalTargets) -> Any:
     if not isinstance(definition, dict):
         return definition
     out = {key: hide_personal(inner, personal) for key, inner in definition.items()}
-    kinds = [k for k in ("property", "trait", "computedTrait", "field") if k in definition]
-    if len(kinds) == 1 and "value" in definition:
-        try:
-            target = Target.model_validate({kinds[0]: definition[kinds[0]]})
-        except ValueError:
-            target = None  # not a condition after all: shown as it is
-        if target is not None and personal.is_personal(target):
-            value = definition["value"]
-            out["value"] = [HIDDEN] * len(value) if isinstance(value, list) else HIDDEN
+    if "value" in definition and personal.is_personal_condition(definition):
+        value = definition["value"]
+        out["value"] = [HIDDEN] * len(value) if isinstance(value, list) else HIDDEN
     return out
 
 

@@ -276,10 +276,11 @@ def value_sql(q: Sql, target: Target, event: str = "ev", traits: str = "pt") -> 
         document, keys = f"{traits}.computed_traits", name.split(".")
     path = q.bind("$" + "".join(f'."{key}"' for key in keys))
     kind_sql = f"json_type({document}, {path})"
-    text = _without_ciphertext(f"json_extract_string({document}, {path})")
+    raw = f"json_extract_string({document}, {path})"
     return ValueSql(
-        text,
-        f"CASE WHEN {kind_sql} IN {_JSON_NUMBER} THEN TRY_CAST({text} AS DOUBLE) END",
+        _without_ciphertext(raw),
+        # a JSON number holds no ciphertext: its text is read as it is
+        f"CASE WHEN {kind_sql} IN {_JSON_NUMBER} THEN TRY_CAST({raw} AS DOUBLE) END",
         f"coalesce({kind_sql} <> 'NULL', false)",
     )
 

@@ -72,14 +72,17 @@ def _segments(request: Request) -> SegmentStore:
     return SegmentStore(_runtime(request).engine)
 
 
+def _personal(request: Request) -> PersonalTargets:
+    runtime = _runtime(request)
+    return PersonalTargets(runtime.pii_rules, runtime.profiles.folder.computed)
+
+
 def _personal_allowed(request: Request, who: Principal, *parts: Any) -> None:
     """Refuse filters and breakdowns by personal data to a token without ``pii:read``
     (:mod:`auie.analytics.personal`)."""
     if PII_READ in who.scopes:
         return
-    runtime = _runtime(request)
-    personal = PersonalTargets(runtime.pii_rules, runtime.profiles.folder.computed)
-    named = personal.named(*parts)
+    named = _personal(request).named(*parts)
     if named:
         raise PermissionDenied(
             f"{', '.join(named)}: personal data; filtering or breaking down by it needs the"
@@ -127,17 +130,18 @@ def post_retention(body: RetentionIn, request: Request, who: Principal = _reader
 def list_segments(request: Request, who: Principal = _reader) -> Any:
     """The workspace's saved segments, by name (without ``pii:read``, the values of their
     conditions on personal data read ``[needs pii:read]``)."""
-    return [_shown(request, who, s.to_out()) for s in _segments(request).list(who.workspace_id)]
+    return _shown(request, who, *(s.to_out() for s in _segments(request).list(who.workspace_id)))
 
 
-def _shown(request: Request, who: Principal, segment: SegmentOut) -> SegmentOut:
-    """``segment`` as ``who`` may see it: with ``pii:read`` whole, else with the values of
-    conditions on personal data hidden."""
+def _shown(request: Request, who: Principal, *segments: SegmentOut) -> list[SegmentOut]:
+    """``segments`` as ``who`` may see them: with ``pii:read`` whole, else with the values
+    of conditions on personal data hidden."""
     if PII_READ in who.scopes:
-        return segment
-    runtime = _runtime(request)
-    personal = PersonalTargets(runtime.pii_rules, runtime.profiles.folder.computed)
-    return segment.model_copy(update={"definition": hide_personal(segment.definition, personal)})
+        return list(segments)
+    personal = _personal(request)
+    return [
+        s.model_copy(update={"definition": hide_personal(s.definition, personal)}) for s in segments
+    ]
 
 
 @router.post(
@@ -161,7 +165,8 @@ def create_segment(body: SegmentIn, request: Request, who: Principal = _reader) 
 )
 def get_segment(segment_id: str, request: Request, who: Principal = _reader) -> Any:
     """One saved segment (without ``pii:read``, as the list shows it)."""
-    return _shown(request, who, _segments(request).get(who.workspace_id, segment_id).to_out())
+    [segment] = _shown(request, who, _segments(request).get(who.workspace_id, segment_id).to_out())
+    return segment
 
 
 @router.put(

@@ -50,6 +50,7 @@ from auie.cli.common import (
     emit,
     json_option,
     open_runtime,
+    parse_json,
     read_json_file,
     safe_text,
     settings_options,
@@ -58,7 +59,6 @@ from auie.cli.common import (
 )
 from auie.config import Settings
 from auie.errors import InvalidRequest, describe_problems
-from auie.jsontext import loads
 from auie.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -599,12 +599,7 @@ def _definition(text: str) -> Any:
     """``--definition``: JSON, or ``@FILE`` holding it."""
     if text.startswith("@"):
         return read_json_file(text[1:], "--definition", dash_is_stdin=False)
-    try:
-        return loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--definition") from None
-    except (ValueError, RecursionError) as exc:
-        raise click.BadParameter(f"not standard JSON: {exc}", param_hint="--definition") from None
+    return parse_json(text, "the definition", "--definition")
 
 
 def _store(settings: Settings, workspace: str | None) -> tuple[Runtime, SegmentStore, str]:

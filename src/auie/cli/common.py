@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,20 @@ def progress_bar(quiet: bool) -> Progress:
         transient=True,
         disable=quiet,
     )
+
+
+@contextmanager
+def step_bar(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """One progress bar over the steps of a piece of work: ``report(step, done, total)``
+    shows the step and how far it is (privacy requests, evaluations)."""
+    progress = progress_bar(quiet)
+    with progress:
+        task = progress.add_task("starting", total=None)
+
+        def report(step: str, done: int, total: int) -> None:
+            progress.update(task, description=step, completed=done, total=total)
+
+        yield report
 
 
 def _parse_set(values: Sequence[str]) -> dict[str, Any]:

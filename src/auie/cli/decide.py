@@ -16,9 +16,9 @@ from auie.cli.common import (
     console,
     json_option,
     open_runtime,
-    progress_bar,
     safe_text,
     settings_options,
+    step_bar,
     workspace_id,
     workspace_option,
 )
@@ -128,13 +128,7 @@ def evaluate(
             learn=not frozen,
             importance_top=top,
         )
-        progress = progress_bar(as_json)
-        with progress:
-            task = progress.add_task("starting", total=None)
-
-            def report(step: str, done: int, total: int) -> None:
-                progress.update(task, description=step, completed=done, total=total)
-
+        with step_bar(as_json) as report:
             result = evaluate_decision_point(
                 runtime.decision_store,
                 runtime.eventlog,

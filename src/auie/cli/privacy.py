@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +19,9 @@ from auie.cli.common import (
     fail,
     json_option,
     open_runtime,
-    progress_bar,
     safe_text,
     settings_options,
+    step_bar,
     workspace_id,
     workspace_option,
 )
@@ -68,18 +67,6 @@ def _subject(
     return Subject.of(pairs)
 
 
-@contextmanager
-def _bar(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    progress = progress_bar(quiet)
-    with progress:
-        task = progress.add_task("starting", total=None)
-
-        def report(step: str, done: int, total: int) -> None:
-            progress.update(task, description=step, completed=done, total=total)
-
-        yield report
-
-
 def _run(
     settings: Settings, workspace: str | None, kind: str, subject: Subject, quiet: bool
 ) -> tuple[PrivacyRequest, Path | None]:
@@ -88,7 +75,7 @@ def _run(
         ws = workspace_id(runtime, workspace)
         requests = runtime.privacy.requests
         item = requests.submit(ws, kind, subject, actor="cli")
-        with _bar(quiet) as report:
+        with step_bar(quiet) as report:
             item = requests.run(item.id, actor="cli", progress=report)
         archive = runtime.privacy.context.archive_path(item.id) if kind == "export" else None
         return item, archive
@@ -235,7 +222,7 @@ def retention(as_json: bool, settings: Settings) -> None:
     """Delete data older than privacy.retention.* now (physically)."""
     runtime = open_runtime(settings)
     try:
-        with _bar(as_json) as report:
+        with step_bar(as_json) as report:
             result = runtime.privacy.run_retention(actor="cli", progress=report)
     finally:
         runtime.close()

@@ -183,22 +183,14 @@ def _erase_segment_values(ctx: PrivacyContext, person: Person) -> int:
     (``user_id eq "ada"``, a trait ``email`` in a list...): those values become
     :data:`ERASED_VALUE`, so the segment goes on working for everyone else. How many
     segments changed."""
-    from auie.analytics.personal import PERSONAL_FIELDS
+    from auie.analytics.personal import PersonalTargets
     from auie.analytics.segments import SegmentStore
 
     emails = {e.lower() for e in person.emails}
     named = person.values | person.pii
-    rules = PiiRules.of(ctx.settings.privacy)
-
-    def personal(node: dict[str, Any]) -> bool:
-        """Whether a condition is on an identifier or a PII trait or property: only there
-        does a number name the person (``sessions gt 30`` does not, whoever is 30)."""
-        field, trait, prop = node.get("field"), node.get("trait"), node.get("property")
-        return (
-            (isinstance(field, str) and field in PERSONAL_FIELDS)
-            or (isinstance(trait, str) and rules.is_pii(trait))
-            or (isinstance(prop, str) and rules.is_pii_property(prop))
-        )
+    # Only on a condition on an identifier or a PII trait or property does a number name
+    # the person (``sessions gt 30`` does not, whoever is 30).
+    personal = PersonalTargets(PiiRules.of(ctx.settings.privacy), ()).is_personal_condition
 
     def names(value: Any, numbers: bool) -> bool:
         if isinstance(value, bool):

@@ -127,8 +127,9 @@ _OPTIONS: dict[str, bool] = {
     "quiet": False,
 }
 #: Options VW takes several words for (``-q sa sb``, ``--interactions sa sb``).
-_LISTS = frozenset({"quadratic", "cubic", "interactions", "ignore", "ignore_linear", "keep"})
-_LISTS |= {"ngram", "skips"}
+_LISTS = frozenset(
+    {"quadratic", "cubic", "interactions", "ignore", "ignore_linear", "keep", "ngram", "skips"}
+)
 #: VW's one-letter spellings of allowed options (each takes a value, which may follow
 #: at once: ``-qsa``, ``-b18``, ``-l0.5``).
 _SHORT = {"l": "learning_rate", "b": "bit_precision", "q": "quadratic"}
